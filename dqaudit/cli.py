@@ -1,0 +1,147 @@
+"""The ``dqaudit`` command line: a thin door over the library (ARCHITECTURE rule 11).
+
+Heavy libraries are imported inside the commands, so ``dqaudit --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+
+import click
+
+from . import __version__
+from .errors import DqauditError
+
+
+class UserError(click.ClickException):
+    """A DqauditError shown as one line, exit code 2 (like click's own usage errors)."""
+
+    exit_code = 2
+
+
+def library_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DqauditError as exc:
+            raise UserError(str(exc)) from exc
+
+    return wrapper
+
+
+def _command_line() -> str:
+    return " ".join(["dqaudit"] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="dqaudit")
+def main() -> None:
+    """Audit a labeled image dataset for label noise, duplicates and outliers.
+
+    \b
+    Quick start:
+      dqaudit sample-data ./shapes
+      dqaudit scan ./shapes/manifest.csv --out ./audit
+    """
+
+
+def embedding_options(func):
+    """Options shared by every command that computes embeddings."""
+    options = [
+        click.option("--model", default="lite0", show_default=True,
+                     help="Encoder: lite0 (bundled, offline) or openclip:ARCH/PRETRAINED "
+                          "(open_clip tag, or a local checkpoint path)."),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Images per forward pass [default: 32 on CPU, 256 on CUDA]."),
+        click.option("--num-workers", type=int, default=None,
+                     help="DataLoader processes that decode images [default: by device]."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Embedding cache [default: $DQAUDIT_CACHE_DIR or "
+                          "~/.cache/dqaudit/embeddings]."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def ingest_options(func):
+    """Options that say how to read the dataset."""
+    options = [
+        click.option("--path-column", default=None, help="Manifest column with image paths."),
+        click.option("--label-column", default=None, help="Manifest column with labels."),
+        click.option("--split-column", default=None, help="Manifest column with splits."),
+        click.option("--count-prefix", default=None,
+                     help="Prefix of per-class annotation-count columns [default: n_]."),
+        click.option("--image-root", type=click.Path(file_okay=False), default=None,
+                     help="Folder that manifest paths are relative to [default: its folder]."),
+        click.option("--from-fiftyone", is_flag=True,
+                     help="DATASET is the name of a FiftyOne dataset."),
+        click.option("--label-field", default="ground_truth", show_default=True,
+                     help="FiftyOne Classification field with the labels."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.argument("dataset")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder (created if needed).")
+@ingest_options
+@embedding_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+@library_errors
+def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
+         from_fiftyone, label_field, model, device, batch_size, num_workers, cache_dir, no_cache,
+         seed, quiet, as_json):
+    """Audit DATASET and write the results to --out.
+
+    DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
+    a CSV or Parquet manifest, or with --from-fiftyone the name of a FiftyOne dataset.
+
+    \b
+    Examples:
+      dqaudit scan ./images --out ./audit
+      dqaudit scan labels.csv --label-column noisy_label --out ./audit
+    """
+    from .pipeline import audit
+
+    result = audit(dataset, out_dir=out_dir, model=model, device=device, seed=seed,
+                   batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
+                   use_cache=not no_cache, quiet=quiet or as_json, command=_command_line(),
+                   path_column=path_column, label_column=label_column,
+                   split_column=split_column, count_prefix=count_prefix, image_root=image_root,
+                   from_fiftyone=from_fiftyone, label_field=label_field)
+    if as_json:
+        click.echo(json.dumps(result.summary, indent=2, default=str))
+    elif not quiet:
+        s = result.summary
+        click.echo(f"{s['n_samples']} samples, {s['dataset']['n_classes']} classes, "
+                   f"{s['n_skipped']} skipped -> {out_dir}")
+
+
+@main.command("sample-data")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--per-class", type=int, default=50, show_default=True)
+@click.option("--noise-rate", type=float, default=0.1, show_default=True,
+              help="Fraction of manifest labels deliberately corrupted.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@library_errors
+def sample_data(out_dir, per_class, noise_rate, seed):
+    """Generate the synthetic shapes dataset with known label truth into OUT_DIR."""
+    from .sample_data import generate
+
+    info = generate(out_dir, per_class=per_class, noise_rate=noise_rate, seed=seed)
+    click.echo(f"wrote {info['n_images']} images of {len(info['classes'])} classes to {out_dir}; "
+               f"manifest.csv has {info['n_corrupted']} corrupted labels (truth in column "
+               "'true_label')")

@@ -1,0 +1,76 @@
+"""On-disk embedding cache: resumable, and safe against killed runs.
+
+Layout: ``CACHE_DIR/<encoder cache key>/shard-*.npz``, each shard holding ``keys`` (per-file keys:
+sha1 of absolute path, size and mtime) and ``embeddings`` (float32). Shards are written to a
+temporary name and renamed into place (atomic on POSIX), so a run killed mid-write leaves at
+most a stray ``.tmp`` file, never a shard that loads as valid. A re-run embeds only the files
+whose key is absent: new, changed (size or mtime) or moved files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENV_CACHE_DIR = "DQAUDIT_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dqaudit" / "embeddings"
+
+
+def file_key(path: str) -> str:
+    """Identity of one file's content for the cache: path, size and modification time."""
+    st = os.stat(path)
+    return hashlib.sha1(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+                        ).hexdigest()
+
+
+class EmbeddingCache:
+    """The shards of one encoder (one cache key)."""
+
+    def __init__(self, root: str | os.PathLike, encoder_key: str):
+        self.dir = Path(root) / encoder_key
+        self._counter = 0
+
+    def load(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """Embeddings for whichever of ``keys`` are cached."""
+        wanted = set(keys)
+        found: dict[str, np.ndarray] = {}
+        if not self.dir.is_dir():
+            return found
+        for shard in sorted(self.dir.glob("shard-*.npz")):
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    shard_keys = data["keys"].astype(str)
+                    hit = np.flatnonzero([k in wanted for k in shard_keys])
+                    if len(hit):
+                        emb = data["embeddings"]
+                        for j in hit:
+                            found[shard_keys[j]] = emb[j]
+            except Exception:  # an unreadable shard is ignored; its files get re-embedded
+                continue
+        return found
+
+    def write(self, keys: list[str], embeddings: np.ndarray) -> Path:
+        """Atomically add one shard."""
+        assert len(keys) == len(embeddings)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._counter += 1
+        name = f"shard-{time.time_ns():x}-{os.getpid()}-{self._counter}.npz"
+        final = self.dir / name
+        tmp = self.dir / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=np.array(keys, dtype="S40"),
+                     embeddings=embeddings.astype(np.float32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        return final

