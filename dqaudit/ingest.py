@@ -22,7 +22,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "dev": "val", "test": "test", "testing": "test"}
-PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image", "image_path")
+PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
+                          "image_path")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "class", "class_name", "category", "target", "y")
 SPLIT_COLUMN_CANDIDATES = ("split", "subset", "fold")
 DEFAULT_COUNT_PREFIX = "n_"
@@ -73,7 +74,7 @@ class LabeledImages:
         counts = np.bincount(self.labels, minlength=self.n_classes)
         return {c: int(k) for c, k in zip(self.classes, counts)}
 
-    def subset(self, keep: np.ndarray, *, extra_skipped: list[dict] | None = None) -> "LabeledImages":
+    def subset(self, keep: np.ndarray, *, extra_skipped: list[dict] | None = None) -> LabeledImages:
         """The samples where boolean mask ``keep`` is true (classes stay as they are)."""
         keep = np.asarray(keep, dtype=bool)
         idx = np.flatnonzero(keep)

@@ -79,7 +79,7 @@ def generate(out_dir: str | os.PathLike, *, per_class: int = 50, noise_rate: flo
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for c, kind in enumerate(CLASSES):
+    for kind in CLASSES:
         for k in range(per_class):
             name = f"images/{kind}_{k:03d}.jpg"
             (out / name).write_bytes(_jpeg_bytes(draw_shape(kind, rng), 90))

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import DqauditError
 
@@ -44,7 +44,7 @@ class Encoder:
 
     name: str
     identity: str  # changes whenever the weights or architecture change
-    module: "object"  # torch.nn.Module
+    module: object  # torch.nn.Module
     preprocessing: Preprocessing
     dim: int
     forward: Callable

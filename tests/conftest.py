@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny image datasets built on the fly (tests never read ../shared)."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+
+def make_image(path, color, size=32, mode="RGB", fmt=None, seed=0):
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 20, (size, size, 3)), 0, 255)
+    img = Image.fromarray(arr.astype(np.uint8), "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture
+def class_tree(tmp_path):
+    """root/<class>/*.png: 3 classes x 4 images."""
+    root = tmp_path / "tree"
+    for c, (name, color) in enumerate(COLORS.items()):
+        for k in range(4):
+            make_image(root / name / f"{name}_{k}.png", color, seed=10 * c + k)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DQAUDIT_CACHE_DIR", str(tmp_path / "cache"))

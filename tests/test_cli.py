@@ -1,0 +1,85 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from dqaudit.cli import main
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_version_and_help():
+    assert run("--version").output.startswith("dqaudit, version ")
+    for cmd in ([], ["scan"], ["sample-data"]):
+        res = run(*cmd, "--help")
+        assert res.exit_code == 0 and "Usage:" in res.output
+
+
+def test_scan_class_tree_with_bad_files(class_tree, tmp_path):
+    (class_tree / "red" / "zero.png").write_bytes(b"")
+    (class_tree / "green" / "fake.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    res = run("scan", class_tree, "--out", out, "--quiet", "--num-workers", "0")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_samples"] == 12 and summary["n_skipped"] == 2
+    assert summary["class_counts"] == {"blue": 4, "green": 4, "red": 4}
+    assert summary["model"] == "lite0" and summary["device"] == "cpu"
+    assert summary["embedding"]["n_embedded"] == 12
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert list(samples.columns[:4]) == ["id", "path", "label", "split"]
+    assert len(samples) == 12
+    csv = pd.read_csv(out / "samples.csv")
+    assert csv["id"].tolist() == samples["id"].tolist()
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert sorted(skipped["reason"].str.split(" ").str[0]) == ["empty", "not"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["/no/such/dir"], "no such file"),
+    (["{m}", "--label-column", "nope"], "no label column"),
+])
+def test_scan_bad_input_exit_code_2(tmp_path, class_tree, args, needle):
+    m = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["tree/red/red_0.png"], "label": ["red"]}).to_csv(m, index=False)
+    args = [a.format(m=m) for a in args]
+    res = CliRunner().invoke(main, ["scan", *args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert needle in res.output and res.output.count("\n") == 1
+
+
+def test_scan_json_output(class_tree, tmp_path):
+    res = run("scan", class_tree, "--out", tmp_path / "o", "--json", "--num-workers", "0")
+    assert res.exit_code == 0
+    assert json.loads(res.output)["n_samples"] == 12
+
+
+def test_sample_data_is_reproducible_and_scans(tmp_path):
+    res = run("sample-data", tmp_path / "s", "--per-class", "5", "--noise-rate", "0.2")
+    assert res.exit_code == 0, res.output
+    manifest = pd.read_csv(tmp_path / "s" / "manifest.csv")
+    assert len(manifest) == 34 and manifest["corrupted"].sum() == 7
+    assert (manifest["corrupted"] == (manifest["label"] != manifest["true_label"])).all()
+    run("sample-data", tmp_path / "s2", "--per-class", "5", "--noise-rate", "0.2")
+    for name in manifest["path"]:
+        assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "s2" / name).read_bytes()
+    res = run("scan", tmp_path / "s" / "manifest.csv", "--out", tmp_path / "o", "-q",
+              "--num-workers", "0")
+    assert res.exit_code == 0
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["n_samples"] == 34
+
+
+def test_committed_sample_data_matches_generator(tmp_path):
+    """sample_data/shapes is exactly what `dqaudit sample-data` writes (no hand-edited data)."""
+    run("sample-data", tmp_path / "g")
+    committed = REPO / "sample_data" / "shapes"
+    assert (committed / "manifest.csv").read_text() == (tmp_path / "g" / "manifest.csv").read_text()
+    names = sorted(p.name for p in (committed / "images").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "g" / "images").iterdir())

@@ -1,0 +1,189 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dqaudit.embed import embed_images, load_encoder
+from dqaudit.embed.cache import EmbeddingCache
+from dqaudit.embed.loader import decode, to_rgb
+from dqaudit.errors import DqauditError
+
+from conftest import make_image
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_encoder("lite0")
+
+
+def test_lite0_embeddings_are_normalised_and_discriminative(class_tree, lite0, tmp_path):
+    paths = sorted(str(p) for p in class_tree.rglob("*.png"))
+    res = embed_images(paths, model=lite0, device="cpu", cache_dir=tmp_path / "c",
+                       progress=False, num_workers=0)
+    assert res.embeddings.shape == (12, 1280) and res.embeddings.dtype == np.float32
+    assert res.ok.all() and not res.failures
+    np.testing.assert_allclose(np.linalg.norm(res.embeddings, axis=1), 1.0, atol=1e-5)
+    # images of one colour are closer to each other than to other colours
+    sims = res.embeddings @ res.embeddings.T
+    group = np.repeat(np.arange(3), 4)
+    same = sims[group[:, None] == group[None, :]].mean()
+    other = sims[group[:, None] != group[None, :]].mean()
+    assert same > other + 0.05
+    assert res.info["model"] == "lite0" and res.info["n_embedded"] == 12
+
+
+def test_odd_images_decode_or_are_reported(tmp_path, lite0):
+    d = tmp_path / "odd"
+    good = {
+        "gray.png": make_image(d / "gray.png", (100, 100, 100), mode="L"),
+        "cmyk.jpg": make_image(d / "cmyk.jpg", (200, 10, 10), mode="CMYK", fmt="JPEG"),
+        "rgba.png": make_image(d / "rgba.png", (10, 200, 10), mode="RGBA"),
+        "palette.gif": make_image(d / "palette.gif", (10, 10, 200), mode="P"),
+    }
+    sixteen = d / "sixteen.png"
+    Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)).save(sixteen)
+    good["sixteen.png"] = sixteen
+    full = make_image(d / "full.jpg", (50, 60, 70), size=64, fmt="JPEG")
+    truncated = d / "truncated.jpg"
+    truncated.write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+    fake = d / "fake.jpg"
+    fake.write_text("this is not an image")
+    paths = [str(p) for p in good.values()] + [str(truncated), str(fake)]
+    res = embed_images(paths, model=lite0, device="cpu", use_cache=False, progress=False,
+                       num_workers=0)
+    assert res.ok.tolist() == [True] * 5 + [False, False]
+    reasons = {os.path.basename(f["path"]): f["reason"] for f in res.failures}
+    assert reasons["truncated.jpg"] == "truncated image data"
+    assert "not a decodable image" in reasons["fake.jpg"]
+    assert (res.embeddings[~res.ok] == 0).all()
+
+
+def test_to_rgb_sixteen_bit_keeps_range(tmp_path):
+    img = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
+    assert to_rgb(img).getpixel((1, 0)) == (255, 255, 255)
+    rgba = Image.new("RGBA", (2, 2), (0, 0, 0, 0))
+    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+
+
+def test_decode_resizes_to_square(tmp_path, lite0):
+    p = make_image(tmp_path / "wide.png", (1, 2, 3), size=40)
+    Image.open(p).resize((80, 40)).save(p)
+    arr = decode(str(p), lite0.preprocessing)
+    assert arr.shape == (3, 224, 224) and arr.dtype == np.uint8
+
+
+def test_cache_resumes_after_interruption(class_tree, lite0, tmp_path, monkeypatch):
+    paths = sorted(str(p) for p in class_tree.rglob("*.png"))
+    cache_dir = tmp_path / "c"
+    calls = {"n": 0}
+    real_forward = lite0.forward
+
+    def failing_forward(x):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_forward(x)
+
+    monkeypatch.setattr(lite0, "forward", failing_forward)
+    with pytest.raises(KeyboardInterrupt):
+        embed_images(paths, model=lite0, device="cpu", cache_dir=cache_dir, batch_size=2,
+                     shard_size=2, progress=False, num_workers=0)
+    monkeypatch.setattr(lite0, "forward", real_forward)
+    res = embed_images(paths, model=lite0, device="cpu", cache_dir=cache_dir, batch_size=2,
+                       progress=False, num_workers=0)
+    assert res.info["n_cached"] == 4 and res.info["n_embedded"] == 8
+    fresh = embed_images(paths, model=lite0, device="cpu", use_cache=False, progress=False,
+                         num_workers=0)
+    np.testing.assert_allclose(res.embeddings, fresh.embeddings, atol=1e-5)
+    # a changed file is embedded again, the rest comes from the cache
+    time.sleep(0.01)
+    make_image(class_tree / "red" / "red_0.png", (0, 0, 0))
+    again = embed_images(paths, model=lite0, device="cpu", cache_dir=cache_dir,
+                         progress=False, num_workers=0)
+    assert again.info["n_cached"] == 11 and again.info["n_embedded"] == 1
+
+
+KILL_SCRIPT = """
+import sys
+from dqaudit.embed import embed_images
+paths = sys.argv[2:]
+res = embed_images(paths, model="lite0", device="cpu", cache_dir=sys.argv[1], batch_size=2,
+                   shard_size=2, progress=False, num_workers=0)
+print(res.info["n_cached"], res.info["n_embedded"])
+"""
+
+
+def test_killed_process_resumes_from_cache(tmp_path):
+    paths = [str(make_image(tmp_path / "k" / f"{i % 2}" / f"{i}.png", (i * 9, 50, 90), seed=i))
+             for i in range(40)]
+    cache_dir = tmp_path / "kc"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(cache_dir), *paths])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if len(list(cache_dir.glob("*/shard-*.npz"))) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    shards = list(cache_dir.glob("*/shard-*.npz"))
+    assert len(shards) >= 2
+    out = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(cache_dir), *paths],
+                         capture_output=True, text=True, check=True).stdout.split()
+    n_cached, n_embedded = int(out[0]), int(out[1])
+    assert n_cached >= 4 and n_cached + n_embedded == 40
+
+
+def test_partial_shard_is_never_loaded(tmp_path):
+    cache = EmbeddingCache(tmp_path, "k")
+    cache.write(["a" * 40], np.ones((1, 3), np.float32))
+    (cache.dir / "shard-broken.npz.tmp").write_bytes(b"PK\x03\x04 half written")
+    (cache.dir / "shard-bad.npz").write_bytes(b"garbage")
+    found = cache.load(["a" * 40, "b" * 40])
+    assert list(found) == ["a" * 40]
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(DqauditError, match="valid: lite0, openclip"):
+        load_encoder("resnet")
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 1},
+}
+
+
+def test_openclip_local_checkpoint(tmp_path, class_tree):
+    import open_clip
+    import torch
+
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "dq-tiny-vit.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(cfg_dir)
+    torch.manual_seed(0)
+    model = open_clip.create_model("dq-tiny-vit")
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+
+    enc = load_encoder(f"openclip:dq-tiny-vit/{ckpt}")
+    assert enc.dim == 32 and enc.preprocessing.image_size == 32
+    paths = sorted(str(p) for p in class_tree.rglob("*.png"))
+    res = embed_images(paths, model=enc, device="cpu", use_cache=False, progress=False,
+                       num_workers=0)
+    np.testing.assert_allclose(np.linalg.norm(res.embeddings, axis=1), 1.0, atol=1e-5)
+    # the loaded weights are the saved ones: same features as the model we saved
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(enc.forward(x).numpy(), model.eval().encode_image(x).numpy(),
+                                   atol=1e-5)
+    with pytest.raises(DqauditError, match="local checkpoint"):
+        load_encoder("openclip:dq-tiny-vit/no-such-tag")

@@ -1,0 +1,39 @@
+"""Against FiftyOne's real database (set up by scripts/setup.sh), not mocks."""
+
+import uuid
+
+import pytest
+
+from dqaudit.errors import InputError
+from dqaudit.fiftyone_io import import_fiftyone
+from dqaudit.ingest import load_dataset
+
+
+@pytest.fixture
+def fo_dataset(class_tree):
+    fo = import_fiftyone()
+    ds = fo.Dataset(f"dqaudit-test-{uuid.uuid4().hex[:8]}")
+    samples = []
+    for i, p in enumerate(sorted(class_tree.rglob("*.png"))):
+        s = fo.Sample(filepath=str(p), tags=["train" if i % 3 else "test"])
+        if i != 0:
+            s["ground_truth"] = fo.Classification(label=p.parent.name)
+        samples.append(s)
+    ds.add_samples(samples)
+    yield ds
+    ds.delete()
+
+
+def test_load_fiftyone_dataset(fo_dataset):
+    data = load_dataset(fo_dataset.name, from_fiftyone=True)
+    assert len(data) == 11 and data.classes == ["blue", "green", "red"]
+    assert data.skipped[0]["reason"] == "no label in field 'ground_truth'"
+    assert set(data.ids) <= set(fo_dataset.values("id"))
+    assert set(data.splits) == {"train", "test"}
+
+
+def test_fiftyone_errors(fo_dataset):
+    with pytest.raises(InputError, match="does not exist"):
+        load_dataset("dqaudit-no-such-dataset", from_fiftyone=True)
+    with pytest.raises(InputError, match="no field 'labels'"):
+        load_dataset(fo_dataset.name, from_fiftyone=True, label_field="labels")
