@@ -55,6 +55,12 @@ def embedding_options(func):
         click.option("--model", default="lite0", show_default=True,
                      help="Encoder: lite0 (bundled, offline) or openclip:ARCH/PRETRAINED "
                           "(open_clip tag, or a local checkpoint path)."),
+        click.option("--image-size", default="auto", show_default=True,
+                     help="lite0 input resolution in pixels, or auto (160 for images of at "
+                          "most 64 px, else 224)."),
+        click.option("--flip-tta/--no-flip-tta", default=True, show_default=True,
+                     help="Average each image's features with its mirror image's (2x compute, "
+                          "better posteriors)."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu."),
         click.option("--batch-size", type=int, default=None,
@@ -102,8 +108,8 @@ def ingest_options(func):
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
-         from_fiftyone, label_field, model, device, batch_size, num_workers, cache_dir, no_cache,
-         seed, quiet, as_json):
+         from_fiftyone, label_field, model, image_size, flip_tta, device, batch_size, num_workers,
+         cache_dir, no_cache, seed, quiet, as_json):
     """Audit DATASET and write the results to --out.
 
     DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
@@ -116,7 +122,9 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
     """
     from .pipeline import audit
 
-    result = audit(dataset, out_dir=out_dir, model=model, device=device, seed=seed,
+    image_size = image_size if image_size == "auto" else _positive_int(image_size, "--image-size")
+    result = audit(dataset, out_dir=out_dir, model=model, image_size=image_size,
+                   flip_tta=flip_tta, device=device, seed=seed,
                    batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
                    use_cache=not no_cache, quiet=quiet or as_json, command=_command_line(),
                    path_column=path_column, label_column=label_column,
@@ -128,6 +136,16 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         s = result.summary
         click.echo(f"{s['n_samples']} samples, {s['dataset']['n_classes']} classes, "
                    f"{s['n_skipped']} skipped -> {out_dir}")
+
+
+def _positive_int(value: str, option: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise UserError(f"{option} must be 'auto' or a positive number of pixels, got {value!r}")
+    return number
 
 
 @main.command("sample-data")

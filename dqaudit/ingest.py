@@ -182,6 +182,24 @@ def load_folder(root: Path) -> LabeledImages:
     )
 
 
+def median_image_side(paths: list[str], *, sample: int = 200, seed: int = 0) -> float | None:
+    """Median shorter side of up to ``sample`` images (headers only; unreadable ones ignored)."""
+    from PIL import Image
+
+    if not paths:
+        return None
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(paths), size=min(sample, len(paths)), replace=False)
+    sides = []
+    for i in sorted(pick):
+        try:
+            with Image.open(paths[i]) as img:
+                sides.append(min(img.size))
+        except Exception:  # undecodable files are reported by the embed stage
+            continue
+    return float(np.median(sides)) if sides else None
+
+
 def _cheap_file_problem(path: Path) -> str | None:
     """A reason to skip the file that needs no decoding, or None."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:

@@ -21,6 +21,8 @@ from .errors import DqauditError
 from .ingest import LabeledImages, load_dataset
 
 DEFAULT_SEED = 0
+# a sample is "ambiguous" when its posterior entropy is at least half the maximum, log C
+AMBIGUITY_THRESHOLD = 0.5
 
 
 @dataclass
@@ -45,12 +47,15 @@ def audit(
     *,
     out_dir: str | os.PathLike | None = None,
     model: str = "lite0",
+    image_size: int | str | None = "auto",
+    flip_tta: bool = True,
     device: str = "auto",
     seed: int = DEFAULT_SEED,
     batch_size: int | None = None,
     num_workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    posterior_method: str = "ensemble",
     quiet: bool = False,
     command: str | None = None,
     **ingest_options,
@@ -62,7 +67,8 @@ def audit(
     to ``load_dataset``.
     """
     from .devices import resolve_device
-    from .embed import embed_images
+    from .embed import auto_image_size, embed_images, load_encoder
+    from .ingest import median_image_side
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -73,7 +79,11 @@ def audit(
                 f"model {model} on {device}")
 
     t = time.perf_counter()
-    result = embed_images(data.paths, model=model, device=device, batch_size=batch_size,
+    if image_size == "auto":
+        image_size = auto_image_size(model, median_image_side(data.paths, seed=seed))
+    encoder = load_encoder(model, image_size=int(image_size) if image_size else None,
+                           flip_tta=flip_tta)
+    result = embed_images(data.paths, model=encoder, device=device, batch_size=batch_size,
                           num_workers=num_workers, cache_dir=cache_dir, use_cache=use_cache,
                           progress=not quiet)
     timings["embed_seconds"] = round(time.perf_counter() - t, 3)
@@ -92,13 +102,121 @@ def audit(
         raise DqauditError("after skipping undecodable files only one class is left; an audit "
                            "needs at least two")
 
-    samples = base_samples_table(data)
+    t = time.perf_counter()
+    scored = score_dataset(data, embeddings, seed=seed, method=posterior_method, device=device)
+    timings["score_seconds"] = round(time.perf_counter() - t, 3)
+    _log(quiet, f"dqaudit: {scored.stats['label_error_count']} suspected label errors "
+                f"(estimated {scored.stats['estimated_label_errors']}), "
+                f"{scored.stats['flagged_count']} samples flagged")
+
+    samples = pd.concat([base_samples_table(data), scored.table], axis=1)
     summary = build_summary(data, info, seed=seed, timings=timings, command=command)
-    res = AuditResult(dataset=data, embeddings=embeddings, samples=samples, summary=summary)
+    summary.update(scored.stats)
+    res = AuditResult(dataset=data, embeddings=embeddings, samples=samples, summary=summary,
+                      extras={"probs": scored.probs, "graph": scored.graph})
     if out_dir is not None:
         write_outputs(res, Path(out_dir))
         _log(quiet, f"dqaudit: wrote {Path(out_dir) / 'summary.json'}")
     return res
+
+
+@dataclass
+class ScoredDataset:
+    """The scores stage's output: the per-sample score columns and dataset-level statistics."""
+
+    table: pd.DataFrame
+    stats: dict
+    probs: np.ndarray
+    graph: object
+
+
+def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DEFAULT_SEED,
+                  method: str = "ensemble", k: int = 10, duplicate_threshold: float = 0.97,
+                  device: str = "cpu") -> ScoredDataset:
+    """Posteriors, then every per-sample score of the output contract (see docs/scores.md)."""
+    from . import scores
+    from .neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
+                            outlier_flags, outlier_scores)
+    from .posteriors import compute_posteriors, label_distribution
+    from .probes import project
+
+    x = project(embeddings, seed=seed)
+    graph = knn(embeddings, k=k, device=device)
+    post = compute_posteriors(x, graph, data.label_counts, data.labels, method=method,
+                              seed=seed, device=device)
+    probs = post.probs
+    target = label_distribution(data.label_counts)
+    noisiness = scores.noisiness(target, probs)
+    ambiguity = scores.ambiguity(probs)
+    priority = noisiness - ambiguity
+    suggested, confidence = scores.suggestions(probs)
+    error_probability = scores.label_error_probability(target, probs)
+    joint = scores.confident_joint(data.labels, probs)
+    n_errors = int(round(joint.sum() - np.trace(joint)))
+    # flagged by noisiness (better AUPRC than priority on the benchmark); reviews go by priority
+    label_error = scores.flag_label_errors(noisiness, n_errors,
+                                           candidates=suggested != data.labels)
+    normalised_entropy = ambiguity / np.log(data.n_classes)
+    ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
+    dup_group = duplicate_groups(graph, threshold=duplicate_threshold)
+    duplicate = dup_group >= 0
+    conflicting = group_flags(dup_group, data.labels)
+    leak = group_flags(dup_group, data.splits, ignore_empty=True)
+    outlier_score = outlier_scores(graph)
+    outlier = outlier_flags(outlier_score)
+    importance = scores.importance(x, data.labels, noisiness)
+
+    names = ["label_error", "ambiguous", "duplicate", "conflicting_duplicate", "leak", "outlier"]
+    masks = [label_error, ambiguous, duplicate, conflicting, leak, outlier]
+    issues = [[name for name, m in zip(names, masks) if m[i]] for i in range(len(data))]
+    flagged = label_error | conflicting | leak | outlier | duplicate
+    classes = np.array(data.classes, dtype=object)
+    table = pd.DataFrame({
+        "noisiness": noisiness,
+        "ambiguity": ambiguity,
+        "priority": priority,
+        "importance": importance,
+        "suggested_label": classes[suggested],
+        "suggested_confidence": confidence,
+        "label_error_probability": error_probability,
+        "knn_disagreement": knn_disagreement(data.labels, graph),
+        "dup_group": dup_group,
+        "outlier_score": outlier_score,
+        "outlier_percentile": 100.0 * pd.Series(outlier_score).rank(pct=True).to_numpy(),
+        "flagged": flagged,
+        "issues": issues,
+    })
+    per_class_noise = {}
+    row_sums = joint.sum(axis=1)
+    for c, name in enumerate(data.classes):
+        members = data.labels == c
+        per_class_noise[name] = {
+            "n": int(members.sum()),
+            "estimated_noise_rate": round(float(1 - joint[c, c] / row_sums[c]), 4)
+            if row_sums[c] > 0 else None,
+            "flagged_label_errors": int(label_error[members].sum()),
+        }
+    transition = joint / np.maximum(row_sums[:, None], 1e-12)
+    stats = {
+        "posterior_method": method,
+        "flagged_count": int(flagged.sum()),
+        "label_error_count": int(label_error.sum()),
+        "estimated_label_errors": n_errors,
+        "estimated_noise_rate": round(n_errors / len(data), 4),
+        "issue_counts": {name: int(m.sum()) for name, m in zip(names, masks)},
+        "duplicate_groups": int(dup_group.max() + 1) if duplicate.any() else 0,
+        "per_class_noise": per_class_noise,
+        "estimated_transition_matrix": {
+            "classes": list(data.classes),
+            "description": "row: given label, column: likely true label (row-normalised "
+                           "calibrated confident joint)",
+            "matrix": np.round(transition, 4).tolist(),
+        },
+        "score_parameters": {"k": graph.k, "duplicate_threshold": duplicate_threshold,
+                             "ambiguity_threshold": AMBIGUITY_THRESHOLD, "n_folds": 5,
+                             "pca_dim": int(x.shape[1])},
+    }
+    return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
 
 
 def base_samples_table(data: LabeledImages) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 Six classes of shapes drawn with random colour, size, rotation, position and a noisy
 background. ``manifest.csv`` lists every image with a ``label`` in which a known fraction is
 deliberately corrupted (a uniformly random other class), the ``true_label`` beside it, a
-``split`` and whether the label was corrupted. A few images are saved twice (near-duplicates),
+``split`` and whether the label was corrupted. A few images are saved twice (duplicates),
 one of them with a conflicting label and one across splits, so every part of an audit has
 something to find.
 """
@@ -95,13 +95,14 @@ def generate(out_dir: str | os.PathLike, *, per_class: int = 50, noise_rate: flo
         labels[i] = others[rng.integers(len(others))]
     df["label"] = labels
 
-    # near-duplicates: re-encoded copies; the first conflicts in label, the second crosses splits
+    # duplicates: the same pixels saved again as PNG (another file, another format); the first
+    # carries a conflicting label, the second sits in the other split (a train/test leak)
     dup_rows = []
     src = rng.choice(np.setdiff1d(np.arange(n), flip), size=n_duplicates, replace=False)
     for j, i in enumerate(src):
-        name = f"images/dup_{j:02d}_of_{Path(df.loc[i, 'path']).stem}.jpg"
+        name = f"images/dup_{j:02d}_of_{Path(df.loc[i, 'path']).stem}.png"
         with Image.open(out / df.loc[i, "path"]) as im:
-            (out / name).write_bytes(_jpeg_bytes(im.convert("RGB"), 75))
+            im.convert("RGB").save(out / name, format="PNG")
         true = df.loc[i, "true_label"]
         label = true
         split = df.loc[i, "split"]

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cache import EmbeddingCache, default_cache_dir, file_key
-from .encoders import DEFAULT_ENCODER, ENCODERS, Encoder, Preprocessing, load_encoder
+from .encoders import (DEFAULT_ENCODER, ENCODERS, Encoder, Preprocessing, auto_image_size,
+                       load_encoder)
 
 __all__ = ["EmbeddingResult", "embed_images", "load_encoder", "Encoder", "Preprocessing",
-           "ENCODERS", "DEFAULT_ENCODER", "default_batch_size"]
+           "ENCODERS", "DEFAULT_ENCODER", "default_batch_size", "auto_image_size"]
 
 
 @dataclass
@@ -118,6 +119,8 @@ def embed_images(
                             memory_format=torch.channels_last)
                         with torch.autocast("cuda", dtype=torch.float16, enabled=is_cuda):
                             feats = encoder.forward(x)
+                            if encoder.flip_tta:
+                                feats = feats.float() + encoder.forward(torch.flip(x, dims=[3]))
                         feats = torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy()
                         forward_seconds += time.perf_counter() - tf
                         rows = idx.numpy()
@@ -142,6 +145,7 @@ def embed_images(
         "model_identity": encoder.identity,
         "embedding_dim": encoder.dim,
         "image_size": encoder.preprocessing.image_size,
+        "flip_tta": encoder.flip_tta,
         "device": device,
         "batch_size": batch_size,
         "num_workers": workers,

@@ -1,0 +1,68 @@
+"""Shared helpers for the benchmarks: the real data in ../shared/data, embedded once and cached.
+
+Benchmarks are run by hand (never in CI); each prints a table and can write it as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DQAUDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+CIFAR10N = SHARED / "cifar10n"
+CIFAR10H = SHARED / "cifar10h"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck"]
+NOISE_SETS = ["aggre", "random1", "random2", "random3", "worst"]
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        sys.exit(f"benchmark data not found at {path}; set DQAUDIT_SHARED_DATA")
+    return path
+
+
+def cifar10n_table() -> pd.DataFrame:
+    df = pd.read_csv(require(CIFAR10N) / "labels.csv")
+    df["path"] = [str(CIFAR10N / f) for f in df["file"]]
+    return df
+
+
+def cifar10h_table() -> pd.DataFrame:
+    df = pd.read_csv(require(CIFAR10H) / "labels.csv")
+    df["path"] = [str(CIFAR10H / f) for f in df["file"]]
+    return df
+
+
+def embed(paths: list[str], *, model: str = "lite0", image_size="auto", device: str = "cpu",
+          flip_tta: bool = True, progress: bool = False) -> np.ndarray:
+    """Embeddings exactly as `dqaudit scan` computes them (same defaults, same cache)."""
+    from dqaudit.embed import auto_image_size, embed_images, load_encoder
+    from dqaudit.ingest import median_image_side
+
+    if image_size == "auto":
+        image_size = auto_image_size(model, median_image_side(paths))
+    enc = load_encoder(model, image_size=image_size, flip_tta=flip_tta)
+    res = embed_images(paths, model=enc, device=device, progress=progress)
+    assert res.ok.all(), res.failures[:3]
+    return res.embeddings
+
+
+def labeled_images(paths, labels, classes=CLASSES, counts=None):
+    """A LabeledImages from arrays (the benchmarks bypass file ingest, not the scoring)."""
+    from dqaudit.ingest import LabeledImages
+
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[v] for v in labels], dtype=np.int64)
+    if counts is None:
+        counts = np.zeros((len(y), len(classes)), dtype=np.float32)
+        counts[np.arange(len(y)), y] = 1
+    return LabeledImages(paths=list(paths), labels=y, classes=list(classes),
+                         label_counts=counts.astype(np.float32),
+                         splits=np.array([""] * len(y), dtype=object),
+                         ids=[os.path.basename(p) for p in paths])

@@ -1,0 +1,182 @@
+"""Out-of-sample posteriors p(y|x): no sample's probabilities come from a model that saw its label.
+
+Methods (registry ``POSTERIOR_METHODS``):
+    ``linear``    K-fold robust linear probe (``dqaudit.probes``), the recipe of "Active label
+                  cleaning" (Bernhardt et al., Nat. Commun. 2022): bounded logits a*tanh(z/a),
+                  label smoothing, weight decay.
+    ``graph``     K-fold kNN-graph label spreading (same paper, Eq. 5; Zhou et al. 2004):
+                  F = (1 - mu) (I - mu S)^-1 Y with S = D^-1/2 W D^-1/2, W_ij = (1 + cos_ij) / 2
+                  on the k nearest neighbours, solved by power iteration; the held-out fold's
+                  rows of Y are zero, so its labels never enter.
+    ``ensemble``  the mean of the two.
+Targets are the normalised label counts, so several annotators per sample are first-class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Callable
+
+import numpy as np
+
+from .errors import DqauditError
+from .neighbors import KnnGraph
+from .probes import ProbeConfig, fit_probes, predict_proba
+from .scores import estimate_label_error_count, flag_label_errors, noisiness
+
+DEFAULT_METHOD = "linear"
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    mu: float = 0.9  # weight of the neighbours against the sample's own (given) label
+    iterations: int = 30
+    prior: float = 1e-3  # mass of the class prior mixed in, for samples the graph cannot reach
+
+
+def stratified_folds(labels: np.ndarray, *, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """(N,) fold index per sample, stratified by label, seeded."""
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        # continue the round-robin across classes so small classes do not pile into fold 0
+        start = int(rng.integers(n_folds))
+        folds[members] = (np.arange(len(members)) + start) % n_folds
+    return folds
+
+
+def label_distribution(label_counts: np.ndarray) -> np.ndarray:
+    """(N, C) label counts -> rows that sum to 1."""
+    return label_counts / label_counts.sum(axis=1, keepdims=True)
+
+
+def _fold_models(x, targets, train_masks, config, device):
+    """Fit one probe per row of ``train_masks`` (M, N) with per-model ``targets`` (M, N, C);
+    return their (M, N, C) probabilities on every sample."""
+    w, b = fit_probes(x, targets, train_masks.astype(np.float32), config=config, device=device)
+    return predict_proba(x, w, b, config=config, device=device)
+
+
+def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray, *,
+                      config: ProbeConfig = ProbeConfig(), correction_rounds: int = 2,
+                      device: str = "cpu") -> np.ndarray:
+    """(N, C) out-of-fold probabilities of the robust linear probe; x is projected (N, D).
+
+    With ``correction_rounds`` > 0 the probe of each outer fold f is trained on targets in which
+    the suspected label errors of its training part are replaced by their posteriors (soft
+    pseudo-labels). The suspects are found by an inner cross-validation inside the training
+    part alone, so the held-out fold's labels never reach its model, not even through another
+    sample's corrected target. Measured on CIFAR-10N (random1 / worst), two rounds raise the
+    flag's F1 by 0.015 / 0.017 over no correction.
+    """
+    n, c = label_counts.shape
+    k = int(folds.max()) + 1
+    dist = label_distribution(label_counts)
+    labels = label_counts.argmax(axis=1)
+    # targets[f]: the training targets that outer fold f's probe will use
+    targets = np.repeat(dist[None], k, axis=0)
+    pairs = [(f, g) for f in range(k) for g in range(k) if g != f]
+    for _ in range(correction_rounds):
+        masks = np.stack([(folds != f) & (folds != g) for f, g in pairs])
+        probs = _fold_models(x, targets[[f for f, _ in pairs]], masks, config, device)
+        inner = np.zeros((k, n, c))
+        for m, (f, g) in enumerate(pairs):
+            inner[f, folds == g] = probs[m, folds == g]
+        for f in range(k):
+            train = folds != f
+            p, t, y = inner[f, train], dist[train], labels[train]
+            n_err = estimate_label_error_count(y, p)
+            flags = flag_label_errors(noisiness(t, p), n_err, candidates=p.argmax(axis=1) != y)
+            corrected = dist.copy()
+            corrected[np.flatnonzero(train)[flags]] = p[flags]
+            targets[f] = corrected
+    outer = _fold_models(x, targets, np.stack([folds != f for f in range(k)]), config, device)
+    return outer[folds, np.arange(n)]
+
+
+def graph_posteriors(graph: KnnGraph, label_counts: np.ndarray, folds: np.ndarray, *,
+                     config: GraphConfig = GraphConfig()) -> np.ndarray:
+    """(N, C) out-of-fold label-spreading probabilities on the kNN graph."""
+    from scipy import sparse
+
+    n, c = label_counts.shape
+    n_folds = int(folds.max()) + 1
+    rows = np.repeat(np.arange(n), graph.k)
+    w = sparse.csr_matrix(((1.0 + graph.similarities.ravel()) / 2.0,
+                           (rows, graph.indices.ravel())), shape=(n, n))
+    w = w.maximum(w.T)  # symmetric kNN graph
+    deg = np.asarray(w.sum(axis=1)).ravel()
+    inv_sqrt = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
+    s = sparse.diags(inv_sqrt) @ w @ sparse.diags(inv_sqrt)
+    dist = label_distribution(label_counts)
+    y = np.zeros((n, n_folds * c))
+    for f in range(n_folds):
+        train = folds != f
+        y[train, f * c:(f + 1) * c] = dist[train]
+    f_mat = y.copy()
+    for _ in range(config.iterations):
+        f_mat = config.mu * (s @ f_mat) + (1 - config.mu) * y
+    out = f_mat.reshape(n, n_folds, c)[np.arange(n), folds]
+    prior = dist.mean(axis=0)
+    out = np.maximum(out, 0) + config.prior * prior
+    return out / out.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Posteriors:
+    """Out-of-fold probabilities (N, C) of every method that ran, and the chosen one."""
+
+    method: str
+    probs: np.ndarray
+    by_method: dict
+
+
+def _linear(ctx) -> np.ndarray:
+    return linear_posteriors(ctx["x"], ctx["counts"], ctx["folds"], device=ctx["device"])
+
+
+def _graph(ctx) -> np.ndarray:
+    return graph_posteriors(ctx["graph"], ctx["counts"], ctx["folds"])
+
+
+def _ensemble(ctx) -> np.ndarray:
+    return (ctx.setdefault_result("linear") + ctx.setdefault_result("graph")) / 2.0
+
+
+POSTERIOR_METHODS: dict[str, Callable] = {"linear": _linear, "graph": _graph,
+                                          "ensemble": _ensemble}
+
+
+class _Context(dict):
+    """Arguments of the methods, plus a memo so the ensemble reuses its parts."""
+
+    def setdefault_result(self, name: str) -> np.ndarray:
+        memo = self.setdefault("results", {})
+        if name not in memo:
+            memo[name] = POSTERIOR_METHODS[name](self)
+        return memo[name]
+
+
+def compute_posteriors(
+    x: np.ndarray,
+    graph: KnnGraph,
+    label_counts: np.ndarray,
+    labels: np.ndarray,
+    *,
+    method: str = DEFAULT_METHOD,
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str = "cpu",
+) -> Posteriors:
+    """Out-of-sample posteriors with ``method`` (one of ``POSTERIOR_METHODS``)."""
+    if method not in POSTERIOR_METHODS:
+        raise DqauditError(f"unknown posterior method {method!r}; valid: "
+                           f"{', '.join(POSTERIOR_METHODS)}")
+    n_folds = max(2, min(n_folds, len(labels)))
+    ctx = _Context(x=x, graph=graph, counts=label_counts, device=device,
+                   folds=stratified_folds(labels, n_folds=n_folds, seed=seed))
+    probs = ctx.setdefault_result(method)
+    return Posteriors(method=method, probs=probs.astype(np.float64),
+                      by_method=dict(ctx["results"]))

@@ -1,0 +1,201 @@
+"""Scores, posteriors and neighbours on hand-made arrays where the right answer is known."""
+
+import numpy as np
+import pytest
+
+from dqaudit import scores
+from dqaudit.errors import DqauditError
+from dqaudit.ingest import LabeledImages
+from dqaudit.neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
+                               outlier_flags, outlier_scores)
+from dqaudit.pipeline import score_dataset
+from dqaudit.posteriors import (compute_posteriors, graph_posteriors, linear_posteriors,
+                                stratified_folds)
+from dqaudit.probes import ProbeConfig, fit_probes, predict_proba, project
+
+
+def clusters(n_per=60, n_classes=3, dim=16, spread=0.15, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_classes, dim))
+    x = np.concatenate([c + spread * rng.normal(size=(n_per, dim)) for c in centers])
+    y = np.repeat(np.arange(n_classes), n_per)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), y
+
+
+def dataset(x, y, counts=None, splits=None):
+    n, c = len(y), int(y.max()) + 1
+    if counts is None:
+        counts = np.eye(c, dtype=np.float32)[y]
+    return LabeledImages(paths=[f"/x/{i}.png" for i in range(n)], labels=y,
+                         classes=[f"c{i}" for i in range(c)], label_counts=counts,
+                         splits=np.array(splits if splits is not None else [""] * n, dtype=object),
+                         ids=[str(i) for i in range(n)])
+
+
+def test_entropy_and_cross_entropy_by_hand():
+    target = np.array([[1.0, 0.0], [0.5, 0.5]])
+    probs = np.array([[0.25, 0.75], [0.5, 0.5]])
+    np.testing.assert_allclose(scores.noisiness(target, probs), [np.log(4), np.log(2)])
+    np.testing.assert_allclose(scores.ambiguity(probs),
+                               [-(0.25 * np.log(0.25) + 0.75 * np.log(0.75)), np.log(2)])
+    np.testing.assert_allclose(scores.priority(target, probs),
+                               scores.noisiness(target, probs) - scores.ambiguity(probs))
+
+
+def test_flipped_label_in_clean_cluster_ranks_first():
+    x, y = clusters()
+    y_noisy = y.copy()
+    y_noisy[7] = 2
+    res = score_dataset(dataset(x, y_noisy), x)
+    table = res.table
+    assert table["priority"].idxmax() == 7 and table["noisiness"].idxmax() == 7
+    assert table.loc[7, "suggested_label"] == "c0"
+    assert "label_error" in table.loc[7, "issues"] and table.loc[7, "flagged"]
+    assert res.stats["label_error_count"] >= 1
+
+
+def test_disagreeing_annotators_rank_below_a_clear_error():
+    x, y = clusters()
+    counts = np.eye(3, dtype=np.float32)[y]
+    counts[3] = [1, 1, 0]          # two annotators disagree on sample 3 (truly class 0)
+    y2 = y.copy()
+    y2[10] = 1                     # a clear single-annotator error on sample 10
+    counts[10] = [0, 1, 0]
+    table = score_dataset(dataset(x, y2, counts=counts), x).table
+    assert table.loc[3, "priority"] < table.loc[10, "priority"]
+    assert table.loc[3, "noisiness"] < table.loc[10, "noisiness"]
+
+
+def test_exact_duplicates_with_different_labels_and_across_splits():
+    x, y = clusters(spread=0.6)
+    x = np.concatenate([x, x[[5, 70]]])
+    y = np.concatenate([y, [1, y[70]]])           # a copy of sample 5 labelled otherwise
+    splits = [""] * 180 + ["", ""]
+    splits[70], splits[181] = "train", "test"     # a copy of sample 70 in the other split
+    table = score_dataset(dataset(x, y, splits=splits), x).table
+    assert table.loc[5, "dup_group"] == table.loc[180, "dup_group"] >= 0
+    assert "conflicting_duplicate" in table.loc[180, "issues"]
+    assert "leak" in table.loc[181, "issues"] and "leak" in table.loc[70, "issues"]
+    assert "leak" not in table.loc[180, "issues"]
+    assert (table["dup_group"] >= 0).sum() == 4
+
+
+def test_far_away_point_is_top_outlier():
+    x, y = clusters()
+    far = np.zeros((1, x.shape[1]), np.float32)
+    far[0, 0] = 1.0
+    far[0] -= x.mean(0)  # opposite to the data
+    far /= np.linalg.norm(far)
+    x2 = np.concatenate([x, far])
+    y2 = np.concatenate([y, [0]])
+    graph = knn(x2, k=5)
+    s = outlier_scores(graph)
+    assert s.argmax() == 180
+    assert outlier_flags(s)[180] and outlier_flags(s).sum() <= 3
+    table = score_dataset(dataset(x2, y2), x2).table
+    assert "outlier" in table.loc[180, "issues"] and table.loc[180, "outlier_percentile"] == 100
+
+
+def test_knn_excludes_self_even_for_identical_rows():
+    x = np.repeat(np.eye(3, dtype=np.float32), 2, axis=0)
+    g = knn(x, k=1, chunk=4)
+    assert (g.indices[:, 0] == [1, 0, 3, 2, 5, 4]).all()
+    assert np.allclose(g.similarities, 1.0)
+    labels = np.array([0, 1, 2, 2, 1, 1])
+    np.testing.assert_allclose(knn_disagreement(labels, g), [1, 1, 0, 0, 0, 0])
+    groups = duplicate_groups(g, threshold=0.99)
+    assert groups.tolist() == [0, 0, 1, 1, 2, 2]
+    assert group_flags(groups, labels).tolist() == [True, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("method", ["linear", "graph"])
+def test_posteriors_are_out_of_sample(method):
+    """A sample's own label never moves its posterior: change it, and its row stays put."""
+    x, y = clusters(seed=1)
+    xp = project(x)
+    graph = knn(x, k=8)
+    folds = stratified_folds(y)
+
+    def run(labels):
+        counts = np.eye(3)[labels]
+        if method == "linear":
+            return linear_posteriors(xp, counts, folds)
+        return graph_posteriors(graph, counts, folds)
+
+    base = run(y)
+    y2 = y.copy()
+    y2[0] = 2
+    moved = run(y2)
+    np.testing.assert_allclose(moved[0], base[0], atol=1e-4)
+    assert np.abs(moved - base).max() > 1e-4  # other samples did see the change
+    np.testing.assert_allclose(base.sum(1), 1.0, atol=1e-6)
+
+
+def test_unknown_posterior_method_lists_valid_ones():
+    x, y = clusters()
+    with pytest.raises(DqauditError, match="linear, graph, ensemble"):
+        compute_posteriors(project(x), knn(x), np.eye(3)[y], y, method="magic")
+
+
+def test_stratified_folds_balance_classes():
+    y = np.repeat(np.arange(3), [50, 20, 7])
+    folds = stratified_folds(y, n_folds=5, seed=0)
+    for c in range(3):
+        sizes = np.bincount(folds[y == c], minlength=5)
+        assert sizes.max() - sizes.min() <= 1
+    assert (stratified_folds(y, seed=0) == folds).all()
+
+
+def test_batched_probes_match_single_fits():
+    x, y = clusters(n_per=40)
+    xp = project(x)
+    targets = np.eye(3)[y]
+    masks = np.stack([np.arange(120) % 3 != k for k in range(3)]).astype(np.float32)
+    cfg = ProbeConfig(max_iter=300)
+    w, b = fit_probes(xp, targets, masks, config=cfg)
+    together = predict_proba(xp, w, b, config=cfg)
+    for m in range(3):
+        w1, b1 = fit_probes(xp, targets, masks[m:m + 1], config=cfg)
+        alone = predict_proba(xp, w1, b1, config=cfg)[0]
+        np.testing.assert_allclose(together[m], alone, atol=2e-3)
+
+
+def test_confident_joint_counts_known_noise():
+    x, y = clusters(n_per=100, n_classes=4, spread=0.1, seed=3)
+    rng = np.random.default_rng(0)
+    y_noisy = y.copy()
+    flip = rng.choice(len(y), 40, replace=False)
+    y_noisy[flip] = (y[flip] + 1 + rng.integers(0, 3, 40)) % 4
+    folds = stratified_folds(y_noisy)
+    probs = linear_posteriors(project(x), np.eye(4)[y_noisy], folds)
+    n = scores.estimate_label_error_count(y_noisy, probs)
+    assert 30 <= n <= 50
+    res = score_dataset(dataset(x, y_noisy), x)
+    flagged = res.table["issues"].map(lambda v: "label_error" in v).to_numpy()
+    assert (flagged & (y_noisy != y)).sum() >= 0.85 * 40  # recall
+    assert (flagged & (y_noisy == y)).sum() <= 8             # few false alarms
+
+
+def test_importance_in_unit_range_and_high_for_errors():
+    x, y = clusters(n_per=80, seed=4)
+    y2 = y.copy()
+    y2[:8] = 1
+    table = score_dataset(dataset(x, y2), x).table
+    imp = table["importance"].to_numpy()
+    assert imp.min() >= 0 and imp.max() == pytest.approx(1.0)
+    assert np.median(imp[:8]) > np.quantile(imp[8:], 0.9)
+
+
+def test_graph_posteriors_follow_neighbours():
+    x, y = clusters()
+    folds = stratified_folds(y)
+    p = graph_posteriors(knn(x, k=8), np.eye(3)[y], folds)
+    assert (p.argmax(1) == y).mean() > 0.95
+
+
+def test_scores_are_deterministic():
+    x, y = clusters()
+    a = score_dataset(dataset(x, y), x, seed=3).table
+    b = score_dataset(dataset(x, y), x, seed=3).table
+    assert a.equals(b)
