@@ -97,19 +97,50 @@ def ingest_options(func):
     return func
 
 
+def report_options(func):
+    """Options of the HTML/PDF report, shared by scan and report."""
+    options = [
+        click.option("--no-pdf", is_flag=True, help="Write report.html only."),
+        click.option("--report-title", default=None, help="Title of the report."),
+        click.option("--top-n", type=click.IntRange(1, 500), default=24, show_default=True,
+                     help="Samples shown per gallery (suspects, ambiguous, outliers)."),
+        click.option("--page-size", type=click.Choice(["A4", "Letter"]), default="A4",
+                     show_default=True, help="PDF page size."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _thresholds(text: str) -> tuple[float, float]:
+    try:
+        good, fair = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--verdict-thresholds takes two rates like 0.02,0.05, got {text!r}"
+                        ) from None
+    if not 0 <= good <= fair <= 1:
+        raise UserError("--verdict-thresholds: need 0 <= clean <= some-noise <= 1")
+    return good, fair
+
+
 @main.command()
 @click.argument("dataset")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder (created if needed).")
 @ingest_options
 @embedding_options
+@report_options
+@click.option("--no-report", is_flag=True, help="Write no HTML or PDF report.")
+@click.option("--verdict-thresholds", default="0.02,0.05", show_default=True,
+              help="Estimated noise rates up to which the verdict is 'clean' and 'some noise'.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, model, image_size, flip_tta, device, batch_size, num_workers,
-         cache_dir, no_cache, seed, quiet, as_json):
+         cache_dir, no_cache, no_pdf, report_title, top_n, page_size, no_report,
+         verdict_thresholds, seed, quiet, as_json):
     """Audit DATASET and write the results to --out.
 
     DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
@@ -129,13 +160,35 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                    use_cache=not no_cache, quiet=quiet or as_json, command=_command_line(),
                    path_column=path_column, label_column=label_column,
                    split_column=split_column, count_prefix=count_prefix, image_root=image_root,
-                   from_fiftyone=from_fiftyone, label_field=label_field)
+                   from_fiftyone=from_fiftyone, label_field=label_field,
+                   report=not no_report, pdf=not no_pdf, report_title=report_title,
+                   top_n=top_n, page_size=page_size,
+                   verdict_thresholds=_thresholds(verdict_thresholds))
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=str))
     elif not quiet:
         s = result.summary
         click.echo(f"{s['n_samples']} samples, {s['dataset']['n_classes']} classes, "
-                   f"{s['n_skipped']} skipped -> {out_dir}")
+                   f"{s['n_skipped']} skipped; {s['label_error_count']} suspected label errors "
+                   f"(estimated noise {100 * s['estimated_noise_rate']:.1f}%), "
+                   f"{s['flagged_count']} flagged -> {out_dir}")
+        click.echo(f"verdict: {s['verdict']['level']} - {s['verdict']['text']}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@report_options
+@library_errors
+def report(out_dir, no_pdf, report_title, top_n, page_size):
+    """Re-render report.html and report.pdf of an audit folder from its saved outputs.
+
+    Nothing is recomputed: the report is built from summary.json and samples.parquet.
+    """
+    from .report import render_report
+
+    paths = render_report(out_dir, title=report_title, top_n=top_n, pdf=not no_pdf,
+                          page_size=page_size)
+    click.echo("wrote " + ", ".join(paths.values()))
 
 
 def _positive_int(value: str, option: str) -> int:

@@ -182,6 +182,23 @@ def load_folder(root: Path) -> LabeledImages:
     )
 
 
+def fingerprint(data: LabeledImages) -> str:
+    """SHA-256 over the dataset's content: every sample's id, label counts and file bytes, in
+    id order. Renaming the root folder keeps it; changing any pixel or label changes it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(("\x1f".join(data.classes) + "\x1e").encode())
+    for i in sorted(range(len(data)), key=lambda j: data.ids[j]):
+        file_digest = hashlib.sha256()
+        with open(data.paths[i], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                file_digest.update(block)
+        counts = ",".join(f"{v:g}" for v in data.label_counts[i])
+        digest.update(f"{data.ids[i]}\x1f{counts}\x1f{file_digest.hexdigest()}\x1e".encode())
+    return digest.hexdigest()
+
+
 def median_image_side(paths: list[str], *, sample: int = 200, seed: int = 0) -> float | None:
     """Median shorter side of up to ``sample`` images (headers only; unreadable ones ignored)."""
     from PIL import Image

@@ -55,7 +55,13 @@ def audit(
     num_workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
-    posterior_method: str = "ensemble",
+    posterior_method: str = "linear",
+    report: bool = True,
+    pdf: bool = True,
+    report_title: str | None = None,
+    top_n: int = 24,
+    page_size: str = "A4",
+    verdict_thresholds: tuple[float, float] = (0.02, 0.05),
     quiet: bool = False,
     command: str | None = None,
     **ingest_options,
@@ -68,7 +74,8 @@ def audit(
     """
     from .devices import resolve_device
     from .embed import auto_image_size, embed_images, load_encoder
-    from .ingest import median_image_side
+    from .ingest import fingerprint, median_image_side
+    from .relabel import relabel_plan
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -111,13 +118,58 @@ def audit(
 
     samples = pd.concat([base_samples_table(data), scored.table], axis=1)
     summary = build_summary(data, info, seed=seed, timings=timings, command=command)
+    summary["fingerprint"] = fingerprint(data)
     summary.update(scored.stats)
+    summary["relabel_plan"] = relabel_plan(samples["priority"].to_numpy(),
+                                           samples["label_error_probability"].to_numpy(),
+                                           scored.stats["estimated_label_errors"])
+    summary["verdict"] = verdict(summary, thresholds=verdict_thresholds)
     res = AuditResult(dataset=data, embeddings=embeddings, samples=samples, summary=summary,
                       extras={"probs": scored.probs, "graph": scored.graph})
     if out_dir is not None:
         write_outputs(res, Path(out_dir))
-        _log(quiet, f"dqaudit: wrote {Path(out_dir) / 'summary.json'}")
+        _log(quiet, f"dqaudit: wrote {Path(out_dir) / 'summary.json'} and samples.csv")
+        if report:
+            from .report import render_report
+
+            t = time.perf_counter()
+            paths = render_report(out_dir, title=report_title, top_n=top_n, pdf=pdf,
+                                  page_size=page_size)
+            _log(quiet, f"dqaudit: wrote {', '.join(paths.values())} "
+                        f"in {time.perf_counter() - t:.1f}s")
     return res
+
+
+VERDICT_LEVELS = ("clean", "some noise", "noisy")
+
+
+def verdict(summary: dict, *, thresholds: tuple[float, float] = (0.02, 0.05)) -> dict:
+    """A plain-language verdict from the estimated noise rate and the leaks.
+
+    ``thresholds`` (good, fair): at most ``good`` estimated noise is "clean", at most ``fair``
+    "some noise", above it "noisy".
+    """
+    good, fair = thresholds
+    rate = summary["clr"]["estimate"] if summary.get("clr") else summary["estimated_noise_rate"]
+    errors = summary["label_error_count"]
+    if rate <= good:
+        level, text = VERDICT_LEVELS[0], (f"about {100 * rate:.1f}% of labels are estimated to "
+                                          "be wrong, within the clean threshold of "
+                                          f"{100 * good:.0f}%.")
+    elif rate <= fair:
+        level, text = VERDICT_LEVELS[1], (f"about {100 * rate:.1f}% of labels are estimated to "
+                                          f"be wrong; review the {errors:,} flagged samples "
+                                          "before release.")
+    else:
+        level, text = VERDICT_LEVELS[2], (f"about {100 * rate:.1f}% of labels are estimated to "
+                                          f"be wrong, above {100 * fair:.0f}%; clean the labels "
+                                          "before training or evaluating on this data "
+                                          f"({errors:,} suspects flagged).")
+    leaks = summary["issue_counts"]["leak"]
+    if leaks:
+        text += f" {leaks:,} samples have near-duplicates in another split: evaluation is leaky."
+    return {"level": level, "text": text,
+            "thresholds": {"clean_at_most": good, "some_noise_at_most": fair}}
 
 
 @dataclass
@@ -232,8 +284,14 @@ def build_summary(data: LabeledImages, embed_info: dict, *, seed: int, timings: 
                   command: str | None) -> dict:
     splits = pd.Series(list(data.splits)).value_counts().sort_index()
     skipped_reasons = pd.Series([s["reason"] for s in data.skipped]).value_counts()
+    source = data.source or {}
+    location = str(source.get("location", "dataset"))
+    name = Path(location).stem if source.get("kind") == "manifest" else Path(location).name
+    if source.get("kind") == "manifest" and name in ("labels", "manifest", "metadata"):
+        name = Path(location).parent.name
     return {
         "dqaudit_version": __version__,
+        "dataset_name": name or location,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "seed": seed,
@@ -248,12 +306,27 @@ def build_summary(data: LabeledImages, embed_info: dict, *, seed: int, timings: 
         "class_counts": data.class_counts(),
         "n_skipped": len(data.skipped),
         "skipped_reasons": {str(k): int(v) for k, v in skipped_reasons.items()},
+        "skipped_examples": data.skipped[:20],
         "embedding": embed_info,
         "model": embed_info["model"],
         "device": embed_info["device"],
         "timings": timings,
         "environment": {"python": platform.python_version(), "platform": platform.platform()},
+        "versions": _versions(),
+        "clr": None,  # filled by controlled CLR injection when it runs
     }
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"dqaudit": __version__}
+    for pkg in ("torch", "timm", "open-clip-torch", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def write_outputs(res: AuditResult, out_dir: Path) -> None:

@@ -1,0 +1,77 @@
+"""Report: summary.json + samples table -> self-contained report.html and report.pdf."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPORT_HTML = "report.html"
+REPORT_PDF = "report.pdf"
+PAGE_SIZES = ("A4", "Letter")
+
+
+def templates_dir() -> Path:
+    """``report_templates/`` of the source tree, or the copy installed inside the package."""
+    env = os.environ.get("DQAUDIT_TEMPLATES")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "report_templates", here.parent / "templates"):
+        if (candidate / "report.html.j2").exists():
+            return candidate
+    raise FileNotFoundError("dqaudit report templates not found; set DQAUDIT_TEMPLATES")
+
+
+def environment():
+    """The one Jinja environment: autoescape on (labels and paths are user text), strict."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{100 * v:.{digits}f}%"
+    env.filters["num"] = lambda v, digits=2: "n/a" if v is None else f"{v:.{digits}f}"
+    env.filters["thousands"] = lambda v: "n/a" if v is None else f"{int(v):,}"
+    return env
+
+
+def render_html(context: dict) -> str:
+    css = (templates_dir() / "report.css").read_text()
+    return environment().get_template("report.html.j2").render(css=css, **context)
+
+
+def render_report(out_dir: str | os.PathLike, *, title: str | None = None, top_n: int = 24,
+                  pdf: bool = True, page_size: str = "A4") -> dict:
+    """(Re-)render the report of an audit folder from its saved outputs; returns the paths."""
+    from ..errors import DqauditError
+    from ..outputs import SAMPLES_CSV, read_samples, read_summary
+    from .context import build_context
+
+    out = Path(out_dir)
+    if not (out / "summary.json").exists():
+        raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}` "
+                           "first")
+    if page_size not in PAGE_SIZES:
+        raise DqauditError(f"unknown page size {page_size!r}; valid: {', '.join(PAGE_SIZES)}")
+    summary = read_summary(out)
+    samples = read_samples(out)
+    context = build_context(summary, samples, title=title, top_n=top_n,
+                            samples_csv=str((out / SAMPLES_CSV).resolve()), page_size=page_size)
+    html = render_html(context)
+    paths = {"html": out / REPORT_HTML}
+    tmp = paths["html"].with_name(REPORT_HTML + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, paths["html"])
+    if pdf:
+        import logging
+
+        import weasyprint
+
+        logging.getLogger("weasyprint").setLevel(logging.ERROR)
+        logging.getLogger("fontTools").setLevel(logging.ERROR)
+        paths["pdf"] = out / REPORT_PDF
+        tmp = paths["pdf"].with_name(REPORT_PDF + ".tmp")
+        weasyprint.HTML(string=html, base_url=str(out)).write_pdf(tmp)
+        os.replace(tmp, paths["pdf"])
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,110 @@
+"""Build the report context: summary.json's data plus the top rows of the samples table,
+thumbnails and figures. Templates only place and format these values; they compute nothing."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pandas as pd
+
+THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
+
+
+def thumbnail(path: str) -> str | None:
+    """A PNG data URI of the image, or None when it cannot be read."""
+    from PIL import Image
+
+    from ..embed.loader import to_rgb
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = to_rgb(img)
+    except Exception:  # a moved or deleted file shows as a grey box, not a crash
+        return None
+    w, h = img.size
+    if max(w, h) <= THUMB:
+        factor = max(1, THUMB // max(w, h))
+        img = img.resize((w * factor, h * factor), Image.Resampling.NEAREST)
+    else:
+        img.thumbnail((THUMB * 4 // 3, THUMB * 4 // 3), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _rows(df: pd.DataFrame, columns: list[str]) -> list[dict]:
+    out = []
+    for rec in df.to_dict("records"):
+        row = {c: rec[c] for c in columns if c in rec}
+        row["issues"] = list(rec.get("issues", []))
+        row["thumb"] = thumbnail(rec["path"])
+        out.append(row)
+    return out
+
+
+ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_confidence",
+               "noisiness", "ambiguity", "priority", "importance", "outlier_score",
+               "outlier_percentile", "dup_group"]
+
+
+def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = None,
+                  top_n: int = 24, max_duplicate_groups: int = 12, samples_csv: str = "",
+                  page_size: str = "A4") -> dict:
+    """Everything the templates show."""
+    from . import figures
+
+    issues = samples["issues"].map(list)
+    is_error = issues.map(lambda v: "label_error" in v).to_numpy()
+    suspects = samples[is_error].sort_values("priority", ascending=False, kind="stable")
+    ambiguous = samples[issues.map(lambda v: "ambiguous" in v).to_numpy()].sort_values(
+        "ambiguity", ascending=False, kind="stable")
+    outliers = samples[issues.map(lambda v: "outlier" in v).to_numpy()].sort_values(
+        "outlier_score", ascending=False, kind="stable")
+
+    groups = []
+    dups = samples[samples["dup_group"] >= 0]
+    # groups with a problem first (conflicting labels, leaks), then by size
+    keyed = []
+    for gid, members in dups.groupby("dup_group", sort=True):
+        member_issues = set().union(*members["issues"].map(set))
+        keyed.append(("conflicting_duplicate" not in member_issues, "leak" not in member_issues,
+                      -len(members), gid, members))
+    for *_, gid, members in sorted(keyed, key=lambda k: k[:4])[:max_duplicate_groups]:
+        groups.append({"group": int(gid), "members": _rows(members.head(6), ROW_COLUMNS),
+                       "conflicting": bool(members["label"].nunique() > 1),
+                       "leak": bool(members["split"][members["split"] != ""].nunique() > 1)})
+
+    ds = summary["dataset"]
+    class_counts = summary["class_counts"]
+    flagged_per_class = [summary["per_class_noise"][c]["flagged_label_errors"]
+                         for c in ds["classes"]]
+    figs = {
+        "class_distribution": figures.class_distribution(
+            ds["classes"], [class_counts[c] for c in ds["classes"]], flagged_per_class),
+        "priority": figures.priority_histogram(samples["priority"].to_numpy(),
+                                               is_error.astype(bool)),
+        "transition": figures.transition_heatmap(
+            ds["classes"], summary["estimated_transition_matrix"]["matrix"]),
+        "relabel_plan": figures.relabel_plan(summary["relabel_plan"]),
+    }
+    if summary.get("clr"):
+        figs["clr"] = figures.clr_curves(summary["clr"]["curves"])
+    return {
+        "s": summary,
+        "title": title or f"Dataset audit: {summary['dataset_name']}",
+        "top_n": top_n,
+        "suspects": _rows(suspects.head(top_n), ROW_COLUMNS),
+        "n_suspects": int(len(suspects)),
+        "ambiguous": _rows(ambiguous.head(top_n), ROW_COLUMNS),
+        "n_ambiguous": int(len(ambiguous)),
+        "outliers": _rows(outliers.head(top_n), ROW_COLUMNS),
+        "n_outliers": int(len(outliers)),
+        "duplicate_groups": groups,
+        "figures": figs,
+        "samples_csv": samples_csv,
+        "page_size": page_size,
+        "skipped_examples": summary.get("skipped_examples", []),
+        "has_splits": bool(ds["splits"]),
+    }

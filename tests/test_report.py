@@ -1,0 +1,116 @@
+"""The HTML and PDF report: contents match summary.json, offline, deterministic, robust."""
+
+import json
+import re
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from pypdf import PdfReader
+
+from dqaudit.cli import main
+
+from conftest import COLORS, make_image
+
+
+def scan(src, out, *extra):
+    res = CliRunner().invoke(main, ["scan", str(src), "--out", str(out), "-q",
+                                    "--num-workers", "0", *extra], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "summary.json").read_text())
+
+
+def pdf_text(path):
+    return " ".join(page.extract_text() for page in PdfReader(str(path)).pages)
+
+
+@pytest.fixture(scope="module")
+def noisy_audit(tmp_path_factory):
+    """4 colour classes x 8 images, two of them given a wrong label, one split each way."""
+    root = tmp_path_factory.mktemp("noisy")
+    colors = dict(COLORS, yellow=(230, 220, 20))
+    for split in ("train", "test"):
+        for c, (name, color) in enumerate(colors.items()):
+            for k in range(4):
+                make_image(root / "data" / split / name / f"{name}_{k}.png", color,
+                           seed=100 * c + 10 * k + (split == "test"))
+    shutil.move(root / "data" / "train" / "red" / "red_0.png",
+                root / "data" / "train" / "blue" / "really_red.png")
+    shutil.move(root / "data" / "test" / "green" / "green_1.png",
+                root / "data" / "test" / "yellow" / "really_green.png")
+    out = root / "audit"
+    return out, scan(root / "data", out)
+
+
+def test_report_numbers_come_from_summary(noisy_audit):
+    out, summary = noisy_audit
+    html = (out / "report.html").read_text()
+    text = pdf_text(out / "report.pdf")
+    rate = f"{100 * summary['estimated_noise_rate']:.1f}%"
+    assert summary["label_error_count"] >= 1
+    for doc in (html, text):
+        flat = re.sub(r"\s+", "", re.sub(r"<[^>]+>", "", doc))
+        assert rate in flat
+        assert f"{summary['label_error_count']}suspectedlabelerrorsflagged" in flat
+        assert summary["fingerprint"][:16] in flat
+    assert "really_red.png" in html  # the planted error is among the shown suspects
+    assert summary["verdict"]["level"] in html
+
+
+def test_report_is_self_contained(noisy_audit):
+    out, _ = noisy_audit
+    html = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(http" not in html
+    assert html.count("data:image/png;base64,") >= 4
+
+
+def test_rerender_is_byte_identical_and_needs_no_recompute(noisy_audit, monkeypatch):
+    out, _ = noisy_audit
+    first = (out / "report.html").read_bytes()
+    import dqaudit.pipeline
+
+    monkeypatch.setattr(dqaudit.pipeline, "score_dataset", None)  # would fail if called
+    res = CliRunner().invoke(main, ["report", str(out), "--no-pdf"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (out / "report.html").read_bytes() == first
+
+
+def test_letter_pages_and_page_numbers(noisy_audit, tmp_path):
+    out, _ = noisy_audit
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    res = CliRunner().invoke(main, ["report", str(copy), "--page-size", "Letter",
+                                    "--report-title", "Release 2.1 audit"])
+    assert res.exit_code == 0, res.output
+    reader = PdfReader(str(copy / "report.pdf"))
+    width, height = float(reader.pages[0].mediabox.width), float(reader.pages[0].mediabox.height)
+    assert (round(width), round(height)) == (612, 792)
+    assert "Release 2.1 audit" in reader.pages[0].extract_text()
+    assert f"page 1 of {len(reader.pages)}" in reader.pages[0].extract_text()
+
+
+def test_clean_audit_and_single_class_split_render(tmp_path):
+    root = tmp_path / "clean"
+    for name, color in COLORS.items():
+        for k in range(4):
+            make_image(root / "train" / name / f"{k}.png", color, seed=k)
+    make_image(root / "test" / "red" / "t.png", COLORS["red"], seed=9)  # one class only
+    summary = scan(root, tmp_path / "out")
+    assert summary["label_error_count"] == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "No sample is flagged as a label error." in html
+    assert (tmp_path / "out" / "report.pdf").stat().st_size > 10_000
+
+
+def test_no_report_and_no_pdf_flags(class_tree, tmp_path):
+    scan(class_tree, tmp_path / "a", "--no-pdf")
+    assert (tmp_path / "a" / "report.html").exists()
+    assert not (tmp_path / "a" / "report.pdf").exists()
+    scan(class_tree, tmp_path / "b", "--no-report")
+    assert not (tmp_path / "b" / "report.html").exists()
+
+
+def test_report_on_missing_folder_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "no summary.json" in res.output
