@@ -91,6 +91,8 @@ def ingest_options(func):
                      help="DATASET is the name of a FiftyOne dataset."),
         click.option("--label-field", default="ground_truth", show_default=True,
                      help="FiftyOne Classification field with the labels."),
+        click.option("--saved-view", default=None,
+                     help="With --from-fiftyone: audit only this saved view of the dataset."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -131,6 +133,9 @@ def _thresholds(text: str) -> tuple[float, float]:
 @embedding_options
 @report_options
 @click.option("--no-report", is_flag=True, help="Write no HTML or PDF report.")
+@click.option("--fiftyone", "fiftyone_dataset", default=None, metavar="NAME",
+              help="Also write the results into FiftyOne dataset NAME (created if needed): "
+                   "dq_* fields and the saved views dq_suspects and dq_ambiguous.")
 @click.option("--verdict-thresholds", default="0.02,0.05", show_default=True,
               help="Estimated noise rates up to which the verdict is 'clean' and 'some noise'.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
@@ -138,9 +143,9 @@ def _thresholds(text: str) -> tuple[float, float]:
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
-         from_fiftyone, label_field, model, image_size, flip_tta, device, batch_size, num_workers,
-         cache_dir, no_cache, no_pdf, report_title, top_n, page_size, no_report,
-         verdict_thresholds, seed, quiet, as_json):
+         from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
+         num_workers, cache_dir, no_cache, no_pdf, report_title, top_n, page_size, no_report,
+         fiftyone_dataset, verdict_thresholds, seed, quiet, as_json):
     """Audit DATASET and write the results to --out.
 
     DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
@@ -160,7 +165,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                    use_cache=not no_cache, quiet=quiet or as_json, command=_command_line(),
                    path_column=path_column, label_column=label_column,
                    split_column=split_column, count_prefix=count_prefix, image_root=image_root,
-                   from_fiftyone=from_fiftyone, label_field=label_field,
+                   from_fiftyone=from_fiftyone, label_field=label_field, saved_view=saved_view,
+                   fiftyone_dataset=fiftyone_dataset,
                    report=not no_report, pdf=not no_pdf, report_title=report_title,
                    top_n=top_n, page_size=page_size,
                    verdict_thresholds=_thresholds(verdict_thresholds))
@@ -216,3 +222,37 @@ def sample_data(out_dir, per_class, noise_rate, seed):
     click.echo(f"wrote {info['n_images']} images of {len(info['classes'])} classes to {out_dir}; "
                f"manifest.csv has {info['n_corrupted']} corrupted labels (truth in column "
                "'true_label')")
+
+
+@main.group()
+def plugin():
+    """The dqaudit FiftyOne plugin (run the audit from the FiftyOne App)."""
+
+
+@plugin.command("install")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), default=None,
+              help="Target [default: FiftyOne's plugins_dir, FIFTYONE_PLUGINS_DIR].")
+@click.option("--link", is_flag=True, help="Symlink instead of copying (for development).")
+@library_errors
+def plugin_install(plugins_dir, link):
+    """Install the plugin where FiftyOne discovers it."""
+    from .fiftyone_io import install_plugin
+
+    path = install_plugin(plugins_dir, link=link)
+    click.echo(f"installed the dqaudit plugin at {path}")
+    if plugins_dir:
+        click.echo(f"make FiftyOne look there: export FIFTYONE_PLUGINS_DIR={plugins_dir}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--port", type=int, default=5151, show_default=True)
+@click.option("--view", default="dq_suspects", show_default=True, help="Saved view to open.")
+@library_errors
+def app(name, port, view):
+    """Launch the FiftyOne App on dataset NAME's suspects (after `scan --fiftyone NAME`)."""
+    from .fiftyone_io import launch_app
+
+    session = launch_app(name, port=port, view=view, wait=False)
+    click.echo(f"FiftyOne App on {name!r}, view {view!r}: {session.url}  (Ctrl-C to stop)")
+    session.wait(-1)

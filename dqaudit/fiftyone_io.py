@@ -1,4 +1,4 @@
-"""FiftyOne: read labeled datasets (and views) from it.
+"""FiftyOne: read labeled datasets (and views) from it, write audit results back to it.
 
 FiftyOne is imported inside the functions. ``import_fiftyone`` sets ``FIFTYONE_DO_NOT_TRACK``
 first unless the user already chose a value: dqaudit never phones home.
@@ -77,8 +77,235 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
         label_counts=_one_hot(y, len(classes)),
         splits=np.array(splits, dtype=object),
         ids=[ids[i] for i in keep],
-        source={"kind": "fiftyone", "location": name, "label_field": label_field,
-                "view": None if view is dataset else str(view._stages) if hasattr(view, "_stages")
-                else None},
+        source={"kind": "fiftyone", "location": dataset.name, "label_field": label_field,
+                "view": None if view is dataset else [str(st) for st in view._stages]},
         skipped=skipped,
     )
+
+
+# --------------------------------------------------------------------------- writing results
+
+SUSPECTS_VIEW = "dq_suspects"
+AMBIGUOUS_VIEW = "dq_ambiguous"
+INFO_KEY = "dqaudit"
+FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_importance", "dq_suggested",
+          "dq_outlier", "dq_dup_group", "dq_issues", "dq_flagged", "dq_embedding")
+
+
+def _target_dataset(fo, name: str, data, label_field: str):
+    """The FiftyOne dataset to write to, and the sample id of every audited sample.
+
+    Samples that came from this same FiftyOne dataset keep their ids; otherwise samples are
+    matched by file path, and missing ones are added with their label and split tag.
+    """
+    source = data.source or {}
+    if source.get("kind") == "fiftyone" and source.get("location") == name:
+        return fo.load_dataset(name), list(data.ids)
+    if fo.dataset_exists(name):
+        dataset = fo.load_dataset(name)
+    else:
+        dataset = fo.Dataset(name, persistent=True)
+    existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
+    new = []
+    for path, label, split in zip(data.paths, data.labels, data.splits):
+        if path not in existing:
+            sample = fo.Sample(filepath=path, tags=[split] if split else [])
+            sample[label_field] = fo.Classification(label=data.classes[int(label)])
+            new.append(sample)
+    if new:
+        for sample_id, sample in zip(dataset.add_samples(new, progress=False), new):
+            existing[sample.filepath] = sample_id
+    ids = [existing[p] for p in data.paths]
+    # the audited labels are the truth of record: keep the dataset's field in step with them
+    dataset.set_values(label_field, {i: fo.Classification(label=data.classes[int(lab)])
+                                     for i, lab in zip(ids, data.labels)}, key_field="id")
+    return dataset, ids
+
+
+def write_results(result, name: str, *, label_field: str = "ground_truth",
+                  embeddings: bool = True) -> dict:
+    """Write an ``AuditResult`` into FiftyOne dataset ``name`` (created if needed).
+
+    Fields ``dq_*`` are replaced as a whole (a re-run never leaves stale values), written in
+    bulk with ``set_values``; saved views ``dq_suspects`` (flagged, highest priority first) and
+    ``dq_ambiguous``; the run's parameters and headline numbers in ``dataset.info["dqaudit"]``.
+    """
+    fo = import_fiftyone()
+    from fiftyone import ViewField as F
+
+    data, samples = result.dataset, result.samples
+    dataset, ids = _target_dataset(fo, name, data, label_field)
+    for fname in FIELDS:
+        if dataset.has_sample_field(fname):
+            dataset.delete_sample_field(fname)
+
+    def put(fname, values):
+        dataset.set_values(fname, dict(zip(ids, values)), key_field="id")
+
+    put("dq_noisiness", samples["noisiness"].astype(float).tolist())
+    put("dq_ambiguity", samples["ambiguity"].astype(float).tolist())
+    put("dq_priority", samples["priority"].astype(float).tolist())
+    put("dq_importance", samples["importance"].astype(float).tolist())
+    put("dq_outlier", samples["outlier_score"].astype(float).tolist())
+    put("dq_dup_group", [int(g) if g >= 0 else None for g in samples["dup_group"]])
+    dataset.add_sample_field("dq_issues", fo.ListField, subfield=fo.StringField)
+    put("dq_issues", [list(v) for v in samples["issues"]])
+    put("dq_flagged", samples["flagged"].astype(bool).tolist())
+    put("dq_suggested", [fo.Classification(label=str(lab), confidence=float(conf))
+                         for lab, conf in zip(samples["suggested_label"],
+                                              samples["suggested_confidence"])])
+    if embeddings:
+        put("dq_embedding", [np.asarray(v, dtype=np.float32) for v in result.embeddings])
+
+    audited = dataset.select(ids)
+    dataset.save_view(SUSPECTS_VIEW, audited.match(F("dq_flagged") == True)  # noqa: E712
+                      .sort_by("dq_priority", reverse=True), overwrite=True,
+                      description="dqaudit: flagged samples, highest relabel priority first")
+    dataset.save_view(AMBIGUOUS_VIEW, audited.match(F("dq_issues").contains("ambiguous"))
+                      .sort_by("dq_ambiguity", reverse=True), overwrite=True,
+                      description="dqaudit: ambiguous samples, most ambiguous first")
+    s = result.summary
+    dataset.info[INFO_KEY] = {
+        "version": s["dqaudit_version"], "created_at": s["created_at"], "command": s["command"],
+        "out_dir": str(result.out_dir) if result.out_dir else None,
+        "model": s["model"], "seed": s["seed"], "label_field": label_field,
+        "n_samples": s["n_samples"], "label_error_count": s["label_error_count"],
+        "estimated_noise_rate": s["estimated_noise_rate"], "flagged_count": s["flagged_count"],
+        "fields": list(FIELDS if embeddings else FIELDS[:-1]),
+        "views": [SUSPECTS_VIEW, AMBIGUOUS_VIEW],
+    }
+    dataset.save()
+    return {"dataset": dataset.name, "n_samples": len(ids), "views": [SUSPECTS_VIEW,
+                                                                       AMBIGUOUS_VIEW]}
+
+
+def load_view(name: str, *, saved_view: str | None = None):
+    """A dataset, or one of its saved views."""
+    fo = import_fiftyone()
+    if not fo.dataset_exists(name):
+        raise InputError(f"FiftyOne dataset {name!r} does not exist; check `fiftyone datasets "
+                         "list`")
+    dataset = fo.load_dataset(name)
+    if saved_view is None:
+        return dataset
+    if not dataset.has_saved_view(saved_view):
+        raise InputError(f"FiftyOne dataset {name!r} has no saved view {saved_view!r}; saved "
+                         f"views: {', '.join(dataset.list_saved_views()) or 'none'}")
+    return dataset.load_saved_view(saved_view)
+
+
+def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None, **options):
+    """Run the audit on a FiftyOne dataset or view and write the results back to it."""
+    from .pipeline import audit
+
+    dataset = view._dataset if hasattr(view, "_dataset") else view
+    data = load_fiftyone_dataset(dataset.name, label_field=label_field, view=view)
+    result = audit(data, out_dir=out_dir, **options)
+    write_results(result, dataset.name, label_field=label_field)
+    return result
+
+
+def default_out_dir(dataset_name: str):
+    from pathlib import Path
+
+    return Path.home() / ".dqaudit" / "audits" / dataset_name
+
+
+def export_report(dataset, path, *, pdf: bool = True) -> dict:
+    """Render the report of the dataset's last audit into folder ``path``."""
+    import shutil
+    from pathlib import Path
+
+    from .errors import DqauditError
+    from .report import REPORT_HTML, REPORT_PDF, render_report
+
+    run = dataset.info.get(INFO_KEY) or {}
+    if not run.get("out_dir"):
+        raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
+                           "run the audit first")
+    paths = render_report(run["out_dir"], pdf=pdf)
+    target = Path(path).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, name in (("html", REPORT_HTML), ("pdf", REPORT_PDF)):
+        if key in paths:
+            shutil.copyfile(paths[key], target / name)
+            out[key] = str(target / name)
+    return out
+
+
+def mark_reviewed(dataset, sample_ids: list[str]) -> int:
+    """Set ``dq_reviewed`` and the tag ``dq_reviewed`` on the given samples."""
+    if not sample_ids:
+        return 0
+    view = dataset.select(sample_ids)
+    view.set_values("dq_reviewed", [True] * len(view))
+    view.tag_samples("dq_reviewed")
+    return len(view)
+
+
+def apply_label(dataset, sample_ids: list[str], label: str, *,
+                label_field: str = "ground_truth") -> int:
+    """Give the samples a corrected label; the previous one is kept in ``dq_previous_label``.
+
+    Marks them reviewed too. The image files are never touched.
+    """
+    fo = import_fiftyone()
+    from .errors import DqauditError
+
+    if not label or not str(label).strip():
+        raise DqauditError("the corrected label is empty")
+    if not sample_ids:
+        return 0
+    view = dataset.select(sample_ids)
+    previous = view.values(f"{label_field}.label")
+    view.set_values("dq_previous_label", previous)
+    view.set_values(label_field, [fo.Classification(label=str(label).strip())
+                                  for _ in range(len(view))])
+    mark_reviewed(dataset, sample_ids)
+    return len(view)
+
+
+def plugin_source():
+    """The plugin folder shipped with dqaudit (``plugins/dqaudit`` of the source tree)."""
+    from pathlib import Path
+
+    from .errors import DqauditError
+
+    src = Path(__file__).resolve().parents[1] / "plugins" / "dqaudit"
+    if not (src / "fiftyone.yml").exists():
+        raise DqauditError(f"plugin files not found at {src}; install dqaudit from its source "
+                           "tree (pip install -e .)")
+    return src
+
+
+def install_plugin(plugins_dir=None, *, link: bool = False) -> str:
+    """Copy (or symlink) the plugin into FiftyOne's plugins directory; returns its path."""
+    import shutil
+    from pathlib import Path
+
+    fo = import_fiftyone()
+    src = plugin_source()
+    base = Path(plugins_dir or fo.config.plugins_dir or Path.home() / "fiftyone" / "__plugins__")
+    target = base / "dqaudit"
+    base.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    if link:
+        target.symlink_to(src, target_is_directory=True)
+    else:
+        shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return str(target)
+
+
+def launch_app(name: str, *, port: int = 5151, view: str = SUSPECTS_VIEW, wait: bool = True):
+    """Open the App on the dataset's saved view ``view``; returns the session."""
+    fo = import_fiftyone()
+    dataset = load_view(name)
+    shown = dataset.load_saved_view(view) if dataset.has_saved_view(view) else dataset
+    session = fo.launch_app(shown, port=port, remote=True, auto=False)
+    if wait:
+        session.wait(-1)
+    return session

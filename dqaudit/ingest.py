@@ -99,6 +99,7 @@ def load_dataset(
     image_root: str | os.PathLike | None = None,
     label_field: str = "ground_truth",
     from_fiftyone: bool = False,
+    saved_view: str | None = None,
 ) -> LabeledImages:
     """Load a labeled image dataset from a folder tree, a manifest file or a FiftyOne dataset.
 
@@ -106,9 +107,10 @@ def load_dataset(
     ``.parquet`` manifest, or with ``from_fiftyone=True`` the name of a FiftyOne dataset.
     """
     if from_fiftyone:
-        from .fiftyone_io import load_fiftyone_dataset
+        from .fiftyone_io import load_fiftyone_dataset, load_view
 
-        return load_fiftyone_dataset(str(source), label_field=label_field)
+        view = load_view(str(source), saved_view=saved_view) if saved_view else None
+        return load_fiftyone_dataset(str(source), label_field=label_field, view=view)
     path = Path(source).expanduser()
     if not path.exists():
         raise InputError(f"{path}: no such file or directory; pass a class-folder tree, a .csv or "

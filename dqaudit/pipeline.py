@@ -62,6 +62,7 @@ def audit(
     top_n: int = 24,
     page_size: str = "A4",
     verdict_thresholds: tuple[float, float] = (0.02, 0.05),
+    fiftyone_dataset: str | None = None,
     quiet: bool = False,
     command: str | None = None,
     **ingest_options,
@@ -70,7 +71,8 @@ def audit(
 
     ``source`` is anything ``load_dataset`` takes (folder, manifest, FiftyOne name with
     ``from_fiftyone=True``) or an already loaded ``LabeledImages``. ``ingest_options`` are passed
-    to ``load_dataset``.
+    to ``load_dataset``. Results go into FiftyOne dataset ``fiftyone_dataset`` when given, and
+    always back into the source dataset when the samples came from FiftyOne.
     """
     from .devices import resolve_device
     from .embed import auto_image_size, embed_images, load_encoder
@@ -137,6 +139,15 @@ def audit(
                                   page_size=page_size)
             _log(quiet, f"dqaudit: wrote {', '.join(paths.values())} "
                         f"in {time.perf_counter() - t:.1f}s")
+    if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
+        fiftyone_dataset = data.source["location"]
+    if fiftyone_dataset:
+        from .fiftyone_io import write_results
+
+        written = write_results(res, fiftyone_dataset,
+                                label_field=data.source.get("label_field", "ground_truth"))
+        _log(quiet, f"dqaudit: wrote fields and views {', '.join(written['views'])} to FiftyOne "
+                    f"dataset {written['dataset']!r}")
     return res
 
 

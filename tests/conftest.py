@@ -7,6 +7,9 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+# FiftyOne reads its config at import: point it at this repo's plugin before any test imports it
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["FIFTYONE_PLUGINS_DIR"] = os.path.join(REPO, "plugins")
 
 
 def make_image(path, color, size=32, mode="RGB", fmt=None, seed=0):

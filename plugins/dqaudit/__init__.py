@@ -1,0 +1,171 @@
+"""dqaudit FiftyOne plugin: run the label audit on the current dataset or view from the App.
+
+Each operator's ``execute`` is one call into the dqaudit library (no algorithm code here);
+a ``DqauditError`` becomes an App notification.
+"""
+
+import os
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+
+def _label_fields(ctx):
+    import fiftyone as fo
+
+    schema = ctx.dataset.get_field_schema(embedded_doc_type=fo.Classification)
+    return sorted(name for name in schema if not name.startswith("dq_"))
+
+
+def _fail(ctx, exc):
+    ctx.ops.notify(f"dqaudit: {exc}", variant="error")
+    return {"error": str(exc)}
+
+
+class RunAudit(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="run_audit",
+            label="dqaudit: audit labels",
+            description="Score every sample of the current view for label errors, ambiguity, "
+                        "duplicates and outliers, and write dq_* fields and saved views",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=False,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        fields = _label_fields(ctx)
+        if not fields:
+            inputs.view("none", types.Warning(label="This dataset has no Classification field"))
+            return types.Property(inputs)
+        inputs.enum("label_field", fields, required=True,
+                    default="ground_truth" if "ground_truth" in fields else fields[0],
+                    label="Label field", view=types.DropdownView())
+        inputs.str("model", default="lite0", label="Encoder",
+                   description="lite0 (bundled, offline) or openclip:ARCH/PRETRAINED")
+        inputs.enum("device", ["auto", "cpu", "cuda", "mps"], default="auto", label="Device")
+        inputs.str("out_dir", required=False, label="Output folder",
+                   description="Where the report and tables go (default: "
+                               "~/.dqaudit/audits/<dataset>)")
+        inputs.bool("pdf", default=True, label="Render the PDF report")
+        return types.Property(inputs, view=types.View(label="dqaudit: audit labels"))
+
+    def execute(self, ctx):
+        from dqaudit.errors import DqauditError
+        from dqaudit.fiftyone_io import SUSPECTS_VIEW, audit_fiftyone, default_out_dir
+
+        p = ctx.params
+        try:
+            result = audit_fiftyone(
+                ctx.view, label_field=p.get("label_field", "ground_truth"),
+                out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name),
+                model=p.get("model") or "lite0", device=p.get("device") or "auto",
+                pdf=bool(p.get("pdf", True)), quiet=True, command="FiftyOne App: run_audit")
+        except DqauditError as exc:
+            return _fail(ctx, exc)
+        s = result.summary
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+            ctx.ops.set_view(name=SUSPECTS_VIEW)
+        return {"n_samples": s["n_samples"], "label_error_count": s["label_error_count"],
+                "flagged_count": s["flagged_count"],
+                "estimated_noise_rate": s["estimated_noise_rate"],
+                "out_dir": str(result.out_dir)}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("n_samples", label="Samples audited")
+        outputs.int("label_error_count", label="Suspected label errors")
+        outputs.int("flagged_count", label="Flagged samples")
+        outputs.float("estimated_noise_rate", label="Estimated label-noise rate")
+        outputs.str("out_dir", label="Report folder")
+        return types.Property(outputs)
+
+
+class OpenSuspects(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="open_suspects", label="dqaudit: open suspects view")
+
+    def execute(self, ctx):
+        from dqaudit.fiftyone_io import SUSPECTS_VIEW
+
+        if not ctx.dataset.has_saved_view(SUSPECTS_VIEW):
+            return _fail(ctx, "no audit yet: run 'dqaudit: audit labels' first")
+        ctx.ops.set_view(name=SUSPECTS_VIEW)
+        return {"view": SUSPECTS_VIEW}
+
+
+class ExportReport(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="export_report", label="dqaudit: export report")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.str("path", required=True, label="Folder to write report.html and report.pdf to")
+        inputs.bool("pdf", default=True, label="Include the PDF")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from dqaudit.errors import DqauditError
+        from dqaudit.fiftyone_io import export_report
+
+        try:
+            paths = export_report(ctx.dataset, ctx.params["path"],
+                                  pdf=bool(ctx.params.get("pdf", True)))
+        except DqauditError as exc:
+            return _fail(ctx, exc)
+        ctx.ops.notify("dqaudit: wrote " + ", ".join(paths.values()), variant="success")
+        return paths
+
+
+class MarkReviewed(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="mark_reviewed", label="dqaudit: mark selected reviewed")
+
+    def execute(self, ctx):
+        from dqaudit.fiftyone_io import mark_reviewed
+
+        n = mark_reviewed(ctx.dataset, list(ctx.selected))
+        ctx.ops.reload_dataset()
+        return {"reviewed": n}
+
+
+class ApplyLabel(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(name="apply_label",
+                                  label="dqaudit: apply corrected label to selected")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.str("label", required=True, label="Corrected label")
+        inputs.str("label_field", default="ground_truth", label="Label field")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from dqaudit.errors import DqauditError
+        from dqaudit.fiftyone_io import apply_label
+
+        try:
+            n = apply_label(ctx.dataset, list(ctx.selected), ctx.params["label"],
+                            label_field=ctx.params.get("label_field", "ground_truth"))
+        except DqauditError as exc:
+            return _fail(ctx, exc)
+        ctx.ops.reload_dataset()
+        return {"relabelled": n}
+
+
+def register(p):
+    p.register(RunAudit)
+    p.register(OpenSuspects)
+    p.register(ExportReport)
+    p.register(MarkReviewed)
+    p.register(ApplyLabel)

@@ -1,0 +1,122 @@
+"""Results in FiftyOne's real database: fields, saved views, re-runs, and the plugin executed
+through FiftyOne's own operator machinery."""
+
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from dqaudit.cli import main
+from dqaudit.fiftyone_io import SUSPECTS_VIEW, import_fiftyone, install_plugin
+
+fo = import_fiftyone()
+
+
+@pytest.fixture
+def fo_name():
+    name = f"dqaudit-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+def scan(*args):
+    res = CliRunner().invoke(main, ["scan", *map(str, args), "-q", "--num-workers", "0",
+                                    "--no-pdf"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture
+def mislabelled_tree(class_tree):
+    (class_tree / "red" / "red_0.png").rename(class_tree / "blue" / "really_red.png")
+    return class_tree
+
+
+def test_scan_writes_fields_and_views(mislabelled_tree, tmp_path, fo_name):
+    scan(mislabelled_tree, "--out", tmp_path / "o", "--fiftyone", fo_name)
+    ds = fo.load_dataset(fo_name)
+    assert len(ds) == 12
+    for field in ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_importance",
+                  "dq_suggested", "dq_outlier", "dq_dup_group", "dq_issues", "dq_flagged",
+                  "dq_embedding"):
+        assert ds.has_sample_field(field), field
+    samples = pd.read_parquet(tmp_path / "o" / "samples.parquet")
+    by_path = dict(zip(*ds.values(["filepath", "dq_priority"])))
+    np.testing.assert_allclose([by_path[p] for p in samples["path"]], samples["priority"])
+    sample = ds.match(fo.ViewField("filepath").ends_with("really_red.png")).first()
+    assert sample.ground_truth.label == "blue" and sample.dq_suggested.label == "red"
+    assert "label_error" in sample.dq_issues and len(sample.dq_embedding) == 1280
+    suspects = ds.load_saved_view(SUSPECTS_VIEW)
+    assert len(suspects) == int(samples["flagged"].sum()) >= 1
+    priorities = suspects.values("dq_priority")
+    assert priorities == sorted(priorities, reverse=True)
+    assert suspects.first().filepath.endswith("really_red.png")
+    assert ds.has_saved_view("dq_ambiguous")
+    assert ds.info["dqaudit"]["label_error_count"] == int(
+        samples["issues"].map(lambda v: "label_error" in v).sum())
+
+
+def test_rerun_replaces_instead_of_duplicating(mislabelled_tree, tmp_path, fo_name):
+    scan(mislabelled_tree, "--out", tmp_path / "o1", "--fiftyone", fo_name)
+    gone = mislabelled_tree / "green" / "green_3.png"
+    gone.unlink()
+    scan(mislabelled_tree, "--out", tmp_path / "o2", "--fiftyone", fo_name)
+    ds = fo.load_dataset(fo_name)
+    assert len(ds) == 12  # nothing duplicated; the removed file's sample stays, unscored
+    stale = ds.match(fo.ViewField("filepath") == str(gone)).first()
+    assert stale.dq_priority is None and stale.dq_flagged is None
+    assert ds.list_saved_views() == ["dq_suspects", "dq_ambiguous"]
+    assert ds.info["dqaudit"]["n_samples"] == 11
+
+
+def test_audit_from_fiftyone_writes_back_to_same_samples(mislabelled_tree, tmp_path, fo_name):
+    ds = fo.Dataset(fo_name)
+    ds.add_samples([fo.Sample(filepath=str(p), ground_truth=fo.Classification(
+        label=p.parent.name)) for p in sorted(mislabelled_tree.rglob("*.png"))])
+    ids_before = sorted(ds.values("id"))
+    scan(fo_name, "--from-fiftyone", "--out", tmp_path / "o")
+    ds.reload()
+    assert sorted(ds.values("id")) == ids_before
+    assert all(v is not None for v in ds.values("dq_priority"))
+
+
+def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, fo_name):
+    import fiftyone.operators as foo
+    import fiftyone.plugins as fop
+
+    assert "@dqaudit/dqaudit" in [p.name for p in fop.list_plugins()]
+    ds = fo.Dataset(fo_name)
+    ds.add_samples([fo.Sample(filepath=str(p), ground_truth=fo.Classification(
+        label=p.parent.name)) for p in sorted(mislabelled_tree.rglob("*.png"))])
+    view = ds.match(fo.ViewField("ground_truth.label") != "green")  # audit a view
+    result = foo.execute_operator("@dqaudit/dqaudit/run_audit", ctx={
+        "dataset": ds, "view": view,
+        "params": {"label_field": "ground_truth", "model": "lite0", "device": "cpu",
+                   "out_dir": str(tmp_path / "app-run"), "pdf": False}})
+    out = result.result
+    assert out["n_samples"] == 8 and out["label_error_count"] >= 1
+    assert (tmp_path / "app-run" / "report.html").exists()
+    ds.reload()
+    assert ds.match(fo.ViewField("dq_priority") != None).count() == 8  # noqa: E711
+    assert ds.has_saved_view(SUSPECTS_VIEW)
+
+    exported = foo.execute_operator("@dqaudit/dqaudit/export_report", ctx={
+        "dataset": ds, "params": {"path": str(tmp_path / "exported"), "pdf": False}}).result
+    assert (tmp_path / "exported" / "report.html").exists() and "html" in exported
+
+    suspect = ds.load_saved_view(SUSPECTS_VIEW).first()
+    foo.execute_operator("@dqaudit/dqaudit/apply_label", ctx={
+        "dataset": ds, "selected": [suspect.id],
+        "params": {"label": "red", "label_field": "ground_truth"}})
+    ds.reload()
+    suspect = ds[suspect.id]
+    assert suspect.ground_truth.label == "red" and suspect.dq_previous_label == "blue"
+    assert suspect.dq_reviewed and "dq_reviewed" in suspect.tags
+
+
+def test_plugin_install_copies_the_plugin(tmp_path):
+    path = install_plugin(tmp_path / "plugins")
+    assert (tmp_path / "plugins" / "dqaudit" / "fiftyone.yml").exists()
+    assert path.endswith("dqaudit")
