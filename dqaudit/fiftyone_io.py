@@ -157,7 +157,8 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
     if embeddings:
         put("dq_embedding", [np.asarray(v, dtype=np.float32) for v in result.embeddings])
 
-    audited = dataset.select(ids)
+    # fields were cleared above, so only this run's samples carry dq_flagged / dq_issues
+    audited = dataset
     dataset.save_view(SUSPECTS_VIEW, audited.match(F("dq_flagged") == True)  # noqa: E712
                       .sort_by("dq_priority", reverse=True), overwrite=True,
                       description="dqaudit: flagged samples, highest relabel priority first")

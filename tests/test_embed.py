@@ -90,6 +90,7 @@ def test_cache_resumes_after_interruption(class_tree, lite0, tmp_path, monkeypat
             raise KeyboardInterrupt
         return real_forward(x)
 
+    monkeypatch.setattr(lite0, "flip_tta", False)  # one forward call per batch
     monkeypatch.setattr(lite0, "forward", failing_forward)
     with pytest.raises(KeyboardInterrupt):
         embed_images(paths, model=lite0, device="cpu", cache_dir=cache_dir, batch_size=2,

@@ -10,8 +10,6 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .encoders import Preprocessing
 
-# A truncated JPEG must fail loudly (it is listed in skipped.csv), never decode half grey.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.MAX_IMAGE_PIXELS = 400_000_000
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
@@ -39,7 +37,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def decode(path: str, prep: Preprocessing) -> np.ndarray:
     """Read ``path`` and return a (3, S, S) uint8 array. Raises on unreadable images."""
     with Image.open(path) as img:
-        img.load()
+        # A truncated file must fail loudly (it is listed in skipped.csv), never decode half
+        # grey. Other libraries (FiftyOne's among them) switch PIL's global to lenient, so set
+        # it for this call only; decoding is single-threaded within a process.
+        lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            img.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = lenient
         img = to_rgb(img)
     size = prep.image_size
     resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
