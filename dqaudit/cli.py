@@ -256,3 +256,95 @@ def app(name, port, view):
     session = launch_app(name, port=port, view=view, wait=False)
     click.echo(f"FiftyOne App on {name!r}, view {view!r}: {session.url}  (Ctrl-C to stop)")
     session.wait(-1)
+
+
+@main.group()
+def relabel():
+    """Active label cleaning: review queue, corrections, cleaned export.
+
+    \b
+    dqaudit relabel queue DIR --budget 100      # review_queue.csv, highest priority first
+    dqaudit relabel apply DIR corrections.csv   # add the labels, re-rank, update the report
+    dqaudit relabel export DIR --to folder --dest cleaned/
+    """
+
+
+@relabel.command("queue")
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--budget", type=int, required=True, help="Samples to put in the queue.")
+@click.option("--no-thumbnails", is_flag=True, help="Do not write review_thumbs/.")
+@library_errors
+def relabel_queue(out_dir, budget, no_thumbnails):
+    """Write DIR/review_queue.csv: the next BUDGET unreviewed samples by priority.
+
+    Fill its correct_label column (a class name, or DROP for junk) and pass it to
+    `dqaudit relabel apply`.
+    """
+    from .relabel import QUEUE_CSV, review_queue
+
+    queue = review_queue(out_dir, budget=budget, thumbnails=not no_thumbnails)
+    click.echo(f"{len(queue)} samples queued -> {out_dir}/{QUEUE_CSV}")
+
+
+@relabel.command("apply")
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("corrections", type=click.Path(exists=True, dir_okay=False))
+@click.option("--annotator", default=None, help="Who reviewed (when the CSV does not say).")
+@library_errors
+def relabel_apply(out_dir, corrections, annotator):
+    """Add the labels in CORRECTIONS (id or path, label) and re-rank the rest."""
+    from .relabel import apply_corrections
+
+    res = apply_corrections(out_dir, corrections, annotator=annotator)
+    click.echo(f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
+               f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far")
+
+
+@relabel.command("export")
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--to", "to", type=click.Choice(["folder", "csv", "fiftyone"]), required=True)
+@click.option("--dest", required=True, help="Folder, CSV path or FiftyOne dataset name.")
+@click.option("--keep-junk", is_flag=True, help="Keep samples marked DROP.")
+@library_errors
+def relabel_export(out_dir, to, dest, keep_junk):
+    """Write the cleaned dataset as a new copy (the input is never modified)."""
+    from .relabel import export_cleaned
+
+    res = export_cleaned(out_dir, to=to, dest=dest, drop_junk=not keep_junk)
+    click.echo(f"exported {res['n_samples']} samples to {res['to']} {res['dest']}")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--noise-rate", type=click.FloatRange(0.0, 1.0), default=0.15, show_default=True)
+@click.option("--seeds", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--selectors", default=",".join(("random", "oracle", "linear", "graph",
+                                                "ensemble", "entropy")), show_default=True,
+              help="Comma-separated selectors to compare.")
+@click.option("--budget", type=int, default=None,
+              help="Re-annotations per run [default: 0.6 x samples].")
+@click.option("--refit-every", type=click.IntRange(1), default=100, show_default=True,
+              help="Re-annotations between posterior refits.")
+@click.option("--count-prefix", default=None, help="Prefix of count columns [default: n_].")
+@click.option("--model", default="lite0", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+@library_errors
+def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_every,
+             count_prefix, model, device, quiet):
+    """Simulate active label cleaning on MANIFEST (a path column and n_<class> count columns).
+
+    Writes OUT/simulation.json (per selector: reannotations_to_90, reannotations_to_95,
+    auc_normalized, curves) and OUT/simulation.svg.
+    """
+    from .simulation import simulate_manifest
+
+    names = [s.strip() for s in selectors.split(",") if s.strip()]
+    res = simulate_manifest(manifest, out_dir, noise_rate=noise_rate, seeds=seeds,
+                            selectors=names, budget=budget, refit_every=refit_every,
+                            model=model, device=device, count_prefix=count_prefix,
+                            progress=None if quiet else click.echo)
+    for name, entry in res["selectors"].items():
+        click.echo(f"{name:9s} to 90%: {entry['reannotations_to_90']}  to 95%: "
+                   f"{entry['reannotations_to_95']}  normalised AUC: {entry['auc_normalized']}")

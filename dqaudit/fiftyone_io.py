@@ -310,3 +310,13 @@ def launch_app(name: str, *, port: int = 5151, view: str = SUSPECTS_VIEW, wait: 
     if wait:
         session.wait(-1)
     return session
+
+
+def tag_samples(name: str, filepaths: list[str], tag: str) -> int:
+    """Tag the samples of dataset ``name`` with these file paths (e.g. the review queue)."""
+    from fiftyone import ViewField as F
+
+    dataset = load_view(name)
+    view = dataset.match(F("filepath").is_in(list(filepaths)))
+    view.tag_samples(tag)
+    return len(view)

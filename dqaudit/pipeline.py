@@ -19,6 +19,7 @@ import pandas as pd
 from . import __version__
 from .errors import DqauditError
 from .ingest import LabeledImages, load_dataset
+from .relabel import relabel_plan
 
 DEFAULT_SEED = 0
 # a sample is "ambiguous" when its posterior entropy is at least half the maximum, log C
@@ -77,7 +78,6 @@ def audit(
     from .devices import resolve_device
     from .embed import auto_image_size, embed_images, load_encoder
     from .ingest import fingerprint, median_image_side
-    from .relabel import relabel_plan
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -144,6 +144,11 @@ def audit(
     if fiftyone_dataset:
         from .fiftyone_io import write_results
 
+        res.summary["fiftyone_dataset"] = fiftyone_dataset
+        if res.out_dir is not None:
+            from .outputs import SUMMARY_JSON, write_json
+
+            write_json(res.out_dir / SUMMARY_JSON, res.summary)
         written = write_results(res, fiftyone_dataset,
                                 label_field=data.source.get("label_field", "ground_truth"))
         _log(quiet, f"dqaudit: wrote fields and views {', '.join(written['views'])} to FiftyOne "
@@ -325,6 +330,7 @@ def build_summary(data: LabeledImages, embed_info: dict, *, seed: int, timings: 
         "environment": {"python": platform.python_version(), "platform": platform.platform()},
         "versions": _versions(),
         "clr": None,  # filled by controlled CLR injection when it runs
+        "fiftyone_dataset": None,
     }
 
 
@@ -350,3 +356,94 @@ def write_outputs(res: AuditResult, out_dir: Path) -> None:
     outputs.write_array(out_dir, outputs.LABEL_COUNTS_NPY, res.dataset.label_counts)
     res.out_dir = out_dir
     outputs.write_json(out_dir / outputs.SUMMARY_JSON, res.summary)
+
+
+def load_audit(out_dir: str | os.PathLike) -> tuple[LabeledImages, np.ndarray, pd.DataFrame,
+                                                       dict]:
+    """The dataset, embeddings, samples table and summary saved in an audit folder."""
+    from . import outputs
+
+    out = Path(out_dir)
+    if not (out / outputs.SUMMARY_JSON).exists():
+        raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}`")
+    summary = outputs.read_summary(out)
+    samples = outputs.read_samples(out)
+    classes = summary["dataset"]["classes"]
+    index = {c: i for i, c in enumerate(classes)}
+    data = LabeledImages(
+        paths=samples["path"].tolist(),
+        labels=np.array([index[v] for v in samples["label"]], dtype=np.int64),
+        classes=list(classes),
+        label_counts=np.load(out / outputs.LABEL_COUNTS_NPY).astype(np.float32),
+        splits=np.array(samples["split"].tolist(), dtype=object),
+        ids=samples["id"].tolist(),
+        source=summary["dataset"]["source"],
+    )
+    return data, np.load(out / outputs.EMBEDDINGS_NPY), samples, summary
+
+
+def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None,
+                  dropped: set[str] = frozenset(), quiet: bool = True) -> AuditResult:
+    """Re-rank an audit after new annotations: same embeddings, updated labels and counts.
+
+    Samples in ``dropped`` (confirmed junk) leave the scoring; the report is re-rendered when
+    the folder has one. Nothing is embedded again.
+    """
+    from . import outputs
+
+    out = Path(out_dir)
+    data, embeddings, samples, summary = load_audit(out)
+    if labels is not None:
+        index = {c: i for i, c in enumerate(data.classes)}
+        data.labels = np.array([index[v] for v in labels], dtype=np.int64)
+    keep = ~samples["id"].isin(dropped).to_numpy()
+    counts_all = data.label_counts
+    data = data.subset(keep)
+    t = time.perf_counter()
+    scored = score_dataset(data, embeddings[keep], seed=summary["seed"],
+                           method=summary.get("posterior_method", "linear"))
+    summary["timings"]["rescore_seconds"] = round(time.perf_counter() - t, 3)
+    table = pd.concat([base_samples_table(data), scored.table], axis=1)
+    summary.update(scored.stats)
+    summary["n_samples"] = len(data)
+    summary["class_counts"] = data.class_counts()
+    summary["n_dropped"] = int((~keep).sum())
+    summary["relabel_plan"] = relabel_plan(table["priority"].to_numpy(),
+                                           table["label_error_probability"].to_numpy(),
+                                           scored.stats["estimated_label_errors"])
+    summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
+                                                            .values()))
+    # dropped samples stay in the arrays (row-aligned files), flagged as dropped, unscored
+    full = samples[["id", "path", "label", "split"]].copy()
+    full["label"] = [data.classes[i] for i in _labels_all(samples, data, keep)]
+    full = full.merge(table.drop(columns=["path", "label", "split"]), on="id", how="left")
+    full["dropped"] = ~keep
+    full["issues"] = [v if isinstance(v, list) else [] for v in full["issues"]]
+    full["flagged"] = full["flagged"].fillna(False).astype(bool)
+    full["dup_group"] = full["dup_group"].fillna(-1).astype(np.int64)
+    outputs.write_samples(out, full)
+    outputs.write_array(out, outputs.LABEL_COUNTS_NPY, counts_all)
+    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
+    if (out / "report.html").exists():
+        from .report import render_report
+
+        render_report(out, pdf=(out / "report.pdf").exists())
+    if summary.get("fiftyone_dataset"):
+        from .fiftyone_io import write_results
+
+        res = AuditResult(dataset=data, embeddings=embeddings[keep], samples=table,
+                          summary=summary, out_dir=out)
+        write_results(res, summary["fiftyone_dataset"])
+    _log(quiet, f"dqaudit: re-ranked {len(data)} samples; "
+                f"{summary['label_error_count']} suspected label errors remain")
+    return AuditResult(dataset=data, embeddings=embeddings[keep], samples=full, summary=summary,
+                       out_dir=out)
+
+
+def _labels_all(samples: pd.DataFrame, kept: LabeledImages, keep: np.ndarray) -> list[int]:
+    """Label index of every row: the kept rows' (possibly corrected) labels, else the old."""
+    index = {c: i for i, c in enumerate(kept.classes)}
+    out = [index[v] for v in samples["label"]]
+    for row, lab in zip(np.flatnonzero(keep), kept.labels):
+        out[row] = int(lab)
+    return out

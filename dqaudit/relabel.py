@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 PLAN_RECOVERY_TARGETS = (0.5, 0.8)
 
@@ -62,3 +65,238 @@ def relabel_plan(priority: np.ndarray, error_probability: np.ndarray, n_errors: 
         "estimated_errors": int(n_errors),
         **reached,
     }
+
+
+# --------------------------------------------------------------------------- review workflow
+
+QUEUE_CSV = "review_queue.csv"
+CORRECTIONS_CSV = "corrections.csv"   # every annotation received, append-only ledger
+CHANGELOG_CSV = "changelog.csv"       # every label change, with who / when / why
+DROP_LABEL = "DROP"                   # a correction with this label removes the sample on export
+THUMBS_DIR = "review_thumbs"
+
+
+def _ledger(out_dir) -> pd.DataFrame:
+    path = Path(out_dir) / CORRECTIONS_CSV
+    cols = ["id", "label", "annotator", "note", "time"]
+    if not path.exists():
+        return pd.DataFrame(columns=cols)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFrame:
+    """The next ``budget`` samples to review, highest priority first, skipping reviewed ones.
+
+    Writes ``review_queue.csv`` (rank, id, path, label, suggested label and confidence,
+    priority, issues, thumbnail) and, with ``thumbnails``, upscaled PNGs in ``review_thumbs/``.
+    When the audit was written to FiftyOne, the queued samples get the tag ``dq_review``.
+    """
+    from .errors import DqauditError
+    from .outputs import read_samples, read_summary, samples_for_csv
+
+    if budget <= 0:
+        raise DqauditError("--budget must be a positive number of samples")
+    out = Path(out_dir)
+    samples = read_samples(out)
+    reviewed = set(_ledger(out)["id"])
+    pending = samples[~samples["id"].isin(reviewed)]
+    queue = pending.sort_values("priority", ascending=False, kind="stable").head(budget)
+    queue = queue[["id", "path", "label", "suggested_label", "suggested_confidence", "priority",
+                   "noisiness", "ambiguity", "issues"]].reset_index(drop=True)
+    queue.insert(0, "rank", range(1, len(queue) + 1))
+    queue["correct_label"] = ""
+    if thumbnails:
+        import base64
+
+        from .report.context import thumbnail
+
+        (out / THUMBS_DIR).mkdir(exist_ok=True)
+        paths = []
+        for rank, path in zip(queue["rank"], queue["path"]):
+            uri = thumbnail(path)
+            target = out / THUMBS_DIR / f"{rank:05d}.png"
+            if uri:
+                target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+            paths.append(str(target) if uri else "")
+        queue["thumbnail"] = paths
+    samples_for_csv(queue).to_csv(out / QUEUE_CSV, index=False, float_format="%.4g")
+    fo_name = read_summary(out).get("fiftyone_dataset")
+    if fo_name:
+        from .fiftyone_io import tag_samples
+
+        tag_samples(fo_name, list(queue["path"]), "dq_review")
+    return queue
+
+
+def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
+                      rerank: bool = True, quiet: bool = True) -> dict:
+    """Add reviewers' labels to the label counts, take the majority, re-rank, re-render.
+
+    ``corrections`` is a CSV path or DataFrame with ``id`` (or ``path``) and ``label`` (the
+    correct label, or ``DROP`` for junk), optionally ``annotator`` and ``note``. Each row is one
+    more annotation of that sample: a sample's label becomes the majority of its counts, a tie
+    going to the newest annotation, so a reviewer's word outweighs a single original label.
+    Every label change lands in ``changelog.csv``; the input dataset is never modified.
+    """
+    from datetime import datetime, timezone
+
+    from . import outputs
+    from .errors import DqauditError
+
+    out = Path(out_dir)
+    new = pd.read_csv(corrections, dtype=str, keep_default_na=False) \
+        if not isinstance(corrections, pd.DataFrame) else corrections.astype(str)
+    samples = outputs.read_samples(out)
+    summary = outputs.read_summary(out)
+    classes = summary["dataset"]["classes"]
+    if "label" not in new.columns and "correct_label" in new.columns:
+        new = new.rename(columns={"correct_label": "label"})
+    if "label" not in new.columns:
+        raise DqauditError("corrections need a 'label' column (or 'correct_label', as in "
+                           "review_queue.csv)")
+    new = new[new["label"].str.strip() != ""].copy()
+    if "id" not in new.columns:
+        if "path" not in new.columns:
+            raise DqauditError("corrections need an 'id' or a 'path' column")
+        by_path = dict(zip(samples["path"], samples["id"]))
+        new["id"] = new["path"].map(by_path).fillna("")
+    unknown_ids = sorted(set(new["id"]) - set(samples["id"]))
+    if unknown_ids:
+        raise DqauditError(f"{len(unknown_ids)} corrections name no sample of this audit "
+                           f"(first: {unknown_ids[0]!r})")
+    new["label"] = new["label"].str.strip()
+    bad = sorted(set(new["label"]) - set(classes) - {DROP_LABEL})
+    if bad:
+        raise DqauditError(f"unknown labels {bad[:5]}; valid: {', '.join(classes)} or "
+                           f"{DROP_LABEL}")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    new["annotator"] = new.get("annotator", pd.Series([""] * len(new), index=new.index))
+    if annotator:
+        new.loc[new["annotator"] == "", "annotator"] = annotator
+    new["note"] = new.get("note", pd.Series([""] * len(new), index=new.index))
+    new["time"] = now
+    new = new[["id", "label", "annotator", "note", "time"]]
+    ledger = pd.concat([_ledger(out), new], ignore_index=True)
+
+    counts = np.load(out / outputs.LABEL_COUNTS_NPY)
+    index = {sid: i for i, sid in enumerate(samples["id"])}
+    cls = {c: j for j, c in enumerate(classes)}
+    old_labels = samples["label"].tolist()
+    newest: dict[int, int] = {}
+    for sid, lab in zip(new["id"], new["label"]):
+        if lab == DROP_LABEL:
+            continue
+        counts[index[sid], cls[lab]] += 1
+        newest[index[sid]] = cls[lab]
+    labels = [classes[j] for j in majority_labels(counts, newest,
+                                                  [cls[v] for v in old_labels])]
+    changes = []
+    dropped = set(ledger.loc[ledger["label"] == DROP_LABEL, "id"])
+    for i, (old, lab) in enumerate(zip(old_labels, labels)):
+        if old != lab:
+            row = new[new["id"] == samples["id"].iat[i]].iloc[-1]
+            changes.append({"id": samples["id"].iat[i], "path": samples["path"].iat[i],
+                            "old_label": old, "new_label": lab, "annotator": row["annotator"],
+                            "time": now, "note": row["note"] or "majority of annotations"})
+    for sid in sorted(set(new.loc[new["label"] == DROP_LABEL, "id"])):
+        i = index[sid]
+        row = new[(new["id"] == sid) & (new["label"] == DROP_LABEL)].iloc[-1]
+        changes.append({"id": sid, "path": samples["path"].iat[i], "old_label": labels[i],
+                        "new_label": DROP_LABEL, "annotator": row["annotator"], "time": now,
+                        "note": row["note"] or "marked as junk"})
+    outputs.write_array(out, outputs.LABEL_COUNTS_NPY, counts)
+    (out / CORRECTIONS_CSV).write_text(ledger.to_csv(index=False))
+    log = out / CHANGELOG_CSV
+    old_log = pd.read_csv(log, dtype=str, keep_default_na=False) if log.exists() else None
+    frames = [f for f in (old_log, pd.DataFrame(changes)) if f is not None and len(f)]
+    if frames:
+        pd.concat(frames, ignore_index=True).to_csv(log, index=False)
+    result = {"annotations": len(new), "label_changes": sum(c["new_label"] != DROP_LABEL
+                                                             for c in changes),
+              "dropped": len(dropped), "reviewed_samples": int(ledger["id"].nunique())}
+    if rerank:
+        from .pipeline import rescore_audit
+
+        rescore_audit(out, labels=labels, dropped=dropped, quiet=quiet)
+    return result
+
+
+def majority_labels(counts: np.ndarray, newest: dict[int, int], current: list[int]
+                    ) -> np.ndarray:
+    """(N,) argmax of the counts; ties go to the newest annotation, else the current label."""
+    best = counts.max(axis=1, keepdims=True)
+    tied = (counts == best).sum(axis=1) > 1
+    out = counts.argmax(axis=1)
+    for i in np.flatnonzero(tied):
+        tops = set(np.flatnonzero(counts[i] == best[i, 0]).tolist())
+        if i in newest and newest[i] in tops:
+            out[i] = newest[i]
+        elif current[i] in tops:
+            out[i] = current[i]
+    return out
+
+
+EXPORT_TARGETS = ("folder", "csv", "fiftyone")
+
+
+def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True) -> dict:
+    """Write the cleaned dataset as a new copy; the input dataset is never touched.
+
+    ``to``: ``folder`` (DEST/<split>/<label>/<file>, files copied), ``csv`` (a manifest DEST
+    with absolute paths, label, split) or ``fiftyone`` (a new FiftyOne dataset named DEST).
+    Samples marked ``DROP`` are left out when ``drop_junk``. ``changelog.csv`` is copied beside
+    a folder or CSV export.
+    """
+    import shutil
+
+    from .errors import DqauditError
+    from .outputs import read_samples
+
+    if to not in EXPORT_TARGETS:
+        raise DqauditError(f"unknown export target {to!r}; valid: {', '.join(EXPORT_TARGETS)}")
+    out = Path(out_dir)
+    samples = read_samples(out)
+    if drop_junk and "dropped" in samples.columns:
+        samples = samples[~samples["dropped"].astype(bool)]
+    sources = {str(Path(p).resolve()) for p in samples["path"]}
+    changelog = out / CHANGELOG_CSV
+    if to == "folder":
+        target = Path(dest)
+        if target.exists() and any(target.iterdir()):
+            raise DqauditError(f"{target} exists and is not empty; choose a new folder")
+        for sid, path, label, split in zip(samples["id"], samples["path"], samples["label"],
+                                           samples["split"]):
+            # a name unique per sample (ids are unique), keeping the file's extension
+            name = str(sid).replace("/", "__").replace("\\", "__")
+            if not name.lower().endswith(Path(path).suffix.lower()):
+                name += Path(path).suffix
+            dst = target / (split or "") / label / name
+            if str(dst.resolve()) in sources:
+                raise DqauditError(f"export target {dst} is an input file; choose another "
+                                   "folder")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst)
+        if changelog.exists():
+            shutil.copy2(changelog, target / CHANGELOG_CSV)
+        return {"to": "folder", "dest": str(target), "n_samples": len(samples)}
+    if to == "csv":
+        target = Path(dest)
+        if str(target.resolve()) in sources:
+            raise DqauditError(f"{target} is an input file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        samples[["path", "label", "split", "id"]].to_csv(target, index=False)
+        if changelog.exists():
+            shutil.copy2(changelog, target.with_name(target.stem + "." + CHANGELOG_CSV))
+        return {"to": "csv", "dest": str(target), "n_samples": len(samples)}
+    from .fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    if fo.dataset_exists(dest):
+        raise DqauditError(f"FiftyOne dataset {dest!r} exists; choose a new name")
+    dataset = fo.Dataset(dest, persistent=True)
+    dataset.add_samples([
+        fo.Sample(filepath=p, tags=[s] if s else [],
+                  ground_truth=fo.Classification(label=lab))
+        for p, lab, s in zip(samples["path"], samples["label"], samples["split"])],
+        progress=False)
+    return {"to": "fiftyone", "dest": dest, "n_samples": len(samples)}

@@ -1,0 +1,107 @@
+"""Active label cleaning: queue, corrections (majority formation), re-ranking, export."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from dqaudit.cli import main
+from dqaudit.relabel import error_chances, majority_labels, relabel_plan
+
+from conftest import make_image
+
+
+def run(*args):
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture
+def audit_dir(class_tree, tmp_path):
+    (class_tree / "red" / "red_0.png").rename(class_tree / "blue" / "really_red.png")
+    out = tmp_path / "audit"
+    run("scan", class_tree, "--out", out, "-q", "--num-workers", "0", "--no-pdf")
+    return out
+
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_majority_with_ties_going_to_the_newest_annotation():
+    counts = np.array([[1, 1, 0], [2, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=float)
+    out = majority_labels(counts, newest={0: 1, 1: 1}, current=[0, 0, 0, 2])
+    assert out.tolist() == [1, 0, 0, 2]  # tie->newest; majority wins; tie w/o new->current
+
+
+def test_error_chances_sum_to_the_estimate_and_keep_order():
+    q = np.array([0.99, 0.9, 0.5, 0.2, 0.1, 0.05])
+    c = error_chances(q, 2)
+    assert c.sum() == pytest.approx(2, rel=1e-6)
+    assert (np.diff(c) <= 0).all() and c[0] > 0.9
+    plan = relabel_plan(np.array([5.0, 4, 3, 2, 1, 0]), q, 2, n_points=6)
+    assert plan["budget_for_50pct"] == 1 and plan["budget_for_80pct"] <= 3
+    assert plan["expected_corrections_random"][-1] == 2
+
+
+def test_queue_apply_rerank_and_export(audit_dir, class_tree, tmp_path):
+    before = snapshot(class_tree)
+    run("relabel", "queue", audit_dir, "--budget", "3")
+    queue = pd.read_csv(audit_dir / "review_queue.csv")
+    assert len(queue) == 3 and queue["rank"].tolist() == [1, 2, 3]
+    assert queue["priority"].is_monotonic_decreasing
+    assert queue["id"].iloc[0] == "blue/really_red.png"
+    assert (audit_dir / "review_thumbs" / "00001.png").exists()
+
+    # the reviewer fixes the planted error and junks another sample
+    queue["correct_label"] = ""
+    queue.loc[0, "correct_label"] = "red"
+    queue.loc[1, "correct_label"] = "DROP"
+    queue.to_csv(tmp_path / "done.csv", index=False)
+    out = run("relabel", "apply", audit_dir, tmp_path / "done.csv", "--annotator", "ana")
+    assert "1 labels changed, 1 dropped" in out
+    samples = pd.read_parquet(audit_dir / "samples.parquet")
+    fixed = samples.set_index("id").loc["blue/really_red.png"]
+    assert fixed["label"] == "red" and "label_error" not in list(fixed["issues"])
+    assert samples["dropped"].sum() == 1
+    counts = np.load(audit_dir / "label_counts.npy")
+    assert counts.sum() == 12 + 1  # one more annotation; the DROP adds none
+    log = pd.read_csv(audit_dir / "changelog.csv")
+    assert log["new_label"].tolist() == ["red", "DROP"] and set(log["annotator"]) == {"ana"}
+    summary = json.loads((audit_dir / "summary.json").read_text())
+    assert summary["n_samples"] == 11 and summary["n_dropped"] == 1
+
+    # reviewed samples leave the queue
+    run("relabel", "queue", audit_dir, "--budget", "20")
+    assert not set(pd.read_csv(audit_dir / "review_queue.csv")["id"]) & set(queue["id"][:2])
+
+    run("relabel", "export", audit_dir, "--to", "folder", "--dest", tmp_path / "clean")
+    exported = sorted(p.relative_to(tmp_path / "clean").as_posix()
+                      for p in (tmp_path / "clean").rglob("*.png"))
+    assert len(exported) == 11 and "red/blue__really_red.png" in exported
+    assert (tmp_path / "clean" / "changelog.csv").exists()
+    run("relabel", "export", audit_dir, "--to", "csv", "--dest", tmp_path / "clean.csv")
+    assert len(pd.read_csv(tmp_path / "clean.csv")) == 11
+    assert snapshot(class_tree) == before  # the input dataset was never touched
+
+
+def test_apply_rejects_unknown_labels_and_ids(audit_dir, tmp_path):
+    pd.DataFrame({"id": ["red/red_1.png"], "label": ["purple"]}).to_csv(tmp_path / "c.csv",
+                                                                        index=False)
+    res = CliRunner().invoke(main, ["relabel", "apply", str(audit_dir), str(tmp_path / "c.csv")])
+    assert res.exit_code == 2 and "unknown labels ['purple']" in res.output
+    pd.DataFrame({"id": ["nope.png"], "label": ["red"]}).to_csv(tmp_path / "d.csv", index=False)
+    res = CliRunner().invoke(main, ["relabel", "apply", str(audit_dir), str(tmp_path / "d.csv")])
+    assert res.exit_code == 2 and "name no sample" in res.output
+
+
+def test_export_refuses_to_overwrite(audit_dir, tmp_path):
+    (tmp_path / "full").mkdir()
+    make_image(tmp_path / "full" / "x.png", (1, 2, 3))
+    res = CliRunner().invoke(main, ["relabel", "export", str(audit_dir), "--to", "folder",
+                                    "--dest", str(tmp_path / "full")])
+    assert res.exit_code == 2 and "not empty" in res.output
