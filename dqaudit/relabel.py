@@ -60,7 +60,7 @@ def relabel_plan(priority: np.ndarray, error_probability: np.ndarray, n_errors: 
     return {
         "budgets": budgets.tolist(),
         "expected_corrections_priority": [round(v, 1) for v in expected],
-        "expected_corrections_random": [round(b * n_errors / n, 1) if n else 0.0
+        "expected_corrections_random": [round(float(b) * n_errors / n, 1) if n else 0.0
                                         for b in budgets],
         "estimated_errors": int(n_errors),
         **reached,
@@ -149,8 +149,9 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
     samples = outputs.read_samples(out)
     summary = outputs.read_summary(out)
     classes = summary["dataset"]["classes"]
-    if "label" not in new.columns and "correct_label" in new.columns:
-        new = new.rename(columns={"correct_label": "label"})
+    if "correct_label" in new.columns:  # a filled-in review_queue.csv: its label is the old one
+        new = new.drop(columns=["label"], errors="ignore").rename(
+            columns={"correct_label": "label"})
     if "label" not in new.columns:
         raise DqauditError("corrections need a 'label' column (or 'correct_label', as in "
                            "review_queue.csv)")

@@ -145,6 +145,8 @@ def simulate(embeddings: np.ndarray, dist: np.ndarray, *, noise_rate: float = 0.
     unknown = [s for s in selectors if s not in SELECTORS]
     if unknown:
         raise DqauditError(f"unknown selectors {unknown}; valid: {', '.join(SELECTORS)}")
+    dist = np.asarray(dist, dtype=np.float64)
+    dist = dist / dist.sum(axis=1, keepdims=True)
     n = len(dist)
     budget = int(budget or 0.6 * n)
     grid_step = grid_step or max(1, budget // 100)
@@ -250,8 +252,8 @@ def simulate_manifest(manifest, out_dir, *, noise_rate: float = 0.15, seeds: int
     emb = embed_images(data.paths, model=encoder, device=device, progress=progress is not None)
     if not emb.ok.all():
         data = data.subset(emb.ok, extra_skipped=emb.failures)
-    dist = data.label_counts / data.label_counts.sum(axis=1, keepdims=True)
-    result = simulate(emb.embeddings[emb.ok], dist.astype(np.float64), noise_rate=noise_rate,
+    counts = data.label_counts.astype(np.float64)
+    result = simulate(emb.embeddings[emb.ok], counts / counts.sum(axis=1, keepdims=True), noise_rate=noise_rate,
                       seeds=seeds, selectors=selectors, budget=budget, refit_every=refit_every,
                       device=device, progress=progress)
     result["classes"] = data.classes
