@@ -253,7 +253,8 @@ def simulate_manifest(manifest, out_dir, *, noise_rate: float = 0.15, seeds: int
     if not emb.ok.all():
         data = data.subset(emb.ok, extra_skipped=emb.failures)
     counts = data.label_counts.astype(np.float64)
-    result = simulate(emb.embeddings[emb.ok], counts / counts.sum(axis=1, keepdims=True), noise_rate=noise_rate,
+    dist = counts / counts.sum(axis=1, keepdims=True)
+    result = simulate(emb.embeddings[emb.ok], dist, noise_rate=noise_rate,
                       seeds=seeds, selectors=selectors, budget=budget, refit_every=refit_every,
                       device=device, progress=progress)
     result["classes"] = data.classes

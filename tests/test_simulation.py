@@ -78,7 +78,7 @@ def test_simulate_cli_contract(tmp_path):
     x, dist = synthetic(n_per=10)
     rows = []
     for i, p in enumerate(dist):
-        path = make_image(tmp_path / "img" / f"{i}.png", tuple(int(v) for v in 255 * p), seed=i)
+        make_image(tmp_path / "img" / f"{i}.png", tuple(int(v) for v in 255 * p), seed=i)
         counts = np.round(p * 20).astype(int)
         rows.append({"path": f"img/{i}.png", **{f"n_{c}": k for c, k in zip("abc", counts)}})
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
