@@ -114,6 +114,36 @@ def report_options(func):
     return func
 
 
+def clr_options(func):
+    """Options of controlled CLR injection, shared by scan and clr."""
+    options = [
+        click.option("--clr-repeats", type=click.IntRange(2, 1000), default=20,
+                     show_default=True, help="Repeats per injected ratio."),
+        click.option("--clr-grid", default=None, callback=_grid,
+                     help="Injected ratios, comma-separated [default: 0,0.0025,0.005,0.01,"
+                          "0.02,0.03,0.04,0.05,0.075,0.1]."),
+        click.option("--clr-mode", type=click.Choice(["uniform", "posterior"]),
+                     default="uniform", show_default=True,
+                     help="uniform: a random other class; posterior: flips that follow the "
+                          "dataset's own confusions."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _grid(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        grid = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of ratios like 0,0.01,0.05") from None
+    if not grid or grid[0] != 0 or any(b <= a for a, b in zip(grid, grid[1:])) or grid[-1] >= 1:
+        raise click.BadParameter("ratios must start at 0, increase, and stay below 1")
+    return grid
+
+
 def _thresholds(text: str) -> tuple[float, float]:
     try:
         good, fair = (float(v) for v in text.split(","))
@@ -133,6 +163,8 @@ def _thresholds(text: str) -> tuple[float, float]:
 @embedding_options
 @report_options
 @click.option("--no-report", is_flag=True, help="Write no HTML or PDF report.")
+@clr_options
+@click.option("--no-clr", is_flag=True, help="Skip controlled CLR injection.")
 @click.option("--fiftyone", "fiftyone_dataset", default=None, metavar="NAME",
               help="Also write the results into FiftyOne dataset NAME (created if needed): "
                    "dq_* fields and the saved views dq_suspects and dq_ambiguous.")
@@ -145,7 +177,8 @@ def _thresholds(text: str) -> tuple[float, float]:
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
          num_workers, cache_dir, no_cache, no_pdf, report_title, top_n, page_size, no_report,
-         fiftyone_dataset, verdict_thresholds, seed, quiet, as_json):
+         clr_repeats, clr_grid, clr_mode, no_clr, fiftyone_dataset, verdict_thresholds, seed,
+         quiet, as_json):
     """Audit DATASET and write the results to --out.
 
     DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
@@ -166,7 +199,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                    path_column=path_column, label_column=label_column,
                    split_column=split_column, count_prefix=count_prefix, image_root=image_root,
                    from_fiftyone=from_fiftyone, label_field=label_field, saved_view=saved_view,
-                   fiftyone_dataset=fiftyone_dataset,
+                   fiftyone_dataset=fiftyone_dataset, clr=not no_clr,
+                   clr_repeats=clr_repeats, clr_grid=clr_grid, clr_mode=clr_mode,
                    report=not no_report, pdf=not no_pdf, report_title=report_title,
                    top_n=top_n, page_size=page_size,
                    verdict_thresholds=_thresholds(verdict_thresholds))
@@ -348,3 +382,20 @@ def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_ever
     for name, entry in res["selectors"].items():
         click.echo(f"{name:9s} to 90%: {entry['reannotations_to_90']}  to 95%: "
                    f"{entry['reannotations_to_95']}  normalised AUC: {entry['auc_normalized']}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@clr_options
+@click.option("--device", default="auto", show_default=True)
+@library_errors
+def clr(out_dir, clr_repeats, clr_grid, clr_mode, device):
+    """Re-run controlled CLR injection on an audit folder's cached embeddings.
+
+    Updates summary.json and the report; nothing is embedded again.
+    """
+    from .pipeline import clr_audit
+
+    res = clr_audit(out_dir, repeats=clr_repeats, grid=clr_grid, mode=clr_mode, device=device)
+    click.echo(f"estimated corrupted-label ratio {100 * res['estimate']:.1f}% (95% CI "
+               f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%)")

@@ -64,6 +64,10 @@ def audit(
     page_size: str = "A4",
     verdict_thresholds: tuple[float, float] = (0.02, 0.05),
     fiftyone_dataset: str | None = None,
+    clr: bool = True,
+    clr_repeats: int = 20,
+    clr_grid: tuple[float, ...] | None = None,
+    clr_mode: str = "uniform",
     quiet: bool = False,
     command: str | None = None,
     **ingest_options,
@@ -125,6 +129,15 @@ def audit(
     summary["relabel_plan"] = relabel_plan(samples["priority"].to_numpy(),
                                            samples["label_error_probability"].to_numpy(),
                                            scored.stats["estimated_label_errors"])
+    if clr:
+        t = time.perf_counter()
+        summary["clr"] = run_clr(embeddings, data.labels, data.n_classes, seed=seed,
+                                 device=device, probs=scored.probs, grid=clr_grid,
+                                 repeats=clr_repeats, mode=clr_mode)
+        timings["clr_seconds"] = round(time.perf_counter() - t, 3)
+        c = summary["clr"]
+        _log(quiet, f"dqaudit: estimated corrupted-label ratio {100 * c['estimate']:.1f}% "
+                    f"(95% CI {100 * c['ci_low']:.1f}-{100 * c['ci_high']:.1f}%)")
     summary["verdict"] = verdict(summary, thresholds=verdict_thresholds)
     res = AuditResult(dataset=data, embeddings=embeddings, samples=samples, summary=summary,
                       extras={"probs": scored.probs, "graph": scored.graph})
@@ -356,6 +369,47 @@ def write_outputs(res: AuditResult, out_dir: Path) -> None:
     outputs.write_array(out_dir, outputs.LABEL_COUNTS_NPY, res.dataset.label_counts)
     res.out_dir = out_dir
     outputs.write_json(out_dir / outputs.SUMMARY_JSON, res.summary)
+
+
+def run_clr(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *, seed: int,
+            device: str = "cpu", probs: np.ndarray | None = None, grid=None, repeats: int = 20,
+            mode: str = "uniform") -> dict:
+    """Controlled CLR injection on the embeddings (see ``dqaudit.clr``)."""
+    from .clr import DEFAULT_GRID, ClrConfig, estimate_clr
+    from .probes import project
+
+    config = ClrConfig(grid=tuple(grid) if grid else DEFAULT_GRID, repeats=repeats, mode=mode)
+    return estimate_clr(project(embeddings, seed=seed), labels, n_classes, config=config,
+                        seed=seed, device=device, probs=probs)
+
+
+def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
+              mode: str = "uniform", device: str = "auto", quiet: bool = True) -> dict:
+    """Re-run CLR injection on an audit folder's cached embeddings; update summary and report."""
+    from . import outputs
+    from .devices import resolve_device
+
+    out = Path(out_dir)
+    data, embeddings, samples, summary = load_audit(out)
+    keep = ~samples["dropped"].astype(bool).to_numpy() if "dropped" in samples else \
+        np.ones(len(samples), dtype=bool)
+    data = data.subset(keep)
+    probs = None
+    if mode == "posterior":
+        probs = score_dataset(data, embeddings[keep], seed=summary["seed"]).probs
+    t = time.perf_counter()
+    summary["clr"] = run_clr(embeddings[keep], data.labels, data.n_classes,
+                             seed=summary["seed"], device=resolve_device(device), probs=probs,
+                             grid=grid, repeats=repeats, mode=mode)
+    summary["timings"]["clr_seconds"] = round(time.perf_counter() - t, 3)
+    summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
+                                                            .values()))
+    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
+    if (out / "report.html").exists():
+        from .report import render_report
+
+        render_report(out, pdf=(out / "report.pdf").exists())
+    return summary["clr"]
 
 
 def load_audit(out_dir: str | os.PathLike) -> tuple[LabeledImages, np.ndarray, pd.DataFrame,
