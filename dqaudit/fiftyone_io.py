@@ -172,6 +172,8 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         "model": s["model"], "seed": s["seed"], "label_field": label_field,
         "n_samples": s["n_samples"], "label_error_count": s["label_error_count"],
         "estimated_noise_rate": s["estimated_noise_rate"], "flagged_count": s["flagged_count"],
+        "clr": {k: s["clr"][k] for k in ("estimate", "ci_low", "ci_high", "method")}
+        if s.get("clr") else None,
         "fields": list(FIELDS if embeddings else FIELDS[:-1]),
         "views": [SUSPECTS_VIEW, AMBIGUOUS_VIEW],
     }
@@ -233,6 +235,22 @@ def export_report(dataset, path, *, pdf: bool = True) -> dict:
             shutil.copyfile(paths[key], target / name)
             out[key] = str(target / name)
     return out
+
+
+def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> dict:
+    """Re-run CLR injection on the dataset's last audit (its saved outputs) and record it."""
+    from .errors import DqauditError
+    from .pipeline import clr_audit
+
+    run = dataset.info.get(INFO_KEY) or {}
+    if not run.get("out_dir"):
+        raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
+                           "run the audit first")
+    res = clr_audit(run["out_dir"], repeats=repeats, mode=mode)
+    run["clr"] = {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
+    dataset.info[INFO_KEY] = run
+    dataset.save()
+    return res
 
 
 def mark_reviewed(dataset, sample_ids: list[str]) -> int:

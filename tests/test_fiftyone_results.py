@@ -102,6 +102,12 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     assert ds.match(fo.ViewField("dq_priority") != None).count() == 8  # noqa: E711
     assert ds.has_saved_view(SUSPECTS_VIEW)
 
+    clr = foo.execute_operator("@dqaudit/dqaudit/estimate_clr", ctx={
+        "dataset": ds, "params": {"repeats": 3, "mode": "uniform"}}).result
+    assert 0 <= clr["ci_low"] <= clr["estimate"] <= clr["ci_high"] <= 1
+    ds.reload()
+    assert ds.info["dqaudit"]["clr"]["estimate"] == clr["estimate"]
+
     exported = foo.execute_operator("@dqaudit/dqaudit/export_report", ctx={
         "dataset": ds, "params": {"path": str(tmp_path / "exported"), "pdf": False}}).result
     assert (tmp_path / "exported" / "report.html").exists() and "html" in exported

@@ -46,11 +46,12 @@ def test_report_numbers_come_from_summary(noisy_audit):
     out, summary = noisy_audit
     html = (out / "report.html").read_text()
     text = pdf_text(out / "report.pdf")
-    rate = f"{100 * summary['estimated_noise_rate']:.1f}%"
+    rate = f"{100 * summary['clr']['estimate']:.1f}%"  # the headline: CLR with its interval
+    interval = f"{100 * summary['clr']['ci_low']:.1f}%–{100 * summary['clr']['ci_high']:.1f}%"
     assert summary["label_error_count"] >= 1
     for doc in (html, text):
         flat = re.sub(r"\s+", "", re.sub(r"<[^>]+>", "", doc))
-        assert rate in flat
+        assert rate in flat and interval in flat
         assert f"{summary['label_error_count']}suspectedlabelerrorsflagged" in flat
         assert summary["fingerprint"][:16] in flat
     assert "really_red.png" in html  # the planted error is among the shown suspects

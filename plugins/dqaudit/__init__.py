@@ -101,6 +101,43 @@ class OpenSuspects(foo.Operator):
         return {"view": SUSPECTS_VIEW}
 
 
+class EstimateClr(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="estimate_clr",
+            label="dqaudit: estimate corrupted-label ratio",
+            description="Controlled CLR injection on the last audit's embeddings",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.int("repeats", default=20, label="Repeats per injected ratio")
+        inputs.enum("mode", ["uniform", "posterior"], default="uniform", label="Corruption")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from dqaudit.errors import DqauditError
+        from dqaudit.fiftyone_io import estimate_clr_for
+
+        try:
+            res = estimate_clr_for(ctx.dataset, repeats=int(ctx.params.get("repeats", 20)),
+                                   mode=ctx.params.get("mode", "uniform"))
+        except DqauditError as exc:
+            return _fail(ctx, exc)
+        return {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.float("estimate", label="Estimated corrupted-label ratio")
+        outputs.float("ci_low", label="95% CI, low")
+        outputs.float("ci_high", label="95% CI, high")
+        outputs.str("method", label="Estimator")
+        return types.Property(outputs)
+
+
 class ExportReport(foo.Operator):
     @property
     def config(self):
@@ -166,6 +203,7 @@ class ApplyLabel(foo.Operator):
 def register(p):
     p.register(RunAudit)
     p.register(OpenSuspects)
+    p.register(EstimateClr)
     p.register(ExportReport)
     p.register(MarkReviewed)
     p.register(ApplyLabel)
