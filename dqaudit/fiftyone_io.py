@@ -139,14 +139,18 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         if dataset.has_sample_field(fname):
             dataset.delete_sample_field(fname)
 
+    # one ordered view of the audited samples; list-valued set_values on it is a bulk write
+    audited_view = dataset.select(ids, ordered=True)
+
     def put(fname, values):
-        dataset.set_values(fname, dict(zip(ids, values)), key_field="id")
+        audited_view.set_values(fname, values)
 
     put("dq_noisiness", samples["noisiness"].astype(float).tolist())
     put("dq_ambiguity", samples["ambiguity"].astype(float).tolist())
     put("dq_priority", samples["priority"].astype(float).tolist())
     put("dq_importance", samples["importance"].astype(float).tolist())
     put("dq_outlier", samples["outlier_score"].astype(float).tolist())
+    dataset.add_sample_field("dq_dup_group", fo.IntField)  # all None when no duplicates
     put("dq_dup_group", [int(g) if g >= 0 else None for g in samples["dup_group"]])
     dataset.add_sample_field("dq_issues", fo.ListField, subfield=fo.StringField)
     put("dq_issues", [list(v) for v in samples["issues"]])
