@@ -55,6 +55,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = N
     """Everything the templates show."""
     from . import figures
 
+    if "dropped" in samples.columns:  # samples a reviewer marked as junk are out of the audit
+        samples = samples[~samples["dropped"].astype(bool)]
     issues = samples["issues"].map(list)
     is_error = issues.map(lambda v: "label_error" in v).to_numpy()
     suspects = samples[is_error].sort_values("priority", ascending=False, kind="stable")
