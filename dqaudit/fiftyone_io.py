@@ -139,29 +139,23 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         if dataset.has_sample_field(fname):
             dataset.delete_sample_field(fname)
 
-    # one ordered view of the audited samples; list-valued set_values on it is a bulk write
-    audited_view = dataset.select(ids, ordered=True)
-
-    def put(fname, values):
-        audited_view.set_values(fname, values)
-
-    put("dq_noisiness", samples["noisiness"].astype(float).tolist())
-    put("dq_ambiguity", samples["ambiguity"].astype(float).tolist())
-    put("dq_priority", samples["priority"].astype(float).tolist())
-    put("dq_importance", samples["importance"].astype(float).tolist())
-    put("dq_outlier", samples["outlier_score"].astype(float).tolist())
-    dataset.add_sample_field("dq_dup_group", fo.IntField)  # all None when no duplicates
-    put("dq_dup_group", [int(g) if g >= 0 else None for g in samples["dup_group"]])
-    dataset.add_sample_field("dq_issues", fo.ListField, subfield=fo.StringField)
-    put("dq_issues", [list(v) for v in samples["issues"]])
-    put("dq_flagged", samples["flagged"].astype(bool).tolist())
-    put("dq_suggested", [fo.Classification(label=str(lab), confidence=float(conf))
+    columns = {
+        "dq_noisiness": samples["noisiness"].astype(float).tolist(),
+        "dq_ambiguity": samples["ambiguity"].astype(float).tolist(),
+        "dq_priority": samples["priority"].astype(float).tolist(),
+        "dq_importance": samples["importance"].astype(float).tolist(),
+        "dq_outlier": samples["outlier_score"].astype(float).tolist(),
+        "dq_dup_group": [int(g) if g >= 0 else None for g in samples["dup_group"]],
+        "dq_issues": [list(v) for v in samples["issues"]],
+        "dq_flagged": samples["flagged"].astype(bool).tolist(),
+        "dq_suggested": [fo.Classification(label=str(lab), confidence=float(conf))
                          for lab, conf in zip(samples["suggested_label"],
-                                              samples["suggested_confidence"])])
+                                              samples["suggested_confidence"])],
+    }
     if embeddings:
-        put("dq_embedding", [np.asarray(v, dtype=np.float32) for v in result.embeddings])
+        columns["dq_embedding"] = [np.asarray(v, dtype=np.float32) for v in result.embeddings]
+    _write_columns(fo, dataset, ids, columns)
 
-    # fields were cleared above, so only this run's samples carry dq_flagged / dq_issues
     audited = dataset
     dataset.save_view(SUSPECTS_VIEW, audited.match(F("dq_flagged") == True)  # noqa: E712
                       .sort_by("dq_priority", reverse=True), overwrite=True,
@@ -184,6 +178,53 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
     dataset.save()
     return {"dataset": dataset.name, "n_samples": len(ids), "views": [SUSPECTS_VIEW,
                                                                        AMBIGUOUS_VIEW]}
+
+
+FIELD_TYPES = {
+    "dq_noisiness": ("FloatField", {}), "dq_ambiguity": ("FloatField", {}),
+    "dq_priority": ("FloatField", {}), "dq_importance": ("FloatField", {}),
+    "dq_outlier": ("FloatField", {}), "dq_dup_group": ("IntField", {}),
+    "dq_issues": ("ListField", {"subfield": "StringField"}), "dq_flagged": ("BooleanField", {}),
+    "dq_suggested": ("EmbeddedDocumentField", {"embedded_doc_type": "Classification"}),
+    "dq_embedding": ("VectorField", {}),
+}
+
+
+def _write_columns(fo, dataset, ids: list[str], columns: dict) -> None:
+    """Write several fields of many samples: one bulk update per sample with every field.
+
+    FiftyOne's ``set_values`` issues one bulk write per field (2.75 s per field per 20k samples
+    here); setting all fields in one update per sample divides the round trips by the number of
+    fields. Values are serialised by FiftyOne's own field types; where that internal API is
+    missing (another FiftyOne version), it falls back to ``set_values``.
+    """
+    for name in columns:
+        kind, kwargs = FIELD_TYPES[name]
+        kwargs = {k: getattr(fo, v) for k, v in kwargs.items()}
+        dataset.add_sample_field(name, getattr(fo, kind), **kwargs)
+    schema = dataset.get_field_schema()
+    try:
+        from datetime import datetime, timezone
+
+        from bson import ObjectId
+        from pymongo import UpdateOne
+
+        bulk_write = dataset._bulk_write
+        to_mongo = {name: schema[name].to_mongo for name in columns}
+    except (AttributeError, ImportError):  # pragma: no cover - other FiftyOne versions
+        view = dataset.select(ids, ordered=True)
+        for name, values in columns.items():
+            view.set_values(name, values)
+        return
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    ops = []
+    for i, sample_id in enumerate(ids):
+        update = {name: (None if values[i] is None else to_mongo[name](values[i]))
+                  for name, values in columns.items()}
+        update["last_modified_at"] = now
+        ops.append(UpdateOne({"_id": ObjectId(sample_id)}, {"$set": update}))
+    bulk_write(ops, ids=[ObjectId(i) for i in ids])
+    dataset.reload()
 
 
 def load_view(name: str, *, saved_view: str | None = None):

@@ -1,6 +1,7 @@
 """Results in FiftyOne's real database: fields, saved views, re-runs, and the plugin executed
 through FiftyOne's own operator machinery."""
 
+import json
 import uuid
 
 import numpy as np
@@ -94,10 +95,12 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     result = foo.execute_operator("@dqaudit/dqaudit/run_audit", ctx={
         "dataset": ds, "view": view,
         "params": {"label_field": "ground_truth", "model": "lite0", "device": "cpu",
-                   "out_dir": str(tmp_path / "app-run"), "pdf": False}})
+                   "out_dir": str(tmp_path / "app-run"), "pdf": False,
+                   "clr": True, "clr_repeats": 3}})
     out = result.result
     assert out["n_samples"] == 8 and out["label_error_count"] >= 1
     assert (tmp_path / "app-run" / "report.html").exists()
+    assert json.loads((tmp_path / "app-run" / "summary.json").read_text())["clr"]["repeats"] == 3
     ds.reload()
     assert ds.match(fo.ViewField("dq_priority") != None).count() == 8  # noqa: E711
     assert ds.has_saved_view(SUSPECTS_VIEW)

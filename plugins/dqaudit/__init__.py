@@ -49,6 +49,9 @@ class RunAudit(foo.Operator):
         inputs.str("model", default="lite0", label="Encoder",
                    description="lite0 (bundled, offline) or openclip:ARCH/PRETRAINED")
         inputs.enum("device", ["auto", "cpu", "cuda", "mps"], default="auto", label="Device")
+        inputs.bool("clr", default=True, label="Estimate the corrupted-label ratio",
+                    description="Controlled CLR injection (adds probe training time)")
+        inputs.int("clr_repeats", default=20, label="CLR repeats per injected ratio")
         inputs.str("out_dir", required=False, label="Output folder",
                    description="Where the report and tables go (default: "
                                "~/.dqaudit/audits/<dataset>)")
@@ -65,7 +68,9 @@ class RunAudit(foo.Operator):
                 ctx.view, label_field=p.get("label_field", "ground_truth"),
                 out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name),
                 model=p.get("model") or "lite0", device=p.get("device") or "auto",
-                pdf=bool(p.get("pdf", True)), quiet=True, command="FiftyOne App: run_audit")
+                pdf=bool(p.get("pdf", True)), clr=bool(p.get("clr", True)),
+                clr_repeats=int(p.get("clr_repeats") or 20), quiet=True,
+                command="FiftyOne App: run_audit")
         except DqauditError as exc:
             return _fail(ctx, exc)
         s = result.summary
