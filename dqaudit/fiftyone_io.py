@@ -156,11 +156,10 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         columns["dq_embedding"] = [np.asarray(v, dtype=np.float32) for v in result.embeddings]
     _write_columns(fo, dataset, ids, columns)
 
-    audited = dataset
-    dataset.save_view(SUSPECTS_VIEW, audited.match(F("dq_flagged") == True)  # noqa: E712
+    dataset.save_view(SUSPECTS_VIEW, dataset.match(F("dq_flagged") == True)  # noqa: E712
                       .sort_by("dq_priority", reverse=True), overwrite=True,
                       description="dqaudit: flagged samples, highest relabel priority first")
-    dataset.save_view(AMBIGUOUS_VIEW, audited.match(F("dq_issues").contains("ambiguous"))
+    dataset.save_view(AMBIGUOUS_VIEW, dataset.match(F("dq_issues").contains("ambiguous"))
                       .sort_by("dq_ambiguity", reverse=True), overwrite=True,
                       description="dqaudit: ambiguous samples, most ambiguous first")
     s = result.summary

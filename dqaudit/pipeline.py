@@ -139,6 +139,9 @@ def audit(
         _log(quiet, f"dqaudit: estimated corrupted-label ratio {100 * c['estimate']:.1f}% "
                     f"(95% CI {100 * c['ci_low']:.1f}-{100 * c['ci_high']:.1f}%)")
     summary["verdict"] = verdict(summary, thresholds=verdict_thresholds)
+    if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
+        fiftyone_dataset = data.source["location"]
+    summary["fiftyone_dataset"] = fiftyone_dataset
     res = AuditResult(dataset=data, embeddings=embeddings, samples=samples, summary=summary,
                       extras={"probs": scored.probs, "graph": scored.graph})
     if out_dir is not None:
@@ -152,16 +155,9 @@ def audit(
                                   page_size=page_size)
             _log(quiet, f"dqaudit: wrote {', '.join(paths.values())} "
                         f"in {time.perf_counter() - t:.1f}s")
-    if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
-        fiftyone_dataset = data.source["location"]
     if fiftyone_dataset:
         from .fiftyone_io import write_results
 
-        res.summary["fiftyone_dataset"] = fiftyone_dataset
-        if res.out_dir is not None:
-            from .outputs import SUMMARY_JSON, write_json
-
-            write_json(res.out_dir / SUMMARY_JSON, res.summary)
         written = write_results(res, fiftyone_dataset,
                                 label_field=data.source.get("label_field", "ground_truth"))
         _log(quiet, f"dqaudit: wrote fields and views {', '.join(written['views'])} to FiftyOne "
@@ -451,7 +447,6 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
         index = {c: i for i, c in enumerate(data.classes)}
         data.labels = np.array([index[v] for v in labels], dtype=np.int64)
     keep = ~samples["id"].isin(dropped).to_numpy()
-    counts_all = data.label_counts
     data = data.subset(keep)
     t = time.perf_counter()
     scored = score_dataset(data, embeddings[keep], seed=summary["seed"],
@@ -476,7 +471,6 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     full["flagged"] = full["flagged"].fillna(False).astype(bool)
     full["dup_group"] = full["dup_group"].fillna(-1).astype(np.int64)
     outputs.write_samples(out, full)
-    outputs.write_array(out, outputs.LABEL_COUNTS_NPY, counts_all)
     outputs.write_json(out / outputs.SUMMARY_JSON, summary)
     if (out / "report.html").exists():
         from .report import render_report

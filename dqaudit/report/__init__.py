@@ -11,14 +11,13 @@ PAGE_SIZES = ("A4", "Letter")
 
 
 def templates_dir() -> Path:
-    """``report_templates/`` of the source tree, or the copy installed inside the package."""
+    """``report_templates/`` of the source tree (or ``$DQAUDIT_TEMPLATES``)."""
     env = os.environ.get("DQAUDIT_TEMPLATES")
     if env:
         return Path(env)
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "report_templates", here.parent / "templates"):
-        if (candidate / "report.html.j2").exists():
-            return candidate
+    candidate = Path(__file__).resolve().parents[2] / "report_templates"
+    if (candidate / "report.html.j2").exists():
+        return candidate
     raise FileNotFoundError("dqaudit report templates not found; set DQAUDIT_TEMPLATES")
 
 
