@@ -68,11 +68,84 @@ def embed_images(
 
     t0 = time.perf_counter()
     encoder = load_encoder(model) if isinstance(model, str) else model
+    state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache)
+    emb, ok, failures, keys, cache, todo = (state.embeddings, state.ok, state.failures,
+                                             state.keys, state.cache, state.todo)
+
+    batch_size = batch_size or default_batch_size(device)
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    forward_seconds = 0.0
+    t_embed = time.perf_counter()
+    if todo:
+        module = encoder.module.to(device)
+        if not device.startswith("cuda") and hasattr(module, "to"):
+            module = module.to(memory_format=torch.channels_last)
+        loader = torch.utils.data.DataLoader(
+            ImageFolderDataset(paths, todo, encoder.preprocessing), batch_size=batch_size,
+            shuffle=False, num_workers=workers, collate_fn=collate,
+            pin_memory=device.startswith("cuda"), persistent_workers=False,
+            prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=_worker_init if workers > 0 else None)
+        bar = _progress(len(todo), encoder.name, device, enabled=progress)
+        writer = _ShardWriter(cache, keys, shard_size)
+        try:
+            for idx, batch, failed in loader:
+                for i, reason in failed:
+                    failures.append({"path": paths[i], "reason": reason})
+                if batch is not None:
+                    tf = time.perf_counter()
+                    feats = encode_batch(encoder, batch, device)
+                    forward_seconds += time.perf_counter() - tf
+                    rows = idx.numpy()
+                    emb[rows] = feats
+                    ok[rows] = True
+                    writer.add(rows, feats)
+                bar.update(len(idx) + len(failed))
+        finally:
+            # an interrupted run keeps what it finished: the next run resumes from here
+            writer.flush()
+            bar.close()
+    seconds = time.perf_counter() - t_embed
+    n_computed = len(todo) - len(failures)
+    info = {
+        "engine": "local",
+        "model": encoder.name,
+        "model_identity": encoder.identity,
+        "embedding_dim": encoder.dim,
+        "image_size": encoder.preprocessing.image_size,
+        "flip_tta": encoder.flip_tta,
+        "device": device,
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "n_files": len(paths),
+        "n_cached": state.n_cached,
+        "n_embedded": n_computed,
+        "n_failed": len(failures),
+        "embed_seconds": round(seconds, 3),
+        "images_per_second": round(n_computed / seconds, 1) if n_computed and seconds > 0 else None,
+        "forward_seconds": round(forward_seconds, 3),
+        "total_seconds": round(time.perf_counter() - t0, 3),
+    }
+    return EmbeddingResult(embeddings=emb, ok=ok, failures=failures, info=info)
+
+
+@dataclass
+class _Start:
+    """Where an embedding run starts: cached rows filled in, the rest to do."""
+
+    embeddings: np.ndarray
+    ok: np.ndarray
+    failures: list
+    keys: list
+    cache: EmbeddingCache | None
+    todo: list
+    n_cached: int
+
+
+def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool) -> _Start:
     n = len(paths)
     emb = np.zeros((n, encoder.dim), dtype=np.float32)
     ok = np.zeros(n, dtype=bool)
-    failures: list[dict] = []
-
     keys = [file_key(p) for p in paths]
     cache = EmbeddingCache(cache_dir or default_cache_dir(), encoder.cache_key()) if use_cache \
         else None
@@ -85,80 +158,51 @@ def embed_images(
             ok[i] = True
         else:
             todo.append(i)
-    n_cached = n - len(todo)
+    return _Start(emb, ok, [], keys, cache, todo, n - len(todo))
 
-    batch_size = batch_size or default_batch_size(device)
-    workers = default_num_workers(device) if num_workers is None else num_workers
-    forward_seconds = 0.0
-    t_embed = time.perf_counter()
-    if todo:
-        module = encoder.module.to(device)
-        is_cuda = device.startswith("cuda")
-        if not is_cuda and hasattr(module, "to"):
-            module = module.to(memory_format=torch.channels_last)
-        prep = encoder.preprocessing
-        mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1) * 255.0
-        loader = torch.utils.data.DataLoader(
-            ImageFolderDataset(paths, todo, prep), batch_size=batch_size, shuffle=False,
-            num_workers=workers, collate_fn=collate, pin_memory=is_cuda,
-            persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
-            worker_init_fn=_worker_init if workers > 0 else None)
-        bar = _progress(len(todo), encoder.name, device, enabled=progress)
-        pending_keys: list[str] = []
-        pending_vecs: list[np.ndarray] = []
-        try:
-            with torch.inference_mode():
-                for idx, batch, failed in loader:
-                    for i, reason in failed:
-                        failures.append({"path": paths[i], "reason": reason})
-                    if batch is not None:
-                        tf = time.perf_counter()
-                        x = batch.to(device, non_blocking=True).float()
-                        x = ((x - mean) / std).contiguous(
-                            memory_format=torch.channels_last)
-                        with torch.autocast("cuda", dtype=torch.float16, enabled=is_cuda):
-                            feats = encoder.forward(x)
-                            if encoder.flip_tta:
-                                feats = feats.float() + encoder.forward(torch.flip(x, dims=[3]))
-                        feats = torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy()
-                        forward_seconds += time.perf_counter() - tf
-                        rows = idx.numpy()
-                        emb[rows] = feats
-                        ok[rows] = True
-                        if cache:
-                            pending_keys.extend(keys[r] for r in rows)
-                            pending_vecs.append(feats)
-                            if len(pending_keys) >= shard_size:
-                                cache.write(pending_keys, np.concatenate(pending_vecs))
-                                pending_keys, pending_vecs = [], []
-                    bar.update(len(idx) + len(failed))
-        finally:
-            # an interrupted run keeps what it finished: the next run resumes from here
-            if cache and pending_keys:
-                cache.write(pending_keys, np.concatenate(pending_vecs))
-            bar.close()
-    seconds = time.perf_counter() - t_embed
-    n_computed = len(todo) - len(failures)
-    info = {
-        "model": encoder.name,
-        "model_identity": encoder.identity,
-        "embedding_dim": encoder.dim,
-        "image_size": encoder.preprocessing.image_size,
-        "flip_tta": encoder.flip_tta,
-        "device": device,
-        "batch_size": batch_size,
-        "num_workers": workers,
-        "n_files": n,
-        "n_cached": n_cached,
-        "n_embedded": n_computed,
-        "n_failed": len(failures),
-        "embed_seconds": round(seconds, 3),
-        "images_per_second": round(n_computed / seconds, 1) if n_computed and seconds > 0 else None,
-        "forward_seconds": round(forward_seconds, 3),
-        "total_seconds": round(time.perf_counter() - t0, 3),
-    }
-    return EmbeddingResult(embeddings=emb, ok=ok, failures=failures, info=info)
+
+class _ShardWriter:
+    """Buffers new embeddings and writes a cache shard every ``shard_size`` rows."""
+
+    def __init__(self, cache: EmbeddingCache | None, keys: list[str], shard_size: int):
+        self.cache, self.keys, self.shard_size = cache, keys, shard_size
+        self.pending_keys: list[str] = []
+        self.pending_vecs: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray, feats: np.ndarray) -> None:
+        if self.cache is None:
+            return
+        self.pending_keys.extend(self.keys[r] for r in rows)
+        self.pending_vecs.append(feats)
+        if len(self.pending_keys) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.cache is not None and self.pending_keys:
+            self.cache.write(self.pending_keys, np.concatenate(self.pending_vecs))
+            self.pending_keys, self.pending_vecs = [], []
+
+
+def encode_batch(encoder: Encoder, batch, device: str) -> np.ndarray:
+    """(B, 3, S, S) uint8 images -> (B, D) float32 L2-normalised embeddings.
+
+    The one forward path of every engine (local DataLoader and Ray actors): normalisation on
+    the device, channels-last, fp16 autocast on CUDA, optional flip test-time augmentation.
+    """
+    import torch
+
+    is_cuda = device.startswith("cuda")
+    prep = encoder.preprocessing
+    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1) * 255.0
+    with torch.inference_mode():
+        x = torch.as_tensor(batch).to(device, non_blocking=True).float()
+        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=is_cuda):
+            feats = encoder.forward(x)
+            if encoder.flip_tta:
+                feats = feats.float() + encoder.forward(torch.flip(x, dims=[3]))
+        return torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy()
 
 
 def _worker_init(_worker_id: int) -> None:
