@@ -77,6 +77,29 @@ def embedding_options(func):
     return func
 
 
+def scale_options(func):
+    """Where the embed stage runs and how the kNN graph is searched."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="Embed on this machine, or as a Ray Data pipeline (needs "
+                          "pip install \"dqaudit[ray]\"; a local Ray cluster unless "
+                          "--ray-address)."),
+        click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
+                     help="With --engine ray: join this running Ray cluster."),
+        click.option("--num-gpus-per-worker", type=click.FloatRange(0), default=None,
+                     help="With --engine ray: GPUs per encoder actor [default: 1 when the "
+                          "cluster has GPUs, else 0]."),
+        click.option("--knn", "knn_method", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
+                     default="auto", show_default=True,
+                     help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "
+                          "to 0.95 on the data); auto is exact up to 20,000 samples."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def ingest_options(func):
     """Options that say how to read the dataset."""
     options = [
@@ -161,6 +184,7 @@ def _thresholds(text: str) -> tuple[float, float]:
               help="Output folder (created if needed).")
 @ingest_options
 @embedding_options
+@scale_options
 @report_options
 @click.option("--no-report", is_flag=True, help="Write no HTML or PDF report.")
 @clr_options
@@ -176,7 +200,8 @@ def _thresholds(text: str) -> tuple[float, float]:
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
-         num_workers, cache_dir, no_cache, no_pdf, report_title, top_n, page_size, no_report,
+         num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, knn_method,
+         no_pdf, report_title, top_n, page_size, no_report,
          clr_repeats, clr_grid, clr_mode, no_clr, fiftyone_dataset, verdict_thresholds, seed,
          quiet, as_json):
     """Audit DATASET and write the results to --out.
@@ -196,6 +221,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                    flip_tta=flip_tta, device=device, seed=seed,
                    batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
                    use_cache=not no_cache, quiet=quiet or as_json, command=_command_line(),
+                   engine=engine, ray_address=ray_address,
+                   num_gpus_per_worker=num_gpus_per_worker, knn_method=knn_method,
                    path_column=path_column, label_column=label_column,
                    split_column=split_column, count_prefix=count_prefix, image_root=image_root,
                    from_fiftyone=from_fiftyone, label_field=label_field, saved_view=saved_view,

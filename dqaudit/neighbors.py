@@ -1,51 +1,194 @@
 """Nearest neighbours on L2-normalised embeddings: kNN graph, near-duplicates, outliers.
 
-Exact search in row chunks (torch matmul), so memory stays O(N * k) plus one chunk of
-similarities, whatever N.
+The kNN graph is built once per audit and reused by the posteriors (label spreading), the
+scores (kNN disagreement, duplicates, outliers) and the report. Methods (``KNN_METHODS``):
+
+    ``exact``  all-pairs cosine in row chunks (torch matmul): memory O(N * k) plus one chunk of
+               similarities, time O(N^2 D). The default up to ``EXACT_MAX`` samples.
+    ``ivf``    faiss inverted-file index, nlist = 4 sqrt(N) lists, 4-bit fast-scan product
+               quantisation re-ranked by exact inner products (``IVF{nlist},PQ{D/2}x4fs,RFlat``;
+               IVF-SQ8 for odd D); the number of lists probed is tuned on the data itself until
+               recall@k against exact search on a sample of queries reaches ``target_recall``.
+               Memory: the float32 vectors once more (the re-ranking keeps them) plus
+               D / 4 bytes of codes per sample, and O(N * k) for the graph.
+    ``hnsw``   faiss HNSW graph (M = 32), efSearch tuned the same way.
+    ``auto``   ``exact`` up to ``EXACT_MAX`` samples, else ``ivf`` (faster than HNSW to build
+               and search for the all-points query on CPU; see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .errors import DqauditError
+
+EXACT_MAX = 20_000
+TARGET_RECALL = 0.95
 
 
 @dataclass
 class KnnGraph:
     """k nearest neighbours of every sample (itself excluded), most similar first.
 
-    indices: (N, k) int64; similarities: (N, k) float32 cosine similarities.
+    indices: (N, k) int64; similarities: (N, k) float32 cosine similarities; info: how the
+    graph was built (method, parameters, measured recall for approximate methods).
     """
 
     indices: np.ndarray
     similarities: np.ndarray
+    info: dict = field(default_factory=dict)
 
     @property
     def k(self) -> int:
         return self.indices.shape[1]
 
 
-def knn(embeddings: np.ndarray, *, k: int = 10, chunk: int = 2048,
-        device: str = "cpu") -> KnnGraph:
-    """Exact cosine kNN of (N, D) L2-normalised rows; ``k`` is capped at N - 1."""
+def knn(embeddings: np.ndarray, *, k: int = 10, method: str = "auto", chunk: int = 2048,
+        device: str = "cpu", target_recall: float = TARGET_RECALL, seed: int = 0) -> KnnGraph:
+    """Cosine kNN graph of (N, D) L2-normalised rows; ``k`` is capped at N - 1."""
+    if method not in KNN_METHODS:
+        raise DqauditError(f"unknown kNN method {method!r}; valid: {', '.join(KNN_METHODS)}")
+    n = embeddings.shape[0]
+    k = max(1, min(k, n - 1))
+    if method == "auto":
+        method = "exact" if n <= EXACT_MAX else "ivf"
+    if method == "exact":
+        return exact_knn(embeddings, k=k, chunk=chunk, device=device)
+    return KNN_METHODS[method](embeddings, k=k, target_recall=target_recall, seed=seed)
+
+
+def exact_knn(embeddings: np.ndarray, *, k: int = 10, chunk: int = 2048, device: str = "cpu",
+              queries: np.ndarray | None = None) -> KnnGraph:
+    """Exact cosine kNN by chunked matmul; ``queries`` (row indices) restricts the rows."""
     import torch
 
     n = embeddings.shape[0]
-    k = max(1, min(k, n - 1))
+    rows_wanted = np.arange(n) if queries is None else np.asarray(queries)
     x = torch.as_tensor(np.ascontiguousarray(embeddings, dtype=np.float32), device=device)
-    idx = np.empty((n, k), dtype=np.int64)
-    sim = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((len(rows_wanted), k), dtype=np.int64)
+    sim = np.empty((len(rows_wanted), k), dtype=np.float32)
     with torch.no_grad():
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
-            block = x[s:e] @ x.T
-            rows = torch.arange(e - s, device=device)
-            block[rows, rows + s] = -float("inf")  # never one's own neighbour
+        for s in range(0, len(rows_wanted), chunk):
+            q = torch.as_tensor(rows_wanted[s:s + chunk], device=device)
+            block = x[q] @ x.T
+            block[torch.arange(len(q), device=device), q] = -float("inf")  # never oneself
             vals, inds = torch.topk(block, k, dim=1)
-            idx[s:e] = inds.cpu().numpy()
-            sim[s:e] = vals.cpu().numpy()
-    return KnnGraph(indices=idx, similarities=sim)
+            idx[s:s + len(q)] = inds.cpu().numpy()
+            sim[s:s + len(q)] = vals.cpu().numpy()
+    return KnnGraph(indices=idx, similarities=sim, info={"method": "exact"})
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - a hard dependency
+        raise DqauditError("approximate kNN needs faiss; run: pip install faiss-cpu") from exc
+    return faiss
+
+
+def _search_all(index, x: np.ndarray, k: int, chunk: int = 65536):
+    """k + 1 neighbours of every row (the first is usually the row itself), in chunks."""
+    n = x.shape[0]
+    sims = np.empty((n, k + 1), dtype=np.float32)
+    inds = np.empty((n, k + 1), dtype=np.int64)
+    for s in range(0, n, chunk):
+        sims[s:s + chunk], inds[s:s + chunk] = index.search(
+            np.ascontiguousarray(x[s:s + chunk], dtype=np.float32), k + 1)
+    return sims, inds
+
+
+def _drop_self(sims: np.ndarray, inds: np.ndarray, rows: np.ndarray, k: int):
+    """Remove each row's own index from its k + 1 results (or the last one when absent)."""
+    is_self = inds == rows[:, None]
+    # keep the first k entries that are not the row itself; -1 (not found) sinks to the end
+    order = np.argsort(is_self | (inds < 0), axis=1, kind="stable")[:, :k]
+    return (np.take_along_axis(sims, order, axis=1),
+            np.take_along_axis(inds, order, axis=1))
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
+
+
+def _tuned_search(index, x, k, knob: str, values, target_recall: float, seed: int,
+                  n_check: int = 1000):
+    """Raise ``knob`` through ``values`` until recall@k on a sample of queries, measured
+    against exact search, reaches ``target_recall``; then search every row with it."""
+    faiss = _faiss()
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    check = np.sort(rng.choice(n, size=min(n_check, n), replace=False))
+    truth = exact_knn(x, k=k, queries=check).indices
+    params = faiss.ParameterSpace()
+    recall, value = 0.0, values[0]
+    for value in values:
+        params.set_index_parameter(index, knob, value)
+        sims, inds = index.search(np.ascontiguousarray(x[check], dtype=np.float32), k + 1)
+        recall = _recall(_drop_self(sims, inds, check, k)[1], truth)
+        if recall >= target_recall:
+            break
+    sims, inds = _search_all(index, x, k)
+    sims, inds = _drop_self(sims, inds, np.arange(n), k)
+    return KnnGraph(indices=inds, similarities=sims,
+                    info={knob: value, "recall_at_k": round(recall, 4), "recall_queries":
+                          len(check), "target_recall": target_recall})
+
+
+def ivf_knn(embeddings: np.ndarray, *, k: int = 10, target_recall: float = TARGET_RECALL,
+            seed: int = 0) -> KnnGraph:
+    """Approximate kNN with a faiss IVF index (see module docstring)."""
+    faiss = _faiss()
+    n, d = embeddings.shape
+    nlist = int(max(1, min(round(4 * np.sqrt(n)), n // 39)))
+    spec = _ivf_spec(nlist, d)
+    index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    # faiss warns below 39 training points per list; k-means cost grows with the sample
+    train = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+    index.train(np.ascontiguousarray(embeddings[train], dtype=np.float32))
+    for s in range(0, n, 262144):
+        index.add(np.ascontiguousarray(embeddings[s:s + 262144], dtype=np.float32))
+    if spec.endswith("RFlat"):
+        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", REFINE_FACTOR)
+    probes = [p for p in (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+              if p <= nlist] or [nlist]
+    graph = _tuned_search(index, embeddings, k, "nprobe", probes, target_recall, seed)
+    graph.info.update(method="ivf", index=spec, nlist=nlist)
+    return graph
+
+
+# Candidates from 4-bit fast-scan product-quantised codes (2 dimensions per code), re-ranked
+# by exact inner products over k * REFINE_FACTOR candidates. Measured on 100k synthetic
+# 512-d embeddings at nprobe 64: recall 0.973 in 7 s for all rows, against 0.974 in 28 s with
+# 8-bit scalar quantisation (IVF-SQ8) and 0.985 in 53 s with full vectors (IVF-Flat).
+REFINE_FACTOR = 8
+
+
+def _ivf_spec(nlist: int, d: int) -> str:
+    if d % 2 == 0 and (d // 2) % 2 == 0:
+        return f"IVF{nlist},PQ{d // 2}x4fs,RFlat"
+    return f"IVF{nlist},SQ8"
+
+
+def hnsw_knn(embeddings: np.ndarray, *, k: int = 10, target_recall: float = TARGET_RECALL,
+             seed: int = 0) -> KnnGraph:
+    """Approximate kNN with a faiss HNSW32 graph (see module docstring)."""
+    faiss = _faiss()
+    n, d = embeddings.shape
+    index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 40
+    for s in range(0, n, 262144):
+        index.add(np.ascontiguousarray(embeddings[s:s + 262144], dtype=np.float32))
+    graph = _tuned_search(index, embeddings, k, "efSearch", (32, 48, 64, 96, 128, 256, 512),
+                          target_recall, seed)
+    graph.info.update(method="hnsw", index="HNSW32")
+    return graph
+
+
+KNN_METHODS = {"auto": None, "exact": exact_knn, "ivf": ivf_knn, "hnsw": hnsw_knn}
 
 
 def knn_disagreement(labels: np.ndarray, graph: KnnGraph) -> np.ndarray:
@@ -70,29 +213,29 @@ def outlier_flags(scores: np.ndarray, *, n_mads: float = 4.0) -> np.ndarray:
 def duplicate_groups(graph: KnnGraph, *, threshold: float = 0.97) -> np.ndarray:
     """(N,) group id for samples in a near-duplicate group (cosine >= threshold), else -1.
 
-    Groups are the connected components of the thresholded kNN graph, numbered by their
-    smallest member index, so the numbering is stable for a given input.
+    Groups are the connected components of the thresholded kNN graph, numbered in the order
+    of their smallest member index, so the numbering is stable for a given input.
     """
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
     n = graph.indices.shape[0]
-    parent = np.arange(n)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
     rows, cols = np.nonzero(graph.similarities >= threshold)
-    for i, j in zip(rows, graph.indices[rows, cols]):
-        ri, rj = find(int(i)), find(int(j))
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    roots = np.array([find(i) for i in range(n)])
-    sizes = np.bincount(roots, minlength=n)
-    in_group = sizes[roots] > 1
     out = np.full(n, -1, dtype=np.int64)
-    ordered = np.unique(roots[in_group])
-    out[in_group] = np.searchsorted(ordered, roots[in_group])
+    if len(rows) == 0:
+        return out
+    adjacency = sparse.csr_matrix((np.ones(len(rows)), (rows, graph.indices[rows, cols])),
+                                  shape=(n, n))
+    _, component = connected_components(adjacency, directed=True, connection="weak")
+    sizes = np.bincount(component)
+    in_group = sizes[component] > 1
+    # renumber components by their smallest member
+    first = np.full(len(sizes), n, dtype=np.int64)
+    np.minimum.at(first, component, np.arange(n))
+    grouped = np.flatnonzero(sizes > 1)
+    rank = np.empty(len(sizes), dtype=np.int64)
+    rank[grouped[np.argsort(first[grouped], kind="stable")]] = np.arange(len(grouped))
+    out[in_group] = rank[component[in_group]]
     return out
 
 

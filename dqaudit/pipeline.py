@@ -57,6 +57,10 @@ def audit(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     posterior_method: str = "linear",
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_gpus_per_worker: float | None = None,
+    knn_method: str = "auto",
     report: bool = True,
     pdf: bool = True,
     report_title: str | None = None,
@@ -76,8 +80,11 @@ def audit(
 
     ``source`` is anything ``load_dataset`` takes (folder, manifest, FiftyOne name with
     ``from_fiftyone=True``) or an already loaded ``LabeledImages``. ``ingest_options`` are passed
-    to ``load_dataset``. Results go into FiftyOne dataset ``fiftyone_dataset`` when given, and
-    always back into the source dataset when the samples came from FiftyOne.
+    to ``load_dataset``. ``engine`` "ray" runs the embed stage on Ray Data (``ray_address``,
+    ``num_gpus_per_worker``; see ``dqaudit.embed.ray_engine``). ``knn_method`` picks the
+    nearest-neighbour search (``dqaudit.neighbors``). Results go into FiftyOne dataset
+    ``fiftyone_dataset`` when given, and always back into the source dataset when the samples
+    came from FiftyOne.
     """
     from .devices import resolve_device
     from .embed import auto_image_size, embed_images, load_encoder
@@ -89,16 +96,28 @@ def audit(
     timings["ingest_seconds"] = round(time.perf_counter() - t, 3)
     device = resolve_device(device)
     _log(quiet, f"dqaudit: {len(data)} images, {data.n_classes} classes; "
-                f"model {model} on {device}")
+                f"model {model} on {device if engine == 'local' else 'Ray'}")
 
     t = time.perf_counter()
     if image_size == "auto":
         image_size = auto_image_size(model, median_image_side(data.paths, seed=seed))
-    encoder = load_encoder(model, image_size=int(image_size) if image_size else None,
-                           flip_tta=flip_tta)
-    result = embed_images(data.paths, model=encoder, device=device, batch_size=batch_size,
-                          num_workers=num_workers, cache_dir=cache_dir, use_cache=use_cache,
-                          progress=not quiet)
+    if engine == "ray":
+        from .embed.ray_engine import embed_images_ray
+
+        result = embed_images_ray(data.paths, model=model,
+                                  image_size=int(image_size) if image_size else None,
+                                  flip_tta=flip_tta, address=ray_address,
+                                  num_gpus_per_worker=num_gpus_per_worker,
+                                  batch_size=batch_size, cache_dir=cache_dir,
+                                  use_cache=use_cache, progress=not quiet)
+    elif engine == "local":
+        encoder = load_encoder(model, image_size=int(image_size) if image_size else None,
+                               flip_tta=flip_tta)
+        result = embed_images(data.paths, model=encoder, device=device, batch_size=batch_size,
+                              num_workers=num_workers, cache_dir=cache_dir,
+                              use_cache=use_cache, progress=not quiet)
+    else:
+        raise DqauditError(f"unknown engine {engine!r}; valid: local, ray")
     timings["embed_seconds"] = round(time.perf_counter() - t, 3)
     info = result.info
     _log(quiet, f"dqaudit: embedded {info['n_embedded']} images "
@@ -116,7 +135,8 @@ def audit(
                            "needs at least two")
 
     t = time.perf_counter()
-    scored = score_dataset(data, embeddings, seed=seed, method=posterior_method, device=device)
+    scored = score_dataset(data, embeddings, seed=seed, method=posterior_method,
+                           knn_method=knn_method, device=device)
     timings["score_seconds"] = round(time.perf_counter() - t, 3)
     _log(quiet, f"dqaudit: {scored.stats['label_error_count']} suspected label errors "
                 f"(estimated {scored.stats['estimated_label_errors']}), "
@@ -209,7 +229,7 @@ class ScoredDataset:
 
 def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DEFAULT_SEED,
                   method: str = "ensemble", k: int = 10, duplicate_threshold: float = 0.97,
-                  device: str = "cpu") -> ScoredDataset:
+                  knn_method: str = "auto", device: str = "cpu") -> ScoredDataset:
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md)."""
     from . import scores
     from .neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
@@ -218,7 +238,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     from .probes import project
 
     x = project(embeddings, seed=seed)
-    graph = knn(embeddings, k=k, device=device)
+    graph = knn(embeddings, k=k, method=knn_method, device=device, seed=seed)
     post = compute_posteriors(x, graph, data.label_counts, data.labels, method=method,
                               seed=seed, device=device)
     probs = post.probs
@@ -245,7 +265,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
 
     names = ["label_error", "ambiguous", "duplicate", "conflicting_duplicate", "leak", "outlier"]
     masks = [label_error, ambiguous, duplicate, conflicting, leak, outlier]
-    issues = [[name for name, m in zip(names, masks) if m[i]] for i in range(len(data))]
+    issues = _issue_lists(names, masks)
     flagged = label_error | conflicting | leak | outlier | duplicate
     classes = np.array(data.classes, dtype=object)
     table = pd.DataFrame({
@@ -291,9 +311,19 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
         },
         "score_parameters": {"k": graph.k, "duplicate_threshold": duplicate_threshold,
                              "ambiguity_threshold": AMBIGUITY_THRESHOLD, "n_folds": 5,
-                             "pca_dim": int(x.shape[1])},
+                             "pca_dim": int(x.shape[1]), "knn": graph.info},
     }
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
+
+
+def _issue_lists(names: list[str], masks: list[np.ndarray]) -> list[list[str]]:
+    """Per sample, the names whose mask is set; one Python list per distinct combination."""
+    codes = np.zeros(len(masks[0]), dtype=np.int64)
+    for bit, m in enumerate(masks):
+        codes |= m.astype(np.int64) << bit
+    combos = {int(c): [n for bit, n in enumerate(names) if c >> bit & 1]
+              for c in np.unique(codes)}
+    return [list(combos[c]) for c in codes.tolist()]
 
 
 def base_samples_table(data: LabeledImages) -> pd.DataFrame:

@@ -52,10 +52,20 @@ def label_distribution(label_counts: np.ndarray) -> np.ndarray:
     return label_counts / label_counts.sum(axis=1, keepdims=True)
 
 
-def _fold_models(x, targets, train_masks, config, device):
+def _fold_models(x, targets, train_masks, config, device, seed=0):
     """Fit one probe per row of ``train_masks`` (M, N) with per-model ``targets`` (M, N, C);
-    return their (M, N, C) probabilities on every sample."""
-    w, b = fit_probes(x, targets, train_masks.astype(np.float32), config=config, device=device)
+    return their (M, N, C) probabilities on every sample. Above ``config.max_fit_samples``
+    rows the probes are fitted on one seeded random subset of rows (each on its own training
+    rows within it)."""
+    n = x.shape[0]
+    if n > config.max_fit_samples:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=config.max_fit_samples,
+                                                          replace=False))
+        w, b = fit_probes(x[rows], targets[:, rows], train_masks[:, rows].astype(np.float32),
+                          config=config, device=device)
+    else:
+        w, b = fit_probes(x, targets, train_masks.astype(np.float32), config=config,
+                          device=device)
     return predict_proba(x, w, b, config=config, device=device)
 
 

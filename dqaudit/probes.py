@@ -31,14 +31,23 @@ class ProbeConfig:
     label_smoothing: float = 0.1
     max_iter: int = 100
     pca_dim: int = 512
+    # Above this many samples a probe is fitted on a seeded random subset of them (and still
+    # predicts every sample): a linear probe on a few hundred dimensions has long saturated
+    # there, and the fit's cost is linear in the rows (see benchmarks/scale.py).
+    max_fit_samples: int = 50_000
 
 
-def project(embeddings: np.ndarray, *, dim: int = 512, seed: int = 0) -> np.ndarray:
+def project(embeddings: np.ndarray, *, dim: int = 512, seed: int = 0,
+            fit_samples: int = 100_000) -> np.ndarray:
     """Centre, project onto the top ``dim`` principal components and scale to unit variance.
 
     Unsupervised (labels never enter), so using all samples leaks no label into any fold.
-    Returns (N, min(dim, D, N)) float32.
+    Above ``fit_samples`` rows, mean, components and scale are fitted on a seeded random
+    subset and applied in chunks, so memory stays O(N * dim) in float32 (``embeddings`` may
+    be a memory-mapped array). Returns (N, min(dim, D, N)) float32.
     """
+    if embeddings.shape[0] > fit_samples:
+        return _project_large(embeddings, dim=dim, seed=seed, fit_samples=fit_samples)
     x = embeddings.astype(np.float64)
     x = x - x.mean(axis=0, keepdims=True)
     k = min(dim, x.shape[1], x.shape[0])
@@ -49,6 +58,32 @@ def project(embeddings: np.ndarray, *, dim: int = 512, seed: int = 0) -> np.ndar
                 random_state=seed).fit_transform(x)
     scale = x.std() or 1.0
     return (x / scale).astype(np.float32)
+
+
+def _project_large(embeddings, *, dim: int, seed: int, fit_samples: int,
+                   chunk: int = 65536) -> np.ndarray:
+    n, d = embeddings.shape
+    rng = np.random.default_rng(seed)
+    fit = np.asarray(embeddings[np.sort(rng.choice(n, size=fit_samples, replace=False))],
+                     dtype=np.float64)
+    mean = fit.mean(axis=0)
+    k = min(dim, d)
+    components = None
+    fit = fit - mean
+    if k < d:
+        from sklearn.decomposition import PCA
+
+        components = PCA(n_components=k, svd_solver="randomized",
+                         random_state=seed).fit(fit).components_
+        fit = fit @ components.T
+    scale = fit.std() or 1.0
+    out = np.empty((n, k), dtype=np.float32)
+    for s in range(0, n, chunk):
+        block = np.asarray(embeddings[s:s + chunk], dtype=np.float64) - mean
+        if components is not None:
+            block = block @ components.T
+        out[s:s + chunk] = block / scale
+    return out
 
 
 def fit_probes(

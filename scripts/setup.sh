@@ -14,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip
-"${PIP[@]}" install -q -e ".[dev]"
+"${PIP[@]}" install -q -e ".[dev]"  # dev includes the optional Ray extra, so its tests run
 
 export FIFTYONE_DO_NOT_TRACK=true
 if "$VENV/bin/python" scripts/check_fiftyone_db.py; then
