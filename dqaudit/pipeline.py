@@ -229,8 +229,12 @@ class ScoredDataset:
 
 def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DEFAULT_SEED,
                   method: str = "ensemble", k: int = 10, duplicate_threshold: float = 0.97,
-                  knn_method: str = "auto", device: str = "cpu") -> ScoredDataset:
-    """Posteriors, then every per-sample score of the output contract (see docs/scores.md)."""
+                  knn_method: str = "auto", device: str = "cpu", graph=None) -> ScoredDataset:
+    """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
+
+    ``graph``: a kNN graph of ``embeddings`` already built (``dqaudit.neighbors.knn``) to
+    reuse; built here with ``knn_method`` when None.
+    """
     from . import scores
     from .neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
                             outlier_flags, outlier_scores)
@@ -238,7 +242,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     from .probes import project
 
     x = project(embeddings, seed=seed)
-    graph = knn(embeddings, k=k, method=knn_method, device=device, seed=seed)
+    if graph is None:
+        graph = knn(embeddings, k=k, method=knn_method, device=device, seed=seed)
     post = compute_posteriors(x, graph, data.label_counts, data.labels, method=method,
                               seed=seed, device=device)
     probs = post.probs
