@@ -93,6 +93,8 @@ def fit_probes(
     *,
     config: ProbeConfig = ProbeConfig(),
     device: str = "cpu",
+    init=None,
+    max_iter: int | None = None,
 ):
     """Fit M probes at once.
 
@@ -100,6 +102,11 @@ def fit_probes(
         x: (N, D) float32 inputs (already projected).
         targets: (M, N, C) or (N, C) target distributions (rows sum to 1).
         weights: (M, N) non-negative sample weights (0 = not in this probe's training set).
+        init: optional (W, b) to start from, shapes (M or 1, D, C) and (M or 1, 1, C); a probe
+            whose labels differ from an already fitted one in a few rows starts next to its
+            optimum and needs far fewer iterations (each objective is strictly convex, so the
+            optimum does not depend on the start).
+        max_iter: L-BFGS iterations, ``config.max_iter`` unless given.
     Returns:
         (W, b): torch tensors (M, D, C) and (M, 1, C) on ``device``.
     """
@@ -116,9 +123,15 @@ def fit_probes(
     wt = torch.as_tensor(weights, dtype=torch.float32, device=device)
     wt = wt / wt.sum(dim=1, keepdim=True).clamp_min(1e-12)
     d = xt.shape[1]
-    w_param = torch.zeros(m, d, c, device=device, requires_grad=True)
-    b_param = torch.zeros(m, 1, c, device=device, requires_grad=True)
-    opt = torch.optim.LBFGS([w_param, b_param], lr=1.0, max_iter=config.max_iter,
+    if init is None:
+        w_param = torch.zeros(m, d, c, device=device, requires_grad=True)
+        b_param = torch.zeros(m, 1, c, device=device, requires_grad=True)
+    else:
+        w0, b0 = (torch.as_tensor(v, dtype=torch.float32, device=device) for v in init)
+        w_param = w0.expand(m, d, c).clone().requires_grad_(True)
+        b_param = b0.expand(m, 1, c).clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([w_param, b_param], lr=1.0,
+                            max_iter=config.max_iter if max_iter is None else max_iter,
                             history_size=10, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-6, tolerance_change=1e-9)
 

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.clr import (ClrConfig, classification_metrics, estimate_clr, nested_corruptions,
-                         regression, stratified_split)
+from dqaudit.clr import (ClrConfig, classification_metrics, estimate_clr, injection_runs,
+                         nested_corruptions, regression, stratified_split)
 from dqaudit.probes import ProbeConfig, project
 
 GRID = (0.0, 0.01, 0.05, 0.1, 0.2)
@@ -70,6 +70,24 @@ def test_regression_recovers_a_known_line():
         0, 0.001, (10, len(grid)))
     reg = regression(values, grid, seed=0)
     assert reg["slope"] == pytest.approx(-0.5, abs=0.02) and reg["pearson_r"] < -0.99
+
+
+def test_warm_started_runs_match_cold_converged_fits():
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(4, 16))
+    y = np.repeat(np.arange(4), 100)
+    x = project(centers[y] + 1.5 * rng.normal(size=(400, 16)))
+    probe = ProbeConfig(max_iter=300)
+    cold = injection_runs(x, y, 4, seed=0, config=ClrConfig(
+        grid=GRID, repeats=3, probe=probe, warm_start_iter=None))
+    warm = injection_runs(x, y, 4, seed=0, config=ClrConfig(
+        grid=GRID, repeats=3, probe=probe, warm_start_iter=40))
+    for name in ("accuracy", "f1"):
+        # identical ratio-0 runs are fitted once; every run ends at the same optimum
+        assert (warm["metrics"][name][:, 0] == warm["metrics"][name][0, 0]).all()
+        np.testing.assert_allclose(warm["metrics"][name], cold["metrics"][name], atol=0.0126)
+    acc = warm["metrics"]["accuracy"]
+    assert acc[:, 0].mean() > acc[:, -1].mean()  # 20% injected noise costs accuracy
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.1])
