@@ -330,16 +330,19 @@ def apply_label(dataset, sample_ids: list[str], label: str, *,
 
 
 def plugin_source():
-    """The plugin folder shipped with dqaudit (``plugins/dqaudit`` of the source tree)."""
+    """The plugin folder shipped with dqaudit: ``plugins/dqaudit`` of the source tree (editable
+    install), else the copy a wheel carries inside the package (``dqaudit/fiftyone_plugin``)."""
     from pathlib import Path
 
     from .errors import DqauditError
 
-    src = Path(__file__).resolve().parents[1] / "plugins" / "dqaudit"
-    if not (src / "fiftyone.yml").exists():
-        raise DqauditError(f"plugin files not found at {src}; install dqaudit from its source "
-                           "tree (pip install -e .)")
-    return src
+    here = Path(__file__).resolve()
+    candidates = (here.parents[1] / "plugins" / "dqaudit", here.parent / "fiftyone_plugin")
+    for src in candidates:
+        if (src / "fiftyone.yml").exists():
+            return src
+    raise DqauditError(f"plugin files not found in {' or '.join(map(str, candidates))}; "
+                       "reinstall dqaudit")
 
 
 def install_plugin(plugins_dir=None, *, link: bool = False) -> str:

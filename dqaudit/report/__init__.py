@@ -11,13 +11,15 @@ PAGE_SIZES = ("A4", "Letter")
 
 
 def templates_dir() -> Path:
-    """``report_templates/`` of the source tree (or ``$DQAUDIT_TEMPLATES``)."""
+    """``$DQAUDIT_TEMPLATES``, else ``report_templates/`` of the source tree (editable install),
+    else the copy a wheel carries inside the package (``dqaudit/report_templates``)."""
     env = os.environ.get("DQAUDIT_TEMPLATES")
     if env:
         return Path(env)
-    candidate = Path(__file__).resolve().parents[2] / "report_templates"
-    if (candidate / "report.html.j2").exists():
-        return candidate
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "report_templates", here.parents[1] / "report_templates"):
+        if (candidate / "report.html.j2").exists():
+            return candidate
     raise FileNotFoundError("dqaudit report templates not found; set DQAUDIT_TEMPLATES")
 
 
