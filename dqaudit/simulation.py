@@ -18,6 +18,7 @@ import numpy as np
 
 from . import scores
 from .errors import DqauditError
+from .relabel import majority_labels
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS
@@ -67,14 +68,6 @@ def _majority_done(row: np.ndarray, new: int) -> bool:
     return new >= 1 and (row == top).sum() == 1 and top > row.sum() / 2
 
 
-def _current_labels(counts: np.ndarray, initial: np.ndarray) -> np.ndarray:
-    best = counts.max(axis=1, keepdims=True)
-    tied = (counts == best).sum(axis=1) > 1
-    out = counts.argmax(axis=1)
-    out[tied] = initial[tied]
-    return out
-
-
 def run_selector(priority_fn: Callable[[np.ndarray], np.ndarray], dist: np.ndarray,
                  initial: np.ndarray, *, budget: int, refit_every: int, rng,
                  max_draws: int = 10) -> Run:
@@ -83,7 +76,7 @@ def run_selector(priority_fn: Callable[[np.ndarray], np.ndarray], dist: np.ndarr
     truth = dist.argmax(axis=1)
     counts = np.zeros((n, c))
     counts[np.arange(n), initial] = 1
-    correct = _current_labels(counts, initial) == truth
+    correct = initial == truth
     n_correct = int(correct.sum())
     done = np.zeros(n, dtype=bool)
     used, since_refit = 0, 0
@@ -95,13 +88,16 @@ def run_selector(priority_fn: Callable[[np.ndarray], np.ndarray], dist: np.ndarr
             since_refit = 0
         i = int(np.argmax(np.where(done, -np.inf, priority)))
         done[i] = True
-        new = 0
+        new, last = 0, None
         while new < max_draws and not _majority_done(counts[i], new):
-            counts[i, rng.choice(c, p=dist[i])] += 1
+            last = rng.choice(c, p=dist[i])
+            counts[i, last] += 1
             new += 1
         used += new
         since_refit += new
-        now = _current_labels(counts[i:i + 1], initial[i:i + 1])[0] == truth[i]
+        # the rule of `dqaudit relabel apply`: majority, ties to the newest annotation
+        now = majority_labels(counts[i:i + 1], {} if last is None else {0: int(last)},
+                              [int(initial[i])])[0] == truth[i]
         n_correct += int(now) - int(correct[i])
         correct[i] = now
         ann.append(used)

@@ -46,6 +46,16 @@ def test_majority_formation():
     assert not _majority_done(np.array([1.0, 1, 1]), 2)    # no strict majority
 
 
+def test_unresolved_tie_goes_to_the_newest_annotation_as_in_relabel_apply():
+    dist = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    # one draw allowed: sample 0 ends at counts (1, 1, 0), a tie between its initial label 0
+    # and the new annotation 1; `relabel apply` keeps the newest, so the label becomes right
+    run = run_selector(lambda counts: np.array([1.0, 0.0]), dist, np.array([0, 0]),
+                       budget=1, refit_every=10, rng=np.random.default_rng(0), max_draws=1)
+    assert run.annotations.tolist() == [0, 1]
+    assert run.accuracy.tolist() == [0.5, 1.0]
+
+
 def test_budget_accounting_and_correctness_bookkeeping():
     _, dist = synthetic()
     rng = np.random.default_rng(0)
