@@ -14,7 +14,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip
-"${PIP[@]}" install -q -e ".[dev]"  # dev includes the optional Ray extra, so its tests run
+# dev includes the optional Ray extra, so its tests run. setuptools warns on every editable
+# install of a package whose data folders are mapped in (report_templates/, plugins/): silenced.
+PYTHONWARNINGS="ignore::UserWarning" "${PIP[@]}" install -q -e ".[dev]"
 
 export FIFTYONE_DO_NOT_TRACK=true
 if "$VENV/bin/python" scripts/check_fiftyone_db.py; then
