@@ -12,7 +12,8 @@ with total noise eta(r) = eta0 + r (1 - k eta0), k = C / (C - 1), and S(r) = bet
 S(r) = c0 + c1 r fitted over the injected ratios gives eta0 = c0 / (c1 + k c0). It corrects the
 count's sensitivity (beta, often below 1 when errors are hard to see) but assumes the count reads
 zero on clean labels; where the model's own mistakes look like label errors it over-reads.
-The interval comes from a bootstrap over repeats. See docs/clr.md and benchmarks/RESULTS.md.
+The interval comes from a bootstrap over repeats and samples. See docs/clr.md and
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class ClrConfig:
     calibration_grid: tuple[float, ...] = (0.0, 0.05, 0.10)
     calibration_repeats: int = 3
     calibration_folds: int = 3
-    bootstrap: int = 1000
+    bootstrap: int = 500  # resamples of repeats and samples for the interval
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(max_iter=60))
     # Injected runs start from the uncorrupted probe's weights and take this many L-BFGS
     # iterations (None: every probe from zero with probe.max_iter); see injection_runs.
@@ -205,11 +206,10 @@ def regression(values: np.ndarray, grid, *, seed: int, test_fraction: float = 0.
             "rmse": None if rmse is None else round(rmse, 5), "n_runs": int(len(y))}
 
 
-def _noise_counts(x, labels_runs, n_classes, *, folds: int, config: ProbeConfig, seed: int,
-                  device: str) -> np.ndarray:
-    """Confident-joint noise fraction of each run's labels (M, N), from K-fold posteriors."""
+def _oof_posteriors(x, labels_runs, n_classes, *, folds: int, config: ProbeConfig, seed: int,
+                    device: str) -> np.ndarray:
+    """(M, N, C) K-fold out-of-fold posteriors of each run's labels (M, N), all fitted at once."""
     from .posteriors import stratified_folds
-    from .scores import estimate_label_error_count
 
     m, n = labels_runs.shape
     fold = stratified_folds(labels_runs[0], n_folds=folds, seed=seed)
@@ -218,29 +218,41 @@ def _noise_counts(x, labels_runs, n_classes, *, folds: int, config: ProbeConfig,
     targets = np.concatenate([_one_hot(labels_runs, n_classes)] * folds)
     w, b = fit_probes(x, targets, masks, config=config, device=device)
     probs = predict_proba(x, w, b, config=config, device=device).reshape(folds, m, n, -1)
-    oof = probs[fold, :, np.arange(n)].transpose(1, 0, 2)  # (M, N, C)
-    return np.array([estimate_label_error_count(labels_runs[i], oof[i]) / n
-                     for i in range(m)])
+    return probs[fold, :, np.arange(n)].transpose(1, 0, 2)
 
 
 def calibrated_count(x: np.ndarray, labels: np.ndarray, n_classes: int, *, config: ClrConfig,
                      seed: int, device: str = "cpu", probs: np.ndarray | None = None) -> dict:
-    """The estimator of the module docstring, with a bootstrap interval over repeats."""
+    """The estimator of the module docstring, with a bootstrap interval over repeats and
+    samples: each resample draws the calibration repeats with replacement and the samples
+    with replacement (as multiplicities in the confident joint, posteriors kept), and solves
+    again."""
+    from .scores import label_error_fraction
+
     grid = np.asarray(config.calibration_grid, dtype=float)
     runs = nested_corruptions(labels, n_classes, grid=grid, repeats=config.calibration_repeats,
                               mode=config.mode, seed=seed + 7919, probs=probs)
     r, g, n = runs.shape
-    s = _noise_counts(x, runs.reshape(r * g, n), n_classes, folds=config.calibration_folds,
-                      config=config.probe, seed=seed, device=device).reshape(r, g)
+    oof = _oof_posteriors(x, runs.reshape(r * g, n), n_classes,
+                          folds=config.calibration_folds, config=config.probe, seed=seed,
+                          device=device).reshape(r, g, n, -1)
     k = n_classes / (n_classes - 1)
 
-    def solve(rows):
-        c1, c0 = np.polyfit(np.tile(grid, len(rows)), s[rows].reshape(-1), 1)
+    def counts(weights=None):
+        return np.array([[label_error_fraction(runs[q, j], oof[q, j], weights)
+                          for j in range(g)] for q in range(r)])
+
+    def solve(s):
+        c1, c0 = np.polyfit(np.tile(grid, len(s)), s.reshape(-1), 1)
         return float(np.clip(c0 / max(c1 + k * c0, 1e-9), 0.0, 1.0)), float(c0), float(c1)
 
-    estimate, c0, c1 = solve(np.arange(r))
+    s = counts()
+    estimate, c0, c1 = solve(s)
     rng = np.random.default_rng(seed)
-    boot = [solve(rng.integers(0, r, r))[0] for _ in range(config.bootstrap)]
+    boot = []
+    for _ in range(config.bootstrap):
+        weights = rng.multinomial(n, np.full(n, 1.0 / n))
+        boot.append(solve(counts(weights)[rng.integers(0, r, r)])[0])
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return {"estimate": round(estimate, 4), "ci_low": round(float(min(lo, estimate)), 4),
             "ci_high": round(float(max(hi, estimate)), 4), "count_intercept": round(c0, 4),

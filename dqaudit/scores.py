@@ -45,25 +45,37 @@ def label_error_probability(target: np.ndarray, probs: np.ndarray) -> np.ndarray
     return 1.0 - (target * probs).sum(axis=1)
 
 
-def confident_joint(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def confident_joint(labels: np.ndarray, probs: np.ndarray,
+                    weights: np.ndarray | None = None) -> np.ndarray:
     """(C, C) calibrated confident joint of given label (rows) and likely true label (columns).
 
     Confident learning (Northcutt, Jiang & Chuang, JAIR 2021, Eq. 1-2): sample i counts in
     cell (given y_i, j) when p_ij reaches class j's threshold t_j = mean of p_kj over samples
     labeled j (the most probable such j when several do); rows are then rescaled to the given
-    class sizes. Per-class thresholds make it robust to miscalibrated posteriors.
+    class sizes. Per-class thresholds make it robust to miscalibrated posteriors. ``weights``
+    (N,) counts sample i w_i times (a bootstrap resample as multiplicities).
     """
-    n_classes = probs.shape[1]
-    counts = np.bincount(labels, minlength=n_classes)
-    thresholds = np.array([probs[labels == j, j].mean() if counts[j] else 1.0
-                           for j in range(n_classes)])
+    n, n_classes = probs.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    counts = np.bincount(labels, weights=w, minlength=n_classes)
+    own = np.bincount(labels, weights=w * probs[np.arange(n), labels], minlength=n_classes)
+    thresholds = np.divide(own, counts, out=np.ones(n_classes), where=counts > 0)
     above = probs >= thresholds[None, :]
     has = above.any(axis=1)
     best = np.where(above, probs, -1.0).argmax(axis=1)
-    joint = np.zeros((n_classes, n_classes))
-    np.add.at(joint, (labels[has], best[has]), 1.0)
+    joint = np.bincount(labels * n_classes + best, weights=w * has,
+                        minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     row = joint.sum(axis=1, keepdims=True)
-    return np.where(row > 0, joint / np.maximum(row, 1) * counts[:, None], 0.0)
+    return np.where(row > 0, joint / np.maximum(row, 1e-12) * counts[:, None], 0.0)
+
+
+def label_error_fraction(labels: np.ndarray, probs: np.ndarray,
+                         weights: np.ndarray | None = None) -> float:
+    """Estimated share of wrong labels: off-diagonal mass of the calibrated confident joint
+    over the number of samples (unrounded; ``weights`` as in ``confident_joint``)."""
+    joint = confident_joint(labels, probs, weights)
+    total = len(labels) if weights is None else float(np.sum(weights))
+    return float((joint.sum() - np.trace(joint)) / max(total, 1e-12))
 
 
 def estimate_label_error_count(labels: np.ndarray, probs: np.ndarray) -> int:

@@ -161,6 +161,20 @@ def test_batched_probes_match_single_fits():
         np.testing.assert_allclose(together[m], alone, atol=2e-3)
 
 
+def test_weighted_confident_joint_equals_the_joint_of_the_resampled_rows():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, 300)
+    probs = rng.dirichlet(np.ones(4) * 0.5, 300)
+    weights = rng.multinomial(300, np.full(300, 1 / 300))
+    rows = np.repeat(np.arange(300), weights)  # the same bootstrap resample, row by row
+    np.testing.assert_allclose(scores.confident_joint(labels, probs, weights),
+                               scores.confident_joint(labels[rows], probs[rows]), atol=1e-9)
+    assert scores.label_error_fraction(labels, probs, weights) == pytest.approx(
+        scores.estimate_label_error_count(labels[rows], probs[rows]) / 300, abs=1 / 300)
+    assert scores.label_error_fraction(labels, probs) == pytest.approx(
+        scores.estimate_label_error_count(labels, probs) / 300, abs=1 / 300)
+
+
 def test_confident_joint_counts_known_noise():
     x, y = clusters(n_per=100, n_classes=4, spread=0.1, seed=3)
     rng = np.random.default_rng(0)
