@@ -149,6 +149,10 @@ def clr_options(func):
                      default="uniform", show_default=True,
                      help="uniform: a random other class; posterior: flips that follow the "
                           "dataset's own confusions."),
+        click.option("--clr-max-samples", type=click.IntRange(min=0), default=20_000,
+                     show_default=True,
+                     help="Above this many samples, run on a stratified random subsample of "
+                          "this size (0: always all samples)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -202,7 +206,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
          num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, knn_method,
          no_pdf, report_title, top_n, page_size, no_report,
-         clr_repeats, clr_grid, clr_mode, no_clr, fiftyone_dataset, verdict_thresholds, seed,
+         clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, fiftyone_dataset,
+         verdict_thresholds, seed,
          quiet, as_json):
     """Audit DATASET and write the results to --out.
 
@@ -228,7 +233,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                    from_fiftyone=from_fiftyone, label_field=label_field, saved_view=saved_view,
                    fiftyone_dataset=fiftyone_dataset, clr=not no_clr,
                    clr_repeats=clr_repeats, clr_grid=clr_grid, clr_mode=clr_mode,
-                   report=not no_report, pdf=not no_pdf, report_title=report_title,
+                   clr_max_samples=clr_max_samples, report=not no_report, pdf=not no_pdf,
+                   report_title=report_title,
                    top_n=top_n, page_size=page_size,
                    verdict_thresholds=_thresholds(verdict_thresholds))
     if as_json:
@@ -416,13 +422,14 @@ def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_ever
 @clr_options
 @click.option("--device", default="auto", show_default=True)
 @library_errors
-def clr(out_dir, clr_repeats, clr_grid, clr_mode, device):
+def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     """Re-run controlled CLR injection on an audit folder's cached embeddings.
 
     Updates summary.json and the report; nothing is embedded again.
     """
     from .pipeline import clr_audit
 
-    res = clr_audit(out_dir, repeats=clr_repeats, grid=clr_grid, mode=clr_mode, device=device)
+    res = clr_audit(out_dir, repeats=clr_repeats, grid=clr_grid, mode=clr_mode,
+                    max_samples=clr_max_samples, device=device)
     click.echo(f"estimated corrupted-label ratio {100 * res['estimate']:.1f}% (95% CI "
                f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%)")

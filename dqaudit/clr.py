@@ -40,6 +40,10 @@ class ClrConfig:
     calibration_repeats: int = 3
     calibration_folds: int = 3
     bootstrap: int = 500  # resamples of repeats and samples for the interval
+    # Above this many samples the protocol runs on a stratified, seeded subsample of this size:
+    # a rate is measured (the interval says how well), while the batched probes' memory grows
+    # as runs x samples x classes (200 x 800k x 10 floats, several times over, at 1M samples).
+    max_samples: int | None = 20_000
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(max_iter=60))
     # Injected runs start from the uncorrupted probe's weights and take this many L-BFGS
     # iterations (None: every probe from zero with probe.max_iter); see injection_runs.
@@ -267,6 +271,12 @@ def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes
     import time
 
     t = time.perf_counter()
+    n_all = len(labels)
+    if config.max_samples and n_all > config.max_samples:
+        keep = np.flatnonzero(stratified_split(
+            labels, heldout_fraction=1 - config.max_samples / n_all, seed=seed + 1))
+        embeddings_projected, labels = embeddings_projected[keep], labels[keep]
+        probs = None if probs is None else probs[keep]
     runs = injection_runs(embeddings_projected, labels, n_classes, config=config, seed=seed,
                           device=device, probs=probs)
     table = {name: regression(v, config.grid, seed=seed) for name, v in runs["metrics"].items()}
@@ -280,6 +290,7 @@ def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes
         "grid": list(map(float, config.grid)),
         "repeats": config.repeats,
         "n_train": runs["n_train"], "n_heldout": runs["n_heldout"],
+        "n_samples_used": int(len(labels)), "n_samples": int(n_all),
         "curves": curves(runs, config.grid, drop_outliers=config.drop_outliers),
         "regression": table,
         "calibration": {k: est[k] for k in ("count_intercept", "count_slope",

@@ -72,6 +72,7 @@ def audit(
     clr_repeats: int = 20,
     clr_grid: tuple[float, ...] | None = None,
     clr_mode: str = "uniform",
+    clr_max_samples: int | None = 20_000,
     quiet: bool = False,
     command: str | None = None,
     **ingest_options,
@@ -153,7 +154,8 @@ def audit(
         t = time.perf_counter()
         summary["clr"] = run_clr(embeddings, data.labels, data.n_classes, seed=seed,
                                  device=device, probs=scored.probs, grid=clr_grid,
-                                 repeats=clr_repeats, mode=clr_mode)
+                                 repeats=clr_repeats, mode=clr_mode,
+                                 max_samples=clr_max_samples)
         timings["clr_seconds"] = round(time.perf_counter() - t, 3)
         c = summary["clr"]
         _log(quiet, f"dqaudit: estimated corrupted-label ratio {100 * c['estimate']:.1f}% "
@@ -404,18 +406,21 @@ def write_outputs(res: AuditResult, out_dir: Path) -> None:
 
 def run_clr(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *, seed: int,
             device: str = "cpu", probs: np.ndarray | None = None, grid=None, repeats: int = 20,
-            mode: str = "uniform") -> dict:
-    """Controlled CLR injection on the embeddings (see ``dqaudit.clr``)."""
+            mode: str = "uniform", max_samples: int | None = 20_000) -> dict:
+    """Controlled CLR injection on the embeddings (see ``dqaudit.clr``); ``max_samples`` 0 or
+    None runs on every sample."""
     from .clr import DEFAULT_GRID, ClrConfig, estimate_clr
     from .probes import project
 
-    config = ClrConfig(grid=tuple(grid) if grid else DEFAULT_GRID, repeats=repeats, mode=mode)
+    config = ClrConfig(grid=tuple(grid) if grid else DEFAULT_GRID, repeats=repeats, mode=mode,
+                       max_samples=max_samples or None)
     return estimate_clr(project(embeddings, seed=seed), labels, n_classes, config=config,
                         seed=seed, device=device, probs=probs)
 
 
 def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
-              mode: str = "uniform", device: str = "auto", quiet: bool = True) -> dict:
+              mode: str = "uniform", max_samples: int | None = 20_000,
+              device: str = "auto", quiet: bool = True) -> dict:
     """Re-run CLR injection on an audit folder's cached embeddings; update summary and report."""
     from . import outputs
     from .devices import resolve_device
@@ -431,7 +436,8 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
     t = time.perf_counter()
     summary["clr"] = run_clr(embeddings[keep], data.labels, data.n_classes,
                              seed=summary["seed"], device=resolve_device(device), probs=probs,
-                             grid=grid, repeats=repeats, mode=mode)
+                             grid=grid, repeats=repeats, mode=mode,
+                             max_samples=max_samples)
     summary["timings"]["clr_seconds"] = round(time.perf_counter() - t, 3)
     summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
                                                             .values()))

@@ -90,6 +90,22 @@ def test_warm_started_runs_match_cold_converged_fits():
     assert acc[:, 0].mean() > acc[:, -1].mean()  # 20% injected noise costs accuracy
 
 
+def test_large_datasets_run_on_a_stratified_subsample():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 16))
+    y = np.repeat(np.arange(4), [300, 200, 100, 50])
+    x = project(centers[y] + rng.normal(size=(650, 16)))
+    cfg = ClrConfig(grid=GRID, repeats=2, bootstrap=50, calibration_repeats=2,
+                    probe=ProbeConfig(max_iter=30), max_samples=260)
+    res = estimate_clr(x, y, 4, config=cfg, seed=0)
+    assert res["n_samples"] == 650 and res["n_samples_used"] == 260
+    assert res["n_train"] + res["n_heldout"] == 260
+    full = estimate_clr(x, y, 4, config=ClrConfig(grid=GRID, repeats=2, bootstrap=50,
+                                                  calibration_repeats=2,
+                                                  probe=ProbeConfig(max_iter=30)), seed=0)
+    assert full["n_samples_used"] == 650
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.1])
 def test_estimator_on_synthetic_data_with_known_noise(noise):
     rng = np.random.default_rng(0)
@@ -120,10 +136,14 @@ def test_scan_reports_clr_and_clr_command_reruns(class_tree, tmp_path):
     assert clr["curves"]["ratios"] == [0.0, 0.1, 0.2] and clr["repeats"] == 3
     html = (out / "report.html").read_text()
     assert f"{100 * clr['estimate']:.1f}%" in html
-    res = CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "4"],
-                             catch_exceptions=False)
+    assert clr["n_samples_used"] == clr["n_samples"] == summary["n_samples"]
+    assert "subsample" not in html
+    res = CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "4",
+                                    "--clr-max-samples", "9"], catch_exceptions=False)
     assert res.exit_code == 0 and "estimated corrupted-label ratio" in res.output
-    assert json.loads((out / "summary.json").read_text())["clr"]["repeats"] == 4
+    clr = json.loads((out / "summary.json").read_text())["clr"]
+    assert clr["repeats"] == 4 and clr["n_samples_used"] == 9 < clr["n_samples"]
+    assert "stratified random subsample of 9 of the" in (out / "report.html").read_text()
     res = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(tmp_path / "n"),
                                     "--no-clr", "--no-report", "-q", "--num-workers", "0"])
     assert json.loads((tmp_path / "n" / "summary.json").read_text())["clr"] is None
