@@ -66,7 +66,10 @@ def exact_knn(embeddings: np.ndarray, *, k: int = 10, chunk: int = 2048, device:
 
     n = embeddings.shape[0]
     rows_wanted = np.arange(n) if queries is None else np.asarray(queries)
-    x = torch.as_tensor(np.ascontiguousarray(embeddings, dtype=np.float32), device=device)
+    arr = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if not arr.flags.writeable:  # a read-only memory map: torch wants its own copy
+        arr = arr.copy()
+    x = torch.as_tensor(arr, device=device)
     idx = np.empty((len(rows_wanted), k), dtype=np.int64)
     sim = np.empty((len(rows_wanted), k), dtype=np.float32)
     with torch.no_grad():

@@ -434,7 +434,8 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
     if mode == "posterior":
         probs = score_dataset(data, embeddings[keep], seed=summary["seed"]).probs
     t = time.perf_counter()
-    summary["clr"] = run_clr(embeddings[keep], data.labels, data.n_classes,
+    summary["clr"] = run_clr(embeddings if keep.all() else embeddings[keep], data.labels,
+                             data.n_classes,
                              seed=summary["seed"], device=resolve_device(device), probs=probs,
                              grid=grid, repeats=repeats, mode=mode,
                              max_samples=max_samples)
@@ -470,7 +471,8 @@ def load_audit(out_dir: str | os.PathLike) -> tuple[LabeledImages, np.ndarray, p
         ids=samples["id"].tolist(),
         source=summary["dataset"]["source"],
     )
-    return data, np.load(out / outputs.EMBEDDINGS_NPY), samples, summary
+    # memory-mapped: a large audit's embeddings are paged in as the scoring reads them
+    return data, np.load(out / outputs.EMBEDDINGS_NPY, mmap_mode="r"), samples, summary
 
 
 def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None,
@@ -490,7 +492,8 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     keep = ~samples["id"].isin(dropped).to_numpy()
     data = data.subset(keep)
     t = time.perf_counter()
-    scored = score_dataset(data, embeddings[keep], seed=summary["seed"],
+    scored = score_dataset(data, embeddings if keep.all() else embeddings[keep],
+                           seed=summary["seed"],
                            method=summary.get("posterior_method", "linear"))
     summary["timings"]["rescore_seconds"] = round(time.perf_counter() - t, 3)
     table = pd.concat([base_samples_table(data), scored.table], axis=1)

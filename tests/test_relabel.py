@@ -107,3 +107,17 @@ def test_export_refuses_to_overwrite(audit_dir, tmp_path):
     res = CliRunner().invoke(main, ["relabel", "export", str(audit_dir), "--to", "folder",
                                     "--dest", str(tmp_path / "full")])
     assert res.exit_code == 2 and "not empty" in res.output
+
+
+def test_rescore_reads_the_audit_embeddings_memory_mapped(audit_dir):
+    from dqaudit.pipeline import load_audit, rescore_audit
+
+    _, embeddings, samples, _ = load_audit(audit_dir)
+    assert isinstance(embeddings, np.memmap) and not embeddings.flags.writeable
+    before = pd.read_parquet(audit_dir / "samples.parquet")
+    # no drops: the memory map itself reaches the scoring (pyproject turns torch's warning
+    # about a non-writable array into an error)
+    rescore_audit(audit_dir)
+    after = pd.read_parquet(audit_dir / "samples.parquet")
+    np.testing.assert_allclose(after["noisiness"], before["noisiness"], atol=1e-6)
+    assert [list(v) for v in after["issues"]] == [list(v) for v in before["issues"]]
