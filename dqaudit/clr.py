@@ -63,6 +63,16 @@ def stratified_split(labels: np.ndarray, *, heldout_fraction: float, seed: int) 
     return train
 
 
+def subsample(labels: np.ndarray, max_samples: int | None, *, seed: int) -> np.ndarray | None:
+    """Row indices of a stratified, seeded subsample of ``max_samples`` rows, or None when
+    there are not more rows than that (or ``max_samples`` is 0 or None)."""
+    n = len(labels)
+    if not max_samples or n <= max_samples:
+        return None
+    return np.flatnonzero(stratified_split(labels, heldout_fraction=1 - max_samples / n,
+                                           seed=seed + 1))
+
+
 def nested_corruptions(labels: np.ndarray, n_classes: int, *, grid, repeats: int, mode: str,
                        seed: int, probs: np.ndarray | None = None) -> np.ndarray:
     """(repeats, len(grid), N) corrupted copies of ``labels``.
@@ -272,9 +282,8 @@ def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes
 
     t = time.perf_counter()
     n_all = len(labels)
-    if config.max_samples and n_all > config.max_samples:
-        keep = np.flatnonzero(stratified_split(
-            labels, heldout_fraction=1 - config.max_samples / n_all, seed=seed + 1))
+    keep = subsample(labels, config.max_samples, seed=seed)
+    if keep is not None:
         embeddings_projected, labels = embeddings_projected[keep], labels[keep]
         probs = None if probs is None else probs[keep]
     runs = injection_runs(embeddings_projected, labels, n_classes, config=config, seed=seed,

@@ -408,14 +408,22 @@ def run_clr(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *, seed:
             device: str = "cpu", probs: np.ndarray | None = None, grid=None, repeats: int = 20,
             mode: str = "uniform", max_samples: int | None = 20_000) -> dict:
     """Controlled CLR injection on the embeddings (see ``dqaudit.clr``); ``max_samples`` 0 or
-    None runs on every sample."""
-    from .clr import DEFAULT_GRID, ClrConfig, estimate_clr
+    None runs on every sample. The subsample is drawn before the projection, so a large
+    dataset's embeddings are not projected in full only to be left out."""
+    from .clr import DEFAULT_GRID, ClrConfig, estimate_clr, subsample
     from .probes import project
 
     config = ClrConfig(grid=tuple(grid) if grid else DEFAULT_GRID, repeats=repeats, mode=mode,
-                       max_samples=max_samples or None)
-    return estimate_clr(project(embeddings, seed=seed), labels, n_classes, config=config,
-                        seed=seed, device=device, probs=probs)
+                       max_samples=max_samples)
+    n_all = len(labels)
+    keep = subsample(labels, max_samples, seed=seed)
+    if keep is not None:  # the same rows estimate_clr would keep; it then keeps them all
+        embeddings, labels = embeddings[keep], labels[keep]
+        probs = None if probs is None else probs[keep]
+    result = estimate_clr(project(embeddings, seed=seed), labels, n_classes, config=config,
+                          seed=seed, device=device, probs=probs)
+    result["n_samples"] = n_all
+    return result
 
 
 def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
@@ -430,12 +438,12 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
     keep = ~samples["dropped"].astype(bool).to_numpy() if "dropped" in samples else \
         np.ones(len(samples), dtype=bool)
     data = data.subset(keep)
+    embeddings = embeddings if keep.all() else embeddings[keep]
     probs = None
     if mode == "posterior":
-        probs = score_dataset(data, embeddings[keep], seed=summary["seed"]).probs
+        probs = score_dataset(data, embeddings, seed=summary["seed"]).probs
     t = time.perf_counter()
-    summary["clr"] = run_clr(embeddings if keep.all() else embeddings[keep], data.labels,
-                             data.n_classes,
+    summary["clr"] = run_clr(embeddings, data.labels, data.n_classes,
                              seed=summary["seed"], device=resolve_device(device), probs=probs,
                              grid=grid, repeats=repeats, mode=mode,
                              max_samples=max_samples)
