@@ -26,7 +26,7 @@ def test_lite0_embeddings_are_normalised_and_discriminative(class_tree, lite0, t
     paths = sorted(str(p) for p in class_tree.rglob("*.png"))
     res = embed_images(paths, model=lite0, device="cpu", cache_dir=tmp_path / "c",
                        progress=False, num_workers=0)
-    assert res.embeddings.shape == (12, 1280) and res.embeddings.dtype == np.float32
+    assert res.embeddings.shape == (12, 624) and res.embeddings.dtype == np.float32
     assert res.ok.all() and not res.failures
     np.testing.assert_allclose(np.linalg.norm(res.embeddings, axis=1), 1.0, atol=1e-5)
     # images of one colour are closer to each other than to other colours
@@ -36,6 +36,37 @@ def test_lite0_embeddings_are_normalised_and_discriminative(class_tree, lite0, t
     other = sims[group[:, None] != group[None, :]].mean()
     assert same > other + 0.05
     assert res.info["model"] == "lite0" and res.info["n_embedded"] == 12
+
+
+def test_lite0_stage_features_pool_the_networks_own_stages(lite0):
+    """The default features are the pooled outputs of stages 4-6 of the full network (checked
+    against forward hooks on timm's own forward), each unit-norm; lite0:head is the head."""
+    import torch
+
+    from dqaudit.embed.encoders import LITE0_STAGES
+
+    model = lite0.module
+    seen = {}
+    hooks = [model.blocks[i].register_forward_hook(
+        lambda _m, _in, out, i=i: seen.__setitem__(i, out.mean((2, 3)))) for i in LITE0_STAGES]
+    x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            head = model(x)
+            feats = lite0.forward(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    expected = torch.cat([torch.nn.functional.normalize(seen[i], dim=1) for i in LITE0_STAGES],
+                         dim=1)
+    assert feats.shape == (3, lite0.dim) == (3, 624)
+    torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
+    head_enc = load_encoder("lite0:head")
+    assert head_enc.dim == 1280 and head_enc.cache_key() != lite0.cache_key()
+    with torch.no_grad():  # same weights file, another model instance
+        torch.testing.assert_close(head_enc.forward(x), head, rtol=1e-4, atol=1e-4)
+    with pytest.raises(DqauditError, match="lite0 features"):
+        load_encoder("lite0:nope")
 
 
 def test_odd_images_decode_or_are_reported(tmp_path, lite0):

