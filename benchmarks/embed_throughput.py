@@ -21,11 +21,16 @@ import common
 
 
 def raw_rate(encoder, *, size: int, batch: int, n_batches: int, device: str,
-             channels_last: bool = True, dtype=None, flip: bool = True) -> float:
+             channels_last: bool = True, dtype="stage", flip: bool = True) -> float:
+    """Forward passes per second on an in-memory batch. ``dtype="stage"``: what the embed
+    stage uses (fp16 autocast on CUDA, fp32 elsewhere); None: fp32."""
+    if dtype == "stage":
+        dtype = torch.float16 if device.startswith("cuda") else None
     module = encoder.module.to(device)
     x = torch.randn(batch, 3, size, size, device=device)
+    module = module.to(memory_format=torch.channels_last if channels_last
+                       else torch.contiguous_format)
     if channels_last:
-        module = module.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         def step():
@@ -52,18 +57,32 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="images for the stage measurement")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", default="lite0")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="embed the --n images this many times (cache off): longer stage runs")
+    ap.add_argument("--workers", type=int, nargs="*", default=None,
+                    help="decode worker counts to time the stage with [default: by device]")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    paths = list(common.cifar10n_table()["path"])[: args.n]
+    paths = list(common.cifar10n_table()["path"])[: args.n] * args.repeat
     batch = default_batch_size(args.device)
     size = 160 if args.model == "lite0" else None
     enc = load_encoder(args.model, image_size=size)
     size = enc.preprocessing.image_size
-    n_batches = max(3, args.n // batch // 2)
+    n_batches = max(30 if args.device.startswith("cuda") else 3, args.n // batch // 2)
     out = {"device": args.device, "model": args.model, "image_size": size, "batch_size": batch,
            "threads": torch.get_num_threads()}
-    res = embed_images(paths, model=enc, device=args.device, use_cache=False, progress=False)
-    out["stage_images_per_second"] = res.info["images_per_second"]
+    if args.device.startswith("cuda"):  # CUDA context and cuDNN's kernels load outside timing
+        embed_images(paths[:1024], model=enc, device=args.device, use_cache=False,
+                     progress=False)
+    stage = {}
+    for workers in args.workers or [None]:
+        res = embed_images(paths, model=enc, device=args.device, use_cache=False,
+                           progress=False, num_workers=workers)
+        stage[res.info["num_workers"]] = res.info["images_per_second"]
+        print(f"stage, {len(paths)} images, {res.info['num_workers']} decode workers: "
+              f"{res.info['images_per_second']} img/s", flush=True)
+    out["stage_by_workers"] = stage
+    out["stage_images_per_second"] = max(stage.values())
     out["raw_images_per_second"] = round(raw_rate(enc, size=size, batch=batch,
                                                   n_batches=n_batches, device=args.device), 1)
     out["stage_over_raw"] = round(out["stage_images_per_second"] / out["raw_images_per_second"],
@@ -75,6 +94,7 @@ def main() -> None:
         "contiguous (NCHW)": dict(channels_last=False),
         "channels_last (default)": dict(),
         "no flip TTA": dict(flip=False),
+        **({"fp32 (no autocast)": dict(dtype=None)} if args.device.startswith("cuda") else {}),
         "bf16 autocast": dict(dtype=torch.bfloat16),
         f"{size}px -> 224px": dict(size=224),
     }.items():

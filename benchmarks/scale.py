@@ -66,6 +66,7 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+    device = os.environ.get("SCALE_DEVICE", "cpu")
     emb = np.load(emb_path, mmap_mode="r")
     labels = np.load(labels_path)
     t = time.perf_counter()
@@ -73,12 +74,12 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
     if stage == "knn":
         from dqaudit.neighbors import knn
 
-        graph = knn(emb, k=10, method="auto")
+        graph = knn(emb, k=10, method="auto", device=device)
         out["knn"] = graph.info
     elif stage == "exact":
         from dqaudit.neighbors import knn
 
-        graph = knn(emb, k=10, method="exact")
+        graph = knn(emb, k=10, method="exact", device=device)
         np.save(emb_path + ".exact.npy", graph.indices)
     elif stage == "recall":
         from dqaudit.neighbors import knn
@@ -93,7 +94,7 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
         from dqaudit.neighbors import knn
         from dqaudit.pipeline import score_dataset
 
-        graph = knn(emb, k=10, method="auto")
+        graph = knn(emb, k=10, method="auto", device=device)
         out["knn_seconds"] = round(time.perf_counter() - t, 1)
         out["knn_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                        / 2**20, 2)
@@ -104,7 +105,8 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
             paths=[""] * n, labels=labels, classes=[f"c{i:03d}" for i in range(n_classes)],
             label_counts=np.eye(n_classes, dtype=np.float32)[labels],
             splits=np.full(n, "", dtype=object), ids=[""] * n)
-        scored = score_dataset(data, emb, method="linear", seed=0, graph=graph)
+        scored = score_dataset(data, emb, method="linear", seed=0, graph=graph,
+                               device=device)
         truth = np.load(labels_path.replace("labels", "truth"))
         flagged = scored.table["issues"].map(lambda v: "label_error" in v).to_numpy()
         wrong = labels != truth
@@ -144,6 +146,8 @@ def main() -> None:
     ap.add_argument("--recall-n", type=int, default=100_000)
     ap.add_argument("--stages", nargs="+", default=["score"])
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--device", default="cpu",
+                    help="torch device of the kNN search and the probes (cpu, cuda)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -152,6 +156,7 @@ def main() -> None:
         print(json.dumps(run_stage(stage, emb_path, labels_path, int(n_classes))))
         return
 
+    os.environ["SCALE_DEVICE"] = args.device  # the stage processes inherit it
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dqaudit-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -162,7 +167,7 @@ def main() -> None:
         truth = make_embeddings(emb_path, n, args.dim, args.classes)
         np.save(work / f"truth-{n}.npy", truth)
         np.save(labels_path, noisy(truth, args.classes))
-        row = {"n": n, "dim": args.dim, "classes": args.classes}
+        row = {"n": n, "dim": args.dim, "classes": args.classes, "device": args.device}
         # each stage in a fresh process, so ru_maxrss of RUSAGE_CHILDREN is that stage's peak
         stages = list(args.stages) if n in args.sizes else []
         if n == args.recall_n:

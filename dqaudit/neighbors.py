@@ -13,7 +13,9 @@ scores (kNN disagreement, duplicates, outliers) and the report. Methods (``KNN_M
                D / 4 bytes of codes per sample, and O(N * k) for the graph.
     ``hnsw``   faiss HNSW graph (M = 32), efSearch tuned the same way.
     ``auto``   ``exact`` up to ``EXACT_MAX`` samples, else ``ivf`` (faster than HNSW to build
-               and search for the all-points query on CPU; see benchmarks/RESULTS.md).
+               and search for the all-points query on CPU; see benchmarks/RESULTS.md). On a
+               CUDA device, ``exact`` up to ``EXACT_MAX_CUDA`` samples when the embeddings and
+               one chunk of similarities fit in half the free GPU memory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from .errors import DqauditError
 
 EXACT_MAX = 20_000
+EXACT_MAX_CUDA = 2_000_000
 TARGET_RECALL = 0.95
 
 
@@ -53,10 +56,23 @@ def knn(embeddings: np.ndarray, *, k: int = 10, method: str = "auto", chunk: int
     n = embeddings.shape[0]
     k = max(1, min(k, n - 1))
     if method == "auto":
-        method = "exact" if n <= EXACT_MAX else "ivf"
+        method = "exact" if n <= EXACT_MAX or _exact_fits_gpu(embeddings, chunk, device) else "ivf"
     if method == "exact":
         return exact_knn(embeddings, k=k, chunk=chunk, device=device)
     return KNN_METHODS[method](embeddings, k=k, target_recall=target_recall, seed=seed)
+
+
+def _exact_fits_gpu(embeddings: np.ndarray, chunk: int, device: str) -> bool:
+    """Whether exact search on ``device`` is the better choice: a CUDA device, at most
+    ``EXACT_MAX_CUDA`` rows, and the float32 rows plus one chunk of similarities (twice, for
+    top-k's workspace) in half of the free GPU memory."""
+    if not device.startswith("cuda") or embeddings.shape[0] > EXACT_MAX_CUDA:
+        return False
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    n, d = embeddings.shape
+    return 4 * (n * d + 2 * chunk * n) <= free // 2
 
 
 def exact_knn(embeddings: np.ndarray, *, k: int = 10, chunk: int = 2048, device: str = "cpu",
@@ -80,7 +96,7 @@ def exact_knn(embeddings: np.ndarray, *, k: int = 10, chunk: int = 2048, device:
             vals, inds = torch.topk(block, k, dim=1)
             idx[s:s + len(q)] = inds.cpu().numpy()
             sim[s:s + len(q)] = vals.cpu().numpy()
-    return KnnGraph(indices=idx, similarities=sim, info={"method": "exact"})
+    return KnnGraph(indices=idx, similarities=sim, info={"method": "exact", "device": device})
 
 
 def _faiss():

@@ -48,6 +48,24 @@ def test_auto_is_exact_up_to_the_threshold_then_ivf(monkeypatch):
         knn(x, method="annoy")
 
 
+def test_auto_on_cuda_searches_exactly_while_it_fits_in_gpu_memory(monkeypatch):
+    """The decision only (CI has no GPU): exact on a CUDA device up to EXACT_MAX_CUDA rows when
+    rows + two chunks of similarities fit in half the free memory; never on CPU."""
+    import torch
+
+    x = np.zeros((30_000, 64), dtype=np.float32)
+    need = 4 * (30_000 * 64 + 2 * 2048 * 30_000)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need, 4 * need))
+    assert neighbors._exact_fits_gpu(x, 2048, "cuda")
+    assert neighbors._exact_fits_gpu(x, 2048, "cuda:1")
+    assert not neighbors._exact_fits_gpu(x, 2048, "cpu")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need - 8, 4 * need))
+    assert not neighbors._exact_fits_gpu(x, 2048, "cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 * need, 100 * need))
+    monkeypatch.setattr(neighbors, "EXACT_MAX_CUDA", 20_000)
+    assert not neighbors._exact_fits_gpu(x, 2048, "cuda")
+
+
 def test_exact_knn_on_a_subset_of_queries_matches_the_full_graph():
     x, _ = clustered(n=500)
     full = exact_knn(x, k=7)
