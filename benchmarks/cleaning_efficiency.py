@@ -17,12 +17,14 @@ import common
 
 
 def main() -> None:
-    from dqaudit.simulation import simulate_manifest
+    from dqaudit.simulation import DEFAULT_SELECTORS, simulate_manifest
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--noise-rate", type=float, default=0.15)
     ap.add_argument("--refit-every", type=int, default=100)
+    ap.add_argument("--selectors", nargs="+", default=None,
+                    help="selectors to run [default: all]; keep random and oracle for the AUC")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     h = common.cifar10h_table()
@@ -33,7 +35,8 @@ def main() -> None:
     h[["path", *cols]].to_csv(manifest, index=False)
     t = time.perf_counter()
     res = simulate_manifest(manifest, out, noise_rate=args.noise_rate, seeds=args.seeds,
-                            refit_every=args.refit_every, device="cpu", progress=print)
+                            refit_every=args.refit_every, device="cpu", progress=print,
+                            selectors=args.selectors or DEFAULT_SELECTORS)
     print(f"\n{args.seeds} seeds in {time.perf_counter() - t:.0f}s; initial correct "
           f"{res['initial_correct']:.3f}; results in {out}")
     rnd = res["selectors"]["random"]["reannotations_to_90"]

@@ -53,8 +53,9 @@ def embedding_options(func):
     """Options shared by every command that computes embeddings."""
     options = [
         click.option("--model", default="lite0", show_default=True,
-                     help="Encoder: lite0 (bundled, offline) or openclip:ARCH/PRETRAINED "
-                          "(open_clip tag, or a local checkpoint path)."),
+                     help="Encoder: lite0 (bundled, offline; lite0:head for its classifier-head "
+                          "features) or openclip:ARCH/PRETRAINED (open_clip tag, or a local "
+                          "checkpoint path)."),
         click.option("--image-size", default="auto", show_default=True,
                      help="lite0 input resolution in pixels, or auto (160 for images of at "
                           "most 64 px, else 224)."),

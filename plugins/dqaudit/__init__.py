@@ -47,7 +47,8 @@ class RunAudit(foo.Operator):
                     default="ground_truth" if "ground_truth" in fields else fields[0],
                     label="Label field", view=types.DropdownView())
         inputs.str("model", default="lite0", label="Encoder",
-                   description="lite0 (bundled, offline) or openclip:ARCH/PRETRAINED")
+                   description="lite0 (bundled, offline), lite0:head, or "
+                               "openclip:ARCH/PRETRAINED")
         inputs.enum("device", ["auto", "cpu", "cuda", "mps"], default="auto", label="Device")
         inputs.bool("clr", default=True, label="Estimate the corrupted-label ratio",
                     description="Controlled CLR injection (adds probe training time)")
