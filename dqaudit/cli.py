@@ -91,6 +91,11 @@ def scale_options(func):
         click.option("--num-gpus-per-worker", type=click.FloatRange(0), default=None,
                      help="With --engine ray: GPUs per encoder actor [default: 1 when the "
                           "cluster has GPUs, else 0]."),
+        click.option("--dup-threshold", "duplicate_threshold", type=click.FloatRange(0, 1),
+                     default=None,
+                     help="Cosine similarity at or above which two images are near-duplicates "
+                          "[default: 0.985, measured for lite0; other encoders may need "
+                          "another value]."),
         click.option("--knn", "knn_method", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
                      default="auto", show_default=True,
                      help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "
@@ -206,7 +211,7 @@ def _thresholds(text: str) -> tuple[float, float]:
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
          num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, knn_method,
-         no_pdf, report_title, top_n, page_size, no_report,
+         duplicate_threshold, no_pdf, report_title, top_n, page_size, no_report,
          clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, fiftyone_dataset,
          verdict_thresholds, seed,
          quiet, as_json):
@@ -229,6 +234,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                    use_cache=not no_cache, quiet=quiet or as_json, command=_command_line(),
                    engine=engine, ray_address=ray_address,
                    num_gpus_per_worker=num_gpus_per_worker, knn_method=knn_method,
+                   duplicate_threshold=duplicate_threshold,
                    path_column=path_column, label_column=label_column,
                    split_column=split_column, count_prefix=count_prefix, image_root=image_root,
                    from_fiftyone=from_fiftyone, label_field=label_field, saved_view=saved_view,

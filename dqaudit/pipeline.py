@@ -61,6 +61,7 @@ def audit(
     ray_address: str | None = None,
     num_gpus_per_worker: float | None = None,
     knn_method: str = "auto",
+    duplicate_threshold: float | None = None,
     report: bool = True,
     pdf: bool = True,
     report_title: str | None = None,
@@ -137,7 +138,8 @@ def audit(
 
     t = time.perf_counter()
     scored = score_dataset(data, embeddings, seed=seed, method=posterior_method,
-                           knn_method=knn_method, device=device)
+                           knn_method=knn_method, device=device,
+                           duplicate_threshold=duplicate_threshold)
     timings["score_seconds"] = round(time.perf_counter() - t, 3)
     _log(quiet, f"dqaudit: {scored.stats['label_error_count']} suspected label errors "
                 f"(estimated {scored.stats['estimated_label_errors']}), "
@@ -230,7 +232,8 @@ class ScoredDataset:
 
 
 def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DEFAULT_SEED,
-                  method: str = "ensemble", k: int = 10, duplicate_threshold: float = 0.97,
+                  method: str = "ensemble", k: int = 10,
+                  duplicate_threshold: float | None = None,
                   knn_method: str = "auto", device: str = "cpu", graph=None) -> ScoredDataset:
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
 
@@ -262,6 +265,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
                                            candidates=suggested != data.labels)
     normalised_entropy = ambiguity / np.log(data.n_classes)
     ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
+    if duplicate_threshold is None:
+        from .neighbors import DUPLICATE_THRESHOLD as duplicate_threshold
     dup_group = duplicate_groups(graph, threshold=duplicate_threshold)
     duplicate = dup_group >= 0
     conflicting = group_flags(dup_group, data.labels)
@@ -502,7 +507,9 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     t = time.perf_counter()
     scored = score_dataset(data, embeddings if keep.all() else embeddings[keep],
                            seed=summary["seed"],
-                           method=summary.get("posterior_method", "linear"))
+                           method=summary.get("posterior_method", "linear"),
+                           duplicate_threshold=summary.get("score_parameters", {}).get(
+                               "duplicate_threshold"))
     summary["timings"]["rescore_seconds"] = round(time.perf_counter() - t, 3)
     table = pd.concat([base_samples_table(data), scored.table], axis=1)
     summary.update(scored.stats)

@@ -56,9 +56,14 @@ def test_scan_bad_input_exit_code_2(tmp_path, class_tree, args, needle):
 
 
 def test_scan_json_output(class_tree, tmp_path):
-    res = run("scan", class_tree, "--out", tmp_path / "o", "--json", "--num-workers", "0")
+    res = run("scan", class_tree, "--out", tmp_path / "o", "--json", "--num-workers", "0",
+              "--dup-threshold", "0.5")
     assert res.exit_code == 0
-    assert json.loads(res.output)["n_samples"] == 12
+    summary = json.loads(res.output)
+    assert summary["n_samples"] == 12
+    assert summary["score_parameters"]["duplicate_threshold"] == 0.5
+    # at cosine 0.5 the same-colour squares group together
+    assert pd.read_parquet(tmp_path / "o" / "samples.parquet")["dup_group"].max() >= 0
 
 
 def test_sample_data_is_reproducible_and_scans(tmp_path):
@@ -73,7 +78,18 @@ def test_sample_data_is_reproducible_and_scans(tmp_path):
     res = run("scan", tmp_path / "s" / "manifest.csv", "--out", tmp_path / "o", "-q",
               "--num-workers", "0")
     assert res.exit_code == 0
-    assert json.loads((tmp_path / "o" / "summary.json").read_text())["n_samples"] == 34
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["n_samples"] == 34
+    # the default threshold groups each planted duplicate (the same pixels saved again) with
+    # its source and nothing else: distinct drawings of a shape are not near-duplicates
+    samples = pd.read_parquet(tmp_path / "o" / "samples.parquet")
+    group = dict(zip(samples["path"].map(lambda p: Path(p).stem), samples["dup_group"]))
+    planted = [name for name in group if name.startswith("dup_")]
+    assert planted
+    for name in planted:
+        assert group[name] >= 0 and group[name] == group[name.split("_of_")[1]]
+    expected = set(planted) | {name.split("_of_")[1] for name in planted}
+    assert {name for name, g in group.items() if g >= 0} == expected
 
 
 def test_committed_sample_data_matches_generator(tmp_path):
