@@ -238,11 +238,12 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
 
     ``graph``: a kNN graph of ``embeddings`` already built (``dqaudit.neighbors.knn``) to
-    reuse; built here with ``knn_method`` when None.
+    reuse; built here with ``knn_method`` when None. ``duplicate_threshold``: the cosine at or
+    above which two samples are near-duplicates (None: ``neighbors.DUPLICATE_THRESHOLD``).
     """
     from . import scores
-    from .neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
-                            outlier_flags, outlier_scores)
+    from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
+                            knn_disagreement, outlier_flags, outlier_scores)
     from .posteriors import compute_posteriors, label_distribution
     from .probes import project
 
@@ -266,7 +267,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     normalised_entropy = ambiguity / np.log(data.n_classes)
     ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
     if duplicate_threshold is None:
-        from .neighbors import DUPLICATE_THRESHOLD as duplicate_threshold
+        duplicate_threshold = DUPLICATE_THRESHOLD
     dup_group = duplicate_groups(graph, threshold=duplicate_threshold)
     duplicate = dup_group >= 0
     conflicting = group_flags(dup_group, data.labels)
