@@ -73,6 +73,15 @@ def subsample(labels: np.ndarray, max_samples: int | None, *, seed: int) -> np.n
                                            seed=seed + 1))
 
 
+def take_subsample(x: np.ndarray, labels: np.ndarray, probs: np.ndarray | None,
+                   max_samples: int | None, *, seed: int):
+    """(x, labels, probs) restricted to ``subsample``'s rows (unchanged when it keeps all)."""
+    keep = subsample(labels, max_samples, seed=seed)
+    if keep is None:
+        return x, labels, probs
+    return x[keep], labels[keep], None if probs is None else probs[keep]
+
+
 def nested_corruptions(labels: np.ndarray, n_classes: int, *, grid, repeats: int, mode: str,
                        seed: int, probs: np.ndarray | None = None) -> np.ndarray:
     """(repeats, len(grid), N) corrupted copies of ``labels``.
@@ -282,10 +291,8 @@ def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes
 
     t = time.perf_counter()
     n_all = len(labels)
-    keep = subsample(labels, config.max_samples, seed=seed)
-    if keep is not None:
-        embeddings_projected, labels = embeddings_projected[keep], labels[keep]
-        probs = None if probs is None else probs[keep]
+    embeddings_projected, labels, probs = take_subsample(embeddings_projected, labels, probs,
+                                                         config.max_samples, seed=seed)
     runs = injection_runs(embeddings_projected, labels, n_classes, config=config, seed=seed,
                           device=device, probs=probs)
     table = {name: regression(v, config.grid, seed=seed) for name, v in runs["metrics"].items()}

@@ -260,7 +260,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     suggested, confidence = scores.suggestions(probs)
     error_probability = scores.label_error_probability(target, probs)
     joint = scores.confident_joint(data.labels, probs)
-    n_errors = int(round(joint.sum() - np.trace(joint)))
+    n_errors = int(round(scores.off_diagonal(joint)))
     # flagged by noisiness (better AUPRC than priority on the benchmark); reviews go by priority
     label_error = scores.flag_label_errors(noisiness, n_errors,
                                            candidates=suggested != data.labels)
@@ -416,16 +416,14 @@ def run_clr(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *, seed:
     """Controlled CLR injection on the embeddings (see ``dqaudit.clr``); ``max_samples`` 0 or
     None runs on every sample. The subsample is drawn before the projection, so a large
     dataset's embeddings are not projected in full only to be left out."""
-    from .clr import DEFAULT_GRID, ClrConfig, estimate_clr, subsample
+    from .clr import DEFAULT_GRID, ClrConfig, estimate_clr, take_subsample
     from .probes import project
 
     config = ClrConfig(grid=tuple(grid) if grid else DEFAULT_GRID, repeats=repeats, mode=mode,
                        max_samples=max_samples)
     n_all = len(labels)
-    keep = subsample(labels, max_samples, seed=seed)
-    if keep is not None:  # the same rows estimate_clr would keep; it then keeps them all
-        embeddings, labels = embeddings[keep], labels[keep]
-        probs = None if probs is None else probs[keep]
+    # the same rows estimate_clr would keep (it then keeps them all)
+    embeddings, labels, probs = take_subsample(embeddings, labels, probs, max_samples, seed=seed)
     result = estimate_clr(project(embeddings, seed=seed), labels, n_classes, config=config,
                           seed=seed, device=device, probs=probs)
     result["n_samples"] = n_all

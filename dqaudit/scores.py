@@ -69,20 +69,24 @@ def confident_joint(labels: np.ndarray, probs: np.ndarray,
     return np.where(row > 0, joint / np.maximum(row, 1e-12) * counts[:, None], 0.0)
 
 
+def off_diagonal(joint: np.ndarray) -> float:
+    """Mass of a (C, C) joint off its diagonal: the estimated number of wrong labels."""
+    return float(joint.sum() - np.trace(joint))
+
+
 def label_error_fraction(labels: np.ndarray, probs: np.ndarray,
                          weights: np.ndarray | None = None) -> float:
     """Estimated share of wrong labels: off-diagonal mass of the calibrated confident joint
     over the number of samples (unrounded; ``weights`` as in ``confident_joint``)."""
     joint = confident_joint(labels, probs, weights)
     total = len(labels) if weights is None else float(np.sum(weights))
-    return float((joint.sum() - np.trace(joint)) / max(total, 1e-12))
+    return off_diagonal(joint) / max(total, 1e-12)
 
 
 def estimate_label_error_count(labels: np.ndarray, probs: np.ndarray) -> int:
     """Estimated number of label errors: off-diagonal mass of the calibrated confident joint
     (measured against the truth in benchmarks/RESULTS.md)."""
-    joint = confident_joint(labels, probs)
-    return int(round(joint.sum() - np.trace(joint)))
+    return int(round(off_diagonal(confident_joint(labels, probs))))
 
 
 def flag_label_errors(rank_score: np.ndarray, n_errors: int, *, candidates: np.ndarray
