@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--selectors", nargs="+", default=None,
                     help="selectors to run [default: all]; keep random and oracle for the AUC")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--model", default=None, help="encoder [default: dqaudit's default]")
     args = ap.parse_args()
     h = common.cifar10h_table()
     cols = [c for c in h.columns if c.startswith("n_")]
@@ -36,6 +37,7 @@ def main() -> None:
     t = time.perf_counter()
     res = simulate_manifest(manifest, out, noise_rate=args.noise_rate, seeds=args.seeds,
                             refit_every=args.refit_every, device="cpu", progress=print,
+                            **({"model": args.model} if args.model else {}),
                             selectors=args.selectors or DEFAULT_SELECTORS)
     print(f"\n{args.seeds} seeds in {time.perf_counter() - t:.0f}s; initial correct "
           f"{res['initial_correct']:.3f}; results in {out}")

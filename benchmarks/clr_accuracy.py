@@ -42,9 +42,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--model", default=None, help="encoder [default: dqaudit's default]")
     args = ap.parse_args()
     df = common.cifar10n_table()
-    emb = common.embed(list(df["path"]))
+    emb = common.embed(list(df["path"]), model=args.model)
     x = project(emb)
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
     rows = {}

@@ -39,11 +39,13 @@ def cifar10h_table() -> pd.DataFrame:
     return df
 
 
-def embed(paths: list[str], *, model: str = "lite0", image_size="auto", device: str = "cpu",
+def embed(paths: list[str], *, model: str | None = None, image_size="auto", device: str = "cpu",
           flip_tta: bool = True, progress: bool = False) -> np.ndarray:
     """Embeddings exactly as `dqaudit scan` computes them (same defaults, same cache)."""
-    from dqaudit.embed import auto_image_size, embed_images, load_encoder
+    from dqaudit.embed import DEFAULT_ENCODER, auto_image_size, embed_images, load_encoder
     from dqaudit.ingest import median_image_side
+
+    model = model or DEFAULT_ENCODER
 
     if image_size == "auto":
         image_size = auto_image_size(model, median_image_side(paths))

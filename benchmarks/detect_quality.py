@@ -38,11 +38,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
+    ap.add_argument("--model", default=None, help="encoder [default: dqaudit's default]")
     ap.add_argument("--method", default="linear")
     args = ap.parse_args()
     df = common.cifar10n_table()
     t = time.perf_counter()
-    emb = common.embed(list(df["path"]))
+    emb = common.embed(list(df["path"]), model=args.model)
     print(f"embeddings: {emb.shape} in {time.perf_counter() - t:.0f}s (cached after first run)")
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
     results = {}

@@ -23,7 +23,7 @@ THRESHOLDS = (0.95, 0.96, 0.97, 0.98, 0.985, 0.99)
 
 
 def main() -> None:
-    models = sys.argv[1:] or ["lite0", "lite0:head"]
+    models = sys.argv[1:] or ["lite0+lite2", "lite0"]
     df = common.cifar10n_table()
     pick = np.random.default_rng(0).choice(len(df), 150, replace=False)
     work = Path(tempfile.mkdtemp(prefix="dq-dups-"))

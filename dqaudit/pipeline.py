@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
 from .ingest import LabeledImages, load_dataset
 from .relabel import relabel_plan
@@ -47,7 +48,7 @@ def audit(
     source: str | os.PathLike | LabeledImages,
     *,
     out_dir: str | os.PathLike | None = None,
-    model: str = "lite0",
+    model: str = DEFAULT_ENCODER,
     image_size: int | str | None = "auto",
     flip_tta: bool = True,
     device: str = "auto",

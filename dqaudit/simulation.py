@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import scores
+from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
 from .relabel import majority_labels
 
@@ -225,7 +226,7 @@ def plot(result: dict) -> str:
 
 def simulate_manifest(manifest, out_dir, *, noise_rate: float = 0.15, seeds: int = 5,
                       selectors=DEFAULT_SELECTORS, budget: int | None = None,
-                      refit_every: int = 100, model: str = "lite0", device: str = "auto",
+                      refit_every: int = 100, model: str = DEFAULT_ENCODER, device: str = "auto",
                       count_prefix: str | None = None, path_column: str | None = None,
                       image_root=None, progress=None) -> dict:
     """Read a manifest with per-class count columns, embed its images, simulate, and write

@@ -43,12 +43,12 @@ def test_lite0_stage_features_pool_the_networks_own_stages(lite0):
     against forward hooks on timm's own forward), each unit-norm; lite0:head is the head."""
     import torch
 
-    from dqaudit.embed.encoders import LITE0_STAGES
+    from dqaudit.embed.encoders import LITE_STAGES
 
     model = lite0.module
     seen = {}
     hooks = [model.blocks[i].register_forward_hook(
-        lambda _m, _in, out, i=i: seen.__setitem__(i, out.mean((2, 3)))) for i in LITE0_STAGES]
+        lambda _m, _in, out, i=i: seen.__setitem__(i, out.mean((2, 3)))) for i in LITE_STAGES]
     x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
@@ -57,7 +57,7 @@ def test_lite0_stage_features_pool_the_networks_own_stages(lite0):
     finally:
         for h in hooks:
             h.remove()
-    expected = torch.cat([torch.nn.functional.normalize(seen[i], dim=1) for i in LITE0_STAGES],
+    expected = torch.cat([torch.nn.functional.normalize(seen[i], dim=1) for i in LITE_STAGES],
                          dim=1)
     assert feats.shape == (3, lite0.dim) == (3, 624)
     torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
@@ -67,6 +67,44 @@ def test_lite0_stage_features_pool_the_networks_own_stages(lite0):
         torch.testing.assert_close(head_enc.forward(x), head, rtol=1e-4, atol=1e-4)
     with pytest.raises(DqauditError, match="lite0 features"):
         load_encoder("lite0:nope")
+
+
+def test_lite2_loads_its_own_weights_by_position():
+    import torch
+
+    enc = load_encoder("lite2")
+    assert enc.dim == 120 + 208 + 352 and "efficientnet_lite2" in enc.identity
+    assert enc.cache_key() != load_encoder("lite1").cache_key()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = enc.forward(x)
+    # three unit-norm stage blocks, and ImageNet weights, not timm's random initialisation
+    assert feats.shape == (2, 680)
+    torch.testing.assert_close(feats.norm(dim=1), torch.full((2,), 3 ** 0.5))
+    first = enc.module.conv_stem.weight
+    import timm
+    assert not torch.equal(first, timm.create_model("efficientnet_lite2").conv_stem.weight)
+
+
+def test_combined_encoder_puts_features_side_by_side(lite0):
+    import torch
+
+    both = load_encoder("lite0+lite2", image_size=96)
+    lite2 = load_encoder("lite2")
+    assert both.dim == lite0.dim + lite2.dim and both.name == "lite0+lite2"
+    assert both.preprocessing.image_size == 96 and both.flip_tta
+    assert len({both.cache_key(), lite0.cache_key(), lite2.cache_key()}) == 3
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = torch.cat([lite0.forward(x), lite2.forward(x)], dim=1)
+        torch.testing.assert_close(both.forward(x), expected)
+    # the combined module holds both networks, so moving it moves both
+    assert sum(1 for _ in both.module.parameters()) == (
+        sum(1 for _ in lite0.module.parameters()) + sum(1 for _ in lite2.module.parameters()))
+    with pytest.raises(DqauditError, match="two or more different"):
+        load_encoder("lite0+lite0")
+    with pytest.raises(DqauditError, match="unknown model"):
+        load_encoder("lite0+openclip:ViT-B-32/x")
 
 
 def test_odd_images_decode_or_are_reported(tmp_path, lite0):
@@ -181,7 +219,7 @@ def test_partial_shard_is_never_loaded(tmp_path):
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(DqauditError, match="valid: lite0, openclip"):
+    with pytest.raises(DqauditError, match="valid: lite0, lite1, lite2"):
         load_encoder("resnet")
 
 

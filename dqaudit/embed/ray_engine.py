@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DqauditError
 from . import (EmbeddingResult, _progress, _ShardWriter, _start, default_batch_size,
                encode_batch)
-from .encoders import load_encoder
+from .encoders import DEFAULT_ENCODER, load_encoder
 from .loader import decode, describe_failure
 
 
@@ -88,7 +88,7 @@ def _quiet_ray_data(ray) -> None:
 def embed_images_ray(
     paths: list[str],
     *,
-    model: str = "lite0",
+    model: str = DEFAULT_ENCODER,
     image_size: int | None = None,
     flip_tta: bool = True,
     address: str | None = None,

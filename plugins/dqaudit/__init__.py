@@ -46,9 +46,11 @@ class RunAudit(foo.Operator):
         inputs.enum("label_field", fields, required=True,
                     default="ground_truth" if "ground_truth" in fields else fields[0],
                     label="Label field", view=types.DropdownView())
-        inputs.str("model", default="lite0", label="Encoder",
-                   description="lite0 (bundled, offline), lite0:head, or "
-                               "openclip:ARCH/PRETRAINED")
+        from dqaudit.embed.encoders import DEFAULT_ENCODER
+
+        inputs.str("model", default=DEFAULT_ENCODER, label="Encoder",
+                   description="Bundled, offline: lite0, lite1, lite2 or several joined by + "
+                               "(lite0 alone is fastest on CPU); or openclip:ARCH/PRETRAINED")
         inputs.enum("device", ["auto", "cpu", "cuda", "mps"], default="auto", label="Device")
         inputs.bool("clr", default=True, label="Estimate the corrupted-label ratio",
                     description="Controlled CLR injection (adds probe training time)")
@@ -61,6 +63,7 @@ class RunAudit(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
+        from dqaudit.embed.encoders import DEFAULT_ENCODER
         from dqaudit.fiftyone_io import SUSPECTS_VIEW, audit_fiftyone, default_out_dir
 
         p = ctx.params
@@ -68,7 +71,7 @@ class RunAudit(foo.Operator):
             result = audit_fiftyone(
                 ctx.view, label_field=p.get("label_field", "ground_truth"),
                 out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name),
-                model=p.get("model") or "lite0", device=p.get("device") or "auto",
+                model=p.get("model") or DEFAULT_ENCODER, device=p.get("device") or "auto",
                 pdf=bool(p.get("pdf", True)), clr=bool(p.get("clr", True)),
                 clr_repeats=int(p.get("clr_repeats") or 20), quiet=True,
                 command="FiftyOne App: run_audit")
