@@ -89,6 +89,34 @@ def estimate_label_error_count(labels: np.ndarray, probs: np.ndarray) -> int:
     return int(round(off_diagonal(confident_joint(labels, probs))))
 
 
+def noise_model_error_probability(labels: np.ndarray, probs: np.ndarray,
+                                   joint: np.ndarray, *, smoothing: float = 1e-3) -> np.ndarray:
+    """(N,) probability that the given label is wrong under a class-conditional noise model,
+    by Bayes' rule: with T[i, j] = P(given i | true j), the column-normalised confident joint,
+    and ``probs`` standing in for p(true class | x),
+
+        P(wrong | x, y) = 1 - p_y T[y, y] / sum_j p_j T[y, j].
+
+    Unlike ``noisiness`` it uses the noise structure: a disagreement towards a class whose
+    samples are often given this label (cat/dog) weighs more than one towards a class that
+    rarely is. ``smoothing`` is added to every joint cell so that unseen confusions stay
+    possible.
+    """
+    j = np.asarray(joint, dtype=np.float64) + smoothing
+    t = j / j.sum(axis=0, keepdims=True)
+    rows = t[labels]  # (N, C): T[y_i, j]
+    n = len(labels)
+    den = (probs * rows).sum(axis=1)
+    return 1.0 - probs[np.arange(n), labels] * rows[np.arange(n), labels] / np.maximum(den, EPS)
+
+
+def mean_rank(*scores_: np.ndarray) -> np.ndarray:
+    """(N,) average of the ranks (0 = lowest) of each score: an ensemble of rankings that
+    ignores their scales."""
+    return np.mean([np.argsort(np.argsort(s, kind="stable"), kind="stable") for s in scores_],
+                   axis=0)
+
+
 def flag_label_errors(rank_score: np.ndarray, n_errors: int, *, candidates: np.ndarray
                       ) -> np.ndarray:
     """(N,) bool: the ``n_errors`` highest ``rank_score`` samples among ``candidates``.

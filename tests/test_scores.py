@@ -191,6 +191,31 @@ def test_confident_joint_counts_known_noise():
     assert (flagged & (y_noisy == y)).sum() <= 8             # few false alarms
 
 
+def test_noise_model_error_probability_uses_the_noise_structure():
+    # given label 0 is often really class 1 (cat/dog), never class 2
+    joint = np.array([[80.0, 20.0, 0.0], [20.0, 80.0, 0.0], [0.0, 0.0, 100.0]])
+    labels = np.array([0, 0])
+    probs = np.array([[0.4, 0.6, 0.0], [0.4, 0.0, 0.6]])
+    err = scores.noise_model_error_probability(labels, probs, joint)
+    # same disagreement with the label, but only the first is towards a known confusion
+    assert err[0] > 0.25 and err[1] < 0.01  # 1 - 0.32 / (0.32 + 0.12) = 0.27
+    # by hand: T = column-normalised joint (+ smoothing), P(wrong) = 1 - p_y T_yy / sum p_j T_yj
+    t = (joint + 1e-3) / (joint + 1e-3).sum(axis=0)
+    expected = 1 - 0.4 * t[0, 0] / (0.4 * t[0, 0] + 0.6 * t[0, 1])
+    assert err[0] == pytest.approx(expected)
+    # with symmetric uniform noise it ranks exactly as the posterior of the given label does
+    uniform = np.full((3, 3), 5.0) + np.eye(3) * 85
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=50)
+    y = rng.integers(0, 3, 50)
+    e = scores.noise_model_error_probability(y, p, uniform)
+    assert (np.argsort(e, kind="stable") == np.argsort(-p[np.arange(50), y], kind="stable")).all()
+    # mean_rank: an ensemble of orderings, blind to scale
+    np.testing.assert_array_equal(scores.mean_rank(np.array([1.0, 5, 3]), np.array([30.0, 10, 20])),
+                                  [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(scores.mean_rank(np.array([0.1, 0.2, 0.3])), [0, 1, 2])
+
+
 def test_importance_in_unit_range_and_high_for_errors():
     x, y = clusters(n_per=80, seed=4)
     y2 = y.copy()
