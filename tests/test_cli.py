@@ -31,7 +31,7 @@ def test_scan_class_tree_with_bad_files(class_tree, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_samples"] == 12 and summary["n_skipped"] == 2
     assert summary["class_counts"] == {"blue": 4, "green": 4, "red": 4}
-    assert summary["model"] == "lite0" and summary["device"] == "cpu"
+    assert summary["model"] == "lite0+lite2" and summary["device"] == "cpu"
     assert summary["embedding"]["n_embedded"] == 12
     samples = pd.read_parquet(out / "samples.parquet")
     assert list(samples.columns[:4]) == ["id", "path", "label", "split"]

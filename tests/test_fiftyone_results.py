@@ -48,7 +48,8 @@ def test_scan_writes_fields_and_views(mislabelled_tree, tmp_path, fo_name):
     np.testing.assert_allclose([by_path[p] for p in samples["path"]], samples["priority"])
     sample = ds.match(fo.ViewField("filepath").ends_with("really_red.png")).first()
     assert sample.ground_truth.label == "blue" and sample.dq_suggested.label == "red"
-    assert "label_error" in sample.dq_issues and len(sample.dq_embedding) == 624
+    assert "label_error" in sample.dq_issues
+    assert len(sample.dq_embedding) == 624 + 680  # the default encoder, lite0+lite2
     suspects = ds.load_saved_view(SUSPECTS_VIEW)
     assert len(suspects) == int(samples["flagged"].sum()) >= 1
     priorities = suspects.values("dq_priority")
