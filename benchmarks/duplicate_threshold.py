@@ -5,7 +5,7 @@ upscale, 1-pixel crop on each side, 10% brighter); for each encoder, the share o
 (original, copy) pairs at or above each cosine threshold, against the number of the 5,000
 distinct CIFAR-10N images whose nearest other image reaches it.
 
-    .venv/bin/python benchmarks/duplicate_threshold.py [MODEL ...]   (default: lite0 lite0:head)
+    .venv/bin/python benchmarks/duplicate_threshold.py [MODEL ...]   (default: lite0+lite2 lite0)
 """
 
 from __future__ import annotations
