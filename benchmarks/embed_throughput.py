@@ -51,12 +51,14 @@ def raw_rate(encoder, *, size: int, batch: int, n_batches: int, device: str,
 
 
 def main() -> None:
-    from dqaudit.embed import default_batch_size, embed_images, load_encoder
+    from dqaudit.embed import (DEFAULT_ENCODER, auto_image_size, default_batch_size, embed_images,
+                               load_encoder)
+    from dqaudit.ingest import median_image_side
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000, help="images for the stage measurement")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--model", default="lite0")
+    ap.add_argument("--model", default=None, help="encoder [default: dqaudit's default]")
     ap.add_argument("--repeat", type=int, default=1,
                     help="embed the --n images this many times (cache off): longer stage runs")
     ap.add_argument("--workers", type=int, nargs="*", default=None,
@@ -65,7 +67,8 @@ def main() -> None:
     args = ap.parse_args()
     paths = list(common.cifar10n_table()["path"])[: args.n] * args.repeat
     batch = default_batch_size(args.device)
-    size = 160 if args.model == "lite0" else None
+    args.model = args.model or DEFAULT_ENCODER
+    size = auto_image_size(args.model, median_image_side(paths))  # as `dqaudit scan` picks it
     enc = load_encoder(args.model, image_size=size)
     size = enc.preprocessing.image_size
     n_batches = max(30 if args.device.startswith("cuda") else 3, args.n // batch // 2)

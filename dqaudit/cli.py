@@ -56,7 +56,7 @@ def embedding_options(func):
         click.option("--model", default=DEFAULT_ENCODER, show_default=True,
                      help="Encoder: bundled and offline, lite0, lite1, lite2 (EfficientNet-"
                           "Lite; :head for the classifier-head features) or several joined by "
-                          "+ (features side by side; lite0 alone is 2.4x faster on CPU); or "
+                          "+ (features side by side; lite0 alone is 2x faster on CPU); or "
                           "openclip:ARCH/PRETRAINED (open_clip tag, or a local checkpoint "
                           "path)."),
         click.option("--image-size", default="auto", show_default=True,
