@@ -97,8 +97,8 @@ def scale_options(func):
         click.option("--dup-threshold", "duplicate_threshold", type=click.FloatRange(0, 1),
                      default=None,
                      help="Cosine similarity at or above which two images are near-duplicates "
-                          "[default: 0.985, measured for lite0; other encoders may need "
-                          "another value]."),
+                          "[default: 0.985, measured for lite0+lite2 and lite0; other "
+                          "encoders may need another value]."),
         click.option("--knn", "knn_method", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
                      default="auto", show_default=True,
                      help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "

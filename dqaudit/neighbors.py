@@ -31,7 +31,8 @@ EXACT_MAX_CUDA = 2_000_000
 TARGET_RECALL = 0.95
 # Near-duplicates: cosine of the default encoder's features at or above this. Measured
 # (benchmarks/RESULTS.md): re-saved files score 1.0; among 5,000 distinct CIFAR-10 images none
-# has a neighbour this close, nor among the distinct drawings of sample_data/shapes (max 0.984).
+# has a neighbour this close, nor among the distinct drawings of sample_data/shapes (max 0.980
+# with lite0+lite2, 0.984 with lite0).
 DUPLICATE_THRESHOLD = 0.985
 
 

@@ -256,8 +256,12 @@ VALID_NAMES = "lite0, lite1, lite2 (:head for the classifier-head features), " \
               "openclip:ARCH/PRETRAINED, or lite encoders joined by + (e.g. lite0+lite2)"
 
 
-def _is_lite(name: str) -> bool:
-    return name.partition(":")[0] in {f"lite{v}" for v in LITE_VERSIONS}
+_LITE_NAMES = frozenset(f"lite{v}" for v in LITE_VERSIONS)
+
+
+def _all_lite(name: str) -> bool:
+    """True when every ``+``-joined part of ``name`` is a lite encoder (lite2, lite0:head)."""
+    return all(part.partition(":")[0] in _LITE_NAMES for part in name.split("+"))
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, *, image_size: int | None = None,
@@ -265,9 +269,9 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, image_size: int | None = None,
     """Build the encoder called ``name`` (see module docstring); ``image_size`` overrides the
     model's input resolution (lite encoders only); ``flip_tta`` averages each image's
     features with its mirror image's."""
-    parts = name.split("+")
-    if len(parts) > 1 and all(_is_lite(p) for p in parts):
-        encoder = build_combined(parts)
+    lite = _all_lite(name)
+    if lite and "+" in name:
+        encoder = build_combined(name.split("+"))
     else:
         kind, _, spec = name.partition(":")
         if kind not in ENCODERS:
@@ -275,7 +279,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, image_size: int | None = None,
         encoder = ENCODERS[kind](spec)
     encoder.flip_tta = flip_tta
     if image_size and image_size != encoder.preprocessing.image_size:
-        if not all(_is_lite(p) for p in parts):
+        if not lite:
             raise DqauditError(f"--image-size is only supported for lite encoders; {name} is "
                                f"fixed at {encoder.preprocessing.image_size}px")
         encoder.preprocessing = replace(encoder.preprocessing, image_size=int(image_size))
@@ -290,7 +294,6 @@ SMALL_IMAGE_INPUT = 160
 
 def auto_image_size(encoder_name: str, median_side: float | None) -> int | None:
     """Input resolution for ``--image-size auto``: None keeps the model's own."""
-    if (all(_is_lite(p) for p in encoder_name.split("+")) and median_side
-            and median_side <= SMALL_IMAGE_SIDE):
+    if _all_lite(encoder_name) and median_side and median_side <= SMALL_IMAGE_SIDE:
         return SMALL_IMAGE_INPUT
     return None
