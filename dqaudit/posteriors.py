@@ -9,6 +9,12 @@ Methods (registry ``POSTERIOR_METHODS``):
                   on the k nearest neighbours, solved by power iteration; the held-out fold's
                   rows of Y are zero, so its labels never enter.
     ``ensemble``  the mean of the two.
+The linear method repeats its K-fold cross-validation on ``LINEAR_REPEATS`` differently seeded
+fold splits and averages the out-of-fold probabilities (repeated K-fold: every model still never
+sees the labels of the samples it predicts). Measured on 5,000 CIFAR-10N images
+(benchmarks/RESULTS.md), three repeats raise the flag's F1 by 0.004 to 0.011 and its AUPRC by
+0.003 to 0.009 over one; above ``REPEAT_MAX_SAMPLES`` samples one split is used, as the
+variance a repeat removes shrinks with N while its cost grows.
 Targets are the normalised label counts, so several annotators per sample are first-class.
 """
 
@@ -25,6 +31,8 @@ from .probes import ProbeConfig, fit_probes, predict_proba
 from .scores import estimate_label_error_count, flag_label_errors, noisiness
 
 DEFAULT_METHOD = "linear"
+LINEAR_REPEATS = 3
+REPEAT_MAX_SAMPLES = 50_000
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,8 @@ class Posteriors:
 
 
 def _linear(ctx) -> np.ndarray:
-    return linear_posteriors(ctx["x"], ctx["counts"], ctx["folds"], device=ctx["device"])
+    return np.mean([linear_posteriors(ctx["x"], ctx["counts"], folds, device=ctx["device"])
+                    for folds in ctx["fold_sets"]], axis=0)
 
 
 def _graph(ctx) -> np.ndarray:
@@ -179,14 +188,24 @@ def compute_posteriors(
     n_folds: int = 5,
     seed: int = 0,
     device: str = "cpu",
+    repeats: int | None = None,
 ) -> Posteriors:
-    """Out-of-sample posteriors with ``method`` (one of ``POSTERIOR_METHODS``)."""
+    """Out-of-sample posteriors with ``method`` (one of ``POSTERIOR_METHODS``).
+
+    ``repeats``: fold splits the linear probe averages over (seeds ``seed``, ``seed + 1``...;
+    the graph uses the first); None: ``LINEAR_REPEATS`` up to ``REPEAT_MAX_SAMPLES`` samples,
+    one above."""
     if method not in POSTERIOR_METHODS:
         raise DqauditError(f"unknown posterior method {method!r}; valid: "
                            f"{', '.join(POSTERIOR_METHODS)}")
     n_folds = max(2, min(n_folds, len(labels)))
+    if repeats is None:
+        repeats = LINEAR_REPEATS if len(labels) <= REPEAT_MAX_SAMPLES else 1
+    if repeats < 1:
+        raise DqauditError(f"repeats must be at least 1, not {repeats}")
+    fold_sets = [stratified_folds(labels, n_folds=n_folds, seed=seed + r) for r in range(repeats)]
     ctx = _Context(x=x, graph=graph, counts=label_counts, device=device,
-                   folds=stratified_folds(labels, n_folds=n_folds, seed=seed))
+                   folds=fold_sets[0], fold_sets=fold_sets)
     probs = ctx.setdefault_result(method)
     return Posteriors(method=method, probs=probs.astype(np.float64),
                       by_method=dict(ctx["results"]))
