@@ -150,7 +150,7 @@ def audit(
     summary = build_summary(data, info, seed=seed, timings=timings, command=command)
     summary["fingerprint"] = fingerprint(data)
     summary.update(scored.stats)
-    summary["relabel_plan"] = relabel_plan(samples["priority"].to_numpy(),
+    summary["relabel_plan"] = relabel_plan(samples["review_score"].to_numpy(),
                                            samples["label_error_probability"].to_numpy(),
                                            scored.stats["estimated_label_errors"])
     if clr:
@@ -264,11 +264,12 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     n_errors = int(round(scores.off_diagonal(joint)))
     # Flagged in the order of the mean rank of noisiness and the noise-model error probability:
     # on CIFAR-10N (benchmarks/RESULTS.md) a higher F1 than noisiness alone in 9 of 10
-    # measurements (two encoders x five noise sets); reviews go by priority
+    # measurements (two encoders x five noise sets); reviews go by review_score
     flag_order = scores.mean_rank(
         noisiness, scores.noise_model_error_probability(data.labels, probs, joint))
     label_error = scores.flag_label_errors(flag_order, n_errors,
                                            candidates=suggested != data.labels)
+    review = scores.review_score(target, probs, data.labels, joint)
     normalised_entropy = ambiguity / np.log(data.n_classes)
     ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
     if duplicate_threshold is None:
@@ -290,6 +291,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
         "noisiness": noisiness,
         "ambiguity": ambiguity,
         "priority": priority,
+        "review_score": review,
         "importance": importance,
         "suggested_label": classes[suggested],
         "suggested_confidence": confidence,
@@ -520,7 +522,7 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     summary["n_samples"] = len(data)
     summary["class_counts"] = data.class_counts()
     summary["n_dropped"] = int((~keep).sum())
-    summary["relabel_plan"] = relabel_plan(table["priority"].to_numpy(),
+    summary["relabel_plan"] = relabel_plan(table["review_score"].to_numpy(),
                                            table["label_error_probability"].to_numpy(),
                                            scored.stats["estimated_label_errors"])
     summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]

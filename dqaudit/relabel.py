@@ -1,4 +1,4 @@
-"""Relabelling: what a review budget is expected to fix, reviewing in priority order."""
+"""Relabelling: what a review budget is expected to fix, reviewing by ``review_score``."""
 
 from __future__ import annotations
 
@@ -33,22 +33,23 @@ def error_chances(error_probability: np.ndarray, n_errors: int) -> np.ndarray:
     return q ** hi
 
 
-def relabel_plan(priority: np.ndarray, error_probability: np.ndarray, n_errors: int, *,
+def relabel_plan(review_order: np.ndarray, error_probability: np.ndarray, n_errors: int, *,
                  n_points: int = 40) -> dict:
     """Expected number of corrected labels against review budget.
 
     Each sample's chance of being a label error is ``error_chances``: its error probability
     sharpened so the chances sum to the estimated number of errors ``n_errors`` (the raw values
-    also count the model's own mistakes). Reviewing in descending ``priority``, the expected
-    corrections after b reviews is the sum of the first b chances; random review finds
-    ``b * n_errors / N``.
+    also count the model's own mistakes). Reviewing in descending ``review_order`` (the
+    ``review_score`` column), the expected corrections after b reviews is the sum of the first
+    b chances; random review finds ``b * n_errors / N``.
 
-    Returns budgets (ints), expected corrections for priority order and random order, and the
-    budgets that recover 50% / 80% of the estimated errors (None when never reached).
+    Returns budgets (ints), expected corrections in review order (key
+    ``expected_corrections_priority``) and random order, and the budgets that recover 50% / 80%
+    of the estimated errors (None when never reached).
     """
-    n = len(priority)
+    n = len(review_order)
     chance = error_chances(error_probability, n_errors)
-    order = np.argsort(-priority, kind="stable")
+    order = np.argsort(-review_order, kind="stable")
     cumulative = np.cumsum(chance[order])
     budgets = np.unique(np.linspace(0, n, n_points + 1).round().astype(int))
     expected = [0.0] + [float(cumulative[b - 1]) for b in budgets[1:]]
@@ -85,10 +86,12 @@ def _ledger(out_dir) -> pd.DataFrame:
 
 
 def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFrame:
-    """The next ``budget`` samples to review, highest priority first, skipping reviewed ones.
+    """The next ``budget`` samples to review, highest ``review_score`` first (``priority`` for
+    audits written before that column existed), skipping reviewed ones.
 
     Writes ``review_queue.csv`` (rank, id, path, label, suggested label and confidence,
-    priority, issues, thumbnail) and, with ``thumbnails``, upscaled PNGs in ``review_thumbs/``.
+    review score, priority, issues, thumbnail) and, with ``thumbnails``, upscaled PNGs in
+    ``review_thumbs/``.
     When the audit was written to FiftyOne, the queued samples get the tag ``dq_review``.
     """
     from .errors import DqauditError
@@ -100,9 +103,11 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     samples = read_samples(out)
     reviewed = set(_ledger(out)["id"])
     pending = samples[~samples["id"].isin(reviewed)]
-    queue = pending.sort_values("priority", ascending=False, kind="stable").head(budget)
-    queue = queue[["id", "path", "label", "suggested_label", "suggested_confidence", "priority",
-                   "noisiness", "ambiguity", "issues"]].reset_index(drop=True)
+    key = "review_score" if "review_score" in pending.columns else "priority"
+    queue = pending.sort_values(key, ascending=False, kind="stable").head(budget)
+    columns = ["id", "path", "label", "suggested_label", "suggested_confidence", "review_score",
+               "priority", "noisiness", "ambiguity", "issues"]
+    queue = queue[[c for c in columns if c in queue.columns]].reset_index(drop=True)
     queue.insert(0, "rank", range(1, len(queue) + 1))
     queue["correct_label"] = ""
     if thumbnails:

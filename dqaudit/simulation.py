@@ -121,7 +121,9 @@ def _model_priority(kind: str, x, graph, folds, device: str):
         p = posterior(counts)
         if kind == "entropy":
             return scores.ambiguity(p)
-        return scores.priority(label_distribution(counts), p)
+        labels = counts.argmax(axis=1)
+        return scores.review_score(label_distribution(counts), p, labels,
+                                   scores.confident_joint(labels, p))
 
     return fn
 

@@ -55,7 +55,7 @@ def test_queue_apply_rerank_and_export(audit_dir, class_tree, tmp_path):
     run("relabel", "queue", audit_dir, "--budget", "3")
     queue = pd.read_csv(audit_dir / "review_queue.csv")
     assert len(queue) == 3 and queue["rank"].tolist() == [1, 2, 3]
-    assert queue["priority"].is_monotonic_decreasing
+    assert queue["review_score"].is_monotonic_decreasing
     assert queue["id"].iloc[0] == "blue/really_red.png"
     assert (audit_dir / "review_thumbs" / "00001.png").exists()
 

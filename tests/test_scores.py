@@ -50,6 +50,7 @@ def test_flipped_label_in_clean_cluster_ranks_first():
     res = score_dataset(dataset(x, y_noisy), x)
     table = res.table
     assert table["priority"].idxmax() == 7 and table["noisiness"].idxmax() == 7
+    assert table["review_score"].idxmax() == 7 and table["review_score"].between(0, 1).all()
     assert table.loc[7, "suggested_label"] == "c0"
     assert "label_error" in table.loc[7, "issues"] and table.loc[7, "flagged"]
     assert res.stats["label_error_count"] >= 1
@@ -65,6 +66,7 @@ def test_disagreeing_annotators_rank_below_a_clear_error():
     table = score_dataset(dataset(x, y2, counts=counts), x).table
     assert table.loc[3, "priority"] < table.loc[10, "priority"]
     assert table.loc[3, "noisiness"] < table.loc[10, "noisiness"]
+    assert table.loc[3, "review_score"] < table.loc[10, "review_score"]
 
 
 def test_exact_duplicates_with_different_labels_and_across_splits():
@@ -130,6 +132,25 @@ def test_posteriors_are_out_of_sample(method):
     np.testing.assert_allclose(moved[0], base[0], atol=1e-4)
     assert np.abs(moved - base).max() > 1e-4  # other samples did see the change
     np.testing.assert_allclose(base.sum(1), 1.0, atol=1e-6)
+
+
+def test_repeated_folds_average_out_of_sample_runs():
+    """The linear method averages K-fold runs on differently seeded splits (each one out of
+    sample, test above), seeded from the scan's seed."""
+    x, y = clusters(seed=2)
+    xp, graph = project(x), knn(x, k=8)
+
+    def run(labels, repeats):
+        return compute_posteriors(xp, graph, np.eye(3)[labels], labels, method="linear",
+                                  seed=4, repeats=repeats).probs
+
+    base = run(y, 3)
+    parts = [linear_posteriors(xp, np.eye(3)[y], stratified_folds(y, seed=s)) for s in (4, 5, 6)]
+    np.testing.assert_allclose(base, np.mean(parts, axis=0), atol=1e-6)
+    np.testing.assert_allclose(run(y, 1), parts[0], atol=1e-6)
+    assert np.abs(base - parts[0]).max() > 1e-4  # the other splits do contribute
+    with pytest.raises(DqauditError, match="at least 1"):
+        run(y, 0)
 
 
 def test_unknown_posterior_method_lists_valid_ones():
@@ -214,6 +235,23 @@ def test_noise_model_error_probability_uses_the_noise_structure():
     np.testing.assert_array_equal(scores.mean_rank(np.array([1.0, 5, 3]), np.array([30.0, 10, 20])),
                                   [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(scores.mean_rank(np.array([0.1, 0.2, 0.3])), [0, 1, 2])
+
+
+def test_review_score_orders_clear_errors_first_and_breaks_priority_ties_by_the_noise_model():
+    joint = np.array([[80.0, 20.0, 0.0], [20.0, 80.0, 0.0], [0.0, 0.0, 100.0]])
+    labels = np.array([0, 0, 0, 0])
+    target = np.eye(3)[labels]
+    probs = np.array([[0.05, 0.95, 0.0],    # clear error towards a known confusion
+                      [0.05, 0.0, 0.95],    # as clear, towards a confusion never seen
+                      [0.4, 0.3, 0.3],      # ambiguous
+                      [0.9, 0.05, 0.05]])   # agrees with its label
+    r = scores.review_score(target, probs, labels, joint)
+    # samples 0 and 1 tie on priority; the noise model puts the known confusion first
+    assert scores.priority(target, probs)[0] == pytest.approx(scores.priority(target, probs)[1])
+    assert r[0] == r.max() > r[1] and r[3] == r.min()
+    assert r.min() >= 0 and r.max() <= 1
+    # by hand: ranks of priority (stable) [2, 3, 1, 0], of the noise model [3, 0, 2, 1]
+    np.testing.assert_allclose(r, np.array([2.5, 1.5, 1.5, 0.5]) / 3)
 
 
 def test_importance_in_unit_range_and_high_for_errors():

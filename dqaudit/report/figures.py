@@ -91,7 +91,7 @@ def relabel_plan(plan: dict) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     b = plan["budgets"]
     ax.plot(b, plan["expected_corrections_priority"], color=DARK, lw=2,
-            label="review by priority (dqaudit)")
+            label="review order (dqaudit)")
     ax.plot(b, plan["expected_corrections_random"], color=HATCH_GREY, lw=1.5, ls="--",
             label="review in random order")
     ax.axhline(plan["estimated_errors"], color=INK, lw=0.8, ls=":",
