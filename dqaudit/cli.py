@@ -340,7 +340,7 @@ def relabel():
     """Active label cleaning: review queue, corrections, cleaned export.
 
     \b
-    dqaudit relabel queue DIR --budget 100      # review_queue.csv, highest priority first
+    dqaudit relabel queue DIR --budget 100      # review_queue.csv, highest review score first
     dqaudit relabel apply DIR corrections.csv   # add the labels, re-rank, update the report
     dqaudit relabel export DIR --to folder --dest cleaned/
     """
@@ -352,7 +352,7 @@ def relabel():
 @click.option("--no-thumbnails", is_flag=True, help="Do not write review_thumbs/.")
 @library_errors
 def relabel_queue(out_dir, budget, no_thumbnails):
-    """Write DIR/review_queue.csv: the next BUDGET unreviewed samples by priority.
+    """Write DIR/review_queue.csv: the next BUDGET unreviewed samples by review score.
 
     Fill its correct_label column (a class name, or DROP for junk) and pass it to
     `dqaudit relabel apply`.

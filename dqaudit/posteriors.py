@@ -12,9 +12,10 @@ Methods (registry ``POSTERIOR_METHODS``):
 The linear method repeats its K-fold cross-validation on ``LINEAR_REPEATS`` differently seeded
 fold splits and averages the out-of-fold probabilities (repeated K-fold: every model still never
 sees the labels of the samples it predicts). Measured on 5,000 CIFAR-10N images
-(benchmarks/RESULTS.md), three repeats raise the flag's F1 by 0.004 to 0.011 and its AUPRC by
-0.003 to 0.009 over one; above ``REPEAT_MAX_SAMPLES`` samples one split is used, as the
-variance a repeat removes shrinks with N while its cost grows.
+(benchmarks/RESULTS.md), three repeats raised the AUPRC of noisiness on all five noise sets
+(+0.001 to +0.009) and the flag's F1 on three (+0.004 to +0.011; -0.004 on one, 0 on one);
+above ``REPEAT_MAX_SAMPLES`` samples one split is used, as the variance a repeat removes
+shrinks with N while its cost grows.
 Targets are the normalised label counts, so several annotators per sample are first-class.
 """
 

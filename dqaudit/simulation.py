@@ -7,6 +7,12 @@ true distribution until a strict majority of all its labels agrees (at least one
 at most ``max_draws``); every annotation counts against the budget; model-based selectors refit
 their posteriors every ``refit_every`` annotations. The outcome is the share of correct labels
 (majority label == argmax of the true distribution) against the number of re-annotations.
+
+Selectors: ``random``; ``oracle`` (KL divergence of the current labels from the true
+distribution, the paper's oracle); ``linear``, ``graph``, ``ensemble``: the posteriors of
+``dqaudit.posteriors`` (one 5-fold split, no correction rounds, for speed) ranked by
+``scores.review_score``, the order of ``dqaudit relabel queue``; ``entropy``: posterior entropy
+(uncertainty sampling, for contrast).
 """
 
 from __future__ import annotations
