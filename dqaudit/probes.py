@@ -45,7 +45,8 @@ def project(embeddings: np.ndarray, *, dim: int = 512, seed: int = 0,
     Above ``fit_samples`` rows, mean, components and scale are fitted on a seeded random
     subset and applied in float32 chunks, so memory stays O(N * dim) (``embeddings`` may be a
     memory-mapped array); a full fit would hold float64 copies of all N x D values (2 GB at
-    100k x 1,280-d) for directions that a 20,000-row sample already settles. Returns (N, min(dim, D, N)) float32.
+    100k x 1,280-d) for directions that a 20,000-row sample already settles.
+    Returns (N, min(dim, D, N)) float32.
     """
     if embeddings.shape[0] > fit_samples:
         return _project_large(embeddings, dim=dim, seed=seed, fit_samples=fit_samples)
