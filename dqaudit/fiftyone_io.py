@@ -88,8 +88,8 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
 SUSPECTS_VIEW = "dq_suspects"
 AMBIGUOUS_VIEW = "dq_ambiguous"
 INFO_KEY = "dqaudit"
-FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_importance", "dq_suggested",
-          "dq_outlier", "dq_dup_group", "dq_issues", "dq_flagged", "dq_embedding")
+FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_review_score", "dq_importance",
+          "dq_suggested", "dq_outlier", "dq_dup_group", "dq_issues", "dq_flagged", "dq_embedding")
 
 
 def _target_dataset(fo, name: str, data, label_field: str):
@@ -127,8 +127,9 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
     """Write an ``AuditResult`` into FiftyOne dataset ``name`` (created if needed).
 
     Fields ``dq_*`` are replaced as a whole (a re-run never leaves stale values), written in
-    bulk with ``set_values``; saved views ``dq_suspects`` (flagged, highest priority first) and
-    ``dq_ambiguous``; the run's parameters and headline numbers in ``dataset.info["dqaudit"]``.
+    bulk with ``set_values``; saved views ``dq_suspects`` (flagged, in review order: highest
+    ``dq_review_score`` first, as ``dqaudit relabel queue``) and ``dq_ambiguous``; the run's
+    parameters and headline numbers in ``dataset.info["dqaudit"]``.
     """
     fo = import_fiftyone()
     from fiftyone import ViewField as F
@@ -152,13 +153,19 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
                          for lab, conf in zip(samples["suggested_label"],
                                               samples["suggested_confidence"])],
     }
+    # audits written before review_score existed sort the suspects by priority
+    order = "dq_priority"
+    if "review_score" in samples.columns:
+        columns["dq_review_score"] = samples["review_score"].astype(float).tolist()
+        order = "dq_review_score"
     if embeddings:
         columns["dq_embedding"] = [np.asarray(v, dtype=np.float32) for v in result.embeddings]
     _write_columns(fo, dataset, ids, columns)
 
     dataset.save_view(SUSPECTS_VIEW, dataset.match(F("dq_flagged") == True)  # noqa: E712
-                      .sort_by("dq_priority", reverse=True), overwrite=True,
-                      description="dqaudit: flagged samples, highest relabel priority first")
+                      .sort_by(order, reverse=True), overwrite=True,
+                      description="dqaudit: flagged samples in review order (the order of "
+                                  "dqaudit relabel queue)")
     dataset.save_view(AMBIGUOUS_VIEW, dataset.match(F("dq_issues").contains("ambiguous"))
                       .sort_by("dq_ambiguity", reverse=True), overwrite=True,
                       description="dqaudit: ambiguous samples, most ambiguous first")
@@ -171,7 +178,7 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         "estimated_noise_rate": s["estimated_noise_rate"], "flagged_count": s["flagged_count"],
         "clr": {k: s["clr"][k] for k in ("estimate", "ci_low", "ci_high", "method")}
         if s.get("clr") else None,
-        "fields": list(FIELDS if embeddings else FIELDS[:-1]),
+        "fields": [f for f in FIELDS if f in columns],
         "views": [SUSPECTS_VIEW, AMBIGUOUS_VIEW],
     }
     dataset.save()
@@ -181,7 +188,8 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
 
 FIELD_TYPES = {
     "dq_noisiness": ("FloatField", {}), "dq_ambiguity": ("FloatField", {}),
-    "dq_priority": ("FloatField", {}), "dq_importance": ("FloatField", {}),
+    "dq_priority": ("FloatField", {}), "dq_review_score": ("FloatField", {}),
+    "dq_importance": ("FloatField", {}),
     "dq_outlier": ("FloatField", {}), "dq_dup_group": ("IntField", {}),
     "dq_issues": ("ListField", {"subfield": "StringField"}), "dq_flagged": ("BooleanField", {}),
     "dq_suggested": ("EmbeddedDocumentField", {"embedded_doc_type": "Classification"}),

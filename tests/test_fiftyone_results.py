@@ -39,21 +39,24 @@ def test_scan_writes_fields_and_views(mislabelled_tree, tmp_path, fo_name):
     scan(mislabelled_tree, "--out", tmp_path / "o", "--fiftyone", fo_name)
     ds = fo.load_dataset(fo_name)
     assert len(ds) == 12
-    for field in ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_importance",
-                  "dq_suggested", "dq_outlier", "dq_dup_group", "dq_issues", "dq_flagged",
-                  "dq_embedding"):
+    for field in ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_review_score",
+                  "dq_importance", "dq_suggested", "dq_outlier", "dq_dup_group", "dq_issues",
+                  "dq_flagged", "dq_embedding"):
         assert ds.has_sample_field(field), field
     samples = pd.read_parquet(tmp_path / "o" / "samples.parquet")
     by_path = dict(zip(*ds.values(["filepath", "dq_priority"])))
     np.testing.assert_allclose([by_path[p] for p in samples["path"]], samples["priority"])
+    by_path = dict(zip(*ds.values(["filepath", "dq_review_score"])))
+    np.testing.assert_allclose([by_path[p] for p in samples["path"]], samples["review_score"])
     sample = ds.match(fo.ViewField("filepath").ends_with("really_red.png")).first()
     assert sample.ground_truth.label == "blue" and sample.dq_suggested.label == "red"
     assert "label_error" in sample.dq_issues
     assert len(sample.dq_embedding) == 624 + 680  # the default encoder, lite0+lite2
     suspects = ds.load_saved_view(SUSPECTS_VIEW)
     assert len(suspects) == int(samples["flagged"].sum()) >= 1
-    priorities = suspects.values("dq_priority")
-    assert priorities == sorted(priorities, reverse=True)
+    order = suspects.values("dq_review_score")  # the order of `dqaudit relabel queue`
+    assert order == sorted(order, reverse=True)
+    assert "dq_review_score" in ds.info["dqaudit"]["fields"]
     assert suspects.first().filepath.endswith("really_red.png")
     assert ds.has_saved_view("dq_ambiguous")
     assert ds.info["dqaudit"]["label_error_count"] == int(

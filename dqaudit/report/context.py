@@ -59,7 +59,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = N
         samples = samples[~samples["dropped"].astype(bool)]
     issues = samples["issues"].map(list)
     is_error = issues.map(lambda v: "label_error" in v).to_numpy()
-    suspects = samples[is_error].sort_values("priority", ascending=False, kind="stable")
+    order = "review_score" if "review_score" in samples.columns else "priority"
+    suspects = samples[is_error].sort_values(order, ascending=False, kind="stable")
     ambiguous = samples[issues.map(lambda v: "ambiguous" in v).to_numpy()].sort_values(
         "ambiguity", ascending=False, kind="stable")
     outliers = samples[issues.map(lambda v: "outlier" in v).to_numpy()].sort_values(
