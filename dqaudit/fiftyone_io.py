@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from .errors import InputError
+from .outputs import review_order_column
 
 
 def import_fiftyone():
@@ -153,11 +154,9 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
                          for lab, conf in zip(samples["suggested_label"],
                                               samples["suggested_confidence"])],
     }
-    # audits written before review_score existed sort the suspects by priority
-    order = "dq_priority"
+    order = "dq_" + review_order_column(samples)  # priority in audits older than review_score
     if "review_score" in samples.columns:
         columns["dq_review_score"] = samples["review_score"].astype(float).tolist()
-        order = "dq_review_score"
     if embeddings:
         columns["dq_embedding"] = [np.asarray(v, dtype=np.float32) for v in result.embeddings]
     _write_columns(fo, dataset, ids, columns)

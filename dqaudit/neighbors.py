@@ -82,20 +82,25 @@ def _exact_fits_gpu(embeddings: np.ndarray, chunk: int, device: str) -> bool:
 
 def exact_knn(embeddings: np.ndarray, *, k: int = 10, chunk: int = 2048, device: str = "cpu",
               queries: np.ndarray | None = None) -> KnnGraph:
-    """Exact cosine kNN by chunked matmul; ``queries`` (row indices) restricts the rows."""
+    """Exact cosine kNN by chunked matmul, ``chunk`` query rows at a time.
+
+    ``queries`` (row indices) restricts the rows (the recall check of the approximate search):
+    then the base is streamed instead, ``chunk`` rows at a time on the CPU, so neither a float32
+    copy of all embeddings nor a queries x N similarity matrix is held."""
     import torch
 
+    if queries is not None:
+        return _exact_rows(embeddings, np.asarray(queries), k, chunk)
     n = embeddings.shape[0]
-    rows_wanted = np.arange(n) if queries is None else np.asarray(queries)
     arr = np.ascontiguousarray(embeddings, dtype=np.float32)
     if not arr.flags.writeable:  # a read-only memory map: torch wants its own copy
         arr = arr.copy()
     x = torch.as_tensor(arr, device=device)
-    idx = np.empty((len(rows_wanted), k), dtype=np.int64)
-    sim = np.empty((len(rows_wanted), k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    sim = np.empty((n, k), dtype=np.float32)
     with torch.no_grad():
-        for s in range(0, len(rows_wanted), chunk):
-            q = torch.as_tensor(rows_wanted[s:s + chunk], device=device)
+        for s in range(0, n, chunk):
+            q = torch.arange(s, min(s + chunk, n), device=device)
             block = x[q] @ x.T
             block[torch.arange(len(q), device=device), q] = -float("inf")  # never oneself
             vals, inds = torch.topk(block, k, dim=1)
@@ -135,9 +140,9 @@ def _drop_self(sims: np.ndarray, inds: np.ndarray, rows: np.ndarray, k: int):
             np.take_along_axis(inds, order, axis=1))
 
 
-def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 16384) -> np.ndarray:
-    """(len(rows), k) exact neighbours of a few rows, streaming the base in chunks, so neither
-    a float32 copy of all embeddings nor a rows x N similarity matrix is ever held."""
+def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int, chunk: int) -> KnnGraph:
+    """``exact_knn`` of a few ``rows``: the base streamed ``chunk`` rows at a time, a running
+    top-k merged per chunk, neighbours sorted by similarity as the full graph has them."""
     q = np.ascontiguousarray(x[rows], dtype=np.float32)
     best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(rows), k), dtype=np.int64)
@@ -151,7 +156,10 @@ def _exact_rows(x: np.ndarray, rows: np.ndarray, k: int, chunk: int = 16384) -> 
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         best_s = np.take_along_axis(sims, top, axis=1)
         best_i = np.take_along_axis(inds, top, axis=1)
-    return best_i
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return KnnGraph(indices=np.take_along_axis(best_i, order, axis=1),
+                    similarities=np.take_along_axis(best_s, order, axis=1),
+                    info={"method": "exact", "device": "cpu"})
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -167,7 +175,7 @@ def _tuned_search(index, x, k, knob: str, values, target_recall: float, seed: in
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     check = np.sort(rng.choice(n, size=min(n_check, n), replace=False))
-    truth = _exact_rows(x, check, k)
+    truth = exact_knn(x, k=k, queries=check, chunk=16384).indices
     params = faiss.ParameterSpace()
     recall, value = 0.0, values[0]
     for value in values:

@@ -21,6 +21,12 @@ EMBEDDINGS_NPY = "embeddings.npy"
 LABEL_COUNTS_NPY = "label_counts.npy"
 
 
+def review_order_column(samples: pd.DataFrame) -> str:
+    """The column that orders review: ``review_score``, or ``priority`` in audits written
+    before that column existed."""
+    return "review_score" if "review_score" in samples.columns else "priority"
+
+
 def _atomic(path: Path):
     tmp = path.with_name(path.name + ".tmp")
     return tmp

@@ -265,11 +265,10 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     # Flagged in the order of the mean rank of noisiness and the noise-model error probability:
     # on CIFAR-10N (benchmarks/RESULTS.md) a higher F1 than noisiness alone in 9 of 10
     # measurements (two encoders x five noise sets); reviews go by review_score
-    flag_order = scores.mean_rank(
-        noisiness, scores.noise_model_error_probability(data.labels, probs, joint))
-    label_error = scores.flag_label_errors(flag_order, n_errors,
+    noise_model = scores.noise_model_error_probability(data.labels, probs, joint)
+    label_error = scores.flag_label_errors(scores.mean_rank(noisiness, noise_model), n_errors,
                                            candidates=suggested != data.labels)
-    review = scores.review_score(target, probs, data.labels, joint)
+    review = scores.review_score(priority, noise_model)
     normalised_entropy = ambiguity / np.log(data.n_classes)
     ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
     if duplicate_threshold is None:

@@ -158,7 +158,7 @@ def _linear(ctx) -> np.ndarray:
 
 
 def _graph(ctx) -> np.ndarray:
-    return graph_posteriors(ctx["graph"], ctx["counts"], ctx["folds"])
+    return graph_posteriors(ctx["graph"], ctx["counts"], ctx["fold_sets"][0])
 
 
 def _ensemble(ctx) -> np.ndarray:
@@ -206,7 +206,7 @@ def compute_posteriors(
         raise DqauditError(f"repeats must be at least 1, not {repeats}")
     fold_sets = [stratified_folds(labels, n_folds=n_folds, seed=seed + r) for r in range(repeats)]
     ctx = _Context(x=x, graph=graph, counts=label_counts, device=device,
-                   folds=fold_sets[0], fold_sets=fold_sets)
+                   fold_sets=fold_sets)
     probs = ctx.setdefault_result(method)
     return Posteriors(method=method, probs=probs.astype(np.float64),
                       by_method=dict(ctx["results"]))

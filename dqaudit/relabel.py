@@ -95,7 +95,7 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     When the audit was written to FiftyOne, the queued samples get the tag ``dq_review``.
     """
     from .errors import DqauditError
-    from .outputs import read_samples, read_summary, samples_for_csv
+    from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
 
     if budget <= 0:
         raise DqauditError("--budget must be a positive number of samples")
@@ -103,8 +103,8 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     samples = read_samples(out)
     reviewed = set(_ledger(out)["id"])
     pending = samples[~samples["id"].isin(reviewed)]
-    key = "review_score" if "review_score" in pending.columns else "priority"
-    queue = pending.sort_values(key, ascending=False, kind="stable").head(budget)
+    queue = pending.sort_values(review_order_column(pending), ascending=False,
+                                kind="stable").head(budget)
     columns = ["id", "path", "label", "suggested_label", "suggested_confidence", "review_score",
                "priority", "noisiness", "ambiguity", "issues"]
     queue = queue[[c for c in columns if c in queue.columns]].reset_index(drop=True)

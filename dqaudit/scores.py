@@ -117,8 +117,7 @@ def mean_rank(*scores_: np.ndarray) -> np.ndarray:
                    axis=0)
 
 
-def review_score(target: np.ndarray, probs: np.ndarray, labels: np.ndarray,
-                 joint: np.ndarray) -> np.ndarray:
+def review_score(priority_: np.ndarray, error_probability: np.ndarray) -> np.ndarray:
     """(N,) the order of review, in [0, 1] (1 = review first): the mean rank of ``priority``
     (noisiness - ambiguity, Eq. 2 of "Active label cleaning") and
     ``noise_model_error_probability``, scaled by N - 1.
@@ -128,10 +127,7 @@ def review_score(target: np.ndarray, probs: np.ndarray, labels: np.ndarray,
     on CIFAR-10H (benchmarks/RESULTS.md, 5 seeds) this order reaches a normalised AUC of 0.80
     where priority alone reached 0.775, with the same posteriors.
     """
-    n = len(labels)
-    ranks = mean_rank(priority(target, probs),
-                      noise_model_error_probability(labels, probs, joint))
-    return ranks / max(n - 1, 1)
+    return mean_rank(priority_, error_probability) / max(len(priority_) - 1, 1)
 
 
 def flag_label_errors(rank_score: np.ndarray, n_errors: int, *, candidates: np.ndarray

@@ -128,8 +128,9 @@ def _model_priority(kind: str, x, graph, folds, device: str):
         if kind == "entropy":
             return scores.ambiguity(p)
         labels = counts.argmax(axis=1)
-        return scores.review_score(label_distribution(counts), p, labels,
-                                   scores.confident_joint(labels, p))
+        return scores.review_score(
+            scores.priority(label_distribution(counts), p),
+            scores.noise_model_error_probability(labels, p, scores.confident_joint(labels, p)))
 
     return fn
 

@@ -72,8 +72,8 @@ def test_exact_knn_on_a_subset_of_queries_matches_the_full_graph():
     rows = np.array([3, 17, 250, 499])
     part = exact_knn(x, k=7, queries=rows, chunk=3)
     np.testing.assert_array_equal(part.indices, full.indices[rows])
-    # the streaming version the recall check uses: base in chunks that split the query rows
-    streamed = neighbors._exact_rows(x, rows, 7, chunk=64)
+    # the base streamed in chunks that split the query rows
+    streamed = exact_knn(x, k=7, queries=rows, chunk=64).indices
     for a, b in zip(streamed, full.indices[rows]):
         assert set(a.tolist()) == set(b.tolist())
 

@@ -245,7 +245,8 @@ def test_review_score_orders_clear_errors_first_and_breaks_priority_ties_by_the_
                       [0.05, 0.0, 0.95],    # as clear, towards a confusion never seen
                       [0.4, 0.3, 0.3],      # ambiguous
                       [0.9, 0.05, 0.05]])   # agrees with its label
-    r = scores.review_score(target, probs, labels, joint)
+    r = scores.review_score(scores.priority(target, probs),
+                            scores.noise_model_error_probability(labels, probs, joint))
     # samples 0 and 1 tie on priority; the noise model puts the known confusion first
     assert scores.priority(target, probs)[0] == pytest.approx(scores.priority(target, probs)[1])
     assert r[0] == r.max() > r[1] and r[3] == r.min()

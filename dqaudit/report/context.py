@@ -8,6 +8,8 @@ import io
 
 import pandas as pd
 
+from ..outputs import review_order_column
+
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
 
 
@@ -59,8 +61,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = N
         samples = samples[~samples["dropped"].astype(bool)]
     issues = samples["issues"].map(list)
     is_error = issues.map(lambda v: "label_error" in v).to_numpy()
-    order = "review_score" if "review_score" in samples.columns else "priority"
-    suspects = samples[is_error].sort_values(order, ascending=False, kind="stable")
+    suspects = samples[is_error].sort_values(review_order_column(samples), ascending=False,
+                                             kind="stable")
     ambiguous = samples[issues.map(lambda v: "ambiguous" in v).to_numpy()].sort_values(
         "ambiguity", ascending=False, kind="stable")
     outliers = samples[issues.map(lambda v: "outlier" in v).to_numpy()].sort_values(
