@@ -260,14 +260,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     priority = noisiness - ambiguity
     suggested, confidence = scores.suggestions(probs)
     error_probability = scores.label_error_probability(target, probs)
-    joint = scores.confident_joint(data.labels, probs)
-    n_errors = int(round(scores.off_diagonal(joint)))
-    # Flagged in the order of the mean rank of noisiness and the noise-model error probability:
-    # on CIFAR-10N (benchmarks/RESULTS.md) a higher F1 than noisiness alone in 9 of 10
-    # measurements (two encoders x five noise sets); reviews go by review_score
-    noise_model = scores.noise_model_error_probability(data.labels, probs, joint)
-    label_error = scores.flag_label_errors(scores.mean_rank(noisiness, noise_model), n_errors,
-                                           candidates=suggested != data.labels)
+    found = scores.find_label_errors(data.labels, target, probs)
+    label_error, n_errors, joint, noise_model = found
     review = scores.review_score(priority, noise_model)
     normalised_entropy = ambiguity / np.log(data.n_classes)
     ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error

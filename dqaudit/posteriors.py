@@ -29,7 +29,7 @@ import numpy as np
 from .errors import DqauditError
 from .neighbors import KnnGraph
 from .probes import ProbeConfig, fit_probes, predict_proba
-from .scores import estimate_label_error_count, flag_label_errors, noisiness
+from .scores import find_label_errors
 
 DEFAULT_METHOD = "linear"
 LINEAR_REPEATS = 3
@@ -87,8 +87,11 @@ def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray
     the suspected label errors of its training part are replaced by their posteriors (soft
     pseudo-labels). The suspects are found by an inner cross-validation inside the training
     part alone, so the held-out fold's labels never reach its model, not even through another
-    sample's corrected target. Measured on CIFAR-10N (random1 / worst), two rounds raise the
-    flag's F1 by 0.015 / 0.017 over no correction.
+    sample's corrected target, and chosen as the audit chooses its flag
+    (``scores.find_label_errors``). Measured on CIFAR-10N (random1 / worst), two rounds raise
+    the flag's F1 by 0.015 / 0.017 over no correction; choosing the suspects in the flag's order
+    instead of by noisiness alone raised it by 0.006 to 0.007 on random1-3 and worst, and
+    lowered it by 0.009 on aggre (benchmarks/RESULTS.md).
     """
     n, c = label_counts.shape
     k = int(folds.max()) + 1
@@ -105,9 +108,8 @@ def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray
             inner[f, folds == g] = probs[m, folds == g]
         for f in range(k):
             train = folds != f
-            p, t, y = inner[f, train], dist[train], labels[train]
-            n_err = estimate_label_error_count(y, p)
-            flags = flag_label_errors(noisiness(t, p), n_err, candidates=p.argmax(axis=1) != y)
+            p = inner[f, train]
+            flags = find_label_errors(labels[train], dist[train], p).flags
             corrected = dist.copy()
             corrected[np.flatnonzero(train)[flags]] = p[flags]
             targets[f] = corrected

@@ -8,6 +8,8 @@ Nat. Commun. 13, 1161 (2022).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 EPS = 1e-12
@@ -144,6 +146,34 @@ def flag_label_errors(rank_score: np.ndarray, n_errors: int, *, candidates: np.n
     order = pool[np.argsort(-rank_score[pool], kind="stable")]
     flags[order[:n_errors]] = True
     return flags
+
+
+class LabelErrors(NamedTuple):
+    """What ``find_label_errors`` found: the flags, their estimated count, the confident joint
+    it came from and the noise-model error probability of every sample."""
+
+    flags: np.ndarray
+    count: int
+    joint: np.ndarray
+    noise_model: np.ndarray
+
+
+def find_label_errors(labels: np.ndarray, target: np.ndarray, probs: np.ndarray) -> LabelErrors:
+    """The ``label_error`` flag: as many samples as the confident joint estimates wrong labels
+    (``estimate_label_error_count``), taken in the order of the mean rank of ``noisiness`` and
+    ``noise_model_error_probability`` among the samples whose posterior prefers another class.
+
+    Used by the audit and by the label-correction rounds of the linear probe. Measured on
+    CIFAR-10N (benchmarks/RESULTS.md): this order gave a higher F1 than noisiness alone in 9 of
+    10 measurements (two encoders x five noise sets), and choosing the correction rounds'
+    suspects by it too raised the flag's F1 on four of five noise sets.
+    """
+    joint = confident_joint(labels, probs)
+    count = int(round(off_diagonal(joint)))
+    noise_model = noise_model_error_probability(labels, probs, joint)
+    flags = flag_label_errors(mean_rank(noisiness(target, probs), noise_model), count,
+                              candidates=probs.argmax(axis=1) != labels)
+    return LabelErrors(flags=flags, count=count, joint=joint, noise_model=noise_model)
 
 
 def importance(x: np.ndarray, labels: np.ndarray, loss: np.ndarray, *,

@@ -255,6 +255,29 @@ def test_review_score_orders_clear_errors_first_and_breaks_priority_ties_by_the_
     np.testing.assert_allclose(r, np.array([2.5, 1.5, 1.5, 0.5]) / 3)
 
 
+def test_find_label_errors_takes_the_estimated_count_in_the_flag_order():
+    # 3 classes, 10 samples each; the posteriors agree with every label except samples 0-2
+    labels = np.repeat(np.arange(3), 10)
+    probs = np.full((30, 3), 0.05)
+    probs[np.arange(30), labels] = 0.9
+    probs[0] = [0.02, 0.96, 0.02]   # clear errors: the model is sure they are class 1
+    probs[1] = [0.04, 0.92, 0.04]
+    probs[2] = [0.40, 0.15, 0.45]   # prefers class 2, but below class 2's confidence threshold
+    target = np.eye(3)[labels]
+    found = scores.find_label_errors(labels, target, probs)
+    # the count is the confident joint's off-diagonal mass, not a fixed top-k: samples 0 and
+    # 1 reach class 1's threshold (0.9), sample 2 no other class's; row 0 holds 9 counted
+    # samples, rescaled to its 10: 2 x 10 / 9 = 2.2 -> 2
+    assert scores.off_diagonal(found.joint) == pytest.approx(20 / 9)
+    assert found.count == 2
+    flagged = np.flatnonzero(found.flags)
+    np.testing.assert_array_equal(flagged, [0, 1])
+    # only samples whose posterior prefers another class can be flagged
+    assert not found.flags[probs.argmax(axis=1) == labels].any()
+    np.testing.assert_allclose(found.noise_model,
+                               scores.noise_model_error_probability(labels, probs, found.joint))
+
+
 def test_importance_in_unit_range_and_high_for_errors():
     x, y = clusters(n_per=80, seed=4)
     y2 = y.copy()
