@@ -5,10 +5,11 @@ scores (kNN disagreement, duplicates, outliers) and the report. Methods (``KNN_M
 
     ``exact``  all-pairs cosine in row chunks (torch matmul): memory O(N * k) plus one chunk of
                similarities, time O(N^2 D). The default up to ``EXACT_MAX`` samples.
-    ``ivf``    faiss inverted-file index, nlist = 4 sqrt(N) lists, 4-bit fast-scan product
+    ``ivf``    faiss inverted-file index, nlist = 2 sqrt(N) lists, 4-bit fast-scan product
                quantisation re-ranked by exact inner products (``IVF{nlist},PQ{D/2}x4fs,RFlat``;
-               IVF-SQ8 for odd D); the number of lists probed is tuned on the data itself until
-               recall@k against exact search on a sample of queries reaches ``target_recall``.
+               IVF-SQ8 for odd D); the number of lists probed and the re-ranking depth are tuned
+               on the data itself until recall@k against exact search on a sample of queries
+               reaches ``target_recall``.
                Memory: the float32 vectors once more (the re-ranking keeps them) plus
                D / 4 bytes of codes per sample, and O(N * k) for the graph.
     ``hnsw``   faiss HNSW graph (M = 32), efSearch tuned the same way.
@@ -167,19 +168,21 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
 
 
-def _tuned_search(index, x, k, knob: str, values, target_recall: float, seed: int,
+def _tuned_search(index, x, k, settings, target_recall: float, seed: int,
                   n_check: int = 1000):
-    """Raise ``knob`` through ``values`` until recall@k on a sample of queries, measured
-    against exact search, reaches ``target_recall``; then search every row with it."""
+    """Try the search ``settings`` (dicts of faiss parameters, cheapest first) until recall@k
+    on a sample of queries, measured against exact search, reaches ``target_recall``; then
+    search every row with the first setting that did (or the last one)."""
     faiss = _faiss()
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     check = np.sort(rng.choice(n, size=min(n_check, n), replace=False))
     truth = exact_knn(x, k=k, queries=check, chunk=16384).indices
     params = faiss.ParameterSpace()
-    recall, value = 0.0, values[0]
-    for value in values:
-        params.set_index_parameter(index, knob, value)
+    recall, setting = 0.0, settings[0]
+    for setting in settings:
+        for knob, value in setting.items():
+            params.set_index_parameter(index, knob, value)
         sims, inds = index.search(np.ascontiguousarray(x[check], dtype=np.float32), k + 1)
         recall = _recall(_drop_self(sims, inds, check, k)[1], truth)
         if recall >= target_recall:
@@ -187,7 +190,7 @@ def _tuned_search(index, x, k, knob: str, values, target_recall: float, seed: in
     sims, inds = _search_all(index, x, k)
     sims, inds = _drop_self(sims, inds, np.arange(n), k)
     return KnnGraph(indices=inds, similarities=sims,
-                    info={knob: value, "recall_at_k": round(recall, 4), "recall_queries":
+                    info={**setting, "recall_at_k": round(recall, 4), "recall_queries":
                           len(check), "target_recall": target_recall})
 
 
@@ -196,33 +199,46 @@ def ivf_knn(embeddings: np.ndarray, *, k: int = 10, target_recall: float = TARGE
     """Approximate kNN with a faiss IVF index (see module docstring)."""
     faiss = _faiss()
     n, d = embeddings.shape
-    nlist = int(max(1, min(round(4 * np.sqrt(n)), n // 39)))
+    nlist = int(max(1, min(round(NLIST_PER_SQRT_N * np.sqrt(n)), n // 39)))
     spec = _ivf_spec(nlist, d)
     index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    faiss.extract_index_ivf(index).cp.niter = KMEANS_ITERATIONS
     rng = np.random.default_rng(seed)
     train = np.sort(rng.choice(n, size=min(n, TRAIN_PER_LIST * nlist), replace=False))
     index.train(np.ascontiguousarray(embeddings[train], dtype=np.float32))
     for s in range(0, n, 262144):
         index.add(np.ascontiguousarray(embeddings[s:s + 262144], dtype=np.float32))
-    if spec.endswith("RFlat"):
-        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", REFINE_FACTOR)
     probes = [p for p in (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
               if p <= nlist] or [nlist]
-    graph = _tuned_search(index, embeddings, k, "nprobe", probes, target_recall, seed)
+    if spec.endswith("RFlat"):
+        # the cheaper re-ranking first, up to a moderate nprobe; then the wider one
+        settings = [{"nprobe": p, "k_factor_rf": REFINE_FACTORS[0]} for p in probes
+                    if p <= 64] + [{"nprobe": p, "k_factor_rf": REFINE_FACTORS[1]}
+                                   for p in probes]
+    else:
+        settings = [{"nprobe": p} for p in probes]
+    graph = _tuned_search(index, embeddings, k, settings, target_recall, seed)
     graph.info.update(method="ivf", index=spec, nlist=nlist)
     return graph
 
 
 # Candidates from 4-bit fast-scan product-quantised codes (2 dimensions per code), re-ranked
-# by exact inner products over k * REFINE_FACTOR candidates. Measured on synthetic 512-d
-# embeddings (benchmarks/scale.py): at 100k and nprobe 64, recall 0.973 in 7 s for all rows
-# (factor 8), against 0.974 in 28 s with 8-bit scalar quantisation (IVF-SQ8) and 0.985 in
-# 53 s with full vectors (IVF-Flat); at 1M a factor of 8 stops at recall 0.93 whatever the
-# nprobe (up to 512), a factor of 32 reaches 0.957 at nprobe 96 and 0.979 at 128.
-REFINE_FACTOR = 32
-# Training points per inverted list: the k-means of the coarse quantiser costs nlist x points x D
-# per iteration, the larger share of building the index at high D.
-TRAIN_PER_LIST = 40
+# by exact inner products over k * factor candidates. Measured on synthetic 512-d embeddings
+# (benchmarks/scale.py): at 100k and nprobe 64, recall 0.973 in 7 s for all rows (factor 8),
+# against 0.974 in 28 s with 8-bit scalar quantisation (IVF-SQ8) and 0.985 in 53 s with full
+# vectors (IVF-Flat); at 1M a factor of 8 stops at recall 0.93 whatever the nprobe (up to 512),
+# a factor of 32 reaches 0.957 at nprobe 96 and 0.979 at 128. At 100k x 1280-d, factor 16
+# reached the recall of 32 (0.965) in a quarter less search time: it is tried first.
+REFINE_FACTORS = (16, 32)
+# Index size and training. The k-means of the coarse quantiser costs nlist x points x D per
+# iteration (points = TRAIN_PER_LIST x nlist, so it grows as nlist^2); the all-points search
+# scans about N x nprobe x N / nlist codes either way. Measured at 100k x 1280-d
+# (benchmarks/RESULTS.md): 4 sqrt(N) lists, 40 points per list and faiss' 25 k-means
+# iterations took 86 s for the graph; 2 sqrt(N) lists, 16 points and 10 iterations 36 s, at
+# recall 0.979 instead of 0.950 (the tuned nprobe falls from 48 to 32).
+NLIST_PER_SQRT_N = 2
+TRAIN_PER_LIST = 16
+KMEANS_ITERATIONS = 10
 
 
 def _ivf_spec(nlist: int, d: int) -> str:
@@ -240,7 +256,8 @@ def hnsw_knn(embeddings: np.ndarray, *, k: int = 10, target_recall: float = TARG
     index.hnsw.efConstruction = 40
     for s in range(0, n, 262144):
         index.add(np.ascontiguousarray(embeddings[s:s + 262144], dtype=np.float32))
-    graph = _tuned_search(index, embeddings, k, "efSearch", (32, 48, 64, 96, 128, 256, 512),
+    graph = _tuned_search(index, embeddings, k,
+                          [{"efSearch": v} for v in (32, 48, 64, 96, 128, 256, 512)],
                           target_recall, seed)
     graph.info.update(method="hnsw", index="HNSW32")
     return graph
