@@ -39,6 +39,19 @@ def test_approximate_knn_reaches_its_recall_and_matches_exact_layout(method):
     assert np.abs(true_sims - approx.similarities).max() < 0.05
 
 
+def test_ivf_tries_the_cheap_reranking_first_then_the_wider_one():
+    x, _ = clustered()
+    easy = knn(x, k=10, method="ivf", target_recall=0.5)
+    assert (easy.info["nprobe"], easy.info["k_factor_rf"]) == (8, neighbors.REFINE_FACTORS[0])
+    assert easy.info["recall_at_k"] >= 0.5
+    # an unreachable target walks every setting and ends on the widest one
+    hard = knn(x, k=10, method="ivf", target_recall=1.01)
+    assert hard.info["k_factor_rf"] == neighbors.REFINE_FACTORS[1]
+    # 4,000 rows: nlist = min(2 sqrt(N), N / 39) = 102, so the largest nprobe tried is 96
+    assert hard.info["nlist"] == 102 and hard.info["nprobe"] == 96
+    assert hard.info["recall_at_k"] >= easy.info["recall_at_k"]
+
+
 def test_auto_is_exact_up_to_the_threshold_then_ivf(monkeypatch):
     x, _ = clustered(n=1500)
     assert knn(x, k=5).info["method"] == "exact"
