@@ -33,11 +33,11 @@ from .scores import find_label_errors
 
 DEFAULT_METHOD = "linear"
 LINEAR_REPEATS = 3
+REPEAT_MAX_SAMPLES = 50_000
 # L-BFGS iterations of a correction round's probes after the first, which start from the last
 # round's weights: on CIFAR-10N (5 noise sets) 30 gave the same flags' F1 as 100 (within
 # +-0.003) in 40% less time (benchmarks/RESULTS.md)
 WARM_ITER = 30
-REPEAT_MAX_SAMPLES = 50_000
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,10 @@ def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray
         if weights is None:
             # the first round's targets are the labels for every f, so probes (f, g) and (g, f)
             # are the same fit (same rows, same targets): fit each unordered pair once
-            first = [m for m, (f, g) in enumerate(pairs) if f < g]
-            which = [first.index(pairs.index((min(f, g), max(f, g)))) for f, g in pairs]
-            probs, weights = _fold_models(x, targets[[pairs[m][0] for m in first]],
-                                          masks[first], config, device)
+            once = [m for m, (f, g) in enumerate(pairs) if f < g]
+            which = [once.index(pairs.index((min(f, g), max(f, g)))) for f, g in pairs]
+            probs, weights = _fold_models(x, targets[:1].repeat(len(once), axis=0),
+                                          masks[once], config, device)
             probs, weights = probs[which], tuple(v[which] for v in weights)
         else:
             # a later round's probes differ from the last round's in the targets of a few
