@@ -324,6 +324,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
         },
         "score_parameters": {"k": graph.k, "duplicate_threshold": duplicate_threshold,
                              "ambiguity_threshold": AMBIGUITY_THRESHOLD, "n_folds": 5,
+                             "fold_splits": post.fold_splits,
                              "pca_dim": int(x.shape[1]), "knn": graph.info},
     }
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)

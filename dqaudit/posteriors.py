@@ -173,6 +173,7 @@ class Posteriors:
     method: str
     probs: np.ndarray
     by_method: dict
+    fold_splits: int = 1  # differently seeded K-fold splits the linear probe averaged over
 
 
 def _linear(ctx) -> np.ndarray:
@@ -232,4 +233,4 @@ def compute_posteriors(
                    fold_sets=fold_sets)
     probs = ctx.setdefault_result(method)
     return Posteriors(method=method, probs=probs.astype(np.float64),
-                      by_method=dict(ctx["results"]))
+                      by_method=dict(ctx["results"]), fold_splits=repeats)

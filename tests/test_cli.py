@@ -62,6 +62,7 @@ def test_scan_json_output(class_tree, tmp_path):
     summary = json.loads(res.output)
     assert summary["n_samples"] == 12
     assert summary["score_parameters"]["duplicate_threshold"] == 0.5
+    assert summary["score_parameters"]["fold_splits"] == 3  # repeated K-fold below 50,000
     # at cosine 0.5 the same-colour squares group together
     assert pd.read_parquet(tmp_path / "o" / "samples.parquet")["dup_group"].max() >= 0
 

@@ -54,6 +54,8 @@ def test_report_numbers_come_from_summary(noisy_audit):
         assert rate in flat and interval in flat
         assert f"{summary['label_error_count']}suspectedlabelerrorsflagged" in flat
         assert summary["fingerprint"][:16] in flat
+        splits = summary["score_parameters"]["fold_splits"]
+        assert f"averagedover{splits}differentlyseededfoldsplits" in flat
     assert "really_red.png" in html  # the planted error is among the shown suspects
     assert summary["verdict"]["level"] in html
 
