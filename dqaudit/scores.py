@@ -132,6 +132,15 @@ def review_score(priority_: np.ndarray, error_probability: np.ndarray) -> np.nda
     return mean_rank(priority_, error_probability) / max(len(priority_) - 1, 1)
 
 
+def review_score_of(label_counts: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``review_score`` from posteriors: priority and noise-model error probability of the
+    normalised ``label_counts`` (N, C) against ``probs``."""
+    target = label_counts / label_counts.sum(axis=1, keepdims=True)
+    labels = label_counts.argmax(axis=1)
+    return review_score(priority(target, probs), noise_model_error_probability(
+        labels, probs, confident_joint(labels, probs)))
+
+
 def flag_label_errors(rank_score: np.ndarray, n_errors: int, *, candidates: np.ndarray
                       ) -> np.ndarray:
     """(N,) bool: the ``n_errors`` highest ``rank_score`` samples among ``candidates``.

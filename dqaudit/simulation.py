@@ -113,24 +113,17 @@ def run_selector(priority_fn: Callable[[np.ndarray], np.ndarray], dist: np.ndarr
 
 
 def _model_priority(kind: str, x, graph, folds, device: str):
-    from .posteriors import graph_posteriors, label_distribution, linear_posteriors
-
-    def posterior(counts):
-        if kind == "graph":
-            return graph_posteriors(graph, counts, folds)
-        lin = linear_posteriors(x, counts, folds, correction_rounds=0, device=device)
-        if kind == "ensemble":
-            return (lin + graph_posteriors(graph, counts, folds)) / 2
-        return lin
+    """Review score of a model selector: what `dqaudit scan` writes as ``review_score`` for
+    posterior method ``kind`` (``posteriors.review_posteriors``); ``entropy`` ranks by the
+    linear posteriors' entropy."""
+    from .posteriors import review_posteriors
 
     def fn(counts):
-        p = posterior(counts)
+        p = review_posteriors("linear" if kind == "entropy" else kind, x, graph, counts, folds,
+                              device=device)
         if kind == "entropy":
             return scores.ambiguity(p)
-        labels = counts.argmax(axis=1)
-        return scores.review_score(
-            scores.priority(label_distribution(counts), p),
-            scores.noise_model_error_probability(labels, p, scores.confident_joint(labels, p)))
+        return scores.review_score_of(counts, p)
 
     return fn
 

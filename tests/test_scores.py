@@ -278,6 +278,23 @@ def test_find_label_errors_takes_the_estimated_count_in_the_flag_order():
                                scores.noise_model_error_probability(labels, probs, found.joint))
 
 
+def test_review_score_is_what_the_cleaning_simulation_ranks_by():
+    """The scan's review order comes from the posteriors the simulation's selector refits
+    (one fold split, no correction rounds), so the queue is the order that was measured."""
+    from dqaudit.simulation import _model_priority
+
+    x, y = clusters(seed=4)
+    y_noisy = y.copy()
+    y_noisy[[3, 70, 150]] = [1, 2, 0]
+    data = dataset(x, y_noisy)
+    table = score_dataset(data, x, method="linear", seed=0).table
+    selector = _model_priority("linear", project(x, seed=0), None,
+                               stratified_folds(y_noisy, seed=0), "cpu")
+    np.testing.assert_allclose(table["review_score"], selector(data.label_counts), atol=1e-9)
+    # and it still puts the planted errors first
+    assert set(table["review_score"].nlargest(3).index) == {3, 70, 150}
+
+
 def test_importance_in_unit_range_and_high_for_errors():
     x, y = clusters(n_per=80, seed=4)
     y2 = y.copy()
