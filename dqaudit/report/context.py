@@ -47,8 +47,8 @@ def _rows(df: pd.DataFrame, columns: list[str]) -> list[dict]:
 
 
 ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_confidence",
-               "noisiness", "ambiguity", "priority", "importance", "outlier_score",
-               "outlier_percentile", "dup_group"]
+               "noisiness", "ambiguity", "priority", "review_score", "importance",
+               "outlier_score", "outlier_percentile", "dup_group"]
 
 
 def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = None,
