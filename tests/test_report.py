@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from pypdf import PdfReader
@@ -57,6 +58,10 @@ def test_report_numbers_come_from_summary(noisy_audit):
         splits = summary["score_parameters"]["fold_splits"]
         assert f"averagedover{splits}differentlyseededfoldsplits" in flat
     assert "really_red.png" in html  # the planted error is among the shown suspects
+    # suspect cards carry the review score the gallery is ordered by
+    samples = pd.read_parquet(out / "samples.parquet")
+    first = samples[samples["flagged"]].sort_values("review_score", ascending=False).iloc[0]
+    assert f"review {first['review_score']:.3f}" in html
     assert summary["verdict"]["level"] in html
 
 
