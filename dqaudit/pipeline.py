@@ -245,8 +245,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     from . import scores
     from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
                             knn_disagreement, outlier_flags, outlier_scores)
-    from .posteriors import (audit_folds, compute_posteriors, label_distribution,
-                             review_posteriors)
+    from .posteriors import compute_posteriors, label_distribution, review_posteriors
     from .probes import project
 
     x = project(embeddings, seed=seed)
@@ -266,8 +265,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     # the order of review: the same scores on the posteriors the cleaning simulation measures
     # (one fold split, no correction rounds; see posteriors.review_posteriors)
     review = scores.review_score_of(data.label_counts, review_posteriors(
-        method, x, graph, data.label_counts, audit_folds(data.labels, seed=seed),
-        device=device))
+        method, x, graph, data.label_counts, post.fold_sets[0], device=device,
+        graph_probs=post.by_method.get("graph")))
     normalised_entropy = ambiguity / np.log(data.n_classes)
     ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
     if duplicate_threshold is None:

@@ -60,11 +60,6 @@ def stratified_folds(labels: np.ndarray, *, n_folds: int = 5, seed: int = 0) -> 
     return folds
 
 
-def audit_folds(labels: np.ndarray, *, n_folds: int = 5, seed: int = 0) -> np.ndarray:
-    """The audit's fold split: ``stratified_folds`` with K capped to [2, N]."""
-    return stratified_folds(labels, n_folds=max(2, min(n_folds, len(labels))), seed=seed)
-
-
 def label_distribution(label_counts: np.ndarray) -> np.ndarray:
     """(N, C) label counts -> rows that sum to 1."""
     return label_counts / label_counts.sum(axis=1, keepdims=True)
@@ -172,7 +167,8 @@ def graph_posteriors(graph: KnnGraph, label_counts: np.ndarray, folds: np.ndarra
 
 
 def review_posteriors(method: str, x: np.ndarray, graph: KnnGraph, label_counts: np.ndarray,
-                      folds: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+                      folds: np.ndarray, *, device: str = "cpu",
+                      graph_probs: np.ndarray | None = None) -> np.ndarray:
     """(N, C) the posteriors the review order ranks by: ``method``'s out-of-fold posteriors on
     one fold split, the linear probe without its label-correction rounds.
 
@@ -181,15 +177,18 @@ def review_posteriors(method: str, x: np.ndarray, graph: KnnGraph, label_counts:
     seeds) ranking by the corrected posteriors instead lowered the simulation's normalised AUC
     from 0.816 to 0.783: the rounds sharpen the flag (its F1) but, with several annotations
     arriving per sample, the review order does better on the uncorrected fit.
+
+    ``graph_probs``: the graph posteriors on these folds when already computed (the audit's
+    ``Posteriors.by_method["graph"]``), so they are not computed again.
     """
-    if method not in POSTERIOR_METHODS:
-        raise DqauditError(f"unknown posterior method {method!r}; valid: "
-                           f"{', '.join(POSTERIOR_METHODS)}")
+    _require_method(method)
+    if method != "linear" and graph_probs is None:
+        graph_probs = graph_posteriors(graph, label_counts, folds)
     if method == "graph":
-        return graph_posteriors(graph, label_counts, folds)
+        return graph_probs
     lin = linear_posteriors(x, label_counts, folds, correction_rounds=0, device=device)
     if method == "ensemble":
-        return (lin + graph_posteriors(graph, label_counts, folds)) / 2.0
+        return (lin + graph_probs) / 2.0
     return lin
 
 
@@ -200,7 +199,11 @@ class Posteriors:
     method: str
     probs: np.ndarray
     by_method: dict
-    fold_splits: int = 1  # differently seeded K-fold splits the linear probe averaged over
+    fold_sets: list  # the (N,) K-fold splits the linear probe averaged over (graph: the first)
+
+    @property
+    def fold_splits(self) -> int:
+        return len(self.fold_sets)
 
 
 def _linear(ctx) -> np.ndarray:
@@ -230,6 +233,12 @@ class _Context(dict):
         return memo[name]
 
 
+def _require_method(method: str) -> None:
+    if method not in POSTERIOR_METHODS:
+        raise DqauditError(f"unknown posterior method {method!r}; valid: "
+                           f"{', '.join(POSTERIOR_METHODS)}")
+
+
 def compute_posteriors(
     x: np.ndarray,
     graph: KnnGraph,
@@ -246,17 +255,18 @@ def compute_posteriors(
 
     ``repeats``: fold splits the linear probe averages over (seeds ``seed``, ``seed + 1``...;
     the graph uses the first); None: ``LINEAR_REPEATS`` up to ``REPEAT_MAX_SAMPLES`` samples,
-    one above."""
-    if method not in POSTERIOR_METHODS:
-        raise DqauditError(f"unknown posterior method {method!r}; valid: "
-                           f"{', '.join(POSTERIOR_METHODS)}")
+    one above, and one for the graph method alone."""
+    _require_method(method)
+    n_folds = max(2, min(n_folds, len(labels)))
     if repeats is None:
-        repeats = LINEAR_REPEATS if len(labels) <= REPEAT_MAX_SAMPLES else 1
+        # only the linear probe averages over splits; the graph uses one
+        repeats = (LINEAR_REPEATS if method != "graph" and len(labels) <= REPEAT_MAX_SAMPLES
+                   else 1)
     if repeats < 1:
         raise DqauditError(f"repeats must be at least 1, not {repeats}")
-    fold_sets = [audit_folds(labels, n_folds=n_folds, seed=seed + r) for r in range(repeats)]
+    fold_sets = [stratified_folds(labels, n_folds=n_folds, seed=seed + r) for r in range(repeats)]
     ctx = _Context(x=x, graph=graph, counts=label_counts, device=device,
                    fold_sets=fold_sets)
     probs = ctx.setdefault_result(method)
     return Posteriors(method=method, probs=probs.astype(np.float64),
-                      by_method=dict(ctx["results"]), fold_splits=repeats)
+                      by_method=dict(ctx["results"]), fold_sets=fold_sets)
