@@ -161,8 +161,10 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         columns["dq_embedding"] = [np.asarray(v, dtype=np.float32) for v in result.embeddings]
     _write_columns(fo, dataset, ids, columns)
 
+    # review scores tie (a mean of two ranks); the queue and the report keep the samples' row
+    # order among ties, which is the order the samples were added here: ``_id`` ascending
     dataset.save_view(SUSPECTS_VIEW, dataset.match(F("dq_flagged") == True)  # noqa: E712
-                      .sort_by(order, reverse=True), overwrite=True,
+                      .sort_by([(order, -1), ("_id", 1)]), overwrite=True,
                       description="dqaudit: flagged samples in review order (the order of "
                                   "dqaudit relabel queue)")
     dataset.save_view(AMBIGUOUS_VIEW, dataset.match(F("dq_issues").contains("ambiguous"))

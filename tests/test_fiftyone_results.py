@@ -56,6 +56,9 @@ def test_scan_writes_fields_and_views(mislabelled_tree, tmp_path, fo_name):
     assert len(suspects) == int(samples["flagged"].sum()) >= 1
     order = suspects.values("dq_review_score")  # the order of `dqaudit relabel queue`
     assert order == sorted(order, reverse=True)
+    queue = samples[samples["flagged"]].sort_values("review_score", ascending=False,
+                                                     kind="stable")  # ties in row order
+    assert suspects.values("filepath") == queue["path"].tolist()
     assert "dq_review_score" in ds.info["dqaudit"]["fields"]
     assert suspects.first().filepath.endswith("really_red.png")
     assert ds.has_saved_view("dq_ambiguous")
