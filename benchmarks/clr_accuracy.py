@@ -43,9 +43,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="encoder [default: dqaudit's default]")
+    ap.add_argument("--embeddings", default=None,
+                    help=".npy of CIFAR-10N embeddings in labels.csv order (instead of --model), "
+                         "e.g. from domain_encoder.py")
+    ap.add_argument("--cases", nargs="+", default=None, help="only these cases")
     args = ap.parse_args()
     df = common.cifar10n_table()
-    emb = common.embed(list(df["path"]), model=args.model)
+    if args.embeddings:
+        emb = np.load(args.embeddings).astype(np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        assert len(emb) == len(df), (emb.shape, len(df))
+    else:
+        emb = common.embed(list(df["path"]), model=args.model)
     x = project(emb)
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
     rows = {}
@@ -53,6 +62,8 @@ def main() -> None:
           " seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for name, y in cases(df, clean).items():
+        if args.cases and name not in args.cases:
+            continue
         truth = float((y != clean).mean())
         res = estimate_clr(x, y, 10, config=ClrConfig(repeats=args.repeats), seed=0)
         lr = cross_val_predict(LogisticRegression(max_iter=1000), emb, y, cv=5,
