@@ -261,7 +261,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     suggested, confidence = scores.suggestions(probs)
     error_probability = scores.label_error_probability(target, probs)
     found = scores.find_label_errors(data.labels, target, probs)
-    label_error, n_errors, joint, noise_model = found
+    label_error, n_errors, joint = found.flags, found.count, found.joint
     # the order of review: the same scores on the posteriors the cleaning simulation measures
     # (one fold split, no correction rounds; see posteriors.review_posteriors)
     review = scores.review_score_of(data.label_counts, review_posteriors(
