@@ -1,5 +1,8 @@
 """CLR estimation error on CIFAR-10N: 8 cases with known truth, beside cleanlab's count.
 
+The gold-free bracket (`bracket_low`, `bracket_high`, dqaudit/clr.py `bracket`) is reported
+beside it: whether it contains the truth, and its width.
+
 Cases: clean labels, clean + 5% and + 20% uniform flips, aggre, random1, random2, random3,
 worst. dqaudit's estimate and 95% interval come from the default protocol (uniform injection,
 10 ratios x 20 repeats); cleanlab's `num_label_issues` runs on the out-of-fold probabilities of
@@ -58,24 +61,32 @@ def main() -> None:
     x = project(emb)
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
     rows = {}
-    print("| case | truth | dqaudit estimate [95% CI] | error | covered | cleanlab count | error |"
-          " seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | truth | dqaudit estimate [95% CI] | error | covered | bracket | in bracket "
+          "| width | cleanlab count | error | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, y in cases(df, clean).items():
         if args.cases and name not in args.cases:
             continue
         truth = float((y != clean).mean())
-        res = estimate_clr(x, y, 10, config=ClrConfig(repeats=args.repeats), seed=0)
+        # the posteriors the scan hands to CLR (they draw the bracket's posterior-mode flips)
+        probs = common.scored_cases()[name]["probs"]
+        res = estimate_clr(x, y, 10, config=ClrConfig(repeats=args.repeats), seed=0,
+                           probs=probs)
         lr = cross_val_predict(LogisticRegression(max_iter=1000), emb, y, cv=5,
                                method="predict_proba")
         cl = num_label_issues(y, lr) / len(y)
         covered = res["ci_low"] <= truth <= res["ci_high"]
+        in_bracket = res["bracket_low"] <= truth <= res["bracket_high"]
         rows[name] = {"truth": truth, "estimate": res["estimate"], "ci_low": res["ci_low"],
                       "ci_high": res["ci_high"], "covered": covered, "cleanlab": cl,
-                      "seconds": res["seconds"]["total"]}
+                      "bracket_low": res["bracket_low"], "bracket_high": res["bracket_high"],
+                      "in_bracket": in_bracket, "seconds": res["seconds"]["total"]}
         print(f"| {name} | {100 * truth:.1f}% | {100 * res['estimate']:.1f}% "
               f"[{100 * res['ci_low']:.1f}, {100 * res['ci_high']:.1f}] | "
               f"{100 * (res['estimate'] - truth):+.1f} pt | {'yes' if covered else 'no'} | "
+              f"{100 * res['bracket_low']:.1f}-{100 * res['bracket_high']:.1f}% | "
+              f"{'yes' if in_bracket else 'no'} | "
+              f"{100 * (res['bracket_high'] - res['bracket_low']):.1f} pt | "
               f"{100 * cl:.1f}% | {100 * (cl - truth):+.1f} pt | {res['seconds']['total']:.0f} |",
               flush=True)
     if args.json:

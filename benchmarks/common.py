@@ -68,3 +68,35 @@ def labeled_images(paths, labels, classes=CLASSES, counts=None):
                          label_counts=counts.astype(np.float32),
                          splits=np.array([""] * len(y), dtype=object),
                          ids=[os.path.basename(p) for p in paths])
+
+
+def scored_cases(*, cache: Path | None = None) -> dict:
+    """The 8 CIFAR-10N cases of clr_accuracy.py (clean, clean + 5% / 20% uniform, the five
+    human label sets) scored as `dqaudit scan` scores them: per case the labels, the truth
+    (label != clean) and the audit's columns. Cached as .npz (scoring takes ~20 s a case)."""
+    from clr_accuracy import cases
+
+    from dqaudit.pipeline import score_dataset
+
+    cache = cache or Path(os.environ.get("DQAUDIT_BENCH_CACHE",
+                                         Path.home() / ".cache" / "dqaudit" / "bench"))
+    cache.mkdir(parents=True, exist_ok=True)
+    df = cifar10n_table()
+    clean = np.array([CLASSES.index(c) for c in df["clean"]])
+    emb = None
+    out = {}
+    for name, y in cases(df, clean).items():
+        path = cache / f"scored-{name.replace('%', 'pct').replace(' ', '_')}.npz"
+        if not path.exists():
+            if emb is None:
+                emb = embed(list(df["path"]))
+            data = labeled_images(df["path"], [CLASSES[i] for i in y])
+            sc = score_dataset(data, emb, method="linear")
+            t = sc.table
+            np.savez(path, labels=y, errors=(y != clean), probs=sc.probs,
+                     label_error_probability=t["label_error_probability"].to_numpy(),
+                     given_label_disagreement=t["given_label_disagreement"].to_numpy(),
+                     noisiness=t["noisiness"].to_numpy(), review_score=t["review_score"].to_numpy(),
+                     estimated_label_errors=sc.stats["estimated_label_errors"])
+        out[name] = dict(np.load(path))
+    return out

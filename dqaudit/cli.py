@@ -250,11 +250,13 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=str))
     elif not quiet:
+        from .headline import headline
+
         s = result.summary
         click.echo(f"{s['n_samples']} samples, {s['dataset']['n_classes']} classes, "
-                   f"{s['n_skipped']} skipped; {s['label_error_count']} suspected label errors "
-                   f"(estimated noise {100 * s['estimated_noise_rate']:.1f}%), "
-                   f"{s['flagged_count']} flagged -> {out_dir}")
+                   f"{s['n_skipped']} skipped; {s['label_error_count']} flagged for review as "
+                   f"label errors, {s['flagged_count']} flagged in all -> {out_dir}")
+        click.echo(f"noise: {headline(s)['text']}")
         click.echo(f"verdict: {s['verdict']['level']} - {s['verdict']['text']}")
 
 
@@ -425,6 +427,64 @@ def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_ever
     for name, entry in res["selectors"].items():
         click.echo(f"{name:9s} to 90%: {entry['reannotations_to_90']}  to 95%: "
                    f"{entry['reannotations_to_95']}  normalised AUC: {entry['auc_normalized']}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--size", type=click.IntRange(1), default=None,
+              help="Draw (or grow the sample to) this many samples to verify.")
+@click.option("--apply", "apply_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Estimate from this filled-in verify_sample.csv.")
+@click.option("--half-width", type=click.FloatRange(0, 0.5, min_open=True), default=None,
+              help="With --size: also say how many labels reach this 95%% half-width "
+                   "(e.g. 0.02).")
+@click.option("--seed", type=int, default=None, help="Seed of the first draw [default: the "
+              "audit's].")
+@click.option("--annotator", default=None, help="With --apply: who verified.")
+@click.option("--estimator", type=click.Choice(["stratified", "difference", "regression"]),
+              default="stratified", show_default=True, help="With --apply: the estimator.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@library_errors
+def verify(out_dir, size, apply_file, half_width, seed, annotator, estimator, as_json):
+    """Certify the noise rate: a random sample of labels checked by a person.
+
+    \b
+    dqaudit verify DIR --size 300            # verify_sample.csv: fill its verified_label
+    dqaudit verify DIR --apply DIR/verify_sample.csv --annotator ana
+    dqaudit verify DIR --size 500            # grow the same sample (earlier rows are kept)
+
+    The sample is stratified by label_error_probability and every inclusion probability is
+    recorded, so the estimate is design-unbiased whatever the encoder's quality; the report's
+    headline then carries its 95% interval.
+    """
+    from .verify import apply_verified, draw_sample
+
+    if (size is None) == (apply_file is None):
+        raise click.UsageError("give --size N (draw or grow) or --apply FILE (estimate)")
+    if size is not None:
+        res = draw_sample(out_dir, size=size, seed=seed, half_width=half_width)
+        if as_json:
+            click.echo(json.dumps(res, indent=2))
+            return
+        click.echo(f"{res['n_drawn']} samples to verify ({res['n_new']} new) -> {res['csv']}; "
+                   f"expected 95% half-width about +-{100 * res['predicted_half_width']:.1f} "
+                   f"points ({res['n_for_target_half_width']} labels give +-2)")
+        if half_width is not None:
+            click.echo(f"+-{100 * half_width:.1f} points needs about {res['n_for_half_width']} "
+                       f"verified labels: {res['n_more_for_half_width']} more")
+        return
+    res = apply_verified(out_dir, apply_file, annotator=annotator, estimator=estimator)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(f"verified {res['n_verified']} of {res['n_drawn']} drawn, {res['n_errors_found']} "
+               f"wrong: {100 * res['estimate_at_draw']:.1f}% of labels were wrong (95% CI "
+               f"{100 * res['ci_low_at_draw']:.1f}-{100 * res['ci_high_at_draw']:.1f}%, "
+               f"+-{100 * res['half_width']:.1f} points)")
+    if res["corrections_since_draw"]:
+        click.echo(f"after {res['corrections_since_draw']} corrections: "
+                   f"{100 * res['estimate']:.1f}% (95% CI {100 * res['ci_low']:.1f}-"
+                   f"{100 * res['ci_high']:.1f}%)")
 
 
 @main.command()

@@ -90,7 +90,8 @@ SUSPECTS_VIEW = "dq_suspects"
 AMBIGUOUS_VIEW = "dq_ambiguous"
 INFO_KEY = "dqaudit"
 FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_review_score", "dq_importance",
-          "dq_suggested", "dq_outlier", "dq_dup_group", "dq_issues", "dq_flagged", "dq_embedding")
+          "dq_label_error_probability", "dq_suggested", "dq_outlier", "dq_dup_group",
+          "dq_issues", "dq_flagged", "dq_embedding")
 
 
 def _target_dataset(fo, name: str, data, label_field: str):
@@ -155,6 +156,9 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
                                               samples["suggested_confidence"])],
     }
     order = "dq_" + review_order_column(samples)  # priority in audits older than review_score
+    if "given_label_disagreement" in samples.columns:  # calibrated (audits from 2026-12 on)
+        columns["dq_label_error_probability"] = samples["label_error_probability"].astype(
+            float).tolist()
     if "review_score" in samples.columns:
         columns["dq_review_score"] = samples["review_score"].astype(float).tolist()
     if embeddings:
@@ -190,7 +194,7 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
 FIELD_TYPES = {
     "dq_noisiness": ("FloatField", {}), "dq_ambiguity": ("FloatField", {}),
     "dq_priority": ("FloatField", {}), "dq_review_score": ("FloatField", {}),
-    "dq_importance": ("FloatField", {}),
+    "dq_importance": ("FloatField", {}), "dq_label_error_probability": ("FloatField", {}),
     "dq_outlier": ("FloatField", {}), "dq_dup_group": ("IntField", {}),
     "dq_issues": ("ListField", {"subfield": "StringField"}), "dq_flagged": ("BooleanField", {}),
     "dq_suggested": ("EmbeddedDocumentField", {"embedded_doc_type": "Classification"}),
@@ -394,3 +398,15 @@ def tag_samples(name: str, filepaths: list[str], tag: str) -> int:
     view = dataset.match(F("filepath").is_in(list(filepaths)))
     view.tag_samples(tag)
     return len(view)
+
+
+def tag_view(name: str, filepaths: list[str], tag: str, *, view_name: str) -> int:
+    """Tag the samples with these file paths and save the view of that tag as ``view_name``
+    (the verification sample: ``dq_verify``); the tag is first removed from every other
+    sample, so the view is exactly this set."""
+    dataset = load_view(name)
+    dataset.untag_samples(tag)
+    count = tag_samples(name, filepaths, tag)
+    dataset.save_view(view_name, dataset.match_tags(tag), overwrite=True,
+                      description="dqaudit: the verification sample (dqaudit verify)")
+    return count

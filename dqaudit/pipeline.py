@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, calibration
 from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
 from .ingest import LabeledImages, load_dataset
 from .relabel import relabel_plan
+from .headline import HEADLINE_HALF_WIDTH, headline, verdict  # noqa: F401 (public API)
+from .survey import verification_size
 
 DEFAULT_SEED = 0
 # a sample is "ambiguous" when its posterior entropy is at least half the maximum, log C
@@ -153,6 +155,8 @@ def audit(
     summary["relabel_plan"] = relabel_plan(samples["review_score"].to_numpy(),
                                            samples["label_error_probability"].to_numpy(),
                                            scored.stats["estimated_label_errors"])
+    summary["verify_size_for_2pt"] = verification_size(
+        samples["label_error_probability"].to_numpy(), HEADLINE_HALF_WIDTH)
     if clr:
         t = time.perf_counter()
         summary["clr"] = run_clr(embeddings, data.labels, data.n_classes, seed=seed,
@@ -190,36 +194,21 @@ def audit(
     return res
 
 
-VERDICT_LEVELS = ("clean", "some noise", "noisy")
+def refresh_outputs(out_dir: str | os.PathLike) -> dict:
+    """Recompute what depends on summary.json alone (verdict) and re-render the report when
+    the folder has one; returns the summary."""
+    from . import outputs
 
+    out = Path(out_dir)
+    summary = outputs.read_summary(out)
+    summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
+                                                            .values()))
+    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
+    if (out / "report.html").exists():
+        from .report import render_report
 
-def verdict(summary: dict, *, thresholds: tuple[float, float] = (0.02, 0.05)) -> dict:
-    """A plain-language verdict from the estimated noise rate and the leaks.
-
-    ``thresholds`` (good, fair): at most ``good`` estimated noise is "clean", at most ``fair``
-    "some noise", above it "noisy".
-    """
-    good, fair = thresholds
-    rate = summary["clr"]["estimate"] if summary.get("clr") else summary["estimated_noise_rate"]
-    errors = summary["label_error_count"]
-    if rate <= good:
-        level, text = VERDICT_LEVELS[0], (f"about {100 * rate:.1f}% of labels are estimated to "
-                                          "be wrong, within the clean threshold of "
-                                          f"{100 * good:.0f}%.")
-    elif rate <= fair:
-        level, text = VERDICT_LEVELS[1], (f"about {100 * rate:.1f}% of labels are estimated to "
-                                          f"be wrong; review the {errors:,} flagged samples "
-                                          "before release.")
-    else:
-        level, text = VERDICT_LEVELS[2], (f"about {100 * rate:.1f}% of labels are estimated to "
-                                          f"be wrong, above {100 * fair:.0f}%; clean the labels "
-                                          "before training or evaluating on this data "
-                                          f"({errors:,} suspects flagged).")
-    leaks = summary["issue_counts"]["leak"]
-    if leaks:
-        text += f" {leaks:,} samples have near-duplicates in another split: evaluation is leaky."
-    return {"level": level, "text": text,
-            "thresholds": {"clean_at_most": good, "some_noise_at_most": fair}}
+        render_report(out, pdf=(out / "report.pdf").exists())
+    return summary
 
 
 @dataclass
@@ -259,9 +248,11 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     ambiguity = scores.ambiguity(probs)
     priority = noisiness - ambiguity
     suggested, confidence = scores.suggestions(probs)
-    error_probability = scores.label_error_probability(target, probs)
+    disagreement = scores.given_label_disagreement(target, probs)
     found = scores.find_label_errors(data.labels, target, probs)
     label_error, n_errors, joint = found.flags, found.count, found.joint
+    # calibrated to sum to the estimated number of wrong labels (benchmarks/calibration.py)
+    error_probability = calibration.power(disagreement, n_errors)
     # the order of review: the same scores on the posteriors the cleaning simulation measures
     # (one fold split, no correction rounds; see posteriors.review_posteriors)
     review = scores.review_score_of(data.label_counts, review_posteriors(
@@ -293,6 +284,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
         "suggested_label": classes[suggested],
         "suggested_confidence": confidence,
         "label_error_probability": error_probability,
+        "given_label_disagreement": disagreement,
         "knn_disagreement": knn_disagreement(data.labels, graph),
         "dup_group": dup_group,
         "outlier_score": outlier_score,
@@ -313,6 +305,12 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     transition = joint / np.maximum(row_sums[:, None], 1e-12)
     stats = {
         "posterior_method": method,
+        "label_error_probability": {
+            "calibration": "power",
+            "description": "P(given label is wrong): 1 - p(given label) under the "
+                           "out-of-sample posteriors, raised to the power that makes the "
+                           "column sum to the estimated number of wrong labels",
+        },
         "flagged_count": int(flagged.sum()),
         "label_error_count": int(label_error.sum()),
         "estimated_label_errors": n_errors,
@@ -516,13 +514,22 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
                                "duplicate_threshold"))
     summary["timings"]["rescore_seconds"] = round(time.perf_counter() - t, 3)
     table = pd.concat([base_samples_table(data), scored.table], axis=1)
+    # a verified re-fit of the label-error probability outlives the re-rank
+    refit = ((summary.get("clr") or {}).get("verified") or {}).get(
+        "label_error_probability_refit")
+    table["label_error_probability"] = calibration.refit(
+        table["label_error_probability"].to_numpy(), refit)
     summary.update(scored.stats)
+    if refit:
+        summary["label_error_probability"]["calibration"] = "platt on the verified sample"
     summary["n_samples"] = len(data)
     summary["class_counts"] = data.class_counts()
     summary["n_dropped"] = int((~keep).sum())
     summary["relabel_plan"] = relabel_plan(table["review_score"].to_numpy(),
                                            table["label_error_probability"].to_numpy(),
                                            scored.stats["estimated_label_errors"])
+    summary["verify_size_for_2pt"] = verification_size(
+        table["label_error_probability"].to_numpy(), HEADLINE_HALF_WIDTH)
     summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
                                                             .values()))
     # dropped samples stay in the arrays (row-aligned files), flagged as dropped, unscored

@@ -10,36 +10,13 @@ import pandas as pd
 PLAN_RECOVERY_TARGETS = (0.5, 0.8)
 
 
-def error_chances(error_probability: np.ndarray, n_errors: int) -> np.ndarray:
-    """(N,) chances of a label error that sum to ``n_errors``: ``q ** g`` with the exponent g
-    found by bisection. g > 1 sharpens (the usual case: disagreement over-counts errors, and a
-    power keeps confident disagreements near 1 while shrinking the weak ones); where the raw
-    sum is already below ``n_errors`` the values are scaled up instead."""
-    q = np.clip(np.asarray(error_probability, dtype=np.float64), 0.0, 1.0)
-    total = q.sum()
-    if n_errors <= 0 or total <= 0:
-        return np.zeros_like(q)
-    if total <= n_errors:
-        return np.clip(q * (n_errors / total), 0.0, 1.0)
-    lo, hi = 1.0, 1.0
-    while (q ** hi).sum() > n_errors and hi < 1e4:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if (q ** mid).sum() > n_errors:
-            lo = mid
-        else:
-            hi = mid
-    return q ** hi
-
-
 def relabel_plan(review_order: np.ndarray, error_probability: np.ndarray, n_errors: int, *,
                  n_points: int = 40) -> dict:
     """Expected number of corrected labels against review budget.
 
-    Each sample's chance of being a label error is ``error_chances``: its error probability
-    sharpened so the chances sum to the estimated number of errors ``n_errors`` (the raw values
-    also count the model's own mistakes). Reviewing in descending ``review_order`` (the
+    ``error_probability`` is each sample's calibrated chance of a label error (the
+    ``label_error_probability`` column, which sums to the estimated number of errors
+    ``n_errors``; ``dqaudit.calibration``). Reviewing in descending ``review_order`` (the
     ``review_score`` column), the expected corrections after b reviews is the sum of the first
     b chances; random review finds ``b * n_errors / N``.
 
@@ -48,7 +25,7 @@ def relabel_plan(review_order: np.ndarray, error_probability: np.ndarray, n_erro
     of the estimated errors (None when never reached).
     """
     n = len(review_order)
-    chance = error_chances(error_probability, n_errors)
+    chance = np.clip(np.asarray(error_probability, dtype=np.float64), 0.0, 1.0)
     order = np.argsort(-review_order, kind="stable")
     cumulative = np.cumsum(chance[order])
     budgets = np.unique(np.linspace(0, n, n_points + 1).round().astype(int))
@@ -77,7 +54,7 @@ DROP_LABEL = "DROP"                   # a correction with this label removes the
 THUMBS_DIR = "review_thumbs"
 
 
-def _ledger(out_dir) -> pd.DataFrame:
+def ledger(out_dir) -> pd.DataFrame:
     path = Path(out_dir) / CORRECTIONS_CSV
     cols = ["id", "label", "annotator", "note", "time"]
     if not path.exists():
@@ -101,7 +78,7 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
         raise DqauditError("--budget must be a positive number of samples")
     out = Path(out_dir)
     samples = read_samples(out)
-    reviewed = set(_ledger(out)["id"])
+    reviewed = set(ledger(out)["id"])
     pending = samples[~samples["id"].isin(reviewed)]
     queue = pending.sort_values(review_order_column(pending), ascending=False,
                                 kind="stable").head(budget)
@@ -182,7 +159,7 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
     new["note"] = new.get("note", pd.Series([""] * len(new), index=new.index))
     new["time"] = now
     new = new[["id", "label", "annotator", "note", "time"]]
-    ledger = pd.concat([_ledger(out), new], ignore_index=True)
+    book = pd.concat([ledger(out), new], ignore_index=True)
 
     counts = np.load(out / outputs.LABEL_COUNTS_NPY)
     index = {sid: i for i, sid in enumerate(samples["id"])}
@@ -197,7 +174,7 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
     labels = [classes[j] for j in majority_labels(counts, newest,
                                                   [cls[v] for v in old_labels])]
     changes = []
-    dropped = set(ledger.loc[ledger["label"] == DROP_LABEL, "id"])
+    dropped = set(book.loc[book["label"] == DROP_LABEL, "id"])
     for i, (old, lab) in enumerate(zip(old_labels, labels)):
         if old != lab:
             row = new[new["id"] == samples["id"].iat[i]].iloc[-1]
@@ -211,7 +188,7 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
                         "new_label": DROP_LABEL, "annotator": row["annotator"], "time": now,
                         "note": row["note"] or "marked as junk"})
     outputs.write_array(out, outputs.LABEL_COUNTS_NPY, counts)
-    (out / CORRECTIONS_CSV).write_text(ledger.to_csv(index=False))
+    (out / CORRECTIONS_CSV).write_text(book.to_csv(index=False))
     log = out / CHANGELOG_CSV
     old_log = pd.read_csv(log, dtype=str, keep_default_na=False) if log.exists() else None
     frames = [f for f in (old_log, pd.DataFrame(changes)) if f is not None and len(f)]
@@ -219,7 +196,7 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
         pd.concat(frames, ignore_index=True).to_csv(log, index=False)
     result = {"annotations": len(new), "label_changes": sum(c["new_label"] != DROP_LABEL
                                                              for c in changes),
-              "dropped": len(dropped), "reviewed_samples": int(ledger["id"].nunique())}
+              "dropped": len(dropped), "reviewed_samples": int(book["id"].nunique())}
     if rerank:
         from .pipeline import rescore_audit
 

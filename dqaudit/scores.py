@@ -40,10 +40,11 @@ def suggestions(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best, probs[np.arange(len(probs)), best]
 
 
-def label_error_probability(target: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def given_label_disagreement(target: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """(N,) 1 - sum_c t_c p_c: the probability that a fresh label drawn from the posterior
-    disagrees with the given label distribution. It mixes label errors with the model's own
-    errors, so its sum over-counts label errors; see ``estimate_label_error_count``."""
+    disagrees with the given label distribution. A ranking score, not a probability of a label
+    error: it mixes label errors with the model's own uncertainty, so its sum over-counts them
+    (``dqaudit.calibration`` turns it into ``label_error_probability``)."""
     return 1.0 - (target * probs).sum(axis=1)
 
 

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.relabel import error_chances, majority_labels, relabel_plan
+from dqaudit.calibration import power
+from dqaudit.relabel import majority_labels, relabel_plan
 
 from conftest import make_image
 
@@ -38,11 +39,8 @@ def test_majority_with_ties_going_to_the_newest_annotation():
     assert out.tolist() == [1, 0, 0, 2]  # tie->newest; majority wins; tie w/o new->current
 
 
-def test_error_chances_sum_to_the_estimate_and_keep_order():
-    q = np.array([0.99, 0.9, 0.5, 0.2, 0.1, 0.05])
-    c = error_chances(q, 2)
-    assert c.sum() == pytest.approx(2, rel=1e-6)
-    assert (np.diff(c) <= 0).all() and c[0] > 0.9
+def test_relabel_plan_sums_the_calibrated_chances_in_review_order():
+    q = power(np.array([0.99, 0.9, 0.5, 0.2, 0.1, 0.05]), 2)
     plan = relabel_plan(np.array([5.0, 4, 3, 2, 1, 0]), q, 2, n_points=6)
     # the first review is expected to fix 0.98 of an error: half of 2 needs the second
     assert plan["budget_for_50pct"] == 2 and plan["budget_for_80pct"] == 2

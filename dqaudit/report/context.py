@@ -8,6 +8,7 @@ import io
 
 import pandas as pd
 
+from ..headline import headline
 from ..outputs import review_order_column
 
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
@@ -94,10 +95,11 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = N
             ds["classes"], summary["estimated_transition_matrix"]["matrix"]),
         "relabel_plan": figures.relabel_plan(summary["relabel_plan"]),
     }
-    if summary.get("clr"):
+    if (summary.get("clr") or {}).get("curves"):
         figs["clr"] = figures.clr_curves(summary["clr"]["curves"])
     return {
         "s": summary,
+        "head": headline(summary),
         "title": title or f"Dataset audit: {summary['dataset_name']}",
         "top_n": top_n,
         "suspects": _rows(suspects.head(top_n), ROW_COLUMNS),

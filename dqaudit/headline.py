@@ -1,0 +1,70 @@
+"""The one noise number: what the cover, the CLI's last line, --json and FiftyOne's run info
+state, and the verdict drawn from it. Functions of summary.json's dict."""
+
+from __future__ import annotations
+
+VERDICT_LEVELS = ("clean", "some noise", "noisy")
+HEADLINE_HALF_WIDTH = 0.02  # the verified sample size the headline names: +-2 points
+
+
+def headline(summary: dict) -> dict:
+    """The one estimated share of wrong labels that the cover, the CLI's last line, --json and
+    FiftyOne's run info state, with its interval and how it was obtained: the verified
+    estimate when a verification sample was applied (``dqaudit verify``), else the gold-free
+    CLR estimate with its plausible range, else the confident-joint count."""
+    clr = summary.get("clr") or {}
+    verified = clr.get("verified")
+    if verified:
+        rate, low, high = verified["estimate"], verified["ci_low"], verified["ci_high"]
+        how = (f"verified sample of {verified['n_verified']:,} labels, "
+               f"{verified['n_errors_found']:,} wrong; {verified['estimator']} estimator, "
+               f"95% interval")
+        source = "verified"
+    elif clr.get("estimate") is not None:
+        rate = clr["estimate"]
+        low = clr.get("bracket_low", clr["ci_low"])
+        high = clr.get("bracket_high", clr["ci_high"])
+        need = summary.get("verify_size_for_2pt")
+        how = ("gold-free (controlled injection), plausible range without verification"
+               + (f"; about {need:,} verified labels would give +-2 points (dqaudit verify)"
+                  if need else ""))
+        source = "gold-free"
+    else:
+        rate, low, high = summary["estimated_noise_rate"], None, None
+        how = "confident-joint count of the out-of-sample posteriors, no interval"
+        source = "count"
+    span = "" if low is None else f" ({100 * low:.1f}-{100 * high:.1f}%)"
+    return {"rate": rate, "ci_low": low, "ci_high": high, "source": source, "how": how,
+            "text": f"{100 * rate:.1f}% of labels estimated wrong{span}; {how}",
+            "flagged_for_review": summary["label_error_count"]}
+
+
+def verdict(summary: dict, *, thresholds: tuple[float, float] = (0.02, 0.05)) -> dict:
+    """A plain-language verdict from the headline noise rate (``headline``) and the leaks.
+
+    ``thresholds`` (good, fair): at most ``good`` estimated noise is "clean", at most ``fair``
+    "some noise", above it "noisy".
+    """
+    good, fair = thresholds
+    head = headline(summary)
+    rate = head["rate"]
+    errors = summary["label_error_count"]
+    about = "about " if head["source"] != "verified" else ""
+    if rate <= good:
+        level, text = VERDICT_LEVELS[0], (f"{about}{100 * rate:.1f}% of labels are estimated "
+                                          "to be wrong, within the clean threshold of "
+                                          f"{100 * good:.0f}%.")
+    elif rate <= fair:
+        level, text = VERDICT_LEVELS[1], (f"{about}{100 * rate:.1f}% of labels are estimated "
+                                          f"to be wrong; review the {errors:,} samples flagged "
+                                          "for review before release.")
+    else:
+        level, text = VERDICT_LEVELS[2], (f"{about}{100 * rate:.1f}% of labels are estimated "
+                                          f"to be wrong, above {100 * fair:.0f}%; clean the "
+                                          "labels before training or evaluating on this data "
+                                          f"({errors:,} flagged for review).")
+    leaks = summary["issue_counts"]["leak"]
+    if leaks:
+        text += f" {leaks:,} samples have near-duplicates in another split: evaluation is leaky."
+    return {"level": level, "text": text, "source": head["source"],
+            "thresholds": {"clean_at_most": good, "some_noise_at_most": fair}}

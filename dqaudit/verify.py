@@ -1,0 +1,317 @@
+"""Verified samples: draw a probability sample of an audit's labels for a person to check, and
+turn the checked labels into the noise rate a release can carry (``dqaudit verify``).
+
+The design (``dqaudit.survey``): strata by the calibrated ``label_error_probability``, Neyman
+allocation with a proportional share, simple random sampling within strata, every inclusion
+probability recorded. The frame (every sample's stratum at the time of the first draw) is kept
+in ``verify_frame.parquet``, so a later, larger ``--size`` grows the same design. The checked
+labels also go into the relabel ledger (``corrections.csv``), so nothing is checked twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import calibration, outputs, survey
+from .errors import DqauditError
+from .relabel import CHANGELOG_CSV, DROP_LABEL, apply_corrections, ledger
+
+VERIFY_SAMPLE_CSV = "verify_sample.csv"
+VERIFY_FRAME = "verify_frame.parquet"
+VERIFY_TAG = "dq_verify"
+VERIFIED_NOTE = "verified sample"
+SCORE_COLUMN = "label_error_probability"
+TARGET_HALF_WIDTH = 0.02  # the cover says how many verified labels give +-2 points
+# weight of the gold-free calibration when a verification sample re-fits it (calibration.py)
+PLATT_PRIOR_WEIGHT = 20.0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _design_id(frame: pd.DataFrame, seed: int) -> str:
+    h = hashlib.sha256()
+    h.update(str(seed).encode())
+    for sid, stratum in zip(frame["id"], frame["stratum"]):
+        h.update(f"{sid}\t{stratum}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def _read_frame(out: Path, samples: pd.DataFrame) -> pd.DataFrame | None:
+    path = out / VERIFY_FRAME
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path)
+    missing = set(frame["id"]) - set(samples["id"])
+    if missing:
+        raise DqauditError(f"{path} was drawn on another audit ({len(missing)} of its samples "
+                           f"are not in this one, e.g. {sorted(missing)[0]!r}); move "
+                           f"{VERIFY_FRAME} and {VERIFY_SAMPLE_CSV} away to start a new design")
+    return frame
+
+
+def _new_frame(samples: pd.DataFrame) -> pd.DataFrame:
+    if SCORE_COLUMN not in samples.columns or "given_label_disagreement" not in samples.columns:
+        raise DqauditError("this audit has no calibrated label_error_probability (written by "
+                           "dqaudit before 2026-12); run `dqaudit scan` again first")
+    active = samples[~samples["dropped"].astype(bool)] if "dropped" in samples.columns \
+        else samples
+    q = active[SCORE_COLUMN].to_numpy(dtype=np.float64)
+    cuts = survey.strata_cuts(q)
+    return pd.DataFrame({"id": active["id"].to_numpy(), "path": active["path"].to_numpy(),
+                         "given_label": active["label"].to_numpy(), "score": q,
+                         "stratum": survey.assign_strata(q, cuts)}), cuts
+
+
+def _design_arrays(frame: pd.DataFrame):
+    strata = frame["stratum"].to_numpy(dtype=np.int64)
+    n_strata = int(strata.max()) + 1 if len(strata) else 0
+    sizes = np.bincount(strata, minlength=n_strata)
+    q = frame["score"].to_numpy(dtype=np.float64)
+    return strata, n_strata, sizes, q
+
+
+def draw_sample(out_dir, *, size: int, seed: int | None = None,
+                half_width: float | None = None) -> dict:
+    """Draw (or grow to ``size``) the verification sample of an audit folder.
+
+    Writes ``verify_sample.csv`` (id, path, given label, stratum, inclusion probability, draw,
+    design, an empty ``verified_label``; the rows a person already filled keep their values)
+    in a random order, so checking the rows top to bottom and stopping early still leaves a
+    random sample within every stratum. Tags the samples ``dq_verify`` in FiftyOne (saved view
+    ``dq_verify``) when the audit was written there. Returns what was drawn, the predicted
+    half-width of the 95% interval and, with ``half_width``, how many more labels reach it.
+    """
+    out = Path(out_dir)
+    summary = outputs.read_summary(out)
+    samples = outputs.read_samples(out)
+    frame = _read_frame(out, samples)
+    sample_path = out / VERIFY_SAMPLE_CSV
+    design = summary.get("verification") or {}
+    if frame is None:
+        frame, cuts = _new_frame(samples)
+        seed = summary.get("seed", 0) if seed is None else seed
+        design = {"seed": int(seed), "cuts": [round(float(c), 6) for c in cuts],
+                  "score": SCORE_COLUMN, "drawn_at": _now(), "draws": 0,
+                  "uniform_share": survey.UNIFORM_SHARE}
+        previous = None
+    else:
+        if not design:
+            raise DqauditError(f"{out / VERIFY_FRAME} exists but summary.json has no "
+                               "verification design; move it away to start again")
+        seed = design["seed"]
+        previous = pd.read_csv(sample_path, dtype=str, keep_default_na=False) \
+            if sample_path.exists() else None
+    strata, n_strata, sizes, q = _design_arrays(frame)
+    if size < survey.MIN_PER_STRATUM * n_strata:
+        raise DqauditError(f"--size must be at least {survey.MIN_PER_STRATUM * n_strata} "
+                           f"({survey.MIN_PER_STRATUM} per stratum, {n_strata} strata)")
+    if size > len(frame):
+        raise DqauditError(f"--size {size} is larger than the {len(frame)} samples audited")
+    sd = survey.stratum_model_sd(q, strata, n_strata)
+    position = {sid: i for i, sid in enumerate(frame["id"])}
+    already = np.zeros(len(frame), dtype=bool)
+    if previous is not None:
+        already[[position[s] for s in previous["id"] if s in position]] = True
+        if size < already.sum():
+            raise DqauditError(f"the sample already holds {int(already.sum())} samples; a "
+                               "larger --size grows it, a smaller one cannot shrink it")
+        current = np.bincount(strata[already], minlength=n_strata)
+        allocation = survey.grow_allocation(sizes, sd, current, size)
+    else:
+        allocation = survey.allocate(sizes, sd, size)
+    chosen = survey.draw(strata, allocation, seed=seed, already=already)
+    design_id = _design_id(frame, seed)
+    draw_number = int(design.get("draws", 0)) + (1 if (chosen & ~already).any() else 0)
+    new_idx = np.flatnonzero(chosen & ~already)
+    new_idx = np.random.default_rng([seed, draw_number]).permutation(new_idx)
+    pi = allocation / np.maximum(sizes, 1)
+    new_rows = pd.DataFrame({
+        "id": frame["id"].to_numpy()[new_idx], "path": frame["path"].to_numpy()[new_idx],
+        "given_label": frame["given_label"].to_numpy()[new_idx],
+        "stratum": strata[new_idx].astype(str), "draw": str(draw_number),
+        "verified_label": ""})
+    table = pd.concat([previous, new_rows], ignore_index=True) if previous is not None \
+        else new_rows
+    table["inclusion_probability"] = [f"{pi[int(h)]:.6g}" for h in table["stratum"]]
+    table["design"] = design_id
+    table = table[["id", "path", "given_label", "stratum", "inclusion_probability", "draw",
+                   "design", "verified_label"]]
+    frame.to_parquet(out / VERIFY_FRAME, index=False)
+    tmp = sample_path.with_name(sample_path.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(sample_path)
+    predicted = survey.predicted_half_width(q, strata, n_strata, size)
+    design.update({
+        "design_id": design_id, "draws": draw_number, "n_strata": n_strata,
+        "stratum_sizes": sizes.tolist(), "allocation": allocation.tolist(),
+        "n_drawn": int(chosen.sum()), "n_samples": int(len(frame)),
+        "predicted_half_width": round(predicted, 4),
+        "n_for_target_half_width": survey.sample_size_for(TARGET_HALF_WIDTH, q, strata,
+                                                          n_strata),
+        "target_half_width": TARGET_HALF_WIDTH,
+        "description": f"stratified by {SCORE_COLUMN} ({n_strata} strata, cumulative sqrt(f) "
+                       f"boundaries), Neyman allocation with a {survey.UNIFORM_SHARE:.0%} "
+                       "proportional share, simple random sampling within strata",
+    })
+    summary["verification"] = design
+    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
+    result = {"n_drawn": int(chosen.sum()), "n_new": int(len(new_idx)),
+              "predicted_half_width": predicted, "csv": str(sample_path),
+              "n_for_target_half_width": design["n_for_target_half_width"]}
+    if half_width is not None:
+        needed = survey.sample_size_for(half_width, q, strata, n_strata)
+        result["n_for_half_width"] = needed
+        result["n_more_for_half_width"] = max(0, needed - int(chosen.sum()))
+    fo_name = summary.get("fiftyone_dataset")
+    if fo_name:
+        from .fiftyone_io import tag_view
+
+        tag_view(fo_name, list(table["path"]), VERIFY_TAG, view_name=VERIFY_TAG)
+    return result
+
+
+def _read_verified(path_or_frame, sample: pd.DataFrame, design_id: str,
+                   classes: list[str]) -> pd.DataFrame:
+    """The filled rows of a verified-labels file, validated against the drawn sample."""
+    new = path_or_frame if isinstance(path_or_frame, pd.DataFrame) else pd.read_csv(
+        path_or_frame, dtype=str, keep_default_na=False)
+    new = new.astype(str)
+    for col in ("id", "verified_label"):
+        if col not in new.columns:
+            raise DqauditError(f"the verified-labels file needs an {col!r} column (as in "
+                               f"{VERIFY_SAMPLE_CSV})")
+    drawn = set(sample["id"])
+    valid = set(classes) | {DROP_LABEL}
+    for row, (sid, label) in enumerate(zip(new["id"], new["verified_label"]), start=2):
+        if "design" in new.columns and new["design"].iat[row - 2] not in ("", design_id):
+            raise DqauditError(f"row {row}: drawn by another verification design "
+                               f"({new['design'].iat[row - 2]!r}, this audit's is "
+                               f"{design_id!r}); nothing was written")
+        if sid not in drawn:
+            raise DqauditError(f"row {row}: {sid!r} is not in this audit's verification "
+                               "sample; nothing was written")
+        if label.strip() and label.strip() not in valid:
+            raise DqauditError(f"row {row}: {label!r} is not a class of this audit (valid: "
+                               f"{', '.join(classes)} or {DROP_LABEL}); nothing was written")
+    new = new.assign(verified_label=new["verified_label"].str.strip())
+    return new[new["verified_label"] != ""].drop_duplicates("id", keep="last")
+
+
+def apply_verified(out_dir, verified, *, annotator: str | None = None,
+                   estimator: str = survey.DEFAULT_ESTIMATOR) -> dict:
+    """Estimate the share of wrong labels from the checked rows of ``verified`` (a CSV path or
+    DataFrame with ``id`` and ``verified_label``: a class name, ``DROP`` for a sample that is
+    not valid at all, counted as a wrong label, or blank for not checked yet).
+
+    Writes ``summary.json`` ``clr.verified`` (estimate and 95% interval for the labels as they
+    were drawn and, after the corrections since then, for the current labels; per-class rates;
+    the design and estimator), re-fits ``label_error_probability`` on the verified sample
+    (weighted by 1 / inclusion probability), adds the checked labels to the relabel ledger
+    (once each) and re-ranks and re-renders the report.
+    """
+    out = Path(out_dir)
+    summary = outputs.read_summary(out)
+    design = summary.get("verification")
+    sample_path = out / VERIFY_SAMPLE_CSV
+    if not design or not sample_path.exists() or not (out / VERIFY_FRAME).exists():
+        raise DqauditError(f"{out}: no verification sample; run `dqaudit verify {out} --size N` "
+                           "first")
+    samples = outputs.read_samples(out)
+    frame = _read_frame(out, samples)
+    sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
+    classes = summary["dataset"]["classes"]
+    checked = _read_verified(verified, sample, design["design_id"], classes)
+    # keep the checked labels in verify_sample.csv too, so the file is the record
+    merged = dict(zip(checked["id"], checked["verified_label"]))
+    sample["verified_label"] = [merged.get(s, v) for s, v in
+                                zip(sample["id"], sample["verified_label"])]
+    done = sample[sample["verified_label"].str.strip() != ""]
+    if done.empty:
+        raise DqauditError("no row has a verified_label yet; fill some in (a class name, or "
+                           f"{DROP_LABEL}) and apply again")
+    strata, n_strata, sizes, q = _design_arrays(frame)
+    position = {sid: i for i, sid in enumerate(frame["id"])}
+    idx = np.array([position[s] for s in done["id"]])
+    s_strata = strata[idx]
+    per_stratum = np.bincount(s_strata, minlength=n_strata)
+    empty = np.flatnonzero(per_stratum == 0)
+    if len(empty):
+        h = int(empty[0])
+        rows = [i + 2 for i, st in enumerate(sample["stratum"]) if int(st) == h][:3]
+        raise DqauditError(f"stratum {h} has none of its drawn samples verified yet (e.g. rows "
+                           f"{', '.join(map(str, rows))} of {VERIFY_SAMPLE_CSV}); every "
+                           "stratum needs at least one")
+    given = frame["given_label"].to_numpy()[idx]
+    y = (done["verified_label"].to_numpy() != given).astype(np.int64)
+    q_means = np.bincount(strata, weights=q, minlength=n_strata) / sizes
+    est = survey.estimate_rate(y, s_strata, sizes, estimator=estimator, q_sample=q[idx],
+                               q_means=q_means)
+    weights = (sizes / per_stratum)[s_strata]
+    per_class = {}
+    for name in classes:
+        m = given == name
+        if m.any():
+            per_class[name] = {"n_verified": int(m.sum()),
+                               "estimated_noise_rate": round(float(
+                                   (weights[m] * y[m]).sum() / weights[m].sum()), 4)}
+    # corrections since the draw fix known errors: the current labels' share is lower
+    corrected = _corrected_since(out, design["drawn_at"], set(frame["id"]) - set(done["id"]))
+    fixed_in_sample = int(y.sum())
+    n_pop = len(frame)
+    shift = (fixed_in_sample + corrected) / n_pop
+    intercept, slope = calibration.fit_platt(q[idx], y, weights, ridge=PLATT_PRIOR_WEIGHT)
+    verified_block = {
+        "estimate": round(max(est.estimate - shift, 0.0), 4),
+        "ci_low": round(max(est.ci_low - shift, 0.0), 4),
+        "ci_high": round(max(est.ci_high - shift, 0.0), 4),
+        "estimate_at_draw": round(est.estimate, 4), "ci_low_at_draw": round(est.ci_low, 4),
+        "ci_high_at_draw": round(est.ci_high, 4),
+        "half_width": round(est.half_width, 4), "std_error": round(est.std_error, 4),
+        "n_verified": est.n_verified, "n_drawn": int(len(sample)),
+        "n_errors_found": est.n_errors_found, "n_samples": n_pop,
+        "corrections_since_draw": int(fixed_in_sample + corrected),
+        "design": design["description"], "design_id": design["design_id"],
+        "estimator": est.estimator, "interval": est.interval, "confidence": survey.CONFIDENCE,
+        "per_class": per_class, "verified_at": _now(),
+        "label_error_probability_refit": {"method": "platt", "intercept": round(intercept, 4),
+                                          "slope": round(slope, 4),
+                                          "prior_weight": PLATT_PRIOR_WEIGHT},
+    }
+    summary["clr"] = summary.get("clr") or {}
+    summary["clr"]["verified"] = verified_block
+    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
+    tmp = sample_path.with_name(sample_path.name + ".tmp")
+    sample.to_csv(tmp, index=False)
+    tmp.replace(sample_path)
+    # the checked labels are annotations too; each verified row enters the ledger once
+    seen = ledger(out)
+    seen = set(seen.loc[seen["note"] == VERIFIED_NOTE, "id"])
+    todo = done[~done["id"].isin(seen)]
+    n_new = 0
+    if len(todo):
+        corrections = pd.DataFrame({"id": todo["id"], "label": todo["verified_label"],
+                                    "annotator": todo.get("annotator", ""),
+                                    "note": VERIFIED_NOTE})
+        n_new = apply_corrections(out, corrections, annotator=annotator)["annotations"]
+    else:
+        from .pipeline import refresh_outputs
+
+        refresh_outputs(out)
+    return {**verified_block, "new_annotations": n_new}
+
+
+def _corrected_since(out: Path, since: str, ids: set) -> int:
+    """How many of ``ids`` had their label changed (or were dropped) after ``since``."""
+    path = out / CHANGELOG_CSV
+    if not path.exists():
+        return 0
+    log = pd.read_csv(path, dtype=str, keep_default_na=False)
+    log = log[(log["time"] >= since) & log["id"].isin(ids)]
+    return int(log["id"].nunique())
