@@ -440,12 +440,17 @@ def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_ever
                    "(e.g. 0.02).")
 @click.option("--seed", type=int, default=None, help="Seed of the first draw [default: the "
               "audit's].")
+@click.option("--uniform-share", type=click.FloatRange(0, 1), default=None,
+              help="First draw: share of the sample allocated in proportion to stratum size "
+                   "[default: 0.3]; 1 gives the tightest bound when no error is found (for "
+                   "data expected to be clean).")
 @click.option("--annotator", default=None, help="With --apply: who verified.")
 @click.option("--estimator", type=click.Choice(["stratified", "difference", "regression"]),
               default="stratified", show_default=True, help="With --apply: the estimator.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @library_errors
-def verify(out_dir, size, apply_file, half_width, seed, annotator, estimator, as_json):
+def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator, estimator,
+           as_json):
     """Certify the noise rate: a random sample of labels checked by a person.
 
     \b
@@ -462,7 +467,8 @@ def verify(out_dir, size, apply_file, half_width, seed, annotator, estimator, as
     if (size is None) == (apply_file is None):
         raise click.UsageError("give --size N (draw or grow) or --apply FILE (estimate)")
     if size is not None:
-        res = draw_sample(out_dir, size=size, seed=seed, half_width=half_width)
+        res = draw_sample(out_dir, size=size, seed=seed, half_width=half_width,
+                          uniform_share=uniform_share)
         if as_json:
             click.echo(json.dumps(res, indent=2))
             return

@@ -7,8 +7,10 @@ first unless the user already chose a value: dqaudit never phones home.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .errors import InputError
 from .outputs import review_order_column
@@ -308,6 +310,47 @@ def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> di
     dataset.info[INFO_KEY] = run
     dataset.save()
     return res
+
+
+def _run_dir(dataset) -> str:
+    from .errors import DqauditError
+
+    run = dataset.info.get(INFO_KEY) or {}
+    if not run.get("out_dir"):
+        raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
+                           "run the audit first")
+    return run["out_dir"]
+
+
+def draw_verification_for(dataset, *, size: int) -> dict:
+    """Draw (or grow) the verification sample of the dataset's last audit; tags ``dq_verify``."""
+    from .verify import draw_sample
+
+    return draw_sample(_run_dir(dataset), size=size)
+
+
+def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
+                    annotator: str | None = None) -> dict:
+    """Record that the selected samples' correct label is ``label`` (None: the given label is
+    right), then estimate once every stratum has a verified sample (``verify.record_verified``).
+    Samples are matched to the audit's verification sample by file path."""
+    from .errors import DqauditError
+    from .verify import VERIFY_SAMPLE_CSV, record_verified
+
+    out = Path(_run_dir(dataset))
+    sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False) \
+        if (out / VERIFY_SAMPLE_CSV).exists() else None
+    if sample is None:
+        raise DqauditError("no verification sample yet: run 'dqaudit: draw verification "
+                           "sample' first")
+    by_path = dict(zip(sample["path"], zip(sample["id"], sample["given_label"])))
+    paths = dataset.select(sample_ids).values("filepath") if sample_ids else []
+    rows = [(by_path[p][0], label or by_path[p][1]) for p in paths if p in by_path]
+    if not rows:
+        raise DqauditError("none of the selected samples is in the verification sample "
+                           "(saved view dq_verify)")
+    return record_verified(out, pd.DataFrame(rows, columns=["id", "verified_label"]),
+                           annotator=annotator)
 
 
 def mark_reviewed(dataset, sample_ids: list[str]) -> int:

@@ -250,7 +250,7 @@ def zero_error_upper_bound(sizes: np.ndarray, n_h: np.ndarray, *,
     def best_log_p(theta: float) -> float:
         # maximise sum n_h log(1 - t_h) s.t. sum w_h t_h = theta, 0 <= t_h <= 1
         lo, hi = 1e-12, 1e12
-        for _ in range(200):
+        for _ in range(80):
             lam = np.sqrt(lo * hi)
             t = np.clip(1 - n_h / (lam * w), 0.0, 1.0)
             if (w * t).sum() > theta:
@@ -261,7 +261,7 @@ def zero_error_upper_bound(sizes: np.ndarray, n_h: np.ndarray, *,
         return float((n_h * np.log1p(-t)).sum())
 
     lo, hi = 0.0, 1.0
-    for _ in range(60):
+    for _ in range(30):  # 1e-9 of a rate
         mid = (lo + hi) / 2
         if best_log_p(mid) >= np.log(alpha):
             lo = mid

@@ -78,7 +78,7 @@ def _design_arrays(frame: pd.DataFrame):
 
 
 def draw_sample(out_dir, *, size: int, seed: int | None = None,
-                half_width: float | None = None) -> dict:
+                half_width: float | None = None, uniform_share: float | None = None) -> dict:
     """Draw (or grow to ``size``) the verification sample of an audit folder.
 
     Writes ``verify_sample.csv`` (id, path, given label, stratum, inclusion probability, draw,
@@ -87,6 +87,9 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
     random sample within every stratum. Tags the samples ``dq_verify`` in FiftyOne (saved view
     ``dq_verify``) when the audit was written there. Returns what was drawn, the predicted
     half-width of the 95% interval and, with ``half_width``, how many more labels reach it.
+    ``uniform_share`` (first draw only; default ``survey.UNIFORM_SHARE``): the share allocated
+    in proportion to stratum size. 1 is proportional allocation: no variance gain from the
+    scores, but the tightest bound when no error is found (for data expected to be clean).
     """
     out = Path(out_dir)
     summary = outputs.read_summary(out)
@@ -99,13 +102,17 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
         seed = summary.get("seed", 0) if seed is None else seed
         design = {"seed": int(seed), "cuts": [round(float(c), 6) for c in cuts],
                   "score": SCORE_COLUMN, "drawn_at": _now(), "draws": 0,
-                  "uniform_share": survey.UNIFORM_SHARE}
+                  "uniform_share": survey.UNIFORM_SHARE if uniform_share is None
+                  else float(uniform_share)}
         previous = None
     else:
         if not design:
             raise DqauditError(f"{out / VERIFY_FRAME} exists but summary.json has no "
                                "verification design; move it away to start again")
         seed = design["seed"]
+        if uniform_share is not None and uniform_share != design["uniform_share"]:
+            raise DqauditError(f"the sample was drawn with --uniform-share "
+                               f"{design['uniform_share']}; a grown sample keeps its design")
         previous = pd.read_csv(sample_path, dtype=str, keep_default_na=False) \
             if sample_path.exists() else None
     strata, n_strata, sizes, q = _design_arrays(frame)
@@ -115,6 +122,7 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
     if size > len(frame):
         raise DqauditError(f"--size {size} is larger than the {len(frame)} samples audited")
     sd = survey.stratum_model_sd(q, strata, n_strata)
+    share = {"uniform_share": design["uniform_share"]}
     position = {sid: i for i, sid in enumerate(frame["id"])}
     already = np.zeros(len(frame), dtype=bool)
     if previous is not None:
@@ -123,9 +131,9 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
             raise DqauditError(f"the sample already holds {int(already.sum())} samples; a "
                                "larger --size grows it, a smaller one cannot shrink it")
         current = np.bincount(strata[already], minlength=n_strata)
-        allocation = survey.grow_allocation(sizes, sd, current, size)
+        allocation = survey.grow_allocation(sizes, sd, current, size, **share)
     else:
-        allocation = survey.allocate(sizes, sd, size)
+        allocation = survey.allocate(sizes, sd, size, **share)
     chosen = survey.draw(strata, allocation, seed=seed, already=already)
     design_id = _design_id(frame, seed)
     draw_number = int(design.get("draws", 0)) + (1 if (chosen & ~already).any() else 0)
@@ -147,17 +155,17 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
     tmp = sample_path.with_name(sample_path.name + ".tmp")
     table.to_csv(tmp, index=False)
     tmp.replace(sample_path)
-    predicted = survey.predicted_half_width(q, strata, n_strata, size)
+    predicted = survey.predicted_half_width(q, strata, n_strata, size, **share)
     design.update({
         "design_id": design_id, "draws": draw_number, "n_strata": n_strata,
         "stratum_sizes": sizes.tolist(), "allocation": allocation.tolist(),
         "n_drawn": int(chosen.sum()), "n_samples": int(len(frame)),
         "predicted_half_width": round(predicted, 4),
         "n_for_target_half_width": survey.sample_size_for(TARGET_HALF_WIDTH, q, strata,
-                                                          n_strata),
+                                                          n_strata, **share),
         "target_half_width": TARGET_HALF_WIDTH,
         "description": f"stratified by {SCORE_COLUMN} ({n_strata} strata, cumulative sqrt(f) "
-                       f"boundaries), Neyman allocation with a {survey.UNIFORM_SHARE:.0%} "
+                       f"boundaries), Neyman allocation with a {design['uniform_share']:.0%} "
                        "proportional share, simple random sampling within strata",
     })
     summary["verification"] = design
@@ -166,7 +174,7 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
               "predicted_half_width": predicted, "csv": str(sample_path),
               "n_for_target_half_width": design["n_for_target_half_width"]}
     if half_width is not None:
-        needed = survey.sample_size_for(half_width, q, strata, n_strata)
+        needed = survey.sample_size_for(half_width, q, strata, n_strata, **share)
         result["n_for_half_width"] = needed
         result["n_more_for_half_width"] = max(0, needed - int(chosen.sum()))
     fo_name = summary.get("fiftyone_dataset")
@@ -315,3 +323,33 @@ def _corrected_since(out: Path, since: str, ids: set) -> int:
     log = pd.read_csv(path, dtype=str, keep_default_na=False)
     log = log[(log["time"] >= since) & log["id"].isin(ids)]
     return int(log["id"].nunique())
+
+
+def record_verified(out_dir, verified: pd.DataFrame, *, annotator: str | None = None) -> dict:
+    """Write checked labels (``id``, ``verified_label``) into ``verify_sample.csv`` and, once
+    every stratum has at least one, estimate (``apply_verified``); before that, returns
+    ``{"recorded": n, "estimated": False, "missing_strata": [...]}``. The App's verification
+    operator calls this after each batch a reviewer checks."""
+    out = Path(out_dir)
+    summary = outputs.read_summary(out)
+    design = summary.get("verification")
+    sample_path = out / VERIFY_SAMPLE_CSV
+    if not design or not sample_path.exists():
+        raise DqauditError(f"{out}: no verification sample; draw one first (dqaudit verify "
+                           f"{out} --size N)")
+    sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
+    checked = _read_verified(verified, sample, design["design_id"],
+                             summary["dataset"]["classes"])
+    merged = dict(zip(checked["id"], checked["verified_label"]))
+    sample["verified_label"] = [merged.get(s, v) for s, v in
+                                zip(sample["id"], sample["verified_label"])]
+    tmp = sample_path.with_name(sample_path.name + ".tmp")
+    sample.to_csv(tmp, index=False)
+    tmp.replace(sample_path)
+    done = sample[sample["verified_label"] != ""]
+    missing = sorted(set(range(design["n_strata"])) - set(done["stratum"].astype(int)))
+    if missing:
+        return {"recorded": len(checked), "estimated": False, "n_verified": len(done),
+                "missing_strata": missing}
+    return {"recorded": len(checked), "estimated": True,
+            **apply_verified(out, sample_path, annotator=annotator)}

@@ -122,6 +122,20 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
         "dataset": ds, "params": {"path": str(tmp_path / "exported"), "pdf": False}}).result
     assert (tmp_path / "exported" / "report.html").exists() and "html" in exported
 
+    # the verification sample, drawn and checked in the App
+    drawn = foo.execute_operator("@dqaudit/dqaudit/draw_verification", ctx={
+        "dataset": ds, "params": {"size": 4}}).result
+    assert drawn["n_drawn"] == 4
+    ds.reload()
+    to_check = ds.load_saved_view("dq_verify")
+    assert len(to_check) == 4 and to_check.count_sample_tags().get("dq_verify") == 4
+    checked = foo.execute_operator("@dqaudit/dqaudit/verify_selected", ctx={
+        "dataset": ds, "selected": to_check.values("id"),
+        "params": {"label": "", "annotator": "app-user"}}).result
+    assert checked["estimated"] and checked["n_verified"] == 4
+    verified = json.loads((tmp_path / "app-run" / "summary.json").read_text())["clr"]["verified"]
+    assert verified["n_verified"] == 4 and verified["n_errors_found"] == 0
+
     suspect = ds.load_saved_view(SUSPECTS_VIEW).first()
     foo.execute_operator("@dqaudit/dqaudit/apply_label", ctx={
         "dataset": ds, "selected": [suspect.id],

@@ -47,13 +47,15 @@ def test_report_numbers_come_from_summary(noisy_audit):
     out, summary = noisy_audit
     html = (out / "report.html").read_text()
     text = pdf_text(out / "report.pdf")
-    rate = f"{100 * summary['clr']['estimate']:.1f}%"  # the headline: CLR with its interval
-    interval = f"{100 * summary['clr']['ci_low']:.1f}%–{100 * summary['clr']['ci_high']:.1f}%"
+    c = summary["clr"]
+    rate = f"{100 * c['estimate']:.1f}%"  # the headline: gold-free CLR with its range
+    interval = f"{100 * c['ci_low']:.1f}%–{100 * c['ci_high']:.1f}%"
+    plausible = f"plausiblerange{100 * c['bracket_low']:.1f}%–{100 * c['bracket_high']:.1f}%"
     assert summary["label_error_count"] >= 1
     for doc in (html, text):
         flat = re.sub(r"\s+", "", re.sub(r"<[^>]+>", "", doc))
-        assert rate in flat and interval in flat
-        assert f"{summary['label_error_count']}suspectedlabelerrorsflagged" in flat
+        assert rate in flat and interval in flat and plausible in flat
+        assert f"{summary['label_error_count']}samplesflaggedforreview" in flat
         assert summary["fingerprint"][:16] in flat
         splits = summary["score_parameters"]["fold_splits"]
         assert f"averagedover{splits}differentlyseededfoldsplits" in flat

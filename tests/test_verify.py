@@ -139,3 +139,17 @@ def test_verify_needs_a_sample_and_a_sensible_size(audit):
                                            code=2)
     assert "give --size N" in run("verify", out, code=2)
     assert "larger than the" in run("verify", out, "--size", "1000", code=2)
+
+
+def test_proportional_allocation_gives_the_binomial_zero_error_bound(audit):
+    out, _ = audit
+    run("verify", out, "--size", "12", "--uniform-share", "1")
+    s = pd.read_csv(out / "verify_sample.csv", dtype=str, keep_default_na=False)
+    s["verified_label"] = s["given_label"]
+    s.to_csv(out / "filled.csv", index=False)
+    run("verify", out, "--apply", out / "filled.csv")
+    v = json.loads((out / "summary.json").read_text())["clr"]["verified"]
+    # proportional up to rounding: close to the simple random sample's 1 - 0.05^(1/12)
+    assert v["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 12), abs=0.03)
+    assert "grown sample keeps its design" in run("verify", out, "--size", "20",
+                                                  "--uniform-share", "0.3", code=2)

@@ -209,6 +209,66 @@ class ApplyLabel(foo.Operator):
         return {"relabelled": n}
 
 
+class DrawVerification(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="draw_verification",
+            label="dqaudit: draw verification sample",
+            description="A random sample of labels to check, for a noise rate with a valid "
+                        "interval (saved view dq_verify); a larger size grows the same sample")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.int("size", default=200, required=True, label="Samples to verify")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from dqaudit.errors import DqauditError
+        from dqaudit.fiftyone_io import draw_verification_for
+
+        try:
+            res = draw_verification_for(ctx.dataset, size=int(ctx.params.get("size") or 200))
+        except DqauditError as exc:
+            return _fail(ctx, exc)
+        ctx.ops.reload_dataset()
+        ctx.ops.set_view(name="dq_verify")
+        return {"n_drawn": res["n_drawn"], "predicted_half_width": res["predicted_half_width"]}
+
+
+class VerifySelected(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="verify_selected",
+            label="dqaudit: verify selected labels",
+            description="Record the checked label of the selected samples of dq_verify; the "
+                        "noise rate is estimated once every stratum has one")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.str("label", required=False, label="Correct label",
+                   description="Leave empty when the given label is right; DROP for junk")
+        inputs.str("annotator", required=False, label="Your name")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        from dqaudit.errors import DqauditError
+        from dqaudit.fiftyone_io import verify_selected
+
+        try:
+            res = verify_selected(ctx.dataset, list(ctx.selected),
+                                  (ctx.params.get("label") or "").strip() or None,
+                                  annotator=ctx.params.get("annotator") or None)
+        except DqauditError as exc:
+            return _fail(ctx, exc)
+        if res["estimated"]:
+            ctx.ops.notify(f"dqaudit: {100 * res['estimate']:.1f}% of labels wrong (95% CI "
+                           f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%, "
+                           f"{res['n_verified']} verified)")
+        return {k: v for k, v in res.items() if not isinstance(v, dict)}
+
+
 def register(p):
     p.register(RunAudit)
     p.register(OpenSuspects)
@@ -216,3 +276,5 @@ def register(p):
     p.register(ExportReport)
     p.register(MarkReviewed)
     p.register(ApplyLabel)
+    p.register(DrawVerification)
+    p.register(VerifySelected)
