@@ -16,7 +16,13 @@ monotone recalibrations keep every ranking exactly as it is and change only the 
                  every odds by one constant (Saerens, Latinne & Decaestecker, Neural
                  Computation 14, 2002), a shift a of the logit: q_i = sigmoid(logit(s_i) + a),
                  with a chosen so that sum_i q_i is the estimated number of wrong labels.
-``platt``        with a verification sample: a logistic regression of the verified outcome on
+``isotonic``     with a verification sample (the default there): weighted isotonic regression
+                 of the verified outcome on the score (Zadrozny & Elkan 2002), each verified
+                 sample weighted by 1 / its inclusion probability, so it estimates the
+                 population's calibration curve without assuming its shape; stored as
+                 breakpoints and applied by linear interpolation.
+``platt``        measured as the alternative with a verification sample: a logistic
+                 regression of the verified outcome on
                  logit(s) (Platt 1999), each verified sample weighted by 1 / its inclusion
                  probability, so it estimates the population's calibration curve; shrunk
                  towards the identity map (the gold-free calibration) by a ridge worth
@@ -124,10 +130,25 @@ def expected_calibration_error(prob: np.ndarray, outcome: np.ndarray, *, bins: i
     return float(np.abs(p_b - y_b).sum() / max(len(prob), 1))
 
 
+def fit_isotonic(score: np.ndarray, outcome: np.ndarray, weights: np.ndarray) -> dict:
+    """Weighted isotonic regression of ``outcome`` (n,) on ``score`` (n,), as breakpoints
+    ``{"method": "isotonic", "x": [...], "y": [...]}`` (JSON-ready; ``refit`` applies them)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    fit = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    fit.fit(np.asarray(score, dtype=np.float64), np.asarray(outcome, dtype=np.float64),
+            sample_weight=np.asarray(weights, dtype=np.float64))
+    return {"method": "isotonic", "x": [round(float(v), 6) for v in fit.X_thresholds_],
+            "y": [round(float(v), 6) for v in fit.y_thresholds_]}
+
+
 def refit(values: np.ndarray, fit: dict | None) -> np.ndarray:
-    """``values`` through a stored verified re-fit (``{"method": "platt", "intercept",
-    "slope"}``, summary.json ``clr.verified.label_error_probability_refit``); unchanged when
-    there is none."""
+    """``values`` through a stored verified re-fit (summary.json
+    ``clr.verified.label_error_probability_refit``: isotonic breakpoints, or a Platt
+    intercept and slope); unchanged when there is none."""
+    values = np.asarray(values, dtype=np.float64)
     if not fit:
-        return np.asarray(values, dtype=np.float64)
+        return values
+    if fit["method"] == "isotonic":
+        return np.interp(values, fit["x"], fit["y"])
     return apply_platt(values, fit["intercept"], fit["slope"])

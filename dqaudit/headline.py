@@ -19,6 +19,9 @@ def headline(summary: dict) -> dict:
         how = (f"verified sample of {verified['n_verified']:,} labels, "
                f"{verified['n_errors_found']:,} wrong; {verified['estimator']} estimator, "
                f"95% interval")
+        if verified.get("corrections_since_draw"):
+            how += (f"; after {verified['corrections_since_draw']:,} corrections since the "
+                    f"draw ({100 * verified['estimate_at_draw']:.1f}% as drawn)")
         source = "verified"
     elif clr.get("estimate") is not None:
         rate = clr["estimate"]

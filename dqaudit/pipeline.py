@@ -521,7 +521,8 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
         table["label_error_probability"].to_numpy(), refit)
     summary.update(scored.stats)
     if refit:
-        summary["label_error_probability"]["calibration"] = "platt on the verified sample"
+        summary["label_error_probability"]["calibration"] = (
+            f"{refit['method']} re-fit on the verified sample")
     summary["n_samples"] = len(data)
     summary["class_counts"] = data.class_counts()
     summary["n_dropped"] = int((~keep).sum())

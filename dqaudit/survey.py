@@ -317,13 +317,19 @@ def estimate_rate(y: np.ndarray, sample_strata: np.ndarray, sizes: np.ndarray, *
 def predicted_half_width(scores: np.ndarray, strata: np.ndarray, n_strata: int, n: int, *,
                          confidence: float = CONFIDENCE, **kwargs) -> float:
     """Half-width of the normal interval a stratified sample of ``n`` is expected to reach
-    under the model (y ~ Bernoulli(q)): z sqrt(sum_h W_h^2 (1 - f_h) S_h^2 / n_h)."""
+    under the model (y ~ Bernoulli(q)): z sqrt(sum_h W_h^2 (1 - f_h) S_h^2 / n_h), with S_h^2
+    floored as the estimator floors it."""
     sizes = np.bincount(strata, minlength=n_strata)
     sd = stratum_model_sd(scores, strata, n_strata)
     n_h = allocate(sizes, sd, n, **kwargs)
     w = sizes / sizes.sum()
     ok = n_h > 0
-    var = (w[ok] ** 2 * (1 - n_h[ok] / sizes[ok]) * sd[ok] ** 2 / n_h[ok]).sum()
+    # the variance the estimator will use: each stratum's floored at the Bernoulli variance
+    # of its Jeffreys-smoothed rate, as in ``point_estimate``
+    q_h = np.bincount(strata, weights=scores, minlength=n_strata) / np.maximum(sizes, 1)
+    smoothed = (n_h * q_h + 0.5) / (n_h + 1)
+    var_h = np.maximum(sd ** 2, smoothed * (1 - smoothed))
+    var = (w[ok] ** 2 * (1 - n_h[ok] / sizes[ok]) * var_h[ok] / n_h[ok]).sum()
     return float(stats.norm.ppf(1 - (1 - confidence) / 2) * np.sqrt(var))
 
 

@@ -27,8 +27,6 @@ VERIFY_TAG = "dq_verify"
 VERIFIED_NOTE = "verified sample"
 SCORE_COLUMN = "label_error_probability"
 TARGET_HALF_WIDTH = 0.02  # the cover says how many verified labels give +-2 points
-# weight of the gold-free calibration when a verification sample re-fits it (calibration.py)
-PLATT_PRIOR_WEIGHT = 20.0
 
 
 def _now() -> str:
@@ -221,8 +219,8 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
     Writes ``summary.json`` ``clr.verified`` (estimate and 95% interval for the labels as they
     were drawn and, after the corrections since then, for the current labels; per-class rates;
     the design and estimator), re-fits ``label_error_probability`` on the verified sample
-    (weighted by 1 / inclusion probability), adds the checked labels to the relabel ledger
-    (once each) and re-ranks and re-renders the report.
+    (weighted isotonic regression, 1 / inclusion probability), adds the checked labels to
+    the relabel ledger (once each) and re-ranks and re-renders the report.
     """
     out = Path(out_dir)
     summary = outputs.read_summary(out)
@@ -274,7 +272,7 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
     fixed_in_sample = int(y.sum())
     n_pop = len(frame)
     shift = (fixed_in_sample + corrected) / n_pop
-    intercept, slope = calibration.fit_platt(q[idx], y, weights, ridge=PLATT_PRIOR_WEIGHT)
+    refit = calibration.fit_isotonic(q[idx], y, weights)
     verified_block = {
         "estimate": round(max(est.estimate - shift, 0.0), 4),
         "ci_low": round(max(est.ci_low - shift, 0.0), 4),
@@ -288,9 +286,7 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
         "design": design["description"], "design_id": design["design_id"],
         "estimator": est.estimator, "interval": est.interval, "confidence": survey.CONFIDENCE,
         "per_class": per_class, "verified_at": _now(),
-        "label_error_probability_refit": {"method": "platt", "intercept": round(intercept, 4),
-                                          "slope": round(slope, 4),
-                                          "prior_weight": PLATT_PRIOR_WEIGHT},
+        "label_error_probability_refit": refit,
     }
     summary["clr"] = summary.get("clr") or {}
     summary["clr"]["verified"] = verified_block

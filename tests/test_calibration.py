@@ -51,3 +51,18 @@ def test_platt_on_a_weighted_sample_recovers_the_population_curve():
 
 def test_ece_of_a_perfect_forecast_is_zero():
     assert calibration.expected_calibration_error(np.array([0.0, 1.0]), np.array([0, 1])) == 0
+
+
+def test_isotonic_refit_is_monotone_and_stored_as_json():
+    import json
+
+    rng = np.random.default_rng(3)
+    s = rng.random(3000)
+    errors = rng.random(len(s)) < s ** 2
+    fit = calibration.fit_isotonic(s, errors, np.ones(len(s)))
+    json.dumps(fit)
+    q = calibration.refit(s, fit)
+    order = np.argsort(s)
+    assert (np.diff(q[order]) >= -1e-12).all()
+    assert calibration.expected_calibration_error(q, errors) < 0.03
+    assert np.array_equal(calibration.refit(s, None), s)
