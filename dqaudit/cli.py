@@ -508,4 +508,6 @@ def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     res = clr_audit(out_dir, repeats=clr_repeats, grid=clr_grid, mode=clr_mode,
                     max_samples=clr_max_samples, device=device)
     click.echo(f"estimated corrupted-label ratio {100 * res['estimate']:.1f}% (95% CI "
-               f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%)")
+               f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%; plausible range "
+               f"without verification {100 * res['bracket_low']:.1f}-"
+               f"{100 * res['bracket_high']:.1f}%)")

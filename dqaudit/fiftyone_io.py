@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .headline import headline
 from .outputs import review_order_column
 
 
@@ -184,7 +185,8 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         "n_samples": s["n_samples"], "label_error_count": s["label_error_count"],
         "estimated_noise_rate": s["estimated_noise_rate"], "flagged_count": s["flagged_count"],
         "clr": {k: s["clr"][k] for k in ("estimate", "ci_low", "ci_high", "method")}
-        if s.get("clr") else None,
+        if (s.get("clr") or {}).get("method") else None,
+        "headline": headline(s),
         "fields": [f for f in FIELDS if f in columns],
         "views": [SUSPECTS_VIEW, AMBIGUOUS_VIEW],
     }

@@ -446,15 +446,18 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
         np.ones(len(samples), dtype=bool)
     data = data.subset(keep)
     embeddings = embeddings if keep.all() else embeddings[keep]
-    probs = None
-    if mode == "posterior":
-        probs = score_dataset(data, embeddings, seed=summary["seed"]).probs
+    # the scan's posteriors (same method): the bracket's posterior-mode flips draw from them
+    probs = score_dataset(data, embeddings, seed=summary["seed"],
+                          method=summary.get("posterior_method", "linear")).probs
     t = time.perf_counter()
+    verified = (summary.get("clr") or {}).get("verified")
     summary["clr"] = run_clr(embeddings, data.labels, data.n_classes,
                              seed=summary["seed"], device=resolve_device(device), probs=probs,
                              grid=grid, repeats=repeats, mode=mode,
                              max_samples=max_samples)
     summary["timings"]["clr_seconds"] = round(time.perf_counter() - t, 3)
+    if verified:  # a verified estimate does not depend on the injection: keep it
+        summary["clr"]["verified"] = verified
     summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
                                                             .values()))
     outputs.write_json(out / outputs.SUMMARY_JSON, summary)

@@ -97,6 +97,13 @@ def test_draw_grow_apply_and_the_headline(audit):
     assert len(ledger) == 20 and set(ledger["annotator"]) == {"ana"}
     run("verify", out, "--apply", out / "filled.csv")
     assert len(pd.read_csv(out / "corrections.csv")) == 20
+    # re-running the gold-free estimate keeps the verified one, and the headline with it
+    text = run("clr", out, "--clr-repeats", "2")
+    assert "plausible range without verification" in text
+    summary = json.loads((out / "summary.json").read_text())
+    kept = summary["clr"]["verified"]
+    assert (kept["estimate"], kept["n_verified"]) == (v["estimate"], v["n_verified"])
+    assert summary["verdict"]["source"] == "verified"
     # the queue no longer offers verified samples
     run("relabel", "queue", out, "--budget", "50", "--no-thumbnails")
     assert not set(pd.read_csv(out / "review_queue.csv")["id"]) & set(grown["id"])
