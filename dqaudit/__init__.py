@@ -5,6 +5,8 @@ Public API::
     import dqaudit
     data = dqaudit.load_dataset("images/")          # -> LabeledImages
     result = dqaudit.audit("images/", out_dir="audit")  # -> AuditResult
+    dqaudit.draw_verification_sample("audit", size=300)  # -> audit/verify_sample.csv
+    dqaudit.apply_verified("audit", "audit/verify_sample.csv")  # -> the verified estimate
 
 Heavy modules load on first use, so importing dqaudit (and ``dqaudit --help``) stays instant.
 """
@@ -12,7 +14,7 @@ Heavy modules load on first use, so importing dqaudit (and ``dqaudit --help``) s
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "audit", "load_dataset", "AuditResult", "LabeledImages",
-           "DqauditError", "InputError"]
+           "DqauditError", "InputError", "draw_verification_sample", "apply_verified"]
 
 
 def __getattr__(name):
@@ -24,6 +26,10 @@ def __getattr__(name):
         from . import ingest
 
         return getattr(ingest, name)
+    if name in ("draw_verification_sample", "apply_verified"):
+        from . import verify
+
+        return getattr(verify, {"draw_verification_sample": "draw_sample"}.get(name, name))
     if name in ("DqauditError", "InputError"):
         from . import errors
 

@@ -160,3 +160,17 @@ def test_proportional_allocation_gives_the_binomial_zero_error_bound(audit):
     assert v["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 12), abs=0.03)
     assert "grown sample keeps its design" in run("verify", out, "--size", "20",
                                                   "--uniform-share", "0.3", code=2)
+
+
+def test_python_api_draws_and_applies(audit):
+    import dqaudit
+
+    out, truth = audit
+    drawn = dqaudit.draw_verification_sample(out, size=10)
+    assert drawn["n_drawn"] == 10
+    s = pd.read_csv(out / "verify_sample.csv", dtype=str, keep_default_na=False)
+    s["verified_label"] = [truth[i] for i in s["id"]]
+    res = dqaudit.apply_verified(out, s)
+    assert res["n_verified"] == 10 and 0 <= res["ci_low_at_draw"] <= res["ci_high_at_draw"]
+    html = (out / "report.html").read_text()
+    assert "P(label wrong)" in html

@@ -49,7 +49,8 @@ def _rows(df: pd.DataFrame, columns: list[str]) -> list[dict]:
 
 ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_confidence",
                "noisiness", "ambiguity", "priority", "review_score", "importance",
-               "outlier_score", "outlier_percentile", "dup_group"]
+               "outlier_score", "outlier_percentile", "dup_group", "label_error_probability",
+               "given_label_disagreement"]
 
 
 def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = None,
