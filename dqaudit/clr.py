@@ -339,6 +339,7 @@ def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes
         **bracket(embeddings_projected, labels, n_classes, config=config, seed=seed,
                   device=device, probs=probs, estimate=est),
         "method": "calibrated_count",
+        "label_changes_at_estimate": 0,  # summary.json label_changes when it ran
         "mode": config.mode,
         "grid": list(map(float, config.grid)),
         "repeats": config.repeats,

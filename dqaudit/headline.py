@@ -36,10 +36,23 @@ def headline(summary: dict) -> dict:
         rate, low, high = summary["estimated_noise_rate"], None, None
         how = "confident-joint count of the out-of-sample posteriors, no interval"
         source = "count"
+    stale = _stale(summary, verified if source == "verified" else clr)
+    if stale and source in ("verified", "gold-free"):
+        refresh = ("dqaudit verify DIR --apply DIR/verify_sample.csv" if source == "verified"
+                   else "dqaudit clr DIR")
+        how += f"; STALE: {stale:,} labels changed since this estimate, refresh with `{refresh}`"
     span = "" if low is None else f" ({100 * low:.1f}-{100 * high:.1f}%)"
     return {"rate": rate, "ci_low": low, "ci_high": high, "source": source, "how": how,
+            "stale_label_changes": stale if source != "count" else 0,
             "text": f"{100 * rate:.1f}% of labels estimated wrong{span}; {how}",
             "flagged_for_review": summary["label_error_count"]}
+
+
+def _stale(summary: dict, estimate: dict) -> int:
+    """Label changes (relabel apply, verified corrections) since ``estimate`` was computed;
+    0 when the estimate does not record it."""
+    at = (estimate or {}).get("label_changes_at_estimate")
+    return 0 if at is None else max(0, int(summary.get("label_changes", 0)) - int(at))
 
 
 def verdict(summary: dict, *, thresholds: tuple[float, float] = (0.02, 0.05)) -> dict:

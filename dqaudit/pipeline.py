@@ -157,6 +157,7 @@ def audit(
                                            scored.stats["estimated_label_errors"])
     summary["verify_size_for_2pt"] = verification_size(
         samples["label_error_probability"].to_numpy(), HEADLINE_HALF_WIDTH)
+    summary["label_changes"] = 0
     if clr:
         t = time.perf_counter()
         summary["clr"] = run_clr(embeddings, data.labels, data.n_classes, seed=seed,
@@ -456,6 +457,7 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
                              grid=grid, repeats=repeats, mode=mode,
                              max_samples=max_samples)
     summary["timings"]["clr_seconds"] = round(time.perf_counter() - t, 3)
+    summary["clr"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
     if verified:  # a verified estimate does not depend on the injection: keep it
         summary["clr"]["verified"] = verified
     summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
@@ -504,10 +506,16 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
 
     out = Path(out_dir)
     data, embeddings, samples, summary = load_audit(out)
+    before = data.labels.copy()
     if labels is not None:
         index = {c: i for i, c in enumerate(data.classes)}
         data.labels = np.array([index[v] for v in labels], dtype=np.int64)
     keep = ~samples["id"].isin(dropped).to_numpy()
+    was_dropped = samples["dropped"].astype(bool).to_numpy() if "dropped" in samples \
+        else np.zeros(len(samples), dtype=bool)
+    # every number estimated before this change of labels is now stale (headline.py says so)
+    summary["label_changes"] = summary.get("label_changes", 0) + int(
+        ((data.labels != before) & keep).sum() + (~keep & ~was_dropped).sum())
     data = data.subset(keep)
     t = time.perf_counter()
     scored = score_dataset(data, embeddings if keep.all() else embeddings[keep],

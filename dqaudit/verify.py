@@ -303,10 +303,20 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
         corrections = pd.DataFrame({"id": todo["id"], "label": todo["verified_label"],
                                     "annotator": todo.get("annotator", ""),
                                     "note": VERIFIED_NOTE})
-        n_new = apply_corrections(out, corrections, annotator=annotator)["annotations"]
+        n_new = apply_corrections(out, corrections, annotator=annotator, rerank=True)[
+            "annotations"]
+        # the corrections just made are accounted for in the estimate (corrections_since_draw)
+        summary = outputs.read_summary(out)
+        summary["clr"]["verified"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
+        outputs.write_json(out / outputs.SUMMARY_JSON, summary)
+        verified_block = summary["clr"]["verified"]
     else:
         from .pipeline import refresh_outputs
 
+        summary = outputs.read_summary(out)
+        summary["clr"]["verified"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
+        outputs.write_json(out / outputs.SUMMARY_JSON, summary)
+        verified_block = summary["clr"]["verified"]
         refresh_outputs(out)
     return {**verified_block, "new_annotations": n_new}
 
