@@ -60,6 +60,7 @@ def main() -> None:
         emb = common.embed(list(df["path"]), model=args.model)
     x = project(emb)
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
+    scored = common.scored_cases()
     rows = {}
     print("| case | truth | dqaudit estimate [95% CI] | error | covered | bracket | in bracket "
           "| width | cleanlab count | error | seconds |")
@@ -69,7 +70,7 @@ def main() -> None:
             continue
         truth = float((y != clean).mean())
         # the posteriors the scan hands to CLR (they draw the bracket's posterior-mode flips)
-        probs = common.scored_cases()[name]["probs"]
+        probs = scored[name]["probs"]
         res = estimate_clr(x, y, 10, config=ClrConfig(repeats=args.repeats), seed=0,
                            probs=probs)
         lr = cross_val_predict(LogisticRegression(max_iter=1000), emb, y, cv=5,

@@ -144,11 +144,7 @@ def fit_isotonic(score: np.ndarray, outcome: np.ndarray, weights: np.ndarray) ->
 
 def refit(values: np.ndarray, fit: dict | None) -> np.ndarray:
     """``values`` through a stored verified re-fit (summary.json
-    ``clr.verified.label_error_probability_refit``: isotonic breakpoints, or a Platt
-    intercept and slope); unchanged when there is none."""
+    ``clr.verified.label_error_probability_refit``, from ``fit_isotonic``); unchanged when
+    there is none."""
     values = np.asarray(values, dtype=np.float64)
-    if not fit:
-        return values
-    if fit["method"] == "isotonic":
-        return np.interp(values, fit["x"], fit["y"])
-    return apply_platt(values, fit["intercept"], fit["slope"])
+    return np.interp(values, fit["x"], fit["y"]) if fit else values

@@ -293,29 +293,28 @@ BRACKET_ASSUMPTION = (
 
 
 def bracket(x: np.ndarray, labels: np.ndarray, n_classes: int, *, config: ClrConfig,
-            seed: int, device: str = "cpu", probs: np.ndarray | None = None,
-            estimate: dict | None = None) -> dict:
+            seed: int, estimate: dict, device: str = "cpu",
+            probs: np.ndarray | None = None) -> dict:
     """The gold-free plausible range of the share of wrong labels (``BRACKET_ASSUMPTION``).
 
     The count's response to injected flips drawn from the posterior over the other classes is
     the weakest measured (they land where the encoder itself is unsure), so calibrating with it
     gives the highest reading consistent with the data: its upper bootstrap limit is the upper
-    end. Without posteriors (``probs`` None) the upper end comes from ``estimate``'s interval
-    (the ``config.mode`` calibration) and says so. Measured on 8 CIFAR-10N cases in
-    benchmarks/clr_accuracy.py (benchmarks/RESULTS.md).
+    end. ``estimate`` is the ``config.mode`` calibration already computed: it is that reading
+    when the mode is ``posterior``, and the upper end's source (said so) when there are no
+    posteriors to draw from. Measured on 8 CIFAR-10N cases in benchmarks/clr_accuracy.py
+    (benchmarks/RESULTS.md).
     """
-    if config.mode == "posterior" and estimate is not None:
+    assumption = BRACKET_ASSUMPTION
+    if config.mode == "posterior" or probs is None:
         upper = estimate
-    elif probs is not None:
+        if probs is None:
+            assumption += f"; here without posteriors, from {config.mode} injection"
+    else:
         upper = calibrated_count(x, labels, n_classes, config=replace(config, mode="posterior"),
                                  seed=seed, device=device, probs=probs)
-    else:
-        upper = estimate or calibrated_count(x, labels, n_classes, config=config, seed=seed,
-                                             device=device)
     return {"bracket_low": 0.0, "bracket_high": upper["ci_high"],
-            "bracket_assumption": BRACKET_ASSUMPTION if probs is not None or
-            config.mode == "posterior" else BRACKET_ASSUMPTION + "; here without posteriors, "
-            f"from {config.mode} injection", "bracket_mode_estimate": upper["estimate"]}
+            "bracket_assumption": assumption, "bracket_mode_estimate": upper["estimate"]}
 
 
 def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes: int, *,

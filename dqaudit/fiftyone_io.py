@@ -300,14 +300,10 @@ def export_report(dataset, path, *, pdf: bool = True) -> dict:
 
 def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> dict:
     """Re-run CLR injection on the dataset's last audit (its saved outputs) and record it."""
-    from .errors import DqauditError
     from .pipeline import clr_audit
 
-    run = dataset.info.get(INFO_KEY) or {}
-    if not run.get("out_dir"):
-        raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
-                           "run the audit first")
-    res = clr_audit(run["out_dir"], repeats=repeats, mode=mode)
+    res = clr_audit(_run_dir(dataset), repeats=repeats, mode=mode)
+    run = dataset.info[INFO_KEY]
     run["clr"] = {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
     dataset.info[INFO_KEY] = run
     dataset.save()

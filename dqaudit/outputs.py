@@ -70,6 +70,13 @@ def write_samples(out_dir: Path, samples: pd.DataFrame) -> None:
     os.replace(tmp, csv)
 
 
+def write_csv(path: Path, table: pd.DataFrame) -> None:
+    """``table`` as a CSV at ``path``, written to a temporary name and renamed."""
+    tmp = _atomic(path)
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def write_skipped(out_dir: Path, skipped: list[dict]) -> None:
     path = out_dir / SKIPPED_CSV
     tmp = _atomic(path)

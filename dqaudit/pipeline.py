@@ -195,13 +195,14 @@ def audit(
     return res
 
 
-def refresh_outputs(out_dir: str | os.PathLike) -> dict:
-    """Recompute what depends on summary.json alone (verdict) and re-render the report when
-    the folder has one; returns the summary."""
+def refresh_outputs(out_dir: str | os.PathLike, summary: dict | None = None) -> dict:
+    """Recompute the verdict of ``summary`` (default: the folder's summary.json) with its own
+    thresholds, write summary.json and re-render the report when the folder has one; the end
+    of every path that changes an audit folder after the scan. Returns the summary."""
     from . import outputs
 
     out = Path(out_dir)
-    summary = outputs.read_summary(out)
+    summary = outputs.read_summary(out) if summary is None else summary
     summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
                                                             .values()))
     outputs.write_json(out / outputs.SUMMARY_JSON, summary)
@@ -438,7 +439,6 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
               mode: str = "uniform", max_samples: int | None = 20_000,
               device: str = "auto", quiet: bool = True) -> dict:
     """Re-run CLR injection on an audit folder's cached embeddings; update summary and report."""
-    from . import outputs
     from .devices import resolve_device
 
     out = Path(out_dir)
@@ -460,13 +460,7 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
     summary["clr"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
     if verified:  # a verified estimate does not depend on the injection: keep it
         summary["clr"]["verified"] = verified
-    summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
-                                                            .values()))
-    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-    if (out / "report.html").exists():
-        from .report import render_report
-
-        render_report(out, pdf=(out / "report.pdf").exists())
+    refresh_outputs(out, summary)
     return summary["clr"]
 
 
@@ -542,8 +536,6 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
                                            scored.stats["estimated_label_errors"])
     summary["verify_size_for_2pt"] = verification_size(
         table["label_error_probability"].to_numpy(), HEADLINE_HALF_WIDTH)
-    summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
-                                                            .values()))
     # dropped samples stay in the arrays (row-aligned files), flagged as dropped, unscored
     full = samples[["id", "path", "label", "split"]].copy()
     full["label"] = [data.classes[i] for i in _labels_all(samples, data, keep)]
@@ -553,11 +545,7 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     full["flagged"] = full["flagged"].fillna(False).astype(bool)
     full["dup_group"] = full["dup_group"].fillna(-1).astype(np.int64)
     outputs.write_samples(out, full)
-    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-    if (out / "report.html").exists():
-        from .report import render_report
-
-        render_report(out, pdf=(out / "report.pdf").exists())
+    refresh_outputs(out, summary)
     if summary.get("fiftyone_dataset"):
         from .fiftyone_io import write_results
 

@@ -67,10 +67,15 @@ def stratum_model_sd(scores: np.ndarray, strata: np.ndarray, n_strata: int) -> n
     """(H,) predicted standard deviation of y in each stratum, sqrt(Q_h (1 - Q_h)) with Q_h
     the mean calibrated error probability of its samples (y is Bernoulli(q_i) under the
     model, and the variance of a mixture of Bernoullis is that of their mean)."""
+    q = _stratum_rates(scores, strata, n_strata)
+    return np.sqrt(np.clip(q * (1 - q), 1e-6, None))
+
+
+def _stratum_rates(scores: np.ndarray, strata: np.ndarray, n_strata: int) -> np.ndarray:
+    """(H,) mean of ``scores`` in each stratum (0 for an empty one)."""
     sums = np.bincount(strata, weights=scores, minlength=n_strata)
     sizes = np.bincount(strata, minlength=n_strata)
-    q = np.divide(sums, sizes, out=np.zeros(n_strata), where=sizes > 0)
-    return np.sqrt(np.clip(q * (1 - q), 1e-6, None))
+    return np.divide(sums, sizes, out=np.zeros(n_strata), where=sizes > 0)
 
 
 def allocate(sizes: np.ndarray, sd: np.ndarray, n: int, *, uniform_share: float = UNIFORM_SHARE,
@@ -326,7 +331,7 @@ def predicted_half_width(scores: np.ndarray, strata: np.ndarray, n_strata: int, 
     ok = n_h > 0
     # the variance the estimator will use: each stratum's floored at the Bernoulli variance
     # of its Jeffreys-smoothed rate, as in ``point_estimate``
-    q_h = np.bincount(strata, weights=scores, minlength=n_strata) / np.maximum(sizes, 1)
+    q_h = _stratum_rates(scores, strata, n_strata)
     smoothed = (n_h * q_h + 0.5) / (n_h + 1)
     var_h = np.maximum(sd ** 2, smoothed * (1 - smoothed))
     var = (w[ok] ** 2 * (1 - n_h[ok] / sizes[ok]) * var_h[ok] / n_h[ok]).sum()

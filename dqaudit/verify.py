@@ -54,7 +54,7 @@ def _read_frame(out: Path, samples: pd.DataFrame) -> pd.DataFrame | None:
     return frame
 
 
-def _new_frame(samples: pd.DataFrame) -> pd.DataFrame:
+def _new_frame(samples: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     if SCORE_COLUMN not in samples.columns or "given_label_disagreement" not in samples.columns:
         raise DqauditError("this audit has no calibrated label_error_probability (written by "
                            "dqaudit before 2026-12); run `dqaudit scan` again first")
@@ -150,9 +150,7 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
     table = table[["id", "path", "given_label", "stratum", "inclusion_probability", "draw",
                    "design", "verified_label"]]
     frame.to_parquet(out / VERIFY_FRAME, index=False)
-    tmp = sample_path.with_name(sample_path.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(sample_path)
+    outputs.write_csv(sample_path, table)
     predicted = survey.predicted_half_width(q, strata, n_strata, size, **share)
     design.update({
         "design_id": design_id, "draws": draw_number, "n_strata": n_strata,
@@ -210,6 +208,17 @@ def _read_verified(path_or_frame, sample: pd.DataFrame, design_id: str,
     return new[new["verified_label"] != ""].drop_duplicates("id", keep="last")
 
 
+def _merge_checked(out: Path, verified, design: dict, classes: list[str]) -> pd.DataFrame:
+    """``verify_sample.csv`` with the checked labels of ``verified`` (validated by
+    ``_read_verified``) merged in; nothing is written."""
+    sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False)
+    checked = _read_verified(verified, sample, design["design_id"], classes)
+    merged = dict(zip(checked["id"], checked["verified_label"]))
+    sample["verified_label"] = [merged.get(s, v) for s, v in
+                                zip(sample["id"], sample["verified_label"])]
+    return sample
+
+
 def apply_verified(out_dir, verified, *, annotator: str | None = None,
                    estimator: str = survey.DEFAULT_ESTIMATOR) -> dict:
     """Estimate the share of wrong labels from the checked rows of ``verified`` (a CSV path or
@@ -231,13 +240,9 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
                            "first")
     samples = outputs.read_samples(out)
     frame = _read_frame(out, samples)
-    sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
     classes = summary["dataset"]["classes"]
-    checked = _read_verified(verified, sample, design["design_id"], classes)
-    # keep the checked labels in verify_sample.csv too, so the file is the record
-    merged = dict(zip(checked["id"], checked["verified_label"]))
-    sample["verified_label"] = [merged.get(s, v) for s, v in
-                                zip(sample["id"], sample["verified_label"])]
+    # the checked labels are kept in verify_sample.csv too, so the file is the record
+    sample = _merge_checked(out, verified, design, classes)
     done = sample[sample["verified_label"].str.strip() != ""]
     if done.empty:
         raise DqauditError("no row has a verified_label yet; fill some in (a class name, or "
@@ -291,9 +296,7 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
     summary["clr"] = summary.get("clr") or {}
     summary["clr"]["verified"] = verified_block
     outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-    tmp = sample_path.with_name(sample_path.name + ".tmp")
-    sample.to_csv(tmp, index=False)
-    tmp.replace(sample_path)
+    outputs.write_csv(sample_path, sample)
     # the checked labels are annotations too; each verified row enters the ledger once
     seen = ledger(out)
     seen = set(seen.loc[seen["note"] == VERIFIED_NOTE, "id"])
@@ -303,22 +306,19 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
         corrections = pd.DataFrame({"id": todo["id"], "label": todo["verified_label"],
                                     "annotator": todo.get("annotator", ""),
                                     "note": VERIFIED_NOTE})
-        n_new = apply_corrections(out, corrections, annotator=annotator, rerank=True)[
-            "annotations"]
-        # the corrections just made are accounted for in the estimate (corrections_since_draw)
-        summary = outputs.read_summary(out)
-        summary["clr"]["verified"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
+        # re-ranks, writes summary.json and re-renders the report
+        n_new = apply_corrections(out, corrections, annotator=annotator)["annotations"]
+    # the corrections just made are accounted for in the estimate (corrections_since_draw):
+    # it is stale only after label changes that come later
+    summary = outputs.read_summary(out)
+    summary["clr"]["verified"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
+    if n_new:
         outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-        verified_block = summary["clr"]["verified"]
     else:
         from .pipeline import refresh_outputs
 
-        summary = outputs.read_summary(out)
-        summary["clr"]["verified"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
-        outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-        verified_block = summary["clr"]["verified"]
-        refresh_outputs(out)
-    return {**verified_block, "new_annotations": n_new}
+        refresh_outputs(out, summary)
+    return {**summary["clr"]["verified"], "new_annotations": n_new}
 
 
 def _corrected_since(out: Path, since: str, ids: set) -> int:
@@ -343,19 +343,13 @@ def record_verified(out_dir, verified: pd.DataFrame, *, annotator: str | None = 
     if not design or not sample_path.exists():
         raise DqauditError(f"{out}: no verification sample; draw one first (dqaudit verify "
                            f"{out} --size N)")
-    sample = pd.read_csv(sample_path, dtype=str, keep_default_na=False)
-    checked = _read_verified(verified, sample, design["design_id"],
-                             summary["dataset"]["classes"])
-    merged = dict(zip(checked["id"], checked["verified_label"]))
-    sample["verified_label"] = [merged.get(s, v) for s, v in
-                                zip(sample["id"], sample["verified_label"])]
-    tmp = sample_path.with_name(sample_path.name + ".tmp")
-    sample.to_csv(tmp, index=False)
-    tmp.replace(sample_path)
+    sample = _merge_checked(out, verified, design, summary["dataset"]["classes"])
+    outputs.write_csv(sample_path, sample)
+    recorded = int((verified["verified_label"].astype(str).str.strip() != "").sum())
     done = sample[sample["verified_label"] != ""]
     missing = sorted(set(range(design["n_strata"])) - set(done["stratum"].astype(int)))
     if missing:
-        return {"recorded": len(checked), "estimated": False, "n_verified": len(done),
+        return {"recorded": recorded, "estimated": False, "n_verified": len(done),
                 "missing_strata": missing}
-    return {"recorded": len(checked), "estimated": True,
+    return {"recorded": recorded, "estimated": True,
             **apply_verified(out, sample_path, annotator=annotator)}
