@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import shlex
 import sys
 
@@ -34,6 +35,17 @@ def library_errors(func):
     return wrapper
 
 
+def _show_progress() -> None:
+    """The library logs its progress to the ``dqaudit`` logger; the CLI shows INFO on stderr
+    (``--quiet`` runs log at DEBUG, so they print nothing)."""
+    logger = logging.getLogger("dqaudit")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _command_line() -> str:
     return " ".join(["dqaudit"] + [shlex.quote(a) for a in sys.argv[1:]])
 
@@ -48,6 +60,7 @@ def main() -> None:
       dqaudit sample-data ./shapes
       dqaudit scan ./shapes/manifest.csv --out ./audit
     """
+    _show_progress()
 
 
 def embedding_options(func):
@@ -369,12 +382,14 @@ def relabel_queue(out_dir, budget, no_thumbnails):
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("corrections", type=click.Path(exists=True, dir_okay=False))
 @click.option("--annotator", default=None, help="Who reviewed (when the CSV does not say).")
+@click.option("--device", default="auto", show_default=True,
+              help="Where the re-rank fits its posteriors: auto, cuda, cuda:N, mps or cpu.")
 @library_errors
-def relabel_apply(out_dir, corrections, annotator):
+def relabel_apply(out_dir, corrections, annotator, device):
     """Add the labels in CORRECTIONS (id or path, label) and re-rank the rest."""
     from .relabel import apply_corrections
 
-    res = apply_corrections(out_dir, corrections, annotator=annotator)
+    res = apply_corrections(out_dir, corrections, annotator=annotator, device=device)
     click.echo(f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
                f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .dataset import SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot
+from .errors import DqauditError, InputError
 from .headline import headline
 from .outputs import review_order_column
 
@@ -31,9 +32,6 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
     Sample ids are FiftyOne's, so results can be written back to the same samples. Splits come
     from the tags train/val/test. Samples without a label are listed in ``skipped``.
     """
-    from .ingest import SPLIT_NAMES, LabeledImages, _cheap_file_problem, _one_hot
-    from pathlib import Path
-
     fo = import_fiftyone()
     if view is None:
         if not fo.dataset_exists(name):
@@ -55,7 +53,7 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
         if lab is None or str(lab) == "":
             skipped.append({"path": fp, "reason": f"no label in field {label_field!r}"})
             continue
-        reason = _cheap_file_problem(Path(fp))
+        reason = cheap_file_problem(Path(fp))
         if reason:
             skipped.append({"path": fp, "reason": reason})
             continue
@@ -78,7 +76,7 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
         paths=[filepaths[i] for i in keep],
         labels=y,
         classes=classes,
-        label_counts=_one_hot(y, len(classes)),
+        label_counts=one_hot(y, len(classes)),
         splits=np.array(splits, dtype=object),
         ids=[ids[i] for i in keep],
         source={"kind": "fiftyone", "location": dataset.name, "label_field": label_field,
@@ -264,9 +262,8 @@ def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None, **o
 
     dataset = view._dataset if hasattr(view, "_dataset") else view
     data = load_fiftyone_dataset(dataset.name, label_field=label_field, view=view)
-    result = audit(data, out_dir=out_dir, **options)
-    write_results(result, dataset.name, label_field=label_field)
-    return result
+    # the audit writes the results back to the dataset the samples came from: once
+    return audit(data, out_dir=out_dir, **options)
 
 
 def default_out_dir(dataset_name: str):
@@ -280,7 +277,6 @@ def export_report(dataset, path, *, pdf: bool = True) -> dict:
     import shutil
     from pathlib import Path
 
-    from .errors import DqauditError
     from .report import REPORT_HTML, REPORT_PDF, render_report
 
     run = dataset.info.get(INFO_KEY) or {}
@@ -311,7 +307,6 @@ def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> di
 
 
 def _run_dir(dataset) -> str:
-    from .errors import DqauditError
 
     run = dataset.info.get(INFO_KEY) or {}
     if not run.get("out_dir"):
@@ -332,7 +327,6 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
     """Record that the selected samples' correct label is ``label`` (None: the given label is
     right), then estimate once every stratum has a verified sample (``verify.record_verified``).
     Samples are matched to the audit's verification sample by file path."""
-    from .errors import DqauditError
     from .verify import VERIFY_SAMPLE_CSV, record_verified
 
     out = Path(_run_dir(dataset))
@@ -351,36 +345,58 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
                            annotator=annotator)
 
 
-def mark_reviewed(dataset, sample_ids: list[str]) -> int:
-    """Set ``dq_reviewed`` and the tag ``dq_reviewed`` on the given samples."""
+def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
+              annotator: str | None, label_field: str) -> pd.DataFrame:
+    """Record one annotation per selected sample in the audit's corrections ledger (the one
+    ``dqaudit relabel apply`` keeps; ``labels`` None: the given label is confirmed), re-rank,
+    and set ``label_field`` of the samples to the label the ledger now gives them."""
+    from .outputs import read_samples
+    from .relabel import apply_corrections
+
+    out = Path(_run_dir(dataset))
+    view = dataset.select(sample_ids)
+    paths = view.values("filepath")
+    samples = read_samples(out).set_index("path")
+    outside = [p for p in paths if p not in samples.index]
+    if outside:
+        raise DqauditError(f"{len(outside)} selected samples are not in the last audit (first: "
+                           f"{outside[0]}); select samples of the audited view")
+    given = [str(samples.at[p, "label"]) for p in paths]
+    apply_corrections(out, pd.DataFrame({"path": paths, "label": labels or given}),
+                      annotator=annotator or "FiftyOne App")
+    now = read_samples(out).set_index("path")
+    fo = import_fiftyone()
+    view.set_values(label_field, [fo.Classification(label=str(now.at[p, "label"]))
+                                  for p in paths])
+    view.set_values("dq_reviewed", [True] * len(paths))
+    view.tag_samples("dq_reviewed")
+    return pd.DataFrame({"path": paths, "given": given})
+
+
+def mark_reviewed(dataset, sample_ids: list[str], *, annotator: str | None = None,
+                  label_field: str = "ground_truth") -> int:
+    """The reviewer confirms the selected samples' given labels: one annotation each in the
+    corrections ledger, then ``dq_reviewed`` and the tag ``dq_reviewed``."""
     if not sample_ids:
         return 0
-    view = dataset.select(sample_ids)
-    view.set_values("dq_reviewed", [True] * len(view))
-    view.tag_samples("dq_reviewed")
-    return len(view)
+    return len(_annotate(dataset, sample_ids, None, annotator=annotator,
+                         label_field=label_field))
 
 
 def apply_label(dataset, sample_ids: list[str], label: str, *,
-                label_field: str = "ground_truth") -> int:
-    """Give the samples a corrected label; the previous one is kept in ``dq_previous_label``.
-
-    Marks them reviewed too. The image files are never touched.
-    """
-    fo = import_fiftyone()
-    from .errors import DqauditError
-
+                label_field: str = "ground_truth", annotator: str | None = None) -> int:
+    """A reviewer's corrected label for the selected samples, through the audit's corrections
+    ledger (as ``dqaudit relabel apply``: the label becomes the majority of the annotations,
+    ties to the newest); the label before is kept in ``dq_previous_label``. Marks them
+    reviewed. The image files are never touched."""
     if not label or not str(label).strip():
         raise DqauditError("the corrected label is empty")
     if not sample_ids:
         return 0
-    view = dataset.select(sample_ids)
-    previous = view.values(f"{label_field}.label")
-    view.set_values("dq_previous_label", previous)
-    view.set_values(label_field, [fo.Classification(label=str(label).strip())
-                                  for _ in range(len(view))])
-    mark_reviewed(dataset, sample_ids)
-    return len(view)
+    done = _annotate(dataset, sample_ids, [str(label).strip()] * len(sample_ids),
+                     annotator=annotator, label_field=label_field)
+    dataset.select(sample_ids).set_values("dq_previous_label", done["given"].tolist())
+    return len(done)
 
 
 def plugin_source():
@@ -388,7 +404,6 @@ def plugin_source():
     install), else the copy a wheel carries inside the package (``dqaudit/fiftyone_plugin``)."""
     from pathlib import Path
 
-    from .errors import DqauditError
 
     here = Path(__file__).resolve()
     candidates = (here.parents[1] / "plugins" / "dqaudit", here.parent / "fiftyone_plugin")

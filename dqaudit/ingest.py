@@ -9,84 +9,21 @@ carries on. Nothing here ever writes to the input.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_problem,
+                      majority_labels, one_hot)
 from .errors import InputError
+from .fiftyone_io import load_fiftyone_dataset, load_view
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-               "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
                           "image_path")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "class", "class_name", "category", "target", "y")
 SPLIT_COLUMN_CANDIDATES = ("split", "subset", "fold")
 DEFAULT_COUNT_PREFIX = "n_"
-
-
-@dataclass
-class LabeledImages:
-    """A labeled image dataset in memory. N samples, C classes.
-
-    Attributes:
-        paths: (N,) absolute file paths.
-        labels: (N,) int64 given label index into ``classes``.
-        classes: C class names, sorted.
-        label_counts: (N, C) float32 annotation counts (one-hot for single-label data).
-        splits: (N,) split name per sample ("" when the dataset has no splits).
-        ids: (N,) stable sample ids (path relative to the dataset root, or FiftyOne sample id).
-        source: how the dataset was given (kind, location, columns), for the report.
-        skipped: files that were left out, as dicts ``{"path", "reason"}``.
-    """
-
-    paths: list[str]
-    labels: np.ndarray
-    classes: list[str]
-    label_counts: np.ndarray
-    splits: np.ndarray
-    ids: list[str]
-    source: dict = field(default_factory=dict)
-    skipped: list[dict] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.paths)
-        assert self.labels.shape == (n,), self.labels.shape
-        assert self.label_counts.shape == (n, len(self.classes)), self.label_counts.shape
-        assert self.splits.shape == (n,) and len(self.ids) == n
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def has_multiple_annotations(self) -> bool:
-        return bool((self.label_counts.sum(axis=1) > 1).any())
-
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=self.n_classes)
-        return {c: int(k) for c, k in zip(self.classes, counts)}
-
-    def subset(self, keep: np.ndarray, *, extra_skipped: list[dict] | None = None) -> LabeledImages:
-        """The samples where boolean mask ``keep`` is true (classes stay as they are)."""
-        keep = np.asarray(keep, dtype=bool)
-        idx = np.flatnonzero(keep)
-        return replace(
-            self,
-            paths=[self.paths[i] for i in idx],
-            labels=self.labels[idx],
-            label_counts=self.label_counts[idx],
-            splits=self.splits[idx],
-            ids=[self.ids[i] for i in idx],
-            skipped=list(self.skipped) + list(extra_skipped or []),
-        )
 
 
 def load_dataset(
@@ -107,8 +44,6 @@ def load_dataset(
     ``.parquet`` manifest, or with ``from_fiftyone=True`` the name of a FiftyOne dataset.
     """
     if from_fiftyone:
-        from .fiftyone_io import load_fiftyone_dataset, load_view
-
         view = load_view(str(source), saved_view=saved_view) if saved_view else None
         return load_fiftyone_dataset(str(source), label_field=label_field, view=view)
     path = Path(source).expanduser()
@@ -157,7 +92,7 @@ def load_folder(root: Path) -> LabeledImages:
                 if name.startswith("."):
                     continue
                 p = Path(dirpath) / name
-                reason = _cheap_file_problem(p)
+                reason = cheap_file_problem(p)
                 if reason:
                     skipped.append({"path": str(p), "reason": reason})
                 else:
@@ -176,7 +111,7 @@ def load_folder(root: Path) -> LabeledImages:
         paths=[p for p, _, _ in rows],
         labels=labels,
         classes=classes,
-        label_counts=_one_hot(labels, len(classes)),
+        label_counts=one_hot(labels, len(classes)),
         splits=np.array([s for _, _, s in rows], dtype=object),
         ids=[os.path.relpath(p, root) for p, _, _ in rows],
         source={"kind": "folder", "location": str(root), "split_layout": split_layout},
@@ -217,25 +152,6 @@ def median_image_side(paths: list[str], *, sample: int = 200, seed: int = 0) -> 
         except Exception:  # undecodable files are reported by the embed stage
             continue
     return float(np.median(sides)) if sides else None
-
-
-def _cheap_file_problem(path: Path) -> str | None:
-    """A reason to skip the file that needs no decoding, or None."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return f"not an image file (extension {path.suffix or 'none'!r})"
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return f"cannot read file ({exc.strerror})"
-    if size == 0:
-        return "empty file (0 bytes)"
-    return None
-
-
-def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    counts = np.zeros((len(labels), n_classes), dtype=np.float32)
-    counts[np.arange(len(labels)), labels] = 1.0
-    return counts
 
 
 # --------------------------------------------------------------------------- manifests
@@ -331,9 +247,18 @@ def load_manifest(
                 raise InputError(f"{manifest}: labels {unknown[:5]} in column {lcol!r} have no "
                                  f"count column {prefix}<label>; add the columns or fix the labels")
             index = {c: i for i, c in enumerate(classes)}
-            labels = np.array([index[v] for v in df["_label"]], dtype=np.int64)
+            named = np.array([index[v] for v in df["_label"]], dtype=np.int64)
+            outvoted = counts[np.arange(len(named)), named] < counts.max(axis=1)
+            if outvoted.any():
+                row = int(np.flatnonzero(outvoted)[0])
+                raise InputError(f"{manifest}: the label {df['_label'].iat[row]!r} of "
+                                 f"{df['_path'].iat[row]} in column {lcol!r} is not a majority "
+                                 f"of its count columns ({outvoted.sum()} rows like it); the "
+                                 "given label is the most annotated class: fix the counts, or "
+                                 "drop the label column to use the counts alone")
+            labels = majority_labels(counts, prefer=named)  # the column breaks ties
         else:
-            labels = counts.argmax(axis=1).astype(np.int64)
+            labels = majority_labels(counts)
         order = np.argsort(classes, kind="stable")  # classes are kept sorted everywhere
         remap = np.empty_like(order)
         remap[order] = np.arange(len(order))
@@ -358,14 +283,12 @@ def load_manifest(
                 rows_counts.append(np.zeros(len(classes), dtype=np.float32))
             rows_counts[j][index[lab]] += 1
         counts = np.stack(rows_counts)
-        # majority vote; ties go to the first annotation given for that path
-        labels = counts.argmax(axis=1).astype(np.int64)
-        first = {}
+        # the one tie rule (dataset.majority_labels): a tie goes to the newest annotation,
+        # the last row given for that path
+        newest = {}
         for p, lab in zip(df["_path"], df["_label"]):
-            first.setdefault(p, index[lab])
-        ties = (counts == counts.max(axis=1, keepdims=True)).sum(axis=1) > 1
-        for j in np.flatnonzero(ties):
-            labels[j] = first[paths_rel[j]]
+            newest[p] = index[lab]
+        labels = majority_labels(counts, prefer=np.array([newest[p] for p in paths_rel]))
 
     if len(set(labels.tolist())) < 2:
         raise InputError(f"{manifest}: every labeled row has the same class "
@@ -378,7 +301,7 @@ def load_manifest(
                          "--image-root DIR if they are relative to another folder")
     keep = np.ones(len(abs_paths), dtype=bool)
     for i, p in enumerate(abs_paths):
-        reason = _cheap_file_problem(Path(p))
+        reason = cheap_file_problem(Path(p))
         if reason:
             keep[i] = False
             skipped.append({"path": p, "reason": reason})

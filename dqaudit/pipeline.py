@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +19,10 @@ import pandas as pd
 from . import __version__, calibration
 from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
-from .ingest import LabeledImages, load_dataset
+from .dataset import LabeledImages, label_distribution
+from .devices import resolve_device
+from .ingest import fingerprint, load_dataset, median_image_side
+from .posteriors import DEFAULT_METHOD
 from .relabel import relabel_plan
 from .headline import HEADLINE_HALF_WIDTH, headline, verdict  # noqa: F401 (public API)
 from .survey import verification_size
@@ -41,9 +44,13 @@ class AuditResult:
     extras: dict = field(default_factory=dict)
 
 
+logger = logging.getLogger("dqaudit")
+
+
 def _log(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, file=sys.stderr)
+    """Progress goes to the ``dqaudit`` logger (the CLI shows INFO on stderr); ``quiet`` runs
+    log at DEBUG, so a notebook user can still turn them on."""
+    logger.log(logging.DEBUG if quiet else logging.INFO, message)
 
 
 def audit(
@@ -59,7 +66,7 @@ def audit(
     num_workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
-    posterior_method: str = "linear",
+    posterior_method: str = DEFAULT_METHOD,
     engine: str = "local",
     ray_address: str | None = None,
     num_gpus_per_worker: float | None = None,
@@ -91,9 +98,7 @@ def audit(
     ``fiftyone_dataset`` when given, and always back into the source dataset when the samples
     came from FiftyOne.
     """
-    from .devices import resolve_device
     from .embed import auto_image_size, embed_images, load_encoder
-    from .ingest import fingerprint, median_image_side
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -224,7 +229,7 @@ class ScoredDataset:
 
 
 def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DEFAULT_SEED,
-                  method: str = "ensemble", k: int = 10,
+                  method: str = DEFAULT_METHOD, k: int = 10,
                   duplicate_threshold: float | None = None,
                   knn_method: str = "auto", device: str = "cpu", graph=None) -> ScoredDataset:
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
@@ -236,7 +241,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     from . import scores
     from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
                             knn_disagreement, outlier_flags, outlier_scores)
-    from .posteriors import compute_posteriors, label_distribution, review_posteriors
+    from .posteriors import compute_posteriors, review_posteriors
     from .probes import project
 
     x = project(embeddings, seed=seed)
@@ -257,9 +262,10 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     error_probability = calibration.power(disagreement, n_errors)
     # the order of review: the same scores on the posteriors the cleaning simulation measures
     # (one fold split, no correction rounds; see posteriors.review_posteriors)
-    review = scores.review_score_of(data.label_counts, review_posteriors(
+    review = scores.review_score_of(data.labels, review_posteriors(
         method, x, graph, data.label_counts, post.fold_sets[0], device=device,
-        graph_probs=post.by_method.get("graph")))
+        graph_probs=post.by_method.get("graph"), labels=data.labels),
+        label_counts=data.label_counts)
     normalised_entropy = ambiguity / np.log(data.n_classes)
     ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
     if duplicate_threshold is None:
@@ -439,8 +445,6 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
               mode: str = "uniform", max_samples: int | None = 20_000,
               device: str = "auto", quiet: bool = True) -> dict:
     """Re-run CLR injection on an audit folder's cached embeddings; update summary and report."""
-    from .devices import resolve_device
-
     out = Path(out_dir)
     data, embeddings, samples, summary = load_audit(out)
     keep = ~samples["dropped"].astype(bool).to_numpy() if "dropped" in samples else \
@@ -448,12 +452,13 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
     data = data.subset(keep)
     embeddings = embeddings if keep.all() else embeddings[keep]
     # the scan's posteriors (same method): the bracket's posterior-mode flips draw from them
-    probs = score_dataset(data, embeddings, seed=summary["seed"],
-                          method=summary.get("posterior_method", "linear")).probs
+    device = resolve_device(device)
+    probs = score_dataset(data, embeddings, seed=summary["seed"], device=device,
+                          method=summary.get("posterior_method", DEFAULT_METHOD)).probs
     t = time.perf_counter()
     verified = (summary.get("clr") or {}).get("verified")
     summary["clr"] = run_clr(embeddings, data.labels, data.n_classes,
-                             seed=summary["seed"], device=resolve_device(device), probs=probs,
+                             seed=summary["seed"], device=device, probs=probs,
                              grid=grid, repeats=repeats, mode=mode,
                              max_samples=max_samples)
     summary["timings"]["clr_seconds"] = round(time.perf_counter() - t, 3)
@@ -490,11 +495,13 @@ def load_audit(out_dir: str | os.PathLike) -> tuple[LabeledImages, np.ndarray, p
 
 
 def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None,
-                  dropped: set[str] = frozenset(), quiet: bool = True) -> AuditResult:
+                  dropped: set[str] = frozenset(), device: str = "auto",
+                  quiet: bool = True) -> AuditResult:
     """Re-rank an audit after new annotations: same embeddings, updated labels and counts.
 
     Samples in ``dropped`` (confirmed junk) leave the scoring; the report is re-rendered when
-    the folder has one. Nothing is embedded again.
+    the folder has one. Nothing is embedded again; the posteriors are fitted on ``device``
+    (auto: cuda, then mps, then cpu), as in the scan.
     """
     from . import outputs
 
@@ -513,8 +520,8 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     data = data.subset(keep)
     t = time.perf_counter()
     scored = score_dataset(data, embeddings if keep.all() else embeddings[keep],
-                           seed=summary["seed"],
-                           method=summary.get("posterior_method", "linear"),
+                           seed=summary["seed"], device=resolve_device(device),
+                           method=summary.get("posterior_method", DEFAULT_METHOD),
                            duplicate_threshold=summary.get("score_parameters", {}).get(
                                "duplicate_threshold"))
     summary["timings"]["rescore_seconds"] = round(time.perf_counter() - t, 3)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .dataset import label_distribution, majority_labels
 from .errors import DqauditError
 from .neighbors import KnnGraph
 from .probes import ProbeConfig, fit_probes, predict_proba
@@ -60,11 +61,6 @@ def stratified_folds(labels: np.ndarray, *, n_folds: int = 5, seed: int = 0) -> 
     return folds
 
 
-def label_distribution(label_counts: np.ndarray) -> np.ndarray:
-    """(N, C) label counts -> rows that sum to 1."""
-    return label_counts / label_counts.sum(axis=1, keepdims=True)
-
-
 def _fold_models(x, targets, train_masks, config, device, seed=0, init=None, max_iter=None):
     """Fit one probe per row of ``train_masks`` (M, N) with per-model ``targets`` (M, N, C);
     return their (M, N, C) probabilities on every sample and their weights (W, b). Above
@@ -85,7 +81,7 @@ def _fold_models(x, targets, train_masks, config, device, seed=0, init=None, max
 
 def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray, *,
                       config: ProbeConfig = ProbeConfig(), correction_rounds: int = 2,
-                      device: str = "cpu") -> np.ndarray:
+                      device: str = "cpu", labels: np.ndarray | None = None) -> np.ndarray:
     """(N, C) out-of-fold probabilities of the robust linear probe; x is projected (N, D).
 
     With ``correction_rounds`` > 0 the probe of each outer fold f is trained on targets in which
@@ -101,7 +97,8 @@ def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray
     n, c = label_counts.shape
     k = int(folds.max()) + 1
     dist = label_distribution(label_counts)
-    labels = label_counts.argmax(axis=1)
+    # the given labels (None: by the one tie rule, ``dataset.majority_labels``)
+    labels = majority_labels(label_counts) if labels is None else labels
     # targets[f]: the training targets that outer fold f's probe will use
     targets = np.repeat(dist[None], k, axis=0)
     pairs = [(f, g) for f in range(k) for g in range(k) if g != f]
@@ -168,7 +165,8 @@ def graph_posteriors(graph: KnnGraph, label_counts: np.ndarray, folds: np.ndarra
 
 def review_posteriors(method: str, x: np.ndarray, graph: KnnGraph, label_counts: np.ndarray,
                       folds: np.ndarray, *, device: str = "cpu",
-                      graph_probs: np.ndarray | None = None) -> np.ndarray:
+                      graph_probs: np.ndarray | None = None,
+                      labels: np.ndarray | None = None) -> np.ndarray:
     """(N, C) the posteriors the review order ranks by: ``method``'s out-of-fold posteriors on
     one fold split, the linear probe without its label-correction rounds.
 
@@ -186,7 +184,8 @@ def review_posteriors(method: str, x: np.ndarray, graph: KnnGraph, label_counts:
         graph_probs = graph_posteriors(graph, label_counts, folds)
     if method == "graph":
         return graph_probs
-    lin = linear_posteriors(x, label_counts, folds, correction_rounds=0, device=device)
+    lin = linear_posteriors(x, label_counts, folds, correction_rounds=0, device=device,
+                            labels=labels)
     if method == "ensemble":
         return (lin + graph_probs) / 2.0
     return lin
@@ -207,7 +206,8 @@ class Posteriors:
 
 
 def _linear(ctx) -> np.ndarray:
-    return np.mean([linear_posteriors(ctx["x"], ctx["counts"], folds, device=ctx["device"])
+    return np.mean([linear_posteriors(ctx["x"], ctx["counts"], folds, device=ctx["device"],
+                                      labels=ctx["labels"])
                     for folds in ctx["fold_sets"]], axis=0)
 
 
@@ -265,7 +265,7 @@ def compute_posteriors(
     if repeats < 1:
         raise DqauditError(f"repeats must be at least 1, not {repeats}")
     fold_sets = [stratified_folds(labels, n_folds=n_folds, seed=seed + r) for r in range(repeats)]
-    ctx = _Context(x=x, graph=graph, counts=label_counts, device=device,
+    ctx = _Context(x=x, graph=graph, counts=label_counts, labels=labels, device=device,
                    fold_sets=fold_sets)
     probs = ctx.setdefault_result(method)
     return Posteriors(method=method, probs=probs.astype(np.float64),

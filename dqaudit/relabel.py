@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .dataset import majority_labels
+
 PLAN_RECOVERY_TARGETS = (0.5, 0.8)
 
 
@@ -111,14 +113,15 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
 
 
 def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
-                      rerank: bool = True, quiet: bool = True) -> dict:
+                      rerank: bool = True, device: str = "auto", quiet: bool = True) -> dict:
     """Add reviewers' labels to the label counts, take the majority, re-rank, re-render.
 
     ``corrections`` is a CSV path or DataFrame with ``id`` (or ``path``) and ``label`` (the
     correct label, or ``DROP`` for junk), optionally ``annotator`` and ``note``. Each row is one
     more annotation of that sample: a sample's label becomes the majority of its counts, a tie
     going to the newest annotation, so a reviewer's word outweighs a single original label.
-    Every label change lands in ``changelog.csv``; the input dataset is never modified.
+    Every label change lands in ``changelog.csv``; the input dataset is never modified. The
+    re-rank fits its posteriors on ``device``.
     """
     from datetime import datetime, timezone
 
@@ -171,8 +174,9 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
             continue
         counts[index[sid], cls[lab]] += 1
         newest[index[sid]] = cls[lab]
-    labels = [classes[j] for j in majority_labels(counts, newest,
-                                                  [cls[v] for v in old_labels])]
+    # the one tie rule: ties go to the newest annotation, else the current label
+    prefer = np.array([newest.get(i, cls[v]) for i, v in enumerate(old_labels)], dtype=np.int64)
+    labels = [classes[j] for j in majority_labels(counts, prefer=prefer)]
     changes = []
     dropped = set(book.loc[book["label"] == DROP_LABEL, "id"])
     for i, (old, lab) in enumerate(zip(old_labels, labels)):
@@ -200,23 +204,8 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
     if rerank:
         from .pipeline import rescore_audit
 
-        rescore_audit(out, labels=labels, dropped=dropped, quiet=quiet)
+        rescore_audit(out, labels=labels, dropped=dropped, device=device, quiet=quiet)
     return result
-
-
-def majority_labels(counts: np.ndarray, newest: dict[int, int], current: list[int]
-                    ) -> np.ndarray:
-    """(N,) argmax of the counts; ties go to the newest annotation, else the current label."""
-    best = counts.max(axis=1, keepdims=True)
-    tied = (counts == best).sum(axis=1) > 1
-    out = counts.argmax(axis=1)
-    for i in np.flatnonzero(tied):
-        tops = set(np.flatnonzero(counts[i] == best[i, 0]).tolist())
-        if i in newest and newest[i] in tops:
-            out[i] = newest[i]
-        elif current[i] in tops:
-            out[i] = current[i]
-    return out
 
 
 EXPORT_TARGETS = ("folder", "csv", "fiftyone")

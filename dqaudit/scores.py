@@ -133,11 +133,13 @@ def review_score(priority_: np.ndarray, error_probability: np.ndarray) -> np.nda
     return mean_rank(priority_, error_probability) / max(len(priority_) - 1, 1)
 
 
-def review_score_of(label_counts: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def review_score_of(labels: np.ndarray, probs: np.ndarray, *,
+                    label_counts: np.ndarray | None = None) -> np.ndarray:
     """``review_score`` from posteriors: priority and noise-model error probability of the
-    normalised ``label_counts`` (N, C) against ``probs``."""
-    target = label_counts / label_counts.sum(axis=1, keepdims=True)
-    labels = label_counts.argmax(axis=1)
+    given ``labels`` (N,) against ``probs`` (N, C); the priority's target is the normalised
+    ``label_counts`` (N, C) when given, else the one-hot labels."""
+    target = np.eye(probs.shape[1])[labels] if label_counts is None else \
+        label_counts / label_counts.sum(axis=1, keepdims=True)
     return review_score(priority(target, probs), noise_model_error_probability(
         labels, probs, confident_joint(labels, probs)))
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import scores
+from .dataset import majority_labels
 from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
-from .relabel import majority_labels
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS
@@ -103,8 +103,8 @@ def run_selector(priority_fn: Callable[[np.ndarray], np.ndarray], dist: np.ndarr
         used += new
         since_refit += new
         # the rule of `dqaudit relabel apply`: majority, ties to the newest annotation
-        now = majority_labels(counts[i:i + 1], {} if last is None else {0: int(last)},
-                              [int(initial[i])])[0] == truth[i]
+        prefer = np.array([int(initial[i]) if last is None else int(last)])
+        now = majority_labels(counts[i:i + 1], prefer=prefer)[0] == truth[i]
         n_correct += int(now) - int(correct[i])
         correct[i] = now
         ann.append(used)
@@ -123,7 +123,8 @@ def _model_priority(kind: str, x, graph, folds, device: str):
                               device=device)
         if kind == "entropy":
             return scores.ambiguity(p)
-        return scores.review_score_of(counts, p)
+        labels = majority_labels(counts)
+        return scores.review_score_of(labels, p, label_counts=counts)
 
     return fn
 

@@ -90,9 +90,17 @@ def test_audit_from_fiftyone_writes_back_to_same_samples(mislabelled_tree, tmp_p
     assert all(v is not None for v in ds.values("dq_priority"))
 
 
-def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, fo_name):
+def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, fo_name,
+                                                    monkeypatch):
     import fiftyone.operators as foo
     import fiftyone.plugins as fop
+
+    import dqaudit.fiftyone_io as fio
+
+    writes = []
+    write_results = fio.write_results
+    monkeypatch.setattr(fio, "write_results",
+                        lambda *a, **k: writes.append(a[1]) or write_results(*a, **k))
 
     assert "@dqaudit/dqaudit" in [p.name for p in fop.list_plugins()]
     ds = fo.Dataset(fo_name)
@@ -106,6 +114,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
                    "clr": True, "clr_repeats": 3}})
     out = result.result
     assert out["n_samples"] == 8 and out["label_error_count"] >= 1
+    assert writes == [fo_name]  # the results are written to FiftyOne once per run
     assert (tmp_path / "app-run" / "report.html").exists()
     assert json.loads((tmp_path / "app-run" / "summary.json").read_text())["clr"]["repeats"] == 3
     ds.reload()
@@ -144,6 +153,17 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     suspect = ds[suspect.id]
     assert suspect.ground_truth.label == "red" and suspect.dq_previous_label == "blue"
     assert suspect.dq_reviewed and "dq_reviewed" in suspect.tags
+    # App labelling goes through the same corrections ledger as `dqaudit relabel apply`
+    book = pd.read_csv(tmp_path / "app-run" / "corrections.csv", dtype=str)
+    assert book.iloc[-1]["label"] == "red" and book.iloc[-1]["annotator"] == "FiftyOne App"
+    samples = pd.read_parquet(tmp_path / "app-run" / "samples.parquet").set_index("path")
+    assert samples.at[suspect.filepath, "label"] == "red"
+    n_before = len(book)
+    other = ds.load_saved_view(SUSPECTS_VIEW).skip(1).first()
+    foo.execute_operator("@dqaudit/dqaudit/mark_reviewed", ctx={
+        "dataset": ds, "selected": [other.id], "params": {}})
+    book = pd.read_csv(tmp_path / "app-run" / "corrections.csv", dtype=str)
+    assert len(book) == n_before + 1 and book.iloc[-1]["label"] == other.ground_truth.label
 
 
 def test_plugin_install_copies_the_plugin(tmp_path):

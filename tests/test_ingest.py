@@ -61,13 +61,13 @@ def test_manifest_count_columns(tmp_path, class_tree):
 def test_manifest_one_row_per_annotation(tmp_path, class_tree):
     p = "tree/red/red_0.png"
     q = "tree/blue/blue_0.png"
-    pd.DataFrame({"path": [p, p, p, q, q], "label": ["red", "green", "red", "blue", "red"]}
+    pd.DataFrame({"path": [p, p, p, q, q], "label": ["red", "green", "red", "red", "blue"]}
                  ).to_csv(tmp_path / "ann.csv", index=False)
     data = load_dataset(tmp_path / "ann.csv")
     assert len(data) == 2
     red = data.classes.index("red")
     assert data.labels[0] == red and data.label_counts[0].tolist() == [0, 1, 2]
-    # a 1-1 tie goes to the first annotation given
+    # a 1-1 tie goes to the newest annotation (the last row), as in the corrections ledger
     assert data.classes[data.labels[1]] == "blue"
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from dqaudit.cli import main
 from dqaudit.calibration import power
-from dqaudit.relabel import majority_labels, relabel_plan
+from dqaudit.relabel import relabel_plan
 
 from conftest import make_image
 
@@ -31,12 +31,6 @@ def audit_dir(class_tree, tmp_path):
 def snapshot(folder):
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
             if p.is_file()}
-
-
-def test_majority_with_ties_going_to_the_newest_annotation():
-    counts = np.array([[1, 1, 0], [2, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=float)
-    out = majority_labels(counts, newest={0: 1, 1: 1}, current=[0, 0, 0, 2])
-    assert out.tolist() == [1, 0, 0, 2]  # tie->newest; majority wins; tie w/o new->current
 
 
 def test_relabel_plan_sums_the_calibrated_chances_in_review_order():
@@ -119,3 +113,20 @@ def test_rescore_reads_the_audit_embeddings_memory_mapped(audit_dir):
     after = pd.read_parquet(audit_dir / "samples.parquet")
     np.testing.assert_allclose(after["noisiness"], before["noisiness"], atol=1e-6)
     assert [list(v) for v in after["issues"]] == [list(v) for v in before["issues"]]
+
+
+def test_rerank_after_corrections_runs_on_the_chosen_device(audit_dir, monkeypatch):
+    """`relabel apply --device` reaches the re-rank's posteriors (it used to run on the CPU
+    whatever the device)."""
+    import dqaudit.pipeline as pipeline
+
+    seen = []
+    score = pipeline.score_dataset
+    monkeypatch.setattr(pipeline, "resolve_device", lambda name: f"resolved:{name}")
+    monkeypatch.setattr(pipeline, "score_dataset",
+                        lambda *a, device, **k: seen.append(device) or score(*a, **k))
+    samples = pd.read_parquet(audit_dir / "samples.parquet")
+    pd.DataFrame({"id": [samples["id"].iat[0]], "label": ["red"]}).to_csv(
+        audit_dir / "fix.csv", index=False)
+    run("relabel", "apply", audit_dir, audit_dir / "fix.csv", "--device", "cpu")
+    assert seen == ["resolved:cpu"]

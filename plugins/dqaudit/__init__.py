@@ -179,7 +179,12 @@ class MarkReviewed(foo.Operator):
     def execute(self, ctx):
         from dqaudit.fiftyone_io import mark_reviewed
 
-        n = mark_reviewed(ctx.dataset, list(ctx.selected))
+        from dqaudit.errors import DqauditError
+
+        try:
+            n = mark_reviewed(ctx.dataset, list(ctx.selected))
+        except DqauditError as exc:
+            return _fail(ctx, exc)
         ctx.ops.reload_dataset()
         return {"reviewed": n}
 

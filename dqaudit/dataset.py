@@ -1,0 +1,155 @@
+"""The dataset type every stage shares: ``LabeledImages``, split names, and the one rule that
+turns annotation counts into the given label.
+
+This is the bottom of the house: it imports nothing of dqaudit but its errors, so ingest, the
+FiftyOne adapter, the stages and the audit folder all speak the same type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N,) class indices -> (N, C) float32 counts with a single 1 per row."""
+    counts = np.zeros((len(labels), n_classes), dtype=np.float32)
+    counts[np.arange(len(labels)), labels] = 1.0
+    return counts
+
+
+def majority_labels(label_counts: np.ndarray, *, prefer: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """(N,) int64 the given label of (N, C) annotation counts: the most annotated class.
+
+    The one tie rule of dqaudit: a tie goes to ``prefer[i]`` (the newest annotation of the
+    sample; -1 for none) when that class is among the tied, else to the lowest class index.
+    Ingest, the corrections ledger and every score use this function, so tied multi-annotator
+    data gets one given label everywhere.
+    """
+    counts = np.asarray(label_counts)
+    out = counts.argmax(axis=1).astype(np.int64)
+    if prefer is None or len(counts) == 0:
+        return out
+    prefer = np.asarray(prefer, dtype=np.int64)
+    rows = np.flatnonzero(prefer >= 0)
+    best = counts.max(axis=1)
+    take = rows[counts[rows, prefer[rows]] == best[rows]]
+    out[take] = prefer[take]
+    return out
+
+
+def label_distribution(label_counts: np.ndarray) -> np.ndarray:
+    """(N, C) label counts -> rows that sum to 1."""
+    return label_counts / label_counts.sum(axis=1, keepdims=True)
+
+
+def cheap_file_problem(path: Path) -> str | None:
+    """A reason to skip the file that needs no decoding, or None."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file (extension {path.suffix or 'none'!r})"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+@dataclass
+class LabeledImages:
+    """A labeled image dataset in memory. N samples, C classes.
+
+    Attributes:
+        paths: (N,) absolute file paths.
+        labels: (N,) int64 given label index into ``classes``: a majority class of
+            ``label_counts`` (``majority_labels``); checked on construction.
+        classes: C class names, sorted.
+        label_counts: (N, C) float32 annotation counts (one-hot for single-label data).
+        splits: (N,) split name per sample ("" when the dataset has no splits).
+        ids: (N,) stable sample ids (path relative to the dataset root, or FiftyOne sample id).
+        source: how the dataset was given (kind, location, columns), for the report.
+        skipped: files that were left out, as dicts ``{"path", "reason"}``.
+    """
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    label_counts: np.ndarray
+    splits: np.ndarray
+    ids: list[str]
+    source: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n, c = len(self.paths), len(self.classes)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.label_counts = np.asarray(self.label_counts, dtype=np.float32)
+        self.splits = np.asarray(self.splits, dtype=object)
+        problems = []
+        if self.labels.shape != (n,):
+            problems.append(f"labels have shape {self.labels.shape}, expected ({n},)")
+        if self.label_counts.shape != (n, c):
+            problems.append(f"label_counts have shape {self.label_counts.shape}, expected "
+                            f"({n}, {c}) (samples x classes)")
+        if self.splits.shape != (n,) or len(self.ids) != n:
+            problems.append(f"splits and ids need one entry per path ({n})")
+        if problems:
+            raise InputError("inconsistent dataset: " + "; ".join(problems))
+        if n and (self.labels.min() < 0 or self.labels.max() >= c):
+            raise InputError(f"labels must be class indices in 0..{c - 1}")
+        outvoted = (self.label_counts[np.arange(n), self.labels]
+                    < self.label_counts.max(axis=1)) if n else np.zeros(0, dtype=bool)
+        if outvoted.any():
+            bad = int(np.flatnonzero(outvoted)[0])
+            raise InputError(f"sample {self.ids[bad]!r}: its label "
+                             f"{self.classes[self.labels[bad]]!r} is not a majority of its "
+                             "annotation counts; build the labels with "
+                             "dqaudit.dataset.majority_labels(label_counts)")
+
+    @classmethod
+    def from_counts(cls, *, label_counts: np.ndarray, prefer: np.ndarray | None = None,
+                    **fields) -> LabeledImages:
+        """The dataset whose given labels follow from ``label_counts`` by the one tie rule."""
+        return cls(labels=majority_labels(label_counts, prefer=prefer),
+                   label_counts=label_counts, **fields)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def has_multiple_annotations(self) -> bool:
+        return bool((self.label_counts.sum(axis=1) > 1).any())
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=self.n_classes)
+        return {c: int(k) for c, k in zip(self.classes, counts)}
+
+    def subset(self, keep: np.ndarray, *, extra_skipped: list[dict] | None = None) -> LabeledImages:
+        """The samples where boolean mask ``keep`` is true (classes stay as they are)."""
+        keep = np.asarray(keep, dtype=bool)
+        idx = np.flatnonzero(keep)
+        return replace(
+            self,
+            paths=[self.paths[i] for i in idx],
+            labels=self.labels[idx],
+            label_counts=self.label_counts[idx],
+            splits=self.splits[idx],
+            ids=[self.ids[i] for i in idx],
+            skipped=list(self.skipped) + list(extra_skipped or []),
+        )
