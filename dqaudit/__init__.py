@@ -11,7 +11,7 @@ Public API::
 Heavy modules load on first use, so importing dqaudit (and ``dqaudit --help``) stays instant.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "audit", "load_dataset", "AuditResult", "LabeledImages",
            "DqauditError", "InputError", "draw_verification_sample", "apply_verified"]

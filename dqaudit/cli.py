@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from . import __version__
+from .version import __version__
 from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import DqauditError
+from .posteriors import stratified_folds
 from .probes import ProbeConfig, fit_probes, predict_proba
+from .scores import label_error_fraction
 
 DEFAULT_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.10)
 MODES = ("uniform", "posterior")
@@ -232,7 +234,6 @@ def regression(values: np.ndarray, grid, *, seed: int, test_fraction: float = 0.
 def _oof_posteriors(x, labels_runs, n_classes, *, folds: int, config: ProbeConfig, seed: int,
                     device: str) -> np.ndarray:
     """(M, N, C) K-fold out-of-fold posteriors of each run's labels (M, N), all fitted at once."""
-    from .posteriors import stratified_folds
 
     m, n = labels_runs.shape
     fold = stratified_folds(labels_runs[0], n_folds=folds, seed=seed)
@@ -250,7 +251,6 @@ def calibrated_count(x: np.ndarray, labels: np.ndarray, n_classes: int, *, confi
     samples: each resample draws the calibration repeats with replacement and the samples
     with replacement (as multiplicities in the confident joint, posteriors kept), and solves
     again."""
-    from .scores import label_error_fraction
 
     grid = np.asarray(config.calibration_grid, dtype=float)
     runs = nested_corruptions(labels, n_classes, grid=grid, repeats=config.calibration_repeats,

@@ -16,16 +16,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, calibration
+from . import calibration, fiftyone_io, outputs, scores
+from .clr import DEFAULT_GRID, ClrConfig, estimate_clr, take_subsample
 from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
 from .dataset import LabeledImages, label_distribution
 from .devices import resolve_device
 from .ingest import fingerprint, load_dataset, median_image_side
-from .posteriors import DEFAULT_METHOD
-from .relabel import relabel_plan
+from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
+                        knn_disagreement, outlier_flags, outlier_scores)
+from .report import render_report
+from .posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
+from .probes import project
+from .plan import relabel_plan
 from .headline import HEADLINE_HALF_WIDTH, headline, verdict  # noqa: F401 (public API)
 from .survey import verification_size
+from .version import __version__
 
 DEFAULT_SEED = 0
 # a sample is "ambiguous" when its posterior entropy is at least half the maximum, log C
@@ -183,17 +189,13 @@ def audit(
         write_outputs(res, Path(out_dir))
         _log(quiet, f"dqaudit: wrote {Path(out_dir) / 'summary.json'} and samples.csv")
         if report:
-            from .report import render_report
-
             t = time.perf_counter()
             paths = render_report(out_dir, title=report_title, top_n=top_n, pdf=pdf,
                                   page_size=page_size)
             _log(quiet, f"dqaudit: wrote {', '.join(paths.values())} "
                         f"in {time.perf_counter() - t:.1f}s")
     if fiftyone_dataset:
-        from .fiftyone_io import write_results
-
-        written = write_results(res, fiftyone_dataset,
+        written = fiftyone_io.write_results(res, fiftyone_dataset,
                                 label_field=data.source.get("label_field", "ground_truth"))
         _log(quiet, f"dqaudit: wrote fields and views {', '.join(written['views'])} to FiftyOne "
                     f"dataset {written['dataset']!r}")
@@ -204,16 +206,12 @@ def refresh_outputs(out_dir: str | os.PathLike, summary: dict | None = None) -> 
     """Recompute the verdict of ``summary`` (default: the folder's summary.json) with its own
     thresholds, write summary.json and re-render the report when the folder has one; the end
     of every path that changes an audit folder after the scan. Returns the summary."""
-    from . import outputs
-
     out = Path(out_dir)
     summary = outputs.read_summary(out) if summary is None else summary
     summary["verdict"] = verdict(summary, thresholds=tuple(summary["verdict"]["thresholds"]
                                                             .values()))
     outputs.write_json(out / outputs.SUMMARY_JSON, summary)
     if (out / "report.html").exists():
-        from .report import render_report
-
         render_report(out, pdf=(out / "report.pdf").exists())
     return summary
 
@@ -238,11 +236,6 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray, *, seed: int = DE
     reuse; built here with ``knn_method`` when None. ``duplicate_threshold``: the cosine at or
     above which two samples are near-duplicates (None: ``neighbors.DUPLICATE_THRESHOLD``).
     """
-    from . import scores
-    from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
-                            knn_disagreement, outlier_flags, outlier_scores)
-    from .posteriors import compute_posteriors, review_posteriors
-    from .probes import project
 
     x = project(embeddings, seed=seed)
     if graph is None:
@@ -410,8 +403,6 @@ def _versions() -> dict:
 
 
 def write_outputs(res: AuditResult, out_dir: Path) -> None:
-    from . import outputs
-
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs.write_samples(out_dir, res.samples)
     outputs.write_skipped(out_dir, res.dataset.skipped)
@@ -427,8 +418,6 @@ def run_clr(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *, seed:
     """Controlled CLR injection on the embeddings (see ``dqaudit.clr``); ``max_samples`` 0 or
     None runs on every sample. The subsample is drawn before the projection, so a large
     dataset's embeddings are not projected in full only to be left out."""
-    from .clr import DEFAULT_GRID, ClrConfig, estimate_clr, take_subsample
-    from .probes import project
 
     config = ClrConfig(grid=tuple(grid) if grid else DEFAULT_GRID, repeats=repeats, mode=mode,
                        max_samples=max_samples)
@@ -472,8 +461,6 @@ def clr_audit(out_dir: str | os.PathLike, *, repeats: int = 20, grid=None,
 def load_audit(out_dir: str | os.PathLike) -> tuple[LabeledImages, np.ndarray, pd.DataFrame,
                                                        dict]:
     """The dataset, embeddings, samples table and summary saved in an audit folder."""
-    from . import outputs
-
     out = Path(out_dir)
     if not (out / outputs.SUMMARY_JSON).exists():
         raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}`")
@@ -503,8 +490,6 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     the folder has one. Nothing is embedded again; the posteriors are fitted on ``device``
     (auto: cuda, then mps, then cpu), as in the scan.
     """
-    from . import outputs
-
     out = Path(out_dir)
     data, embeddings, samples, summary = load_audit(out)
     before = data.labels.copy()
@@ -554,11 +539,9 @@ def rescore_audit(out_dir: str | os.PathLike, *, labels: list[str] | None = None
     outputs.write_samples(out, full)
     refresh_outputs(out, summary)
     if summary.get("fiftyone_dataset"):
-        from .fiftyone_io import write_results
-
         res = AuditResult(dataset=data, embeddings=embeddings[keep], samples=table,
                           summary=summary, out_dir=out)
-        write_results(res, summary["fiftyone_dataset"])
+        fiftyone_io.write_results(res, summary["fiftyone_dataset"])
     _log(quiet, f"dqaudit: re-ranked {len(data)} samples; "
                 f"{summary['label_error_count']} suspected label errors remain")
     return AuditResult(dataset=data, embeddings=embeddings[keep], samples=full, summary=summary,

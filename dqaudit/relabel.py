@@ -7,45 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import outputs
 from .dataset import majority_labels
-
-PLAN_RECOVERY_TARGETS = (0.5, 0.8)
-
-
-def relabel_plan(review_order: np.ndarray, error_probability: np.ndarray, n_errors: int, *,
-                 n_points: int = 40) -> dict:
-    """Expected number of corrected labels against review budget.
-
-    ``error_probability`` is each sample's calibrated chance of a label error (the
-    ``label_error_probability`` column, which sums to the estimated number of errors
-    ``n_errors``; ``dqaudit.calibration``). Reviewing in descending ``review_order`` (the
-    ``review_score`` column), the expected corrections after b reviews is the sum of the first
-    b chances; random review finds ``b * n_errors / N``.
-
-    Returns budgets (ints), expected corrections in review order (key
-    ``expected_corrections_priority``) and random order, and the budgets that recover 50% / 80%
-    of the estimated errors (None when never reached).
-    """
-    n = len(review_order)
-    chance = np.clip(np.asarray(error_probability, dtype=np.float64), 0.0, 1.0)
-    order = np.argsort(-review_order, kind="stable")
-    cumulative = np.cumsum(chance[order])
-    budgets = np.unique(np.linspace(0, n, n_points + 1).round().astype(int))
-    expected = [0.0] + [float(cumulative[b - 1]) for b in budgets[1:]]
-    reached = {}
-    for target in PLAN_RECOVERY_TARGETS:
-        goal = target * n_errors
-        hit = np.flatnonzero(cumulative >= goal) if n_errors > 0 else np.array([], dtype=int)
-        reached[f"budget_for_{int(target * 100)}pct"] = int(hit[0] + 1) if len(hit) else None
-    return {
-        "budgets": budgets.tolist(),
-        "expected_corrections_priority": [round(v, 1) for v in expected],
-        "expected_corrections_random": [round(float(b) * n_errors / n, 1) if n else 0.0
-                                        for b in budgets],
-        "estimated_errors": int(n_errors),
-        **reached,
-    }
-
+from .errors import DqauditError
+from .fiftyone_io import import_fiftyone, tag_samples
+from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
+from .pipeline import rescore_audit
+from .report.context import thumbnail
 
 # --------------------------------------------------------------------------- review workflow
 
@@ -73,8 +41,6 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     ``review_thumbs/``.
     When the audit was written to FiftyOne, the queued samples get the tag ``dq_review``.
     """
-    from .errors import DqauditError
-    from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
 
     if budget <= 0:
         raise DqauditError("--budget must be a positive number of samples")
@@ -92,8 +58,6 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     if thumbnails:
         import base64
 
-        from .report.context import thumbnail
-
         (out / THUMBS_DIR).mkdir(exist_ok=True)
         paths = []
         for rank, path in zip(queue["rank"], queue["path"]):
@@ -106,8 +70,6 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     samples_for_csv(queue).to_csv(out / QUEUE_CSV, index=False, float_format="%.4g")
     fo_name = read_summary(out).get("fiftyone_dataset")
     if fo_name:
-        from .fiftyone_io import tag_samples
-
         tag_samples(fo_name, list(queue["path"]), "dq_review")
     return queue
 
@@ -125,8 +87,6 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
     """
     from datetime import datetime, timezone
 
-    from . import outputs
-    from .errors import DqauditError
 
     out = Path(out_dir)
     new = pd.read_csv(corrections, dtype=str, keep_default_na=False) \
@@ -202,8 +162,6 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
                                                              for c in changes),
               "dropped": len(dropped), "reviewed_samples": int(book["id"].nunique())}
     if rerank:
-        from .pipeline import rescore_audit
-
         rescore_audit(out, labels=labels, dropped=dropped, device=device, quiet=quiet)
     return result
 
@@ -221,8 +179,6 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True) -> di
     """
     import shutil
 
-    from .errors import DqauditError
-    from .outputs import read_samples
 
     if to not in EXPORT_TARGETS:
         raise DqauditError(f"unknown export target {to!r}; valid: {', '.join(EXPORT_TARGETS)}")
@@ -260,8 +216,6 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True) -> di
         if changelog.exists():
             shutil.copy2(changelog, target.with_name(target.stem + "." + CHANGELOG_CSV))
         return {"to": "csv", "dest": str(target), "n_samples": len(samples)}
-    from .fiftyone_io import import_fiftyone
-
     fo = import_fiftyone()
     if fo.dataset_exists(dest):
         raise DqauditError(f"FiftyOne dataset {dest!r} exists; choose a new name")

@@ -25,7 +25,13 @@ import numpy as np
 from . import scores
 from .dataset import majority_labels
 from .embed.encoders import DEFAULT_ENCODER
+from .devices import resolve_device
 from .errors import DqauditError
+from .ingest import load_manifest, median_image_side
+from .neighbors import knn
+from .outputs import write_json
+from .posteriors import review_posteriors, stratified_folds
+from .probes import project
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS
@@ -116,7 +122,6 @@ def _model_priority(kind: str, x, graph, folds, device: str):
     """Review score of a model selector: what `dqaudit scan` writes as ``review_score`` for
     posterior method ``kind`` (``posteriors.review_posteriors``); ``entropy`` ranks by the
     linear posteriors' entropy."""
-    from .posteriors import review_posteriors
 
     def fn(counts):
         p = review_posteriors("linear" if kind == "entropy" else kind, x, graph, counts, folds,
@@ -138,9 +143,6 @@ def simulate(embeddings: np.ndarray, dist: np.ndarray, *, noise_rate: float = 0.
     ``dist``: (N, C) true label distributions (rows sum to 1). ``budget`` defaults to 0.6 N
     re-annotations.
     """
-    from .neighbors import knn
-    from .posteriors import stratified_folds
-    from .probes import project
 
     unknown = [s for s in selectors if s not in SELECTORS]
     if unknown:
@@ -236,10 +238,7 @@ def simulate_manifest(manifest, out_dir, *, noise_rate: float = 0.15, seeds: int
     ``simulation.json`` and ``simulation.svg`` to ``out_dir``."""
     from pathlib import Path
 
-    from .devices import resolve_device
     from .embed import auto_image_size, embed_images, load_encoder
-    from .ingest import load_manifest, median_image_side
-    from .outputs import write_json
 
     data = load_manifest(Path(manifest), count_prefix=count_prefix, path_column=path_column,
                          image_root=image_root)

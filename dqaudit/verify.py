@@ -19,6 +19,8 @@ import pandas as pd
 
 from . import calibration, outputs, survey
 from .errors import DqauditError
+from .fiftyone_io import tag_view
+from .pipeline import refresh_outputs
 from .relabel import CHANGELOG_CSV, DROP_LABEL, apply_corrections, ledger
 
 VERIFY_SAMPLE_CSV = "verify_sample.csv"
@@ -175,8 +177,6 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
         result["n_more_for_half_width"] = max(0, needed - int(chosen.sum()))
     fo_name = summary.get("fiftyone_dataset")
     if fo_name:
-        from .fiftyone_io import tag_view
-
         tag_view(fo_name, list(table["path"]), VERIFY_TAG, view_name=VERIFY_TAG)
     return result
 
@@ -315,8 +315,6 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
     if n_new:
         outputs.write_json(out / outputs.SUMMARY_JSON, summary)
     else:
-        from .pipeline import refresh_outputs
-
         refresh_outputs(out, summary)
     return {**summary["clr"]["verified"], "new_annotations": n_new}
 

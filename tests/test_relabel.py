@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from dqaudit.cli import main
 from dqaudit.calibration import power
-from dqaudit.relabel import relabel_plan
+from dqaudit.plan import relabel_plan
 
 from conftest import make_image
 

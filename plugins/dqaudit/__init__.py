@@ -64,7 +64,8 @@ class RunAudit(foo.Operator):
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
         from dqaudit.embed.encoders import DEFAULT_ENCODER
-        from dqaudit.fiftyone_io import SUSPECTS_VIEW, audit_fiftyone, default_out_dir
+        from dqaudit.fiftyone_io import SUSPECTS_VIEW
+        from dqaudit.fiftyone_app import audit_fiftyone, default_out_dir
 
         p = ctx.params
         try:
@@ -129,7 +130,7 @@ class EstimateClr(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_io import estimate_clr_for
+        from dqaudit.fiftyone_app import estimate_clr_for
 
         try:
             res = estimate_clr_for(ctx.dataset, repeats=int(ctx.params.get("repeats", 20)),
@@ -160,7 +161,7 @@ class ExportReport(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_io import export_report
+        from dqaudit.fiftyone_app import export_report
 
         try:
             paths = export_report(ctx.dataset, ctx.params["path"],
@@ -177,7 +178,7 @@ class MarkReviewed(foo.Operator):
         return foo.OperatorConfig(name="mark_reviewed", label="dqaudit: mark selected reviewed")
 
     def execute(self, ctx):
-        from dqaudit.fiftyone_io import mark_reviewed
+        from dqaudit.fiftyone_app import mark_reviewed
 
         from dqaudit.errors import DqauditError
 
@@ -203,7 +204,7 @@ class ApplyLabel(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_io import apply_label
+        from dqaudit.fiftyone_app import apply_label
 
         try:
             n = apply_label(ctx.dataset, list(ctx.selected), ctx.params["label"],
@@ -230,7 +231,7 @@ class DrawVerification(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_io import draw_verification_for
+        from dqaudit.fiftyone_app import draw_verification_for
 
         try:
             res = draw_verification_for(ctx.dataset, size=int(ctx.params.get("size") or 200))
@@ -259,7 +260,7 @@ class VerifySelected(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_io import verify_selected
+        from dqaudit.fiftyone_app import verify_selected
 
         try:
             res = verify_selected(ctx.dataset, list(ctx.selected),

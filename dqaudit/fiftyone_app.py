@@ -1,0 +1,154 @@
+"""The FiftyOne plugin's services: each App operator is one call here, on the dataset's last
+audit (its saved outputs, ``dataset.info["dqaudit"]["out_dir"]``).
+
+This module sits above the pipeline and the workflows (the FiftyOne adapter, ``fiftyone_io``,
+sits below them and only reads and writes FiftyOne), so the adapter never imports the audit.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DqauditError
+from .fiftyone_io import INFO_KEY, import_fiftyone, load_fiftyone_dataset
+from .outputs import read_samples
+from .pipeline import audit, clr_audit
+from .relabel import apply_corrections
+from .report import REPORT_HTML, REPORT_PDF, render_report
+from .verify import VERIFY_SAMPLE_CSV, draw_sample, record_verified
+
+
+def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None, **options):
+    """Run the audit on a FiftyOne dataset or view and write the results back to it."""
+
+    dataset = view._dataset if hasattr(view, "_dataset") else view
+    data = load_fiftyone_dataset(dataset.name, label_field=label_field, view=view)
+    # the audit writes the results back to the dataset the samples came from: once
+    return audit(data, out_dir=out_dir, **options)
+
+
+def default_out_dir(dataset_name: str):
+
+    return Path.home() / ".dqaudit" / "audits" / dataset_name
+
+
+def export_report(dataset, path, *, pdf: bool = True) -> dict:
+    """Render the report of the dataset's last audit into folder ``path``."""
+
+
+    run = dataset.info.get(INFO_KEY) or {}
+    if not run.get("out_dir"):
+        raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
+                           "run the audit first")
+    paths = render_report(run["out_dir"], pdf=pdf)
+    target = Path(path).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, name in (("html", REPORT_HTML), ("pdf", REPORT_PDF)):
+        if key in paths:
+            shutil.copyfile(paths[key], target / name)
+            out[key] = str(target / name)
+    return out
+
+
+def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> dict:
+    """Re-run CLR injection on the dataset's last audit (its saved outputs) and record it."""
+
+    res = clr_audit(_run_dir(dataset), repeats=repeats, mode=mode)
+    run = dataset.info[INFO_KEY]
+    run["clr"] = {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
+    dataset.info[INFO_KEY] = run
+    dataset.save()
+    return res
+
+
+def _run_dir(dataset) -> str:
+
+    run = dataset.info.get(INFO_KEY) or {}
+    if not run.get("out_dir"):
+        raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
+                           "run the audit first")
+    return run["out_dir"]
+
+
+def draw_verification_for(dataset, *, size: int) -> dict:
+    """Draw (or grow) the verification sample of the dataset's last audit; tags ``dq_verify``."""
+
+    return draw_sample(_run_dir(dataset), size=size)
+
+
+def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
+                    annotator: str | None = None) -> dict:
+    """Record that the selected samples' correct label is ``label`` (None: the given label is
+    right), then estimate once every stratum has a verified sample (``verify.record_verified``).
+    Samples are matched to the audit's verification sample by file path."""
+
+    out = Path(_run_dir(dataset))
+    sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False) \
+        if (out / VERIFY_SAMPLE_CSV).exists() else None
+    if sample is None:
+        raise DqauditError("no verification sample yet: run 'dqaudit: draw verification "
+                           "sample' first")
+    by_path = dict(zip(sample["path"], zip(sample["id"], sample["given_label"])))
+    paths = dataset.select(sample_ids).values("filepath") if sample_ids else []
+    rows = [(by_path[p][0], label or by_path[p][1]) for p in paths if p in by_path]
+    if not rows:
+        raise DqauditError("none of the selected samples is in the verification sample "
+                           "(saved view dq_verify)")
+    return record_verified(out, pd.DataFrame(rows, columns=["id", "verified_label"]),
+                           annotator=annotator)
+
+
+def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
+              annotator: str | None, label_field: str) -> pd.DataFrame:
+    """Record one annotation per selected sample in the audit's corrections ledger (the one
+    ``dqaudit relabel apply`` keeps; ``labels`` None: the given label is confirmed), re-rank,
+    and set ``label_field`` of the samples to the label the ledger now gives them."""
+
+    out = Path(_run_dir(dataset))
+    view = dataset.select(sample_ids)
+    paths = view.values("filepath")
+    samples = read_samples(out).set_index("path")
+    outside = [p for p in paths if p not in samples.index]
+    if outside:
+        raise DqauditError(f"{len(outside)} selected samples are not in the last audit (first: "
+                           f"{outside[0]}); select samples of the audited view")
+    given = [str(samples.at[p, "label"]) for p in paths]
+    apply_corrections(out, pd.DataFrame({"path": paths, "label": labels or given}),
+                      annotator=annotator or "FiftyOne App")
+    now = read_samples(out).set_index("path")
+    fo = import_fiftyone()
+    view.set_values(label_field, [fo.Classification(label=str(now.at[p, "label"]))
+                                  for p in paths])
+    view.set_values("dq_reviewed", [True] * len(paths))
+    view.tag_samples("dq_reviewed")
+    return pd.DataFrame({"path": paths, "given": given})
+
+
+def mark_reviewed(dataset, sample_ids: list[str], *, annotator: str | None = None,
+                  label_field: str = "ground_truth") -> int:
+    """The reviewer confirms the selected samples' given labels: one annotation each in the
+    corrections ledger, then ``dq_reviewed`` and the tag ``dq_reviewed``."""
+    if not sample_ids:
+        return 0
+    return len(_annotate(dataset, sample_ids, None, annotator=annotator,
+                         label_field=label_field))
+
+
+def apply_label(dataset, sample_ids: list[str], label: str, *,
+                label_field: str = "ground_truth", annotator: str | None = None) -> int:
+    """A reviewer's corrected label for the selected samples, through the audit's corrections
+    ledger (as ``dqaudit relabel apply``: the label becomes the majority of the annotations,
+    ties to the newest); the label before is kept in ``dq_previous_label``. Marks them
+    reviewed. The image files are never touched."""
+    if not label or not str(label).strip():
+        raise DqauditError("the corrected label is empty")
+    if not sample_ids:
+        return 0
+    done = _annotate(dataset, sample_ids, [str(label).strip()] * len(sample_ids),
+                     annotator=annotator, label_field=label_field)
+    dataset.select(sample_ids).set_values("dq_previous_label", done["given"].tolist())
+    return len(done)
