@@ -23,7 +23,6 @@ from .verify import VERIFY_SAMPLE_CSV, draw_sample, record_verified
 
 def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None, **options):
     """Run the audit on a FiftyOne dataset or view and write the results back to it."""
-
     dataset = view._dataset if hasattr(view, "_dataset") else view
     data = load_fiftyone_dataset(dataset.name, label_field=label_field, view=view)
     # the audit writes the results back to the dataset the samples came from: once
@@ -31,19 +30,12 @@ def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None, **o
 
 
 def default_out_dir(dataset_name: str):
-
     return Path.home() / ".dqaudit" / "audits" / dataset_name
 
 
 def export_report(dataset, path, *, pdf: bool = True) -> dict:
     """Render the report of the dataset's last audit into folder ``path``."""
-
-
-    run = dataset.info.get(INFO_KEY) or {}
-    if not run.get("out_dir"):
-        raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
-                           "run the audit first")
-    paths = render_report(run["out_dir"], pdf=pdf)
+    paths = render_report(_run_dir(dataset), pdf=pdf)
     target = Path(path).expanduser()
     target.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -56,7 +48,6 @@ def export_report(dataset, path, *, pdf: bool = True) -> dict:
 
 def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> dict:
     """Re-run CLR injection on the dataset's last audit (its saved outputs) and record it."""
-
     res = clr_audit(_run_dir(dataset), repeats=repeats, mode=mode)
     run = dataset.info[INFO_KEY]
     run["clr"] = {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
@@ -66,7 +57,7 @@ def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> di
 
 
 def _run_dir(dataset) -> str:
-
+    """The audit folder of the dataset's last run; an error naming the fix when it has none."""
     run = dataset.info.get(INFO_KEY) or {}
     if not run.get("out_dir"):
         raise DqauditError(f"dataset {dataset.name!r} has no dqaudit run with saved outputs; "
@@ -76,7 +67,6 @@ def _run_dir(dataset) -> str:
 
 def draw_verification_for(dataset, *, size: int) -> dict:
     """Draw (or grow) the verification sample of the dataset's last audit; tags ``dq_verify``."""
-
     return draw_sample(_run_dir(dataset), size=size)
 
 
@@ -85,7 +75,6 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
     """Record that the selected samples' correct label is ``label`` (None: the given label is
     right), then estimate once every stratum has a verified sample (``verify.record_verified``).
     Samples are matched to the audit's verification sample by file path."""
-
     out = Path(_run_dir(dataset))
     sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False) \
         if (out / VERIFY_SAMPLE_CSV).exists() else None
@@ -107,7 +96,6 @@ def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
     """Record one annotation per selected sample in the audit's corrections ledger (the one
     ``dqaudit relabel apply`` keeps; ``labels`` None: the given label is confirmed), re-rank,
     and set ``label_field`` of the samples to the label the ledger now gives them."""
-
     out = Path(_run_dir(dataset))
     view = dataset.select(sample_ids)
     paths = view.values("filepath")

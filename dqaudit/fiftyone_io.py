@@ -258,9 +258,6 @@ def load_view(name: str, *, saved_view: str | None = None):
 def plugin_source():
     """The plugin folder shipped with dqaudit: ``plugins/dqaudit`` of the source tree (editable
     install), else the copy a wheel carries inside the package (``dqaudit/fiftyone_plugin``)."""
-    from pathlib import Path
-
-
     here = Path(__file__).resolve()
     candidates = (here.parents[1] / "plugins" / "dqaudit", here.parent / "fiftyone_plugin")
     for src in candidates:
@@ -273,7 +270,6 @@ def plugin_source():
 def install_plugin(plugins_dir=None, *, link: bool = False) -> str:
     """Copy (or symlink) the plugin into FiftyOne's plugins directory; returns its path."""
     import shutil
-    from pathlib import Path
 
     fo = import_fiftyone()
     src = plugin_source()

@@ -256,7 +256,7 @@ def load_manifest(
                                  f"of its count columns ({outvoted.sum()} rows like it); the "
                                  "given label is the most annotated class: fix the counts, or "
                                  "drop the label column to use the counts alone")
-            labels = majority_labels(counts, prefer=named)  # the column breaks ties
+            labels = named  # a majority class of every row: where counts tie, the column decides
         else:
             labels = majority_labels(counts)
         order = np.argsort(classes, kind="stable")  # classes are kept sorted everywhere

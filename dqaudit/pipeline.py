@@ -18,18 +18,18 @@ import pandas as pd
 
 from . import calibration, fiftyone_io, outputs, scores
 from .clr import DEFAULT_GRID, ClrConfig, estimate_clr, take_subsample
-from .embed.encoders import DEFAULT_ENCODER
-from .errors import DqauditError
 from .dataset import LabeledImages, label_distribution
 from .devices import resolve_device
+from .embed.encoders import DEFAULT_ENCODER
+from .errors import DqauditError
+from .headline import HEADLINE_HALF_WIDTH, headline, verdict  # noqa: F401 (public API)
 from .ingest import fingerprint, load_dataset, median_image_side
 from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
                         knn_disagreement, outlier_flags, outlier_scores)
-from .report import render_report
+from .plan import relabel_plan
 from .posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
 from .probes import project
-from .plan import relabel_plan
-from .headline import HEADLINE_HALF_WIDTH, headline, verdict  # noqa: F401 (public API)
+from .report import render_report
 from .survey import verification_size
 from .version import __version__
 

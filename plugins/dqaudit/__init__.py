@@ -178,9 +178,8 @@ class MarkReviewed(foo.Operator):
         return foo.OperatorConfig(name="mark_reviewed", label="dqaudit: mark selected reviewed")
 
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import mark_reviewed
-
         from dqaudit.errors import DqauditError
+        from dqaudit.fiftyone_app import mark_reviewed
 
         try:
             n = mark_reviewed(ctx.dataset, list(ctx.selected))
