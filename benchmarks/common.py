@@ -76,7 +76,7 @@ def scored_cases(*, cache: Path | None = None) -> dict:
     (label != clean) and the audit's columns. Cached as .npz (scoring takes ~20 s a case)."""
     from clr_accuracy import cases
 
-    from dqaudit.pipeline import score_dataset
+    from dqaudit.scoring import score_dataset
 
     cache = cache or Path(os.environ.get("DQAUDIT_BENCH_CACHE",
                                          Path.home() / ".cache" / "dqaudit" / "bench"))

@@ -34,7 +34,7 @@ def main() -> None:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    from dqaudit.pipeline import score_dataset
+    from dqaudit.scoring import score_dataset
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)

@@ -19,7 +19,7 @@ import pandas as pd
 def main() -> None:
     from dqaudit.fiftyone_io import import_fiftyone, write_results
     from dqaudit.ingest import LabeledImages
-    from dqaudit.pipeline import AuditResult
+    from dqaudit.api import Audit
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
@@ -52,7 +52,7 @@ def main() -> None:
                "seed": 0, "n_samples": n, "label_error_count": 0, "estimated_noise_rate": 0,
                "flagged_count": 0, "clr": None}
     emb = rng.normal(size=(n, args.dim)).astype(np.float32) if args.dim else np.zeros((n, 0))
-    res = AuditResult(dataset=data, embeddings=emb, samples=samples, summary=summary)
+    res = Audit(dataset=data, embeddings=emb, samples=samples, summary=summary, probs=None)
     t = time.perf_counter()
     write_results(res, name, embeddings=bool(args.dim))
     wrote = time.perf_counter() - t

@@ -4,7 +4,7 @@ For each N: time and peak RAM (each measurement in its own process, ru_maxrss) o
   score  the whole scoring stage on embeddings memory-mapped from an .npy file: first the kNN
          graph (``dqaudit.neighbors.knn``, method auto: exact up to 20k, faiss IVF above; its
          time and the peak RSS up to its end are reported on their own), then
-         ``dqaudit.pipeline.score_dataset`` on that graph (projection, K-fold robust linear
+         ``dqaudit.scoring.score_dataset`` on that graph (projection, K-fold robust linear
          posteriors with two correction rounds, every score, duplicates, outliers, importance)
 and, at --recall-n samples, recall@10 of the approximate graph against exact search on all of
 them.
@@ -92,7 +92,7 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
     elif stage == "score":
         from dqaudit.ingest import LabeledImages
         from dqaudit.neighbors import knn
-        from dqaudit.pipeline import score_dataset
+        from dqaudit.scoring import score_dataset
 
         graph = knn(emb, k=10, method="auto", device=device)
         out["knn_seconds"] = round(time.perf_counter() - t, 1)

@@ -3,35 +3,34 @@
 Public API::
 
     import dqaudit
-    data = dqaudit.load_dataset("images/")          # -> LabeledImages
-    result = dqaudit.audit("images/", out_dir="audit")  # -> AuditResult
-    dqaudit.draw_verification_sample("audit", size=300)  # -> audit/verify_sample.csv
-    dqaudit.apply_verified("audit", "audit/verify_sample.csv")  # -> the verified estimate
+    audit = dqaudit.audit("images/", out_dir="audit")     # -> Audit (scan, write, report)
+    audit = dqaudit.Audit.load("audit")                    # the same, from its folder
+    audit.samples, audit.summary, audit.probs, audit.embeddings
+    audit.review_queue(budget=100); audit.apply_corrections("fixed.csv")
+    audit.draw_verification_sample(size=300); audit.apply_verified("audit/verify_sample.csv")
+    dqaudit.Audit.from_arrays(labels, embeddings=features, pred_probs=probs)
 
 Heavy modules load on first use, so importing dqaudit (and ``dqaudit --help``) stays instant.
 """
 
 from .version import __version__
 
-__all__ = ["__version__", "audit", "load_dataset", "AuditResult", "LabeledImages",
-           "DqauditError", "InputError", "draw_verification_sample", "apply_verified"]
+__all__ = ["__version__", "audit", "Audit", "AuditConfig", "EmbedConfig", "ScoreConfig",
+           "ClrConfig", "ReportConfig", "load_dataset", "LabeledImages", "DqauditError",
+           "InputError", "draw_verification_sample", "apply_verified"]
+
+_HOMES = {
+    "audit": "api", "Audit": "api", "draw_verification_sample": "api", "apply_verified": "api",
+    "AuditConfig": "config", "EmbedConfig": "config", "ScoreConfig": "config",
+    "ReportConfig": "config", "ClrConfig": "clr",
+    "load_dataset": "ingest", "LabeledImages": "dataset",
+    "DqauditError": "errors", "InputError": "errors",
+}
 
 
 def __getattr__(name):
-    if name in ("audit", "AuditResult"):
-        from . import pipeline
+    if name in _HOMES:
+        import importlib
 
-        return getattr(pipeline, name)
-    if name in ("load_dataset", "LabeledImages"):
-        from . import ingest
-
-        return getattr(ingest, name)
-    if name in ("draw_verification_sample", "apply_verified"):
-        from . import verify
-
-        return getattr(verify, {"draw_verification_sample": "draw_sample"}.get(name, name))
-    if name in ("DqauditError", "InputError"):
-        from . import errors
-
-        return getattr(errors, name)
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'dqaudit' has no attribute {name!r}")

@@ -10,12 +10,14 @@ import json
 import logging
 import shlex
 import sys
+from dataclasses import replace
 
 import click
 
-from .version import __version__
-from .embed.encoders import DEFAULT_ENCODER
+from .clr import ClrConfig
+from .config import AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
 from .errors import DqauditError
+from .version import __version__
 
 
 class UserError(click.ClickException):
@@ -66,19 +68,21 @@ def main() -> None:
 def embedding_options(func):
     """Options shared by every command that computes embeddings."""
     options = [
-        click.option("--model", default=DEFAULT_ENCODER, show_default=True,
+        click.option("--model", default=default(EmbedConfig, "model"), show_default=True,
                      help="Encoder: bundled and offline, lite0, lite1, lite2 (EfficientNet-"
                           "Lite; :head for the classifier-head features) or several joined by "
                           "+ (features side by side; lite0 alone is 2x faster on CPU); or "
                           "openclip:ARCH/PRETRAINED (open_clip tag, or a local checkpoint "
                           "path)."),
-        click.option("--image-size", default="auto", show_default=True,
+        click.option("--image-size", default=default(EmbedConfig, "image_size"),
+                     show_default=True,
                      help="lite input resolution in pixels, or auto (160 for images of at "
                           "most 64 px, else 224)."),
-        click.option("--flip-tta/--no-flip-tta", default=True, show_default=True,
+        click.option("--flip-tta/--no-flip-tta", default=default(EmbedConfig, "flip_tta"),
+                     show_default=True,
                      help="Average each image's features with its mirror image's (2x compute, "
                           "better posteriors)."),
-        click.option("--device", default="auto", show_default=True,
+        click.option("--device", default=default(AuditConfig, "device"), show_default=True,
                      help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu."),
         click.option("--batch-size", type=int, default=None,
                      help="Images per forward pass [default: 32 on CPU, 256 on CUDA]."),
@@ -97,7 +101,8 @@ def embedding_options(func):
 def scale_options(func):
     """Where the embed stage runs and how the kNN graph is searched."""
     options = [
-        click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+        click.option("--engine", type=click.Choice(["local", "ray"]),
+                     default=default(EmbedConfig, "engine"),
                      show_default=True,
                      help="Embed on this machine, or as a Ray Data pipeline (needs "
                           "pip install \"dqaudit[ray]\"; a local Ray cluster unless "
@@ -108,12 +113,12 @@ def scale_options(func):
                      help="With --engine ray: GPUs per encoder actor [default: 1 when the "
                           "cluster has GPUs, else 0]."),
         click.option("--dup-threshold", "duplicate_threshold", type=click.FloatRange(0, 1),
-                     default=None,
+                     default=default(ScoreConfig, "duplicate_threshold"), show_default=True,
                      help="Cosine similarity at or above which two images are near-duplicates "
-                          "[default: 0.985, measured for lite0+lite2 and lite0; other "
-                          "encoders may need another value]."),
+                          "(measured for lite0+lite2 and lite0; other encoders may need "
+                          "another value)."),
         click.option("--knn", "knn_method", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
-                     default="auto", show_default=True,
+                     default=default(ScoreConfig, "knn_method"), show_default=True,
                      help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "
                           "to 0.95 on the data); auto is exact up to 20,000 samples."),
     ]
@@ -148,11 +153,15 @@ def report_options(func):
     """Options of the HTML/PDF report, shared by scan and report."""
     options = [
         click.option("--no-pdf", is_flag=True, help="Write report.html only."),
-        click.option("--report-title", default=None, help="Title of the report."),
-        click.option("--top-n", type=click.IntRange(1, 500), default=24, show_default=True,
-                     help="Samples shown per gallery (suspects, ambiguous, outliers)."),
-        click.option("--page-size", type=click.Choice(["A4", "Letter"]), default="A4",
-                     show_default=True, help="PDF page size."),
+        click.option("--report-title", default=None,
+                     help="Title of the report [default: the audit's, else from the "
+                          "dataset's name]."),
+        click.option("--top-n", type=click.IntRange(1, 500), default=None,
+                     help="Samples shown per gallery (suspects, ambiguous, outliers) "
+                          f"[default: the audit's, else {default(ReportConfig, 'top_n')}]."),
+        click.option("--page-size", type=click.Choice(["A4", "Letter"]), default=None,
+                     help="PDF page size [default: the audit's, else "
+                          f"{default(ReportConfig, 'page_size')}]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -162,19 +171,20 @@ def report_options(func):
 def clr_options(func):
     """Options of controlled CLR injection, shared by scan and clr."""
     options = [
-        click.option("--clr-repeats", type=click.IntRange(2, 1000), default=20,
-                     show_default=True, help="Repeats per injected ratio."),
+        click.option("--clr-repeats", type=click.IntRange(2, 1000), default=None,
+                     help="Repeats per injected ratio [default: the audit's, else "
+                          f"{default(ClrConfig, 'repeats')}]."),
         click.option("--clr-grid", default=None, callback=_grid,
-                     help="Injected ratios, comma-separated [default: 0,0.0025,0.005,0.01,"
-                          "0.02,0.03,0.04,0.05,0.075,0.1]."),
-        click.option("--clr-mode", type=click.Choice(["uniform", "posterior"]),
-                     default="uniform", show_default=True,
+                     help="Injected ratios, comma-separated [default: the audit's, else "
+                          f"{','.join(f'{g:g}' for g in default(ClrConfig, 'grid'))}]."),
+        click.option("--clr-mode", type=click.Choice(["uniform", "posterior"]), default=None,
                      help="uniform: a random other class; posterior: flips that follow the "
-                          "dataset's own confusions."),
-        click.option("--clr-max-samples", type=click.IntRange(min=0), default=20_000,
-                     show_default=True,
+                          "dataset's own confusions [default: the audit's, else "
+                          f"{default(ClrConfig, 'mode')}]."),
+        click.option("--clr-max-samples", type=click.IntRange(min=0), default=None,
                      help="Above this many samples, run on a stratified random subsample of "
-                          "this size (0: always all samples)."),
+                          "this size (0: always all samples) [default: the audit's, else "
+                          f"{default(ClrConfig, 'max_samples')}]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -191,6 +201,11 @@ def _grid(ctx, param, value):
     if not grid or grid[0] != 0 or any(b <= a for a, b in zip(grid, grid[1:])) or grid[-1] >= 1:
         raise click.BadParameter("ratios must start at 0, increase, and stay below 1")
     return grid
+
+
+def _given(**options) -> dict:
+    """The options the user gave (not None), for ``dataclasses.replace`` on a config."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _thresholds(text: str) -> tuple[float, float]:
@@ -215,12 +230,20 @@ def _thresholds(text: str) -> tuple[float, float]:
 @click.option("--no-report", is_flag=True, help="Write no HTML or PDF report.")
 @clr_options
 @click.option("--no-clr", is_flag=True, help="Skip controlled CLR injection.")
+@click.option("--embeddings", "embeddings_file", type=click.Path(exists=True, dir_okay=False),
+              default=None,
+              help="Use these features instead of embedding the images: a .npy with one row "
+                   "per audited sample in the order dqaudit reads them, or an .npz with "
+                   "arrays 'embeddings' and 'paths' (or 'ids') matched to the samples.")
 @click.option("--fiftyone", "fiftyone_dataset", default=None, metavar="NAME",
               help="Also write the results into FiftyOne dataset NAME (created if needed): "
                    "dq_* fields and the saved views dq_suspects and dq_ambiguous.")
-@click.option("--verdict-thresholds", default="0.02,0.05", show_default=True,
+@click.option("--verdict-thresholds",
+              default=",".join(f"{t:g}" for t in default(ReportConfig, "verdict_thresholds")),
+              show_default=True,
               help="Estimated noise rates up to which the verdict is 'clean' and 'some noise'.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=int, default=default(AuditConfig, "seed"), show_default=True,
+              help="Random seed.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @library_errors
@@ -228,9 +251,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
          num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, knn_method,
          duplicate_threshold, no_pdf, report_title, top_n, page_size, no_report,
-         clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, fiftyone_dataset,
-         verdict_thresholds, seed,
-         quiet, as_json):
+         clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
+         fiftyone_dataset, verdict_thresholds, seed, quiet, as_json):
     """Audit DATASET and write the results to --out.
 
     DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
@@ -241,25 +263,27 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
       dqaudit scan ./images --out ./audit
       dqaudit scan labels.csv --label-column noisy_label --out ./audit
     """
-    from .pipeline import audit
+    from .api import Audit
 
     image_size = image_size if image_size == "auto" else _positive_int(image_size, "--image-size")
-    result = audit(dataset, out_dir=out_dir, model=model, image_size=image_size,
-                   flip_tta=flip_tta, device=device, seed=seed,
-                   batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
-                   use_cache=not no_cache, quiet=quiet or as_json, command=_command_line(),
-                   engine=engine, ray_address=ray_address,
-                   num_gpus_per_worker=num_gpus_per_worker, knn_method=knn_method,
-                   duplicate_threshold=duplicate_threshold,
-                   path_column=path_column, label_column=label_column,
-                   split_column=split_column, count_prefix=count_prefix, image_root=image_root,
-                   from_fiftyone=from_fiftyone, label_field=label_field, saved_view=saved_view,
-                   fiftyone_dataset=fiftyone_dataset, clr=not no_clr,
-                   clr_repeats=clr_repeats, clr_grid=clr_grid, clr_mode=clr_mode,
-                   clr_max_samples=clr_max_samples, report=not no_report, pdf=not no_pdf,
-                   report_title=report_title,
-                   top_n=top_n, page_size=page_size,
-                   verdict_thresholds=_thresholds(verdict_thresholds))
+    config = AuditConfig(
+        seed=seed, device=device,
+        embed=EmbedConfig(model=model, image_size=image_size, flip_tta=flip_tta,
+                          batch_size=batch_size, num_workers=num_workers, engine=engine,
+                          ray_address=ray_address, num_gpus_per_worker=num_gpus_per_worker,
+                          use_cache=not no_cache, cache_dir=cache_dir),
+        score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold),
+        clr=None if no_clr else ClrConfig(**_given(
+            grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples)),
+        report=ReportConfig(**_given(title=report_title, top_n=top_n, page_size=page_size),
+                            enabled=not no_report, pdf=not no_pdf,
+                            verdict_thresholds=_thresholds(verdict_thresholds)))
+    result = Audit.scan(
+        dataset, out_dir=out_dir, config=config, embeddings=embeddings_file,
+        fiftyone_dataset=fiftyone_dataset, quiet=quiet or as_json, command=_command_line(),
+        path_column=path_column, label_column=label_column, split_column=split_column,
+        count_prefix=count_prefix, image_root=image_root, from_fiftyone=from_fiftyone,
+        label_field=label_field, saved_view=saved_view)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=str))
     elif not quiet:
@@ -280,12 +304,15 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
 def report(out_dir, no_pdf, report_title, top_n, page_size):
     """Re-render report.html and report.pdf of an audit folder from its saved outputs.
 
-    Nothing is recomputed: the report is built from summary.json and samples.parquet.
+    Nothing is recomputed: the report is built from summary.json and samples.parquet. The
+    options given are recorded, so later re-renders (after corrections) keep them.
     """
-    from .report import render_report
+    from .api import Audit
 
-    paths = render_report(out_dir, title=report_title, top_n=top_n, pdf=not no_pdf,
-                          page_size=page_size)
+    audit = Audit.load(out_dir)
+    config = replace(audit.config.report, enabled=True, pdf=not no_pdf,
+                     **_given(title=report_title, top_n=top_n, page_size=page_size))
+    paths = audit.render_report(config)
     click.echo("wrote " + ", ".join(paths.values()))
 
 
@@ -336,6 +363,39 @@ def plugin_install(plugins_dir, link):
         click.echo(f"make FiftyOne look there: export FIFTYONE_PLUGINS_DIR={plugins_dir}")
 
 
+@main.group("fiftyone")
+def fiftyone_group():
+    """What dqaudit recorded in FiftyOne datasets (runs, fields, views)."""
+
+
+@fiftyone_group.command("runs")
+@click.argument("name")
+@library_errors
+def fiftyone_runs(name):
+    """List the dqaudit runs recorded on FiftyOne dataset NAME, with their config."""
+    from .fiftyone_io import list_results
+
+    runs = list_results(name)
+    if not runs:
+        click.echo(f"no dqaudit run on {name!r}")
+    for run in runs:
+        cfg = run["config"]
+        click.echo(f"{run['key']}  {run['timestamp']}  out_dir={cfg.get('out_dir')}  "
+                   f"label_field={cfg.get('label_field')}  fields={len(cfg.get('fields') or [])}")
+
+
+@fiftyone_group.command("delete")
+@click.argument("name")
+@library_errors
+def fiftyone_delete(name):
+    """Remove dqaudit's fields, saved views, tags and run record from FiftyOne dataset NAME."""
+    from .fiftyone_io import delete_results
+
+    res = delete_results(name)
+    click.echo(f"removed {len(res['fields'])} fields, {len(res['views'])} views, "
+               f"{len(res['tags'])} tags and {len(res['runs'])} run records from {name!r}")
+
+
 @main.command()
 @click.argument("name")
 @click.option("--port", type=int, default=5151, show_default=True)
@@ -372,9 +432,10 @@ def relabel_queue(out_dir, budget, no_thumbnails):
     Fill its correct_label column (a class name, or DROP for junk) and pass it to
     `dqaudit relabel apply`.
     """
-    from .relabel import QUEUE_CSV, review_queue
+    from .api import Audit
+    from .relabel import QUEUE_CSV
 
-    queue = review_queue(out_dir, budget=budget, thumbnails=not no_thumbnails)
+    queue = Audit.load(out_dir).review_queue(budget=budget, thumbnails=not no_thumbnails)
     click.echo(f"{len(queue)} samples queued -> {out_dir}/{QUEUE_CSV}")
 
 
@@ -382,14 +443,15 @@ def relabel_queue(out_dir, budget, no_thumbnails):
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("corrections", type=click.Path(exists=True, dir_okay=False))
 @click.option("--annotator", default=None, help="Who reviewed (when the CSV does not say).")
-@click.option("--device", default="auto", show_default=True,
-              help="Where the re-rank fits its posteriors: auto, cuda, cuda:N, mps or cpu.")
+@click.option("--device", default=None,
+              help="Where the re-rank fits its posteriors: auto, cuda, cuda:N, mps or cpu "
+                   "[default: the audit's].")
 @library_errors
 def relabel_apply(out_dir, corrections, annotator, device):
     """Add the labels in CORRECTIONS (id or path, label) and re-rank the rest."""
-    from .relabel import apply_corrections
+    from .api import Audit
 
-    res = apply_corrections(out_dir, corrections, annotator=annotator, device=device)
+    res = Audit.load(out_dir).apply_corrections(corrections, annotator=annotator, device=device)
     click.echo(f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
                f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far")
 
@@ -402,9 +464,9 @@ def relabel_apply(out_dir, corrections, annotator, device):
 @library_errors
 def relabel_export(out_dir, to, dest, keep_junk):
     """Write the cleaned dataset as a new copy (the input is never modified)."""
-    from .relabel import export_cleaned
+    from .api import Audit
 
-    res = export_cleaned(out_dir, to=to, dest=dest, drop_junk=not keep_junk)
+    res = Audit.load(out_dir).export(to=to, dest=dest, drop_junk=not keep_junk)
     click.echo(f"exported {res['n_samples']} samples to {res['to']} {res['dest']}")
 
 
@@ -421,8 +483,8 @@ def relabel_export(out_dir, to, dest, keep_junk):
 @click.option("--refit-every", type=click.IntRange(1), default=100, show_default=True,
               help="Re-annotations between posterior refits.")
 @click.option("--count-prefix", default=None, help="Prefix of count columns [default: n_].")
-@click.option("--model", default=DEFAULT_ENCODER, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--model", default=default(EmbedConfig, "model"), show_default=True)
+@click.option("--device", default=default(AuditConfig, "device"), show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
 @library_errors
 def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_every,
@@ -477,13 +539,14 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
     recorded, so the estimate is design-unbiased whatever the encoder's quality; the report's
     headline then carries its 95% interval.
     """
-    from .verify import apply_verified, draw_sample
+    from .api import Audit
 
     if (size is None) == (apply_file is None):
         raise click.UsageError("give --size N (draw or grow) or --apply FILE (estimate)")
+    audit = Audit.load(out_dir)
     if size is not None:
-        res = draw_sample(out_dir, size=size, seed=seed, half_width=half_width,
-                          uniform_share=uniform_share)
+        res = audit.draw_verification_sample(size=size, seed=seed, half_width=half_width,
+                                             uniform_share=uniform_share)
         if as_json:
             click.echo(json.dumps(res, indent=2))
             return
@@ -494,7 +557,7 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
             click.echo(f"+-{100 * half_width:.1f} points needs about {res['n_for_half_width']} "
                        f"verified labels: {res['n_more_for_half_width']} more")
         return
-    res = apply_verified(out_dir, apply_file, annotator=annotator, estimator=estimator)
+    res = audit.apply_verified(apply_file, annotator=annotator, estimator=estimator)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
@@ -511,17 +574,21 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
 @main.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
 @clr_options
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=None, help="auto, cuda, cuda:N, mps or cpu [default: the "
+              "audit's].")
 @library_errors
 def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     """Re-run controlled CLR injection on an audit folder's cached embeddings.
 
-    Updates summary.json and the report; nothing is embedded again.
+    Options not given keep the audit's settings. Updates summary.json and the report;
+    nothing is embedded again.
     """
-    from .pipeline import clr_audit
+    from .api import Audit
 
-    res = clr_audit(out_dir, repeats=clr_repeats, grid=clr_grid, mode=clr_mode,
-                    max_samples=clr_max_samples, device=device)
+    audit = Audit.load(out_dir)
+    config = replace(audit.config.clr or ClrConfig(), **_given(
+        grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples))
+    res = audit.estimate_clr(config, device=device)
     click.echo(f"estimated corrupted-label ratio {100 * res['estimate']:.1f}% (95% CI "
                f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%; plausible range "
                f"without verification {100 * res['bracket_low']:.1f}-"

@@ -8,25 +8,46 @@ sits below them and only reads and writes FiftyOne), so the adapter never import
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DqauditError
-from .fiftyone_io import INFO_KEY, import_fiftyone, load_fiftyone_dataset
-from .outputs import read_samples
-from .pipeline import audit, clr_audit
-from .relabel import apply_corrections
-from .report import REPORT_HTML, REPORT_PDF, render_report
-from .verify import VERIFY_SAMPLE_CSV, draw_sample, record_verified
+from .fiftyone_io import INFO_KEY, import_fiftyone, load_fiftyone_dataset, root_dataset
+from .api import Audit
+from .clr import ClrConfig
+from .config import AuditConfig
+from .report import REPORT_HTML, REPORT_PDF
+from .verify import VERIFY_SAMPLE_CSV
 
 
-def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None, **options):
+def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None,
+                   config: AuditConfig | None = None, **options) -> Audit:
     """Run the audit on a FiftyOne dataset or view and write the results back to it."""
-    dataset = view._dataset if hasattr(view, "_dataset") else view
-    data = load_fiftyone_dataset(dataset.name, label_field=label_field, view=view)
+    data = load_fiftyone_dataset(root_dataset(view).name, label_field=label_field, view=view)
     # the audit writes the results back to the dataset the samples came from: once
-    return audit(data, out_dir=out_dir, **options)
+    return Audit.scan(data, out_dir=out_dir, config=config, **options)
+
+
+def form_config(params: dict) -> AuditConfig:
+    """The ``AuditConfig`` of the App's audit form; fields left empty keep their defaults."""
+    base = AuditConfig()
+    clr = replace(base.clr, repeats=int(params["clr_repeats"])) if params.get("clr_repeats") \
+        else base.clr
+    return replace(
+        base, device=params.get("device") or base.device,
+        embed=replace(base.embed, model=params.get("model") or base.embed.model),
+        clr=clr if params.get("clr", True) else None,
+        report=replace(base.report, pdf=bool(params.get("pdf", base.report.pdf))))
+
+
+def clr_form_config(dataset, params: dict) -> ClrConfig:
+    """The CLR re-run's config: the last audit's, with the form's repeats and mode."""
+    saved = Audit.load(_run_dir(dataset)).config.clr or ClrConfig()
+    given = {k: v for k, v in (("repeats", params.get("repeats")),
+                               ("mode", params.get("mode"))) if v}
+    return replace(saved, **{k: int(v) if k == "repeats" else v for k, v in given.items()})
 
 
 def default_out_dir(dataset_name: str):
@@ -35,7 +56,8 @@ def default_out_dir(dataset_name: str):
 
 def export_report(dataset, path, *, pdf: bool = True) -> dict:
     """Render the report of the dataset's last audit into folder ``path``."""
-    paths = render_report(_run_dir(dataset), pdf=pdf)
+    audit = Audit.load(_run_dir(dataset))
+    paths = audit.render_report(replace(audit.config.report, pdf=pdf))
     target = Path(path).expanduser()
     target.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -46,14 +68,10 @@ def export_report(dataset, path, *, pdf: bool = True) -> dict:
     return out
 
 
-def estimate_clr_for(dataset, *, repeats: int = 20, mode: str = "uniform") -> dict:
-    """Re-run CLR injection on the dataset's last audit (its saved outputs) and record it."""
-    res = clr_audit(_run_dir(dataset), repeats=repeats, mode=mode)
-    run = dataset.info[INFO_KEY]
-    run["clr"] = {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
-    dataset.info[INFO_KEY] = run
-    dataset.save()
-    return res
+def estimate_clr_for(dataset, *, config: ClrConfig | None = None) -> dict:
+    """Re-run CLR injection on the dataset's last audit (its saved outputs); the audit's
+    ``finish`` records it in the FiftyOne run."""
+    return Audit.load(_run_dir(dataset)).estimate_clr(config)
 
 
 def _run_dir(dataset) -> str:
@@ -67,7 +85,7 @@ def _run_dir(dataset) -> str:
 
 def draw_verification_for(dataset, *, size: int) -> dict:
     """Draw (or grow) the verification sample of the dataset's last audit; tags ``dq_verify``."""
-    return draw_sample(_run_dir(dataset), size=size)
+    return Audit.load(_run_dir(dataset)).draw_verification_sample(size=size)
 
 
 def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
@@ -87,8 +105,8 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
     if not rows:
         raise DqauditError("none of the selected samples is in the verification sample "
                            "(saved view dq_verify)")
-    return record_verified(out, pd.DataFrame(rows, columns=["id", "verified_label"]),
-                           annotator=annotator)
+    return Audit.load(out).record_verified(pd.DataFrame(rows, columns=["id", "verified_label"]),
+                                           annotator=annotator)
 
 
 def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
@@ -99,15 +117,16 @@ def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
     out = Path(_run_dir(dataset))
     view = dataset.select(sample_ids)
     paths = view.values("filepath")
-    samples = read_samples(out).set_index("path")
+    audit = Audit.load(out)
+    samples = audit.samples.set_index("path")
     outside = [p for p in paths if p not in samples.index]
     if outside:
         raise DqauditError(f"{len(outside)} selected samples are not in the last audit (first: "
                            f"{outside[0]}); select samples of the audited view")
     given = [str(samples.at[p, "label"]) for p in paths]
-    apply_corrections(out, pd.DataFrame({"path": paths, "label": labels or given}),
-                      annotator=annotator or "FiftyOne App")
-    now = read_samples(out).set_index("path")
+    audit.apply_corrections(pd.DataFrame({"path": paths, "label": labels or given}),
+                            annotator=annotator or "FiftyOne App")
+    now = audit.samples.set_index("path")
     fo = import_fiftyone()
     view.set_values(label_field, [fo.Classification(label=str(now.at[p, "label"]))
                                   for p in paths])

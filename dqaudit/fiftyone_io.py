@@ -38,7 +38,7 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
             raise InputError(f"FiftyOne dataset {name!r} does not exist (datasets: {known}); "
                              "check the name with `fiftyone datasets list`")
         view = fo.load_dataset(name)
-    dataset = view._dataset if hasattr(view, "_dataset") else view
+    dataset = root_dataset(view)
     schema = dataset.get_field_schema()
     if label_field not in schema:
         raise InputError(f"FiftyOne dataset {name!r} has no field {label_field!r}; fields are "
@@ -79,9 +79,25 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
         splits=np.array(splits, dtype=object),
         ids=[ids[i] for i in keep],
         source={"kind": "fiftyone", "location": dataset.name, "label_field": label_field,
-                "view": None if view is dataset else [str(st) for st in view._stages]},
+                "view": None if view is dataset else view_description(view)},
         skipped=skipped,
     )
+
+
+def root_dataset(view):
+    """The dataset a view (or the dataset itself) belongs to, through public API."""
+    fo = import_fiftyone()
+    return view if isinstance(view, fo.Dataset) else fo.load_dataset(view.dataset_name)
+
+
+def view_description(view) -> list[str]:
+    """A view's stages as text (its saved name first when it has one), from its public
+    ``repr``: the record of which samples an audit of a view saw."""
+    text = repr(view)
+    stages = text.split("View stages:", 1)[1] if "View stages:" in text else ""
+    lines = [line.strip() for line in stages.splitlines() if line.strip()]
+    name = getattr(view, "name", None)
+    return ([f"saved view {name!r}"] if name else []) + lines
 
 
 # --------------------------------------------------------------------------- writing results
@@ -89,6 +105,7 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
 SUSPECTS_VIEW = "dq_suspects"
 AMBIGUOUS_VIEW = "dq_ambiguous"
 INFO_KEY = "dqaudit"
+RUN_KEY = "dqaudit"  # the dataset's run record (dataset.list_runs(), dataset.delete_run())
 FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_review_score", "dq_importance",
           "dq_label_error_probability", "dq_suggested", "dq_outlier", "dq_dup_group",
           "dq_issues", "dq_flagged", "dq_embedding")
@@ -188,6 +205,14 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         "views": [SUSPECTS_VIEW, AMBIGUOUS_VIEW],
     }
     dataset.save()
+    # the run, recorded with its config as FiftyOne's brain records its runs: listed by
+    # dataset.list_runs(), removed (fields and views too) by delete_results
+    config = dataset.init_run(method="dqaudit", version=s["dqaudit_version"],
+                              out_dir=dataset.info[INFO_KEY]["out_dir"],
+                              label_field=label_field, fields=dataset.info[INFO_KEY]["fields"],
+                              views=[SUSPECTS_VIEW, AMBIGUOUS_VIEW],
+                              audit_config=s.get("config"))
+    dataset.register_run(RUN_KEY, config, overwrite=True)
     return {"dataset": dataset.name, "n_samples": len(ids), "views": [SUSPECTS_VIEW,
                                                                        AMBIGUOUS_VIEW]}
 
@@ -238,6 +263,42 @@ def _write_columns(fo, dataset, ids: list[str], columns: dict) -> None:
         ops.append(UpdateOne({"_id": ObjectId(sample_id)}, {"$set": update}))
     bulk_write(ops, ids=[ObjectId(i) for i in ids])
     dataset.reload()
+
+
+def list_results(name: str) -> list[dict]:
+    """The dqaudit runs recorded on FiftyOne dataset ``name``: key, time, config."""
+    fo = import_fiftyone()
+    dataset = fo.load_dataset(name)
+    out = []
+    for key in dataset.list_runs(method="dqaudit"):
+        info = dataset.get_run_info(key)
+        out.append({"key": key, "timestamp": str(info.timestamp),
+                    "config": info.config.serialize()})
+    return out
+
+
+def delete_results(name: str) -> dict:
+    """Remove everything an audit wrote into FiftyOne dataset ``name``: the ``dq_*`` fields,
+    the saved views and tags ``dq_*``, the info entry and the run record. Labels the App's
+    review changed stay changed (``dq_previous_label`` is removed with the other fields)."""
+    fo = import_fiftyone()
+    dataset = fo.load_dataset(name)
+    fields = sorted(f for f in dataset.get_field_schema() if f.startswith("dq_"))
+    for field in fields:
+        dataset.delete_sample_field(field)
+    views = sorted(v for v in dataset.list_saved_views() if v.startswith("dq_"))
+    for view in views:
+        dataset.delete_saved_view(view)
+    tags = [t for t in dataset.distinct("tags") if t.startswith("dq_")]
+    if tags:
+        dataset.untag_samples(tags)
+    runs = dataset.list_runs(method="dqaudit")
+    for key in runs:
+        dataset.delete_run(key)
+    if INFO_KEY in dataset.info:
+        del dataset.info[INFO_KEY]
+        dataset.save()
+    return {"fields": fields, "views": views, "tags": tags, "runs": runs}
 
 
 def load_view(name: str, *, saved_view: str | None = None):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,6 @@ from .dataset import majority_labels
 from .errors import DqauditError
 from .fiftyone_io import import_fiftyone, tag_samples
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
-from .pipeline import rescore_audit
 from .report.context import thumbnail
 
 # --------------------------------------------------------------------------- review workflow
@@ -56,8 +58,6 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     queue.insert(0, "rank", range(1, len(queue) + 1))
     queue["correct_label"] = ""
     if thumbnails:
-        import base64
-
         (out / THUMBS_DIR).mkdir(exist_ok=True)
         paths = []
         for rank, path in zip(queue["rank"], queue["path"]):
@@ -74,20 +74,17 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     return queue
 
 
-def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
-                      rerank: bool = True, device: str = "auto", quiet: bool = True) -> dict:
-    """Add reviewers' labels to the label counts, take the majority, re-rank, re-render.
+def record_corrections(out_dir, corrections, *, annotator: str | None = None) -> dict:
+    """Add reviewers' labels to the ledger and the label counts and take the majority.
 
     ``corrections`` is a CSV path or DataFrame with ``id`` (or ``path``) and ``label`` (the
     correct label, or ``DROP`` for junk), optionally ``annotator`` and ``note``. Each row is one
     more annotation of that sample: a sample's label becomes the majority of its counts, a tie
     going to the newest annotation, so a reviewer's word outweighs a single original label.
-    Every label change lands in ``changelog.csv``; the input dataset is never modified. The
-    re-rank fits its posteriors on ``device``.
+    Every label change lands in ``changelog.csv``; the input dataset is never modified.
+    Returns the counts of what was recorded and, for the re-rank (``Audit.apply_corrections``),
+    ``labels`` (every row's label now), ``dropped_ids`` and ``label_counts``.
     """
-    from datetime import datetime, timezone
-
-
     out = Path(out_dir)
     new = pd.read_csv(corrections, dtype=str, keep_default_na=False) \
         if not isinstance(corrections, pd.DataFrame) else corrections.astype(str)
@@ -160,9 +157,8 @@ def apply_corrections(out_dir, corrections, *, annotator: str | None = None,
         pd.concat(frames, ignore_index=True).to_csv(log, index=False)
     result = {"annotations": len(new), "label_changes": sum(c["new_label"] != DROP_LABEL
                                                              for c in changes),
-              "dropped": len(dropped), "reviewed_samples": int(book["id"].nunique())}
-    if rerank:
-        rescore_audit(out, labels=labels, dropped=dropped, device=device, quiet=quiet)
+              "dropped": len(dropped), "reviewed_samples": int(book["id"].nunique()),
+              "labels": labels, "dropped_ids": dropped, "label_counts": counts}
     return result
 
 
@@ -177,9 +173,6 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True) -> di
     Samples marked ``DROP`` are left out when ``drop_junk``. ``changelog.csv`` is copied beside
     a folder or CSV export.
     """
-    import shutil
-
-
     if to not in EXPORT_TARGETS:
         raise DqauditError(f"unknown export target {to!r}; valid: {', '.join(EXPORT_TARGETS)}")
     out = Path(out_dir)

@@ -20,8 +20,7 @@ import pandas as pd
 from . import calibration, outputs, survey
 from .errors import DqauditError
 from .fiftyone_io import tag_view
-from .pipeline import refresh_outputs
-from .relabel import CHANGELOG_CSV, DROP_LABEL, apply_corrections, ledger
+from .relabel import CHANGELOG_CSV, DROP_LABEL, ledger
 
 VERIFY_SAMPLE_CSV = "verify_sample.csv"
 VERIFY_FRAME = "verify_frame.parquet"
@@ -219,8 +218,8 @@ def _merge_checked(out: Path, verified, design: dict, classes: list[str]) -> pd.
     return sample
 
 
-def apply_verified(out_dir, verified, *, annotator: str | None = None,
-                   estimator: str = survey.DEFAULT_ESTIMATOR) -> dict:
+def estimate_verified(out_dir, verified, *,
+                      estimator: str = survey.DEFAULT_ESTIMATOR) -> pd.DataFrame:
     """Estimate the share of wrong labels from the checked rows of ``verified`` (a CSV path or
     DataFrame with ``id`` and ``verified_label``: a class name, ``DROP`` for a sample that is
     not valid at all, counted as a wrong label, or blank for not checked yet).
@@ -228,8 +227,9 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
     Writes ``summary.json`` ``clr.verified`` (estimate and 95% interval for the labels as they
     were drawn and, after the corrections since then, for the current labels; per-class rates;
     the design and estimator), re-fits ``label_error_probability`` on the verified sample
-    (weighted isotonic regression, 1 / inclusion probability), adds the checked labels to
-    the relabel ledger (once each) and re-ranks and re-renders the report.
+    (weighted isotonic regression, 1 / inclusion probability). Returns the checked labels not
+    yet in the relabel ledger, as corrections (``Audit.apply_verified`` adds them and
+    re-ranks).
     """
     out = Path(out_dir)
     summary = outputs.read_summary(out)
@@ -301,22 +301,8 @@ def apply_verified(out_dir, verified, *, annotator: str | None = None,
     seen = ledger(out)
     seen = set(seen.loc[seen["note"] == VERIFIED_NOTE, "id"])
     todo = done[~done["id"].isin(seen)]
-    n_new = 0
-    if len(todo):
-        corrections = pd.DataFrame({"id": todo["id"], "label": todo["verified_label"],
-                                    "annotator": todo.get("annotator", ""),
-                                    "note": VERIFIED_NOTE})
-        # re-ranks, writes summary.json and re-renders the report
-        n_new = apply_corrections(out, corrections, annotator=annotator)["annotations"]
-    # the corrections just made are accounted for in the estimate (corrections_since_draw):
-    # it is stale only after label changes that come later
-    summary = outputs.read_summary(out)
-    summary["clr"]["verified"]["label_changes_at_estimate"] = summary.get("label_changes", 0)
-    if n_new:
-        outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-    else:
-        refresh_outputs(out, summary)
-    return {**summary["clr"]["verified"], "new_annotations": n_new}
+    return pd.DataFrame({"id": todo["id"], "label": todo["verified_label"],
+                         "annotator": todo.get("annotator", ""), "note": VERIFIED_NOTE})
 
 
 def _corrected_since(out: Path, since: str, ids: set) -> int:
@@ -329,11 +315,11 @@ def _corrected_since(out: Path, since: str, ids: set) -> int:
     return int(log["id"].nunique())
 
 
-def record_verified(out_dir, verified: pd.DataFrame, *, annotator: str | None = None) -> dict:
-    """Write checked labels (``id``, ``verified_label``) into ``verify_sample.csv`` and, once
-    every stratum has at least one, estimate (``apply_verified``); before that, returns
-    ``{"recorded": n, "estimated": False, "missing_strata": [...]}``. The App's verification
-    operator calls this after each batch a reviewer checks."""
+def record_verified(out_dir, verified: pd.DataFrame) -> dict:
+    """Write checked labels (``id``, ``verified_label``) into ``verify_sample.csv``. Returns
+    ``{"recorded": n, "estimated": e, "n_verified": m, "missing_strata": [...]}``, ``e`` True
+    once every stratum has at least one checked label (then ``Audit.record_verified``
+    estimates). The App's verification operator records each batch a reviewer checks."""
     out = Path(out_dir)
     summary = outputs.read_summary(out)
     design = summary.get("verification")
@@ -346,8 +332,5 @@ def record_verified(out_dir, verified: pd.DataFrame, *, annotator: str | None = 
     recorded = int((verified["verified_label"].astype(str).str.strip() != "").sum())
     done = sample[sample["verified_label"] != ""]
     missing = sorted(set(range(design["n_strata"])) - set(done["stratum"].astype(int)))
-    if missing:
-        return {"recorded": recorded, "estimated": False, "n_verified": len(done),
-                "missing_strata": missing}
-    return {"recorded": recorded, "estimated": True,
-            **apply_verified(out, sample_path, annotator=annotator)}
+    return {"recorded": recorded, "estimated": not missing, "n_verified": len(done),
+            "missing_strata": missing}

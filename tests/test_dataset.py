@@ -10,7 +10,8 @@ from dqaudit import scores
 from dqaudit.dataset import LabeledImages, majority_labels, one_hot
 from dqaudit.errors import InputError
 from dqaudit.ingest import load_dataset
-from dqaudit.pipeline import audit, score_dataset
+from dqaudit.config import ScoreConfig
+from dqaudit.scoring import score_dataset
 
 
 def test_majority_with_ties_going_to_the_preferred_annotation():
@@ -76,4 +77,4 @@ def test_review_score_uses_the_given_label_of_a_tied_sample():
 
 def test_score_dataset_defaults_to_the_method_scans_use():
     default = inspect.signature(score_dataset).parameters["method"].default
-    assert default == inspect.signature(audit).parameters["posterior_method"].default == "linear"
+    assert default == ScoreConfig().posterior_method == "linear"

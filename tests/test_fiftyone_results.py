@@ -170,3 +170,44 @@ def test_plugin_install_copies_the_plugin(tmp_path):
     path = install_plugin(tmp_path / "plugins")
     assert (tmp_path / "plugins" / "dqaudit" / "fiftyone.yml").exists()
     assert path.endswith("dqaudit")
+
+
+def test_run_is_recorded_with_its_config_and_can_be_removed(mislabelled_tree, tmp_path,
+                                                            fo_name):
+    scan(mislabelled_tree, "--out", tmp_path / "o", "--fiftyone", fo_name, "--seed", "3")
+    ds = fo.load_dataset(fo_name)
+    assert ds.list_runs(method="dqaudit") == ["dqaudit"]
+    config = ds.get_run_info("dqaudit").config
+    assert config.out_dir == str(tmp_path / "o") and config.label_field == "ground_truth"
+    assert config.audit_config == json.loads((tmp_path / "o" / "summary.json").read_text())[
+        "config"]
+    assert config.audit_config["seed"] == 3
+    listed = CliRunner().invoke(main, ["fiftyone", "runs", fo_name])
+    assert listed.exit_code == 0 and str(tmp_path / "o") in listed.output
+    removed = CliRunner().invoke(main, ["fiftyone", "delete", fo_name])
+    assert removed.exit_code == 0, removed.output
+    ds.reload()
+    assert not [f for f in ds.get_field_schema() if f.startswith("dq_")]
+    assert not [v for v in ds.list_saved_views() if v.startswith("dq_")]
+    assert ds.list_runs() == [] and "dqaudit" not in ds.info
+    assert len(ds) == 12 and ds.has_sample_field("ground_truth")
+
+
+def test_rerank_of_a_fiftyone_audit_records_its_own_label_field(class_tree, tmp_path, fo_name):
+    """The re-rank after corrections wrote the run as if the labels were in ground_truth."""
+    ds = fo.Dataset(fo_name, persistent=True)
+    paths = sorted(str(p) for p in class_tree.rglob("*.png"))
+    ds.add_samples([fo.Sample(filepath=p, truth=fo.Classification(label=p.split("/")[-2]))
+                    for p in paths], progress=False)
+    scan(fo_name, "--from-fiftyone", "--label-field", "truth", "--out", tmp_path / "o",
+         "--no-clr")
+    samples = pd.read_parquet(tmp_path / "o" / "samples.parquet")
+    pd.DataFrame({"id": [samples["id"].iat[0]], "label": [samples["label"].iat[0]]}).to_csv(
+        tmp_path / "fix.csv", index=False)
+    res = CliRunner().invoke(main, ["relabel", "apply", str(tmp_path / "o"),
+                                    str(tmp_path / "fix.csv")])
+    assert res.exit_code == 0, res.output
+    ds.reload()
+    assert ds.get_run_info("dqaudit").config.label_field == "truth"
+    assert ds.info["dqaudit"]["label_field"] == "truth"
+    assert not ds.has_sample_field("ground_truth")

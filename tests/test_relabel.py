@@ -102,14 +102,14 @@ def test_export_refuses_to_overwrite(audit_dir, tmp_path):
 
 
 def test_rescore_reads_the_audit_embeddings_memory_mapped(audit_dir):
-    from dqaudit.pipeline import load_audit, rescore_audit
+    from dqaudit.api import Audit
 
-    _, embeddings, samples, _ = load_audit(audit_dir)
-    assert isinstance(embeddings, np.memmap) and not embeddings.flags.writeable
+    audit = Audit.load(audit_dir)
+    assert isinstance(audit.embeddings, np.memmap) and not audit.embeddings.flags.writeable
     before = pd.read_parquet(audit_dir / "samples.parquet")
     # no drops: the memory map itself reaches the scoring (pyproject turns torch's warning
     # about a non-writable array into an error)
-    rescore_audit(audit_dir)
+    audit.rescore()
     after = pd.read_parquet(audit_dir / "samples.parquet")
     np.testing.assert_allclose(after["noisiness"], before["noisiness"], atol=1e-6)
     assert [list(v) for v in after["issues"]] == [list(v) for v in before["issues"]]
@@ -118,13 +118,14 @@ def test_rescore_reads_the_audit_embeddings_memory_mapped(audit_dir):
 def test_rerank_after_corrections_runs_on_the_chosen_device(audit_dir, monkeypatch):
     """`relabel apply --device` reaches the re-rank's posteriors (it used to run on the CPU
     whatever the device)."""
-    import dqaudit.pipeline as pipeline
+    import dqaudit.api as api
 
     seen = []
-    score = pipeline.score_dataset
-    monkeypatch.setattr(pipeline, "resolve_device", lambda name: f"resolved:{name}")
-    monkeypatch.setattr(pipeline, "score_dataset",
-                        lambda *a, device, **k: seen.append(device) or score(*a, **k))
+    score = api.score
+    monkeypatch.setattr(api, "resolve_device", lambda name: f"resolved:{name}")
+    monkeypatch.setattr(api, "score",
+                        lambda *a, device, **k: seen.append(device) or score(*a, device="cpu",
+                                                                            **k))
     samples = pd.read_parquet(audit_dir / "samples.parquet")
     pd.DataFrame({"id": [samples["id"].iat[0]], "label": ["red"]}).to_csv(
         audit_dir / "fix.csv", index=False)

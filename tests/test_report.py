@@ -81,6 +81,7 @@ def test_rerender_is_byte_identical_and_needs_no_recompute(noisy_audit, monkeypa
     import dqaudit.pipeline
 
     monkeypatch.setattr(dqaudit.pipeline, "score_dataset", None)  # would fail if called
+    monkeypatch.setattr(dqaudit.pipeline, "embed_dataset", None)
     res = CliRunner().invoke(main, ["report", str(out), "--no-pdf"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert (out / "report.html").read_bytes() == first

@@ -8,7 +8,7 @@ from dqaudit.errors import DqauditError
 from dqaudit.ingest import LabeledImages
 from dqaudit.neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
                                outlier_flags, outlier_scores)
-from dqaudit.pipeline import score_dataset
+from dqaudit.scoring import score_dataset
 from dqaudit.posteriors import (compute_posteriors, graph_posteriors, linear_posteriors,
                                 stratified_folds)
 from dqaudit.probes import ProbeConfig, fit_probes, predict_proba, project

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.pipeline import headline
+from dqaudit.headline import headline
 
 from conftest import COLORS, make_image
 

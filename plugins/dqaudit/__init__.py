@@ -46,36 +46,34 @@ class RunAudit(foo.Operator):
         inputs.enum("label_field", fields, required=True,
                     default="ground_truth" if "ground_truth" in fields else fields[0],
                     label="Label field", view=types.DropdownView())
-        from dqaudit.embed.encoders import DEFAULT_ENCODER
+        from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, default
 
-        inputs.str("model", default=DEFAULT_ENCODER, label="Encoder",
+        inputs.str("model", default=default(EmbedConfig, "model"), label="Encoder",
                    description="Bundled, offline: lite0, lite1, lite2 or several joined by + "
                                "(lite0 alone is fastest on CPU); or openclip:ARCH/PRETRAINED")
-        inputs.enum("device", ["auto", "cpu", "cuda", "mps"], default="auto", label="Device")
+        inputs.enum("device", ["auto", "cpu", "cuda", "mps"],
+                    default=default(AuditConfig, "device"), label="Device")
         inputs.bool("clr", default=True, label="Estimate the corrupted-label ratio",
                     description="Controlled CLR injection (adds probe training time)")
-        inputs.int("clr_repeats", default=20, label="CLR repeats per injected ratio")
+        inputs.int("clr_repeats", default=default(ClrConfig, "repeats"),
+                   label="CLR repeats per injected ratio")
         inputs.str("out_dir", required=False, label="Output folder",
                    description="Where the report and tables go (default: "
                                "~/.dqaudit/audits/<dataset>)")
-        inputs.bool("pdf", default=True, label="Render the PDF report")
+        inputs.bool("pdf", default=default(ReportConfig, "pdf"), label="Render the PDF report")
         return types.Property(inputs, view=types.View(label="dqaudit: audit labels"))
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.embed.encoders import DEFAULT_ENCODER
+        from dqaudit.fiftyone_app import audit_fiftyone, default_out_dir, form_config
         from dqaudit.fiftyone_io import SUSPECTS_VIEW
-        from dqaudit.fiftyone_app import audit_fiftyone, default_out_dir
 
         p = ctx.params
         try:
             result = audit_fiftyone(
                 ctx.view, label_field=p.get("label_field", "ground_truth"),
                 out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name),
-                model=p.get("model") or DEFAULT_ENCODER, device=p.get("device") or "auto",
-                pdf=bool(p.get("pdf", True)), clr=bool(p.get("clr", True)),
-                clr_repeats=int(p.get("clr_repeats") or 20), quiet=True,
-                command="FiftyOne App: run_audit")
+                config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
         except DqauditError as exc:
             return _fail(ctx, exc)
         s = result.summary
@@ -123,18 +121,22 @@ class EstimateClr(foo.Operator):
         )
 
     def resolve_input(self, ctx):
+        from dqaudit.config import ClrConfig, default
+        from dqaudit.clr import MODES
+
         inputs = types.Object()
-        inputs.int("repeats", default=20, label="Repeats per injected ratio")
-        inputs.enum("mode", ["uniform", "posterior"], default="uniform", label="Corruption")
+        inputs.int("repeats", default=default(ClrConfig, "repeats"),
+                   label="Repeats per injected ratio")
+        inputs.enum("mode", list(MODES), default=default(ClrConfig, "mode"),
+                    label="Corruption")
         return types.Property(inputs)
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_app import estimate_clr_for
+        from dqaudit.fiftyone_app import clr_form_config, estimate_clr_for
 
         try:
-            res = estimate_clr_for(ctx.dataset, repeats=int(ctx.params.get("repeats", 20)),
-                                   mode=ctx.params.get("mode", "uniform"))
+            res = estimate_clr_for(ctx.dataset, config=clr_form_config(ctx.dataset, ctx.params))
         except DqauditError as exc:
             return _fail(ctx, exc)
         return {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}

@@ -1,0 +1,432 @@
+"""``Audit``: one object holding a dataset's audit, and every operation on it.
+
+An audit is the samples table (one row per sample, scores and flags), the summary (dataset-level
+numbers, the config that made them, the verdict), the embeddings and the out-of-sample
+posteriors. ``Audit.scan`` makes one from a dataset, ``Audit.from_arrays`` from a user's own
+embeddings or predicted probabilities, ``Audit.load`` from a folder. Every change (re-rank after
+corrections, CLR re-run, verification) ends in ``finish``: verdict, folder, report, FiftyOne.
+The CLI commands and the FiftyOne plugin are calls on this object (as sqlite-utils' commands are
+calls on its ``Database``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import fiftyone_io, outputs, relabel, verify
+from .clr import ClrConfig
+from .config import AuditConfig, ReportConfig
+from .dataset import LabeledImages, one_hot
+from .devices import resolve_device
+from .errors import DqauditError, InputError
+from .headline import verdict
+from .ingest import load_dataset
+from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, rescored, run_clr,
+                       score, scored_summary, timed)
+from .report import render_report
+
+PROBS_NPY = "probs.npy"
+
+
+@dataclass
+class Audit:
+    """An audit in memory, and the folder it lives in (``out_dir``, None until ``save``).
+
+    Row ``i`` of ``samples``, ``dataset``, ``embeddings`` (N, D) and ``probs`` (N, C) is the
+    same sample; samples dropped as junk keep their rows (``samples["dropped"]``, NaN probs).
+    """
+
+    dataset: LabeledImages
+    samples: pd.DataFrame
+    summary: dict
+    embeddings: np.ndarray | None
+    probs: np.ndarray | None
+    config: AuditConfig = field(default_factory=AuditConfig)
+    out_dir: Path | None = None
+    quiet: bool = True
+
+    # ------------------------------------------------------------------ making one
+
+    @classmethod
+    def scan(cls, source: str | os.PathLike | LabeledImages, *, config: AuditConfig | None = None,
+             out_dir: str | os.PathLike | None = None, embeddings=None,
+             fiftyone_dataset: str | None = None, quiet: bool = False,
+             command: str | None = None, **ingest_options) -> Audit:
+        """Ingest, embed (or take ``embeddings``: an (N, D) array or a .npy/.npz file, see
+        ``pipeline.given_embeddings``), score, estimate the CLR, and ``finish``.
+
+        ``source``: anything ``load_dataset`` takes (``ingest_options`` go to it) or a loaded
+        ``LabeledImages``. Results go into FiftyOne dataset ``fiftyone_dataset`` when given, and
+        back into the source dataset when the samples came from FiftyOne.
+        """
+        config = config or AuditConfig()
+        timings: dict[str, float] = {}
+        with timed(timings, "ingest_seconds"):
+            data = source if isinstance(source, LabeledImages) else \
+                load_dataset(source, **ingest_options)
+        device = resolve_device(config.device)
+        with timed(timings, "embed_seconds"):
+            if embeddings is None:
+                log(quiet, f"dqaudit: {len(data)} images, {data.n_classes} classes; model "
+                           f"{config.embed.model} on "
+                           f"{device if config.embed.engine == 'local' else 'Ray'}")
+                data, embeddings, info = embed_dataset(data, config, device=device, quiet=quiet)
+            else:
+                embeddings, info = given_embeddings(data, embeddings)
+        check_scorable(data)
+        if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
+            fiftyone_dataset = data.source["location"]
+        return cls._scored(data, embeddings, None, info, config=config, device=device,
+                           timings=timings, command=command, out_dir=out_dir,
+                           fiftyone_dataset=fiftyone_dataset, quiet=quiet)
+
+    @classmethod
+    def from_arrays(cls, labels, *, embeddings=None, pred_probs=None, classes=None,
+                    label_counts=None, paths=None, ids=None, splits=None,
+                    config: AuditConfig | None = None, out_dir: str | os.PathLike | None = None,
+                    quiet: bool = True) -> Audit:
+        """An audit of arrays the user already has (cleanlab's convention).
+
+        ``labels``: (N,) class indices, or class names (``classes`` then defaults to their
+        sorted set). ``embeddings`` (N, D): features of the user's own model; ``pred_probs``
+        (N, C): out-of-sample predicted probabilities (each row from a model that did not train
+        on that sample), columns in the order of ``classes``. Either or both; with
+        ``pred_probs`` alone there are no duplicate, outlier or CLR results (they need
+        embeddings). ``paths``/``ids``/``splits`` default to ``sample_<i>``/the paths/empty.
+        Nothing is written unless ``out_dir`` is given.
+        """
+        if embeddings is None and pred_probs is None:
+            raise InputError("Audit.from_arrays needs embeddings=, pred_probs= or both")
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) == 0:
+            raise InputError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+        if labels.dtype.kind in "iu":
+            n_classes = len(classes) if classes is not None else (
+                pred_probs.shape[1] if pred_probs is not None else int(labels.max()) + 1)
+            classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
+            if labels.min() < 0 or labels.max() >= len(classes):
+                raise InputError(f"labels must be class indices 0..{len(classes) - 1}")
+            y = labels.astype(np.int64)
+        else:
+            names = [str(v) for v in labels]
+            classes = list(classes) if classes is not None else sorted(set(names))
+            index = {c: i for i, c in enumerate(classes)}
+            unknown = sorted(set(names) - set(index))
+            if unknown:
+                raise InputError(f"labels {unknown[:5]} are not in classes")
+            y = np.array([index[v] for v in names], dtype=np.int64)
+        n = len(y)
+        paths = [str(p) for p in paths] if paths is not None else [f"sample_{i}"
+                                                                  for i in range(n)]
+        data = LabeledImages(
+            paths=paths, labels=y, classes=[str(c) for c in classes],
+            label_counts=np.asarray(label_counts, dtype=np.float32) if label_counts is not None
+            else one_hot(y, len(classes)),
+            splits=np.array(list(splits) if splits is not None else [""] * n, dtype=object),
+            ids=[str(i) for i in ids] if ids is not None else list(paths),
+            source={"kind": "arrays", "location": "arrays"})
+        config = config or AuditConfig()
+        info = {"model": "user embeddings" if embeddings is not None else None,
+                "device": None, "n_embedded": n, "n_cached": 0, "n_failed": 0,
+                "images_per_second": None}
+        if embeddings is not None:
+            embeddings, _ = given_embeddings(data, embeddings)
+            info["dim"] = int(embeddings.shape[1])
+        if embeddings is None:
+            config = replace(config, clr=None)  # injection trains probes on embeddings
+        return cls._scored(data, embeddings, pred_probs, info, config=config,
+                           device=resolve_device(config.device), timings={},
+                           command="Audit.from_arrays", out_dir=out_dir, quiet=quiet,
+                           fiftyone_dataset=None)
+
+    @classmethod
+    def _scored(cls, data, embeddings, pred_probs, info, *, config, device, timings, command,
+                out_dir, fiftyone_dataset, quiet) -> Audit:
+        with timed(timings, "score_seconds"):
+            scored = score(data, embeddings, config, device=device, pred_probs=pred_probs)
+        stats = scored.stats
+        log(quiet, f"dqaudit: {stats['label_error_count']} suspected label errors (estimated "
+                   f"{stats['estimated_label_errors']}), {stats['flagged_count']} samples "
+                   "flagged")
+        samples, summary = scored_summary(data, info, scored, config=config, timings=timings,
+                                          command=command)
+        summary["fiftyone_dataset"] = fiftyone_dataset
+        res = cls(dataset=data, samples=samples, summary=summary, embeddings=embeddings,
+                  probs=scored.probs, config=config,
+                  out_dir=Path(out_dir) if out_dir is not None else None, quiet=quiet)
+        if config.clr is not None:
+            res._estimate_clr(config.clr, device=device)
+        return res.finish()
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike, *, quiet: bool = True) -> Audit:
+        """The audit saved in folder ``out_dir`` (embeddings memory-mapped)."""
+        out = Path(out_dir)
+        if not (out / outputs.SUMMARY_JSON).exists():
+            raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}`")
+        summary = outputs.read_summary(out)
+        samples = outputs.read_samples(out)
+        classes = summary["dataset"]["classes"]
+        index = {c: i for i, c in enumerate(classes)}
+        data = LabeledImages(
+            paths=samples["path"].tolist(),
+            labels=np.array([index[v] for v in samples["label"]], dtype=np.int64),
+            classes=list(classes),
+            label_counts=np.load(out / outputs.LABEL_COUNTS_NPY).astype(np.float32),
+            splits=np.array(samples["split"].tolist(), dtype=object),
+            ids=samples["id"].tolist(), source=summary["dataset"]["source"])
+        emb = out / outputs.EMBEDDINGS_NPY
+        probs = out / PROBS_NPY
+        return cls(dataset=data, samples=samples, summary=summary,
+                   embeddings=np.load(emb, mmap_mode="r") if emb.exists() else None,
+                   probs=np.load(probs) if probs.exists() else None,
+                   config=_saved_config(summary, out), out_dir=out, quiet=quiet)
+
+    # ------------------------------------------------------------------ re-running
+
+    @property
+    def kept(self) -> np.ndarray:
+        """(N,) bool: the rows still audited (not dropped as junk)."""
+        if "dropped" not in self.samples:
+            return np.ones(len(self.samples), dtype=bool)
+        return ~self.samples["dropped"].astype(bool).to_numpy()
+
+    @property
+    def user_probs(self) -> bool:
+        """Whether the posteriors are the user's ``pred_probs`` (kept as given on a re-rank)."""
+        return self.summary.get("posterior_method") == "pred_probs"
+
+    def rescore(self, *, labels: list[str] | None = None, dropped=frozenset(),
+                device: str | None = None, finish: bool = True) -> Audit:
+        """Re-rank after new annotations: the same embeddings, ``labels`` (class names, one per
+        row; None: unchanged) and ``dataset.label_counts``; samples with an id in ``dropped``
+        leave the scoring. Nothing is embedded again."""
+        data = self.dataset
+        before = data.labels.copy()
+        if labels is not None:
+            index = {c: i for i, c in enumerate(data.classes)}
+            data.labels = np.array([index[v] for v in labels], dtype=np.int64)
+        keep = ~self.samples["id"].isin(set(dropped)).to_numpy()
+        # every number estimated before this change of labels is now stale (headline.py)
+        s = self.summary
+        s["label_changes"] = s.get("label_changes", 0) + int(
+            ((data.labels != before) & keep).sum() + (~keep & self.kept).sum())
+        emb = None if self.embeddings is None else (
+            self.embeddings if keep.all() else self.embeddings[keep])
+        given = self.probs[keep] if self.user_probs else None
+        timings = s.setdefault("timings", {})
+        with timed(timings, "rescore_seconds"):
+            scored = score(data.subset(keep), emb, self.config, pred_probs=given,
+                           device=resolve_device(device or self.config.device))
+        self.samples = rescored(self.samples, data, keep, scored, s)
+        probs = np.full((len(keep), data.n_classes), np.nan, dtype=np.float32)
+        probs[keep] = scored.probs
+        self.probs = probs
+        log(self.quiet, f"dqaudit: re-ranked {int(keep.sum())} samples; "
+                        f"{s['label_error_count']} suspected label errors remain")
+        return self.finish() if finish else self
+
+    def estimate_clr(self, config: ClrConfig | None = None, *, device: str | None = None
+                     ) -> dict:
+        """Re-run controlled CLR injection (``config``: default the audit's, else
+        ``ClrConfig()``) on the audit's embeddings; record and ``finish``."""
+        config = config or self.config.clr or ClrConfig()
+        self._estimate_clr(config, device=resolve_device(device or self.config.device))
+        self.finish()
+        return self.summary["clr"]
+
+    def _estimate_clr(self, config: ClrConfig, *, device: str) -> None:
+        if self.embeddings is None:
+            raise DqauditError("CLR injection trains probes on embeddings, and this audit has "
+                               "none (pred_probs only); pass embeddings= as well")
+        keep = self.kept
+        s = self.summary
+        probs = self.probs[keep] if self.probs is not None else score(
+            self.dataset.subset(keep), self.embeddings[keep], self.config, device=device).probs
+        verified = (s.get("clr") or {}).get("verified")
+        with timed(s.setdefault("timings", {}), "clr_seconds"):
+            s["clr"] = run_clr(self.embeddings if keep.all() else self.embeddings[keep],
+                               self.dataset.labels[keep], self.dataset.n_classes,
+                               seed=self.config.seed, config=config, device=device,
+                               probs=probs.astype(np.float64))
+        s["clr"]["label_changes_at_estimate"] = s.get("label_changes", 0)
+        if verified:  # a verified estimate does not depend on the injection: keep it
+            s["clr"]["verified"] = verified
+        self.config = replace(self.config, clr=config)
+        c = s["clr"]
+        log(self.quiet, f"dqaudit: estimated corrupted-label ratio {100 * c['estimate']:.1f}% "
+                        f"(95% CI {100 * c['ci_low']:.1f}-{100 * c['ci_high']:.1f}%)")
+
+    # ------------------------------------------------------------------ review workflows
+
+    def review_queue(self, *, budget: int, thumbnails: bool = True) -> pd.DataFrame:
+        """The next ``budget`` unreviewed samples by review score (``relabel.review_queue``)."""
+        return relabel.review_queue(self._folder(), budget=budget, thumbnails=thumbnails)
+
+    def apply_corrections(self, corrections, *, annotator: str | None = None,
+                          rerank: bool = True, device: str | None = None,
+                          finish: bool = True) -> dict:
+        """Add reviewers' annotations to the ledger and the label counts
+        (``relabel.record_corrections``), then re-rank."""
+        rec = relabel.record_corrections(self._folder(), corrections, annotator=annotator)
+        self.dataset.label_counts = rec.pop("label_counts").astype(np.float32)
+        labels, dropped = rec.pop("labels"), rec.pop("dropped_ids")
+        if rerank:
+            self.rescore(labels=labels, dropped=dropped, device=device, finish=finish)
+        return rec
+
+    def export(self, *, to: str, dest: str, drop_junk: bool = True) -> dict:
+        """Write the cleaned dataset as a new copy (``relabel.export_cleaned``)."""
+        return relabel.export_cleaned(self._folder(), to=to, dest=dest, drop_junk=drop_junk)
+
+    def draw_verification_sample(self, *, size: int, **options) -> dict:
+        """Draw or grow the verification sample (``verify.draw_sample``)."""
+        res = verify.draw_sample(self._folder(), size=size, **options)
+        self.summary = outputs.read_summary(self.out_dir)
+        return res
+
+    def apply_verified(self, verified, *, annotator: str | None = None,
+                       estimator: str | None = None) -> dict:
+        """The verified estimate from checked labels (``verify.estimate_verified``); the checked
+        labels enter the corrections ledger (once each), then the audit is re-ranked."""
+        todo = verify.estimate_verified(self._folder(), verified,
+                                        **({"estimator": estimator} if estimator else {}))
+        self.summary = outputs.read_summary(self.out_dir)
+        n_new = 0
+        if len(todo):
+            n_new = self.apply_corrections(todo, annotator=annotator, finish=False)[
+                "annotations"]
+        # the corrections just made are in the estimate (corrections_since_draw): it is stale
+        # only after label changes that come later
+        block = self.summary["clr"]["verified"]
+        block["label_changes_at_estimate"] = self.summary.get("label_changes", 0)
+        self.finish()
+        return {**block, "new_annotations": n_new}
+
+    def record_verified(self, verified: pd.DataFrame, *, annotator: str | None = None) -> dict:
+        """Record checked labels; estimate once every stratum has one (the App's batches)."""
+        res = verify.record_verified(self._folder(), verified)
+        if res["estimated"]:
+            res.update(self.apply_verified(self.out_dir / verify.VERIFY_SAMPLE_CSV,
+                                           annotator=annotator))
+        return res
+
+    # ------------------------------------------------------------------ outputs
+
+    def finish(self) -> Audit:
+        """The end of every path: the verdict, the folder, the report, FiftyOne."""
+        s = self.summary
+        s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
+        s["config"] = self.config.to_dict()
+        if self.out_dir is not None:
+            self.save()
+            if self.config.report.enabled:
+                paths = self.render_report()
+                log(self.quiet, f"dqaudit: wrote {', '.join(paths.values())}")
+        if s.get("fiftyone_dataset"):
+            self.to_fiftyone()
+        return self
+
+    def save(self, out_dir: str | os.PathLike | None = None) -> Path:
+        """Write the audit folder (samples table, summary, arrays; atomic writes)."""
+        out = Path(out_dir) if out_dir is not None else self.out_dir
+        if out is None:
+            raise DqauditError("Audit.save needs a folder: audit.save('audit_dir')")
+        out.mkdir(parents=True, exist_ok=True)
+        outputs.write_samples(out, self.samples)
+        outputs.write_skipped(out, self.dataset.skipped)
+        emb = out / outputs.EMBEDDINGS_NPY
+        same_file = isinstance(self.embeddings, np.memmap) and Path(
+            self.embeddings.filename).resolve() == emb.resolve()
+        if self.embeddings is not None and not same_file:
+            outputs.write_array(out, outputs.EMBEDDINGS_NPY, self.embeddings.astype(np.float32))
+        outputs.write_array(out, outputs.LABEL_COUNTS_NPY, self.dataset.label_counts)
+        if self.probs is not None:
+            outputs.write_array(out, PROBS_NPY, self.probs.astype(np.float32))
+        self.out_dir = out
+        self._save_summary()
+        return out
+
+    def render_report(self, config: ReportConfig | None = None) -> dict:
+        """(Re-)render report.html (and .pdf) from the folder; ``config`` replaces the audit's
+        report settings and is recorded. Returns the paths written."""
+        if config is not None and config != self.config.report:
+            self.config = replace(self.config, report=config)
+            self._save_summary()
+        r = self.config.report
+        return render_report(self._folder(), title=r.title, top_n=r.top_n, pdf=r.pdf,
+                             page_size=r.page_size)
+
+    def to_fiftyone(self, name: str | None = None) -> dict:
+        """Write the kept samples' ``dq_*`` fields, saved views and run record into FiftyOne
+        dataset ``name`` (default: the audit's); records the name."""
+        name = name or self.summary.get("fiftyone_dataset")
+        if not name:
+            raise DqauditError("no FiftyOne dataset named; pass one: audit.to_fiftyone('name')")
+        keep = self.kept
+        part = replace(self, dataset=self.dataset.subset(keep),
+                       samples=self.samples[keep].reset_index(drop=True),
+                       embeddings=None if self.embeddings is None else self.embeddings[keep])
+        written = fiftyone_io.write_results(part, name, embeddings=self.embeddings is not None,
+                                label_field=self.dataset.source.get("label_field",
+                                                                    "ground_truth"))
+        if self.summary.get("fiftyone_dataset") != name:
+            self.summary["fiftyone_dataset"] = name
+            self._save_summary()
+        log(self.quiet, f"dqaudit: wrote fields and views {', '.join(written['views'])} to "
+                        f"FiftyOne dataset {written['dataset']!r}")
+        return written
+
+    def _save_summary(self) -> None:
+        if self.out_dir is not None:
+            self.summary["config"] = self.config.to_dict()
+            outputs.write_json(self._folder() / outputs.SUMMARY_JSON, self.summary)
+
+    def _folder(self) -> Path:
+        if self.out_dir is None:
+            raise DqauditError("this audit has no folder yet; call audit.save('audit_dir') "
+                               "first")
+        return self.out_dir
+
+
+def _saved_config(summary: dict, out: Path) -> AuditConfig:
+    """The folder's config; folders written before configs were saved get one from their
+    summary (seed, posteriors, verdict thresholds, whether a report and a PDF exist)."""
+    if "config" in summary:
+        return AuditConfig.from_dict(summary["config"])
+    thresholds = tuple((summary.get("verdict") or {}).get("thresholds", {}).values()) or None
+    score = {"posterior_method": summary.get("posterior_method"),
+             "duplicate_threshold": (summary.get("score_parameters") or {}).get(
+                 "duplicate_threshold")}
+    legacy = {"seed": summary.get("seed", 0),
+              "score": {k: v for k, v in score.items() if v is not None},
+              "report": {"enabled": (out / "report.html").exists(),
+                         "pdf": (out / "report.pdf").exists()}}
+    if thresholds:
+        legacy["report"]["verdict_thresholds"] = thresholds
+    return AuditConfig.from_dict(legacy)
+
+
+def audit(source, *, out_dir=None, config: AuditConfig | None = None, **options) -> Audit:
+    """Audit a labeled image dataset (``Audit.scan``); the outputs go to ``out_dir`` when given.
+
+    ``config``: an ``AuditConfig`` (``dqaudit.config``); other keyword arguments go to
+    ``Audit.scan`` (``embeddings``, ``fiftyone_dataset``, ``quiet``, ``command``) and to
+    ``load_dataset`` (``label_column``, ``from_fiftyone``, ...).
+    """
+    return Audit.scan(source, out_dir=out_dir, config=config, **options)
+
+
+def draw_verification_sample(out_dir, *, size: int, **options) -> dict:
+    """``Audit.load(out_dir).draw_verification_sample(size=size, ...)``."""
+    return Audit.load(out_dir).draw_verification_sample(size=size, **options)
+
+
+def apply_verified(out_dir, verified, **options) -> dict:
+    """``Audit.load(out_dir).apply_verified(verified, ...)``."""
+    return Audit.load(out_dir).apply_verified(verified, **options)

@@ -1,0 +1,126 @@
+"""An audit's settings as data: frozen dataclasses, each default written once.
+
+``AuditConfig`` holds one config per stage (``EmbedConfig``, ``ScoreConfig``, ``ClrConfig`` from
+``dqaudit.clr``, ``ReportConfig``) plus the seed and the device. It is stored in
+``summary.json`` under ``"config"`` and rebuilt from there by every re-run (re-score, CLR
+re-run, re-render), so a folder's later numbers come from the settings that made it. The CLI
+options and the plugin forms take their defaults from these fields (``default``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+
+from .clr import ClrConfig
+from .embed.encoders import DEFAULT_ENCODER
+from .errors import DqauditError
+from .neighbors import DUPLICATE_THRESHOLD
+from .posteriors import DEFAULT_METHOD
+
+ENGINES = ("local", "ray")
+PAGE_SIZES = ("A4", "Letter")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How images become (N, D) embeddings (``dqaudit.embed``)."""
+
+    model: str = DEFAULT_ENCODER
+    image_size: int | str | None = "auto"  # pixels, or "auto" (from the median image side)
+    flip_tta: bool = True
+    batch_size: int | None = None  # None: by device
+    num_workers: int | None = None  # None: by device
+    engine: str = "local"  # or "ray" (dqaudit.embed.ray_engine)
+    ray_address: str | None = None
+    num_gpus_per_worker: float | None = None
+    use_cache: bool = True
+    cache_dir: str | None = None  # None: $DQAUDIT_CACHE_DIR or ~/.cache/dqaudit/embeddings
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise DqauditError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How the posteriors and the per-sample scores are computed (``dqaudit.scoring``)."""
+
+    posterior_method: str = DEFAULT_METHOD
+    k: int = 10  # neighbours of the kNN graph
+    knn_method: str = "auto"
+    duplicate_threshold: float = DUPLICATE_THRESHOLD  # cosine at or above: near-duplicates
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The HTML/PDF report and the verdict it states."""
+
+    enabled: bool = True
+    pdf: bool = True
+    title: str | None = None
+    top_n: int = 24  # samples per gallery
+    page_size: str = "A4"
+    verdict_thresholds: tuple[float, float] = (0.02, 0.05)  # clean / some noise, up to
+
+    def __post_init__(self):
+        if self.page_size not in PAGE_SIZES:
+            raise DqauditError(f"unknown page size {self.page_size!r}; valid: "
+                               f"{', '.join(PAGE_SIZES)}")
+        good, fair = self.verdict_thresholds
+        if not 0 <= good <= fair <= 1:
+            raise DqauditError("verdict thresholds: need 0 <= clean <= some-noise <= 1")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything that decides an audit's numbers. ``clr`` None: no CLR injection."""
+
+    seed: int = 0
+    device: str = "auto"
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    clr: ClrConfig | None = field(default_factory=ClrConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> AuditConfig:
+        """The config saved by ``to_dict``; keys it does not know (a newer version's) are
+        ignored, missing ones take today's defaults (folders written before configs existed)."""
+        return _build(cls, data or {})
+
+
+def _build(cls, data: dict):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        inner = _dataclass_of(hints[f.name])
+        if inner is not None and isinstance(value, dict):
+            value = _build(inner, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _dataclass_of(hint):
+    """The dataclass in a hint like ``ClrConfig | None``, else None."""
+    if is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        if is_dataclass(arg):
+            return arg
+    return None
+
+
+def default(cls, name: str):
+    """The default of field ``name`` of config class ``cls`` (for CLI options and forms)."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default

@@ -1,0 +1,208 @@
+"""Scoring a dataset: out-of-sample posteriors, then every per-sample score of the output
+contract (docs/scores.md) and the dataset-level statistics the summary carries.
+
+One function, ``score_dataset``, behind the scan, the re-rank after corrections, and users'
+own arrays (``Audit.from_arrays``): embeddings, out-of-sample ``pred_probs``, or both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import calibration, scores
+from .dataset import LabeledImages, label_distribution
+from .errors import InputError
+from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
+                        knn_disagreement, outlier_flags, outlier_scores)
+from .posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
+from .probes import project
+
+DEFAULT_SEED = 0
+# a sample is "ambiguous" when its posterior entropy is at least half the maximum, log C
+AMBIGUITY_THRESHOLD = 0.5
+ISSUE_NAMES = ("label_error", "ambiguous", "duplicate", "conflicting_duplicate", "leak",
+               "outlier")
+
+
+@dataclass
+class ScoredDataset:
+    """The scores stage's output: the per-sample score columns and dataset-level statistics."""
+
+    table: pd.DataFrame
+    stats: dict
+    probs: np.ndarray
+    graph: object
+
+
+def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
+                  pred_probs: np.ndarray | None = None, seed: int = DEFAULT_SEED,
+                  method: str = DEFAULT_METHOD, k: int = 10,
+                  duplicate_threshold: float | None = None,
+                  knn_method: str = "auto", device: str = "cpu", graph=None) -> ScoredDataset:
+    """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
+
+    ``embeddings`` (N, D) give the posteriors (K-fold probes, ``method``) and the kNN graph
+    (duplicates, outliers, neighbour disagreement, importance). ``pred_probs`` (N, C):
+    out-of-sample class probabilities from the user's own model, used instead of the probes'
+    (cleanlab's convention: each row predicted by a model that did not train on that sample).
+    With ``pred_probs`` alone the graph scores are left empty (NaN, -1, False). ``graph``: a
+    kNN graph of ``embeddings`` already built (``dqaudit.neighbors.knn``) to reuse.
+    ``duplicate_threshold``: None takes ``neighbors.DUPLICATE_THRESHOLD``.
+    """
+    n = len(data)
+    if embeddings is None and pred_probs is None:
+        raise InputError("scoring needs embeddings, pred_probs or both")
+    if pred_probs is not None:
+        pred_probs = _checked_probs(pred_probs, n, data.n_classes)
+    x = post = None
+    if embeddings is not None:
+        x = project(embeddings, seed=seed)
+        if graph is None:
+            graph = knn(embeddings, k=k, method=knn_method, device=device, seed=seed)
+    if pred_probs is None:
+        post = compute_posteriors(x, graph, data.label_counts, data.labels, method=method,
+                                  seed=seed, device=device)
+        probs = post.probs
+        # the order of review: the same scores on the posteriors the cleaning simulation
+        # measures (one fold split, no correction rounds; see posteriors.review_posteriors)
+        review_probs = review_posteriors(
+            method, x, graph, data.label_counts, post.fold_sets[0], device=device,
+            graph_probs=post.by_method.get("graph"), labels=data.labels)
+    else:
+        probs = review_probs = pred_probs
+    target = label_distribution(data.label_counts)
+    noisiness = scores.noisiness(target, probs)
+    ambiguity = scores.ambiguity(probs)
+    priority = noisiness - ambiguity
+    suggested, confidence = scores.suggestions(probs)
+    disagreement = scores.given_label_disagreement(target, probs)
+    found = scores.find_label_errors(data.labels, target, probs)
+    label_error, n_errors, joint = found.flags, found.count, found.joint
+    # calibrated to sum to the estimated number of wrong labels (benchmarks/calibration.py)
+    error_probability = calibration.power(disagreement, n_errors)
+    review = scores.review_score_of(data.labels, review_probs, label_counts=data.label_counts)
+    normalised_entropy = ambiguity / np.log(data.n_classes)
+    ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
+    if duplicate_threshold is None:
+        duplicate_threshold = DUPLICATE_THRESHOLD
+    if graph is not None:
+        dup_group = duplicate_groups(graph, threshold=duplicate_threshold)
+        outlier_score = outlier_scores(graph)
+        outlier = outlier_flags(outlier_score)
+        importance = scores.importance(x, data.labels, noisiness)
+        neighbour_disagreement = knn_disagreement(data.labels, graph)
+    else:
+        dup_group = np.full(n, -1, dtype=np.int64)
+        outlier_score = importance = neighbour_disagreement = np.full(n, np.nan)
+        outlier = np.zeros(n, dtype=bool)
+    duplicate = dup_group >= 0
+    conflicting = group_flags(dup_group, data.labels)
+    leak = group_flags(dup_group, data.splits, ignore_empty=True)
+
+    names = list(ISSUE_NAMES)
+    masks = [label_error, ambiguous, duplicate, conflicting, leak, outlier]
+    issues = _issue_lists(names, masks)
+    flagged = label_error | conflicting | leak | outlier | duplicate
+    classes = np.array(data.classes, dtype=object)
+    table = pd.DataFrame({
+        "noisiness": noisiness,
+        "ambiguity": ambiguity,
+        "priority": priority,
+        "review_score": review,
+        "importance": importance,
+        "suggested_label": classes[suggested],
+        "suggested_confidence": confidence,
+        "label_error_probability": error_probability,
+        "given_label_disagreement": disagreement,
+        "knn_disagreement": neighbour_disagreement,
+        "dup_group": dup_group,
+        "outlier_score": outlier_score,
+        "outlier_percentile": 100.0 * pd.Series(outlier_score).rank(pct=True).to_numpy(),
+        "flagged": flagged,
+        "issues": issues,
+    })
+    per_class_noise = {}
+    row_sums = joint.sum(axis=1)
+    for c, name in enumerate(data.classes):
+        members = data.labels == c
+        per_class_noise[name] = {
+            "n": int(members.sum()),
+            "estimated_noise_rate": round(float(1 - joint[c, c] / row_sums[c]), 4)
+            if row_sums[c] > 0 else None,
+            "flagged_label_errors": int(label_error[members].sum()),
+        }
+    transition = joint / np.maximum(row_sums[:, None], 1e-12)
+    stats = {
+        "posterior_method": method if post is not None else "pred_probs",
+        "label_error_probability": {
+            "calibration": "power",
+            "description": "P(given label is wrong): 1 - p(given label) under the "
+                           "out-of-sample posteriors, raised to the power that makes the "
+                           "column sum to the estimated number of wrong labels",
+        },
+        "flagged_count": int(flagged.sum()),
+        "label_error_count": int(label_error.sum()),
+        "estimated_label_errors": n_errors,
+        "estimated_noise_rate": round(n_errors / len(data), 4),
+        "issue_counts": {name: int(m.sum()) for name, m in zip(names, masks)},
+        "duplicate_groups": int(dup_group.max() + 1) if duplicate.any() else 0,
+        "per_class_noise": per_class_noise,
+        "estimated_transition_matrix": {
+            "classes": list(data.classes),
+            "description": "row: given label, column: likely true label (row-normalised "
+                           "calibrated confident joint)",
+            "matrix": np.round(transition, 4).tolist(),
+        },
+        "score_parameters": {"k": graph.k if graph is not None else None,
+                             "duplicate_threshold": duplicate_threshold,
+                             "ambiguity_threshold": AMBIGUITY_THRESHOLD,
+                             "n_folds": 5 if post is not None else None,
+                             "fold_splits": post.fold_splits if post is not None else None,
+                             "pca_dim": int(x.shape[1]) if x is not None else None,
+                             "knn": graph.info if graph is not None else None,
+                             "posteriors": "probes" if post is not None else "pred_probs"},
+    }
+    return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
+
+
+def _issue_lists(names: list[str], masks: list[np.ndarray]) -> list[list[str]]:
+    """Per sample, the names whose mask is set; one Python list per distinct combination."""
+    codes = np.zeros(len(masks[0]), dtype=np.int64)
+    for bit, m in enumerate(masks):
+        codes |= m.astype(np.int64) << bit
+    combos = {int(c): [n for bit, n in enumerate(names) if c >> bit & 1]
+              for c in np.unique(codes)}
+    return [list(combos[c]) for c in codes.tolist()]
+
+
+def base_samples_table(data: LabeledImages) -> pd.DataFrame:
+    """The identity columns of the samples table: id, path, label (class name), split."""
+    return pd.DataFrame({
+        "id": data.ids,
+        "path": data.paths,
+        "label": [data.classes[i] for i in data.labels],
+        "split": list(data.splits),
+    })
+
+
+
+
+def _checked_probs(pred_probs, n: int, n_classes: int) -> np.ndarray:
+    """(N, C) float64 rows that are probability distributions, or an InputError naming the
+    fix."""
+    p = np.asarray(pred_probs, dtype=np.float64)
+    if p.shape != (n, n_classes):
+        raise InputError(f"pred_probs has shape {p.shape}; expected ({n}, {n_classes}): one row "
+                         "per sample, one column per class in the order of `classes`")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise InputError("pred_probs has negative, NaN or infinite values; pass probabilities "
+                         "(softmax outputs), not logits")
+    sums = p.sum(axis=1)
+    if np.abs(sums - 1).max() > 1e-3:
+        raise InputError(f"pred_probs rows must sum to 1 (found sums from {sums.min():.3g} to "
+                         f"{sums.max():.3g}); pass softmax outputs, not logits")
+    return p / sums[:, None]
+

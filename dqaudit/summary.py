@@ -1,0 +1,75 @@
+"""The dataset-level part of ``summary.json``: what was audited, with what, where, and the
+numbers derived from the samples table (relabel plan, verification size)."""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .dataset import LabeledImages
+from .headline import HEADLINE_HALF_WIDTH
+from .plan import relabel_plan
+from .survey import verification_size
+from .version import __version__
+
+
+def build_summary(data: LabeledImages, embed_info: dict, *, seed: int, timings: dict,
+                  command: str | None) -> dict:
+    """The summary's description of the run; the scores' statistics are added by the audit."""
+    splits = pd.Series(list(data.splits)).value_counts().sort_index()
+    skipped_reasons = pd.Series([s["reason"] for s in data.skipped]).value_counts()
+    source = data.source or {}
+    location = str(source.get("location", "dataset"))
+    name = Path(location).stem if source.get("kind") == "manifest" else Path(location).name
+    if source.get("kind") == "manifest" and name in ("labels", "manifest", "metadata"):
+        name = Path(location).parent.name
+    return {
+        "dqaudit_version": __version__,
+        "dataset_name": name or location,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "seed": seed,
+        "dataset": {
+            "source": data.source,
+            "n_classes": data.n_classes,
+            "classes": data.classes,
+            "multi_annotator": data.has_multiple_annotations,
+            "splits": {str(k): int(v) for k, v in splits.items() if str(k)},
+        },
+        "n_samples": len(data),
+        "class_counts": data.class_counts(),
+        "n_skipped": len(data.skipped),
+        "skipped_reasons": {str(k): int(v) for k, v in skipped_reasons.items()},
+        "skipped_examples": data.skipped[:20],
+        "embedding": embed_info,
+        "model": embed_info["model"],
+        "device": embed_info["device"],
+        "timings": timings,
+        "environment": {"python": platform.python_version(), "platform": platform.platform()},
+        "versions": _versions(),
+        "clr": None,  # filled by controlled CLR injection when it runs
+        "fiftyone_dataset": None,
+    }
+
+
+def _versions() -> dict:
+    out = {"dqaudit": __version__}
+    for pkg in ("torch", "timm", "open-clip-torch", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def plan_fields(samples: pd.DataFrame, estimated_label_errors: int) -> dict:
+    """``relabel_plan`` and ``verify_size_for_2pt`` of a scored samples table (scored rows)."""
+    probability = samples["label_error_probability"].to_numpy(dtype=np.float64)
+    return {"relabel_plan": relabel_plan(samples["review_score"].to_numpy(), probability,
+                                         estimated_label_errors),
+            "verify_size_for_2pt": verification_size(probability, HEADLINE_HALF_WIDTH)}
