@@ -102,34 +102,10 @@ class Audit:
         """
         if embeddings is None and pred_probs is None:
             raise InputError("Audit.from_arrays needs embeddings=, pred_probs= or both")
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or len(labels) == 0:
-            raise InputError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
-        if labels.dtype.kind in "iu":
-            n_classes = len(classes) if classes is not None else (
-                pred_probs.shape[1] if pred_probs is not None else int(labels.max()) + 1)
-            classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
-            if labels.min() < 0 or labels.max() >= len(classes):
-                raise InputError(f"labels must be class indices 0..{len(classes) - 1}")
-            y = labels.astype(np.int64)
-        else:
-            names = [str(v) for v in labels]
-            classes = list(classes) if classes is not None else sorted(set(names))
-            index = {c: i for i, c in enumerate(classes)}
-            unknown = sorted(set(names) - set(index))
-            if unknown:
-                raise InputError(f"labels {unknown[:5]} are not in classes")
-            y = np.array([index[v] for v in names], dtype=np.int64)
-        n = len(y)
-        paths = [str(p) for p in paths] if paths is not None else [f"sample_{i}"
-                                                                  for i in range(n)]
-        data = LabeledImages(
-            paths=paths, labels=y, classes=[str(c) for c in classes],
-            label_counts=np.asarray(label_counts, dtype=np.float32) if label_counts is not None
-            else one_hot(y, len(classes)),
-            splits=np.array(list(splits) if splits is not None else [""] * n, dtype=object),
-            ids=[str(i) for i in ids] if ids is not None else list(paths),
-            source={"kind": "arrays", "location": "arrays"})
+        data = LabeledImages.from_labels(
+            labels, classes=classes, label_counts=label_counts, paths=paths, ids=ids,
+            splits=splits, n_classes=None if pred_probs is None else np.shape(pred_probs)[1])
+        n = len(data)
         config = config or AuditConfig()
         info = {"model": "user embeddings" if embeddings is not None else None,
                 "device": None, "n_embedded": n, "n_cached": 0, "n_failed": 0,
@@ -185,7 +161,9 @@ class Audit:
         return cls(dataset=data, samples=samples, summary=summary,
                    embeddings=np.load(emb, mmap_mode="r") if emb.exists() else None,
                    probs=np.load(probs) if probs.exists() else None,
-                   config=_saved_config(summary, out), out_dir=out, quiet=quiet)
+                   config=AuditConfig.from_summary(
+                       summary, report=(out / "report.html").exists(),
+                       pdf=(out / "report.pdf").exists()), out_dir=out, quiet=quiet)
 
     # ------------------------------------------------------------------ re-running
 
@@ -210,7 +188,22 @@ class Audit:
         before = data.labels.copy()
         if labels is not None:
             index = {c: i for i, c in enumerate(data.classes)}
-            data.labels = np.array([index[v] for v in labels], dtype=np.int64)
+            unknown = sorted(set(labels) - set(index))
+            if unknown:
+                raise InputError(f"labels {unknown[:5]} are not classes of this audit")
+            new = np.array([index[v] for v in labels], dtype=np.int64)
+            counts = data.label_counts
+            changed = np.flatnonzero(new != before)
+            # labels the counts do not back (set directly, not through the ledger): a sample
+            # with one annotation takes the new label as that annotation; one with several
+            # needs another annotation, so that its label stays the majority of them
+            changed = changed[counts[changed, new[changed]] < counts[changed].max(axis=1)]
+            several = changed[counts[changed].sum(axis=1) > 1]
+            if len(several):
+                raise InputError(f"sample {data.ids[several[0]]!r} has several annotations; "
+                                 "add one with apply_corrections instead of setting its label")
+            counts[changed] = one_hot(new[changed], data.n_classes)
+            data.labels = new
         keep = ~self.samples["id"].isin(set(dropped)).to_numpy()
         # every number estimated before this change of labels is now stale (headline.py)
         s = self.summary
@@ -392,24 +385,6 @@ class Audit:
             raise DqauditError("this audit has no folder yet; call audit.save('audit_dir') "
                                "first")
         return self.out_dir
-
-
-def _saved_config(summary: dict, out: Path) -> AuditConfig:
-    """The folder's config; folders written before configs were saved get one from their
-    summary (seed, posteriors, verdict thresholds, whether a report and a PDF exist)."""
-    if "config" in summary:
-        return AuditConfig.from_dict(summary["config"])
-    thresholds = tuple((summary.get("verdict") or {}).get("thresholds", {}).values()) or None
-    score = {"posterior_method": summary.get("posterior_method"),
-             "duplicate_threshold": (summary.get("score_parameters") or {}).get(
-                 "duplicate_threshold")}
-    legacy = {"seed": summary.get("seed", 0),
-              "score": {k: v for k, v in score.items() if v is not None},
-              "report": {"enabled": (out / "report.html").exists(),
-                         "pdf": (out / "report.pdf").exists()}}
-    if thresholds:
-        legacy["report"]["verdict_thresholds"] = thresholds
-    return AuditConfig.from_dict(legacy)
 
 
 def audit(source, *, out_dir=None, config: AuditConfig | None = None, **options) -> Audit:

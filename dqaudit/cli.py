@@ -5,51 +5,17 @@ Heavy libraries are imported inside the commands, so ``dqaudit --help`` is insta
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import shlex
-import sys
 from dataclasses import replace
 
 import click
 
+from .cli_options import (clr_options, command_line, embedding_options, given_options,
+                          ingest_options, library_errors, parse_thresholds, positive_int,
+                          report_options, scale_options, show_progress)
 from .clr import ClrConfig
 from .config import AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
-from .errors import DqauditError
 from .version import __version__
-
-
-class UserError(click.ClickException):
-    """A DqauditError shown as one line, exit code 2 (like click's own usage errors)."""
-
-    exit_code = 2
-
-
-def library_errors(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except DqauditError as exc:
-            raise UserError(str(exc)) from exc
-
-    return wrapper
-
-
-def _show_progress() -> None:
-    """The library logs its progress to the ``dqaudit`` logger; the CLI shows INFO on stderr
-    (``--quiet`` runs log at DEBUG, so they print nothing)."""
-    logger = logging.getLogger("dqaudit")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
-def _command_line() -> str:
-    return " ".join(["dqaudit"] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,161 +28,7 @@ def main() -> None:
       dqaudit sample-data ./shapes
       dqaudit scan ./shapes/manifest.csv --out ./audit
     """
-    _show_progress()
-
-
-def embedding_options(func):
-    """Options shared by every command that computes embeddings."""
-    options = [
-        click.option("--model", default=default(EmbedConfig, "model"), show_default=True,
-                     help="Encoder: bundled and offline, lite0, lite1, lite2 (EfficientNet-"
-                          "Lite; :head for the classifier-head features) or several joined by "
-                          "+ (features side by side; lite0 alone is 2x faster on CPU); or "
-                          "openclip:ARCH/PRETRAINED (open_clip tag, or a local checkpoint "
-                          "path)."),
-        click.option("--image-size", default=default(EmbedConfig, "image_size"),
-                     show_default=True,
-                     help="lite input resolution in pixels, or auto (160 for images of at "
-                          "most 64 px, else 224)."),
-        click.option("--flip-tta/--no-flip-tta", default=default(EmbedConfig, "flip_tta"),
-                     show_default=True,
-                     help="Average each image's features with its mirror image's (2x compute, "
-                          "better posteriors)."),
-        click.option("--device", default=default(AuditConfig, "device"), show_default=True,
-                     help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu."),
-        click.option("--batch-size", type=int, default=None,
-                     help="Images per forward pass [default: 32 on CPU, 256 on CUDA]."),
-        click.option("--num-workers", type=int, default=None,
-                     help="DataLoader processes that decode images [default: by device]."),
-        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                     help="Embedding cache [default: $DQAUDIT_CACHE_DIR or "
-                          "~/.cache/dqaudit/embeddings]."),
-        click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def scale_options(func):
-    """Where the embed stage runs and how the kNN graph is searched."""
-    options = [
-        click.option("--engine", type=click.Choice(["local", "ray"]),
-                     default=default(EmbedConfig, "engine"),
-                     show_default=True,
-                     help="Embed on this machine, or as a Ray Data pipeline (needs "
-                          "pip install \"dqaudit[ray]\"; a local Ray cluster unless "
-                          "--ray-address)."),
-        click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
-                     help="With --engine ray: join this running Ray cluster."),
-        click.option("--num-gpus-per-worker", type=click.FloatRange(0), default=None,
-                     help="With --engine ray: GPUs per encoder actor [default: 1 when the "
-                          "cluster has GPUs, else 0]."),
-        click.option("--dup-threshold", "duplicate_threshold", type=click.FloatRange(0, 1),
-                     default=default(ScoreConfig, "duplicate_threshold"), show_default=True,
-                     help="Cosine similarity at or above which two images are near-duplicates "
-                          "(measured for lite0+lite2 and lite0; other encoders may need "
-                          "another value)."),
-        click.option("--knn", "knn_method", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
-                     default=default(ScoreConfig, "knn_method"), show_default=True,
-                     help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "
-                          "to 0.95 on the data); auto is exact up to 20,000 samples."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def ingest_options(func):
-    """Options that say how to read the dataset."""
-    options = [
-        click.option("--path-column", default=None, help="Manifest column with image paths."),
-        click.option("--label-column", default=None, help="Manifest column with labels."),
-        click.option("--split-column", default=None, help="Manifest column with splits."),
-        click.option("--count-prefix", default=None,
-                     help="Prefix of per-class annotation-count columns [default: n_]."),
-        click.option("--image-root", type=click.Path(file_okay=False), default=None,
-                     help="Folder that manifest paths are relative to [default: its folder]."),
-        click.option("--from-fiftyone", is_flag=True,
-                     help="DATASET is the name of a FiftyOne dataset."),
-        click.option("--label-field", default="ground_truth", show_default=True,
-                     help="FiftyOne Classification field with the labels."),
-        click.option("--saved-view", default=None,
-                     help="With --from-fiftyone: audit only this saved view of the dataset."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def report_options(func):
-    """Options of the HTML/PDF report, shared by scan and report."""
-    options = [
-        click.option("--no-pdf", is_flag=True, help="Write report.html only."),
-        click.option("--report-title", default=None,
-                     help="Title of the report [default: the audit's, else from the "
-                          "dataset's name]."),
-        click.option("--top-n", type=click.IntRange(1, 500), default=None,
-                     help="Samples shown per gallery (suspects, ambiguous, outliers) "
-                          f"[default: the audit's, else {default(ReportConfig, 'top_n')}]."),
-        click.option("--page-size", type=click.Choice(["A4", "Letter"]), default=None,
-                     help="PDF page size [default: the audit's, else "
-                          f"{default(ReportConfig, 'page_size')}]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def clr_options(func):
-    """Options of controlled CLR injection, shared by scan and clr."""
-    options = [
-        click.option("--clr-repeats", type=click.IntRange(2, 1000), default=None,
-                     help="Repeats per injected ratio [default: the audit's, else "
-                          f"{default(ClrConfig, 'repeats')}]."),
-        click.option("--clr-grid", default=None, callback=_grid,
-                     help="Injected ratios, comma-separated [default: the audit's, else "
-                          f"{','.join(f'{g:g}' for g in default(ClrConfig, 'grid'))}]."),
-        click.option("--clr-mode", type=click.Choice(["uniform", "posterior"]), default=None,
-                     help="uniform: a random other class; posterior: flips that follow the "
-                          "dataset's own confusions [default: the audit's, else "
-                          f"{default(ClrConfig, 'mode')}]."),
-        click.option("--clr-max-samples", type=click.IntRange(min=0), default=None,
-                     help="Above this many samples, run on a stratified random subsample of "
-                          "this size (0: always all samples) [default: the audit's, else "
-                          f"{default(ClrConfig, 'max_samples')}]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _grid(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        grid = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("a comma-separated list of ratios like 0,0.01,0.05") from None
-    if not grid or grid[0] != 0 or any(b <= a for a, b in zip(grid, grid[1:])) or grid[-1] >= 1:
-        raise click.BadParameter("ratios must start at 0, increase, and stay below 1")
-    return grid
-
-
-def _given(**options) -> dict:
-    """The options the user gave (not None), for ``dataclasses.replace`` on a config."""
-    return {k: v for k, v in options.items() if v is not None}
-
-
-def _thresholds(text: str) -> tuple[float, float]:
-    try:
-        good, fair = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--verdict-thresholds takes two rates like 0.02,0.05, got {text!r}"
-                        ) from None
-    if not 0 <= good <= fair <= 1:
-        raise UserError("--verdict-thresholds: need 0 <= clean <= some-noise <= 1")
-    return good, fair
+    show_progress()
 
 
 @main.command()
@@ -265,7 +77,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
     """
     from .api import Audit
 
-    image_size = image_size if image_size == "auto" else _positive_int(image_size, "--image-size")
+    image_size = image_size if image_size == "auto" else positive_int(image_size, "--image-size")
     config = AuditConfig(
         seed=seed, device=device,
         embed=EmbedConfig(model=model, image_size=image_size, flip_tta=flip_tta,
@@ -273,14 +85,14 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                           ray_address=ray_address, num_gpus_per_worker=num_gpus_per_worker,
                           use_cache=not no_cache, cache_dir=cache_dir),
         score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold),
-        clr=None if no_clr else ClrConfig(**_given(
+        clr=None if no_clr else ClrConfig(**given_options(
             grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples)),
-        report=ReportConfig(**_given(title=report_title, top_n=top_n, page_size=page_size),
+        report=ReportConfig(**given_options(title=report_title, top_n=top_n, page_size=page_size),
                             enabled=not no_report, pdf=not no_pdf,
-                            verdict_thresholds=_thresholds(verdict_thresholds)))
+                            verdict_thresholds=parse_thresholds(verdict_thresholds)))
     result = Audit.scan(
         dataset, out_dir=out_dir, config=config, embeddings=embeddings_file,
-        fiftyone_dataset=fiftyone_dataset, quiet=quiet or as_json, command=_command_line(),
+        fiftyone_dataset=fiftyone_dataset, quiet=quiet or as_json, command=command_line(),
         path_column=path_column, label_column=label_column, split_column=split_column,
         count_prefix=count_prefix, image_root=image_root, from_fiftyone=from_fiftyone,
         label_field=label_field, saved_view=saved_view)
@@ -311,19 +123,9 @@ def report(out_dir, no_pdf, report_title, top_n, page_size):
 
     audit = Audit.load(out_dir)
     config = replace(audit.config.report, enabled=True, pdf=not no_pdf,
-                     **_given(title=report_title, top_n=top_n, page_size=page_size))
+                     **given_options(title=report_title, top_n=top_n, page_size=page_size))
     paths = audit.render_report(config)
     click.echo("wrote " + ", ".join(paths.values()))
-
-
-def _positive_int(value: str, option: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number <= 0:
-        raise UserError(f"{option} must be 'auto' or a positive number of pixels, got {value!r}")
-    return number
 
 
 @main.command("sample-data")
@@ -586,7 +388,7 @@ def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     from .api import Audit
 
     audit = Audit.load(out_dir)
-    config = replace(audit.config.clr or ClrConfig(), **_given(
+    config = replace(audit.config.clr or ClrConfig(), **given_options(
         grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples))
     res = audit.estimate_clr(config, device=device)
     click.echo(f"estimated corrupted-label ratio {100 * res['estimate']:.1f}% (95% CI "

@@ -18,6 +18,7 @@ benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -321,7 +322,6 @@ def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes
                  config: ClrConfig = ClrConfig(), seed: int = 0, device: str = "cpu",
                  probs: np.ndarray | None = None) -> dict:
     """The whole protocol: injection curves, regression table and the CLR estimate (JSON-ready)."""
-    import time
 
     t = time.perf_counter()
     n_all = len(labels)

@@ -20,7 +20,7 @@ from .neighbors import DUPLICATE_THRESHOLD
 from .posteriors import DEFAULT_METHOD
 
 ENGINES = ("local", "ray")
-PAGE_SIZES = ("A4", "Letter")
+PAGE_SIZES = ("A4", "Letter")  # the report templates' print sizes
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,24 @@ class AuditConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_summary(cls, summary: dict, *, report: bool, pdf: bool) -> AuditConfig:
+        """The config saved in an audit's summary; folders written before configs were saved
+        get one from their summary (seed, posteriors, duplicate threshold, verdict thresholds)
+        and from whether they hold a ``report`` and a ``pdf``."""
+        if "config" in summary:
+            return cls.from_dict(summary["config"])
+        thresholds = tuple((summary.get("verdict") or {}).get("thresholds", {}).values())
+        score = {"posterior_method": summary.get("posterior_method"),
+                 "duplicate_threshold": (summary.get("score_parameters") or {}).get(
+                     "duplicate_threshold")}
+        legacy = {"seed": summary.get("seed", 0),
+                  "score": {k: v for k, v in score.items() if v is not None},
+                  "report": {"enabled": report, "pdf": pdf}}
+        if thresholds:
+            legacy["report"]["verdict_thresholds"] = thresholds
+        return cls.from_dict(legacy)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> AuditConfig:

@@ -125,6 +125,44 @@ class LabeledImages:
         return cls(labels=majority_labels(label_counts, prefer=prefer),
                    label_counts=label_counts, **fields)
 
+    @classmethod
+    def from_labels(cls, labels, *, classes=None, n_classes: int | None = None,
+                    label_counts=None, paths=None, ids=None, splits=None,
+                    source: dict | None = None) -> LabeledImages:
+        """A dataset of given labels without image files (``Audit.from_arrays``).
+
+        ``labels``: (N,) class indices (``classes`` default ``"0"``..``str(n_classes - 1)``) or
+        class names (``classes`` default their sorted set). ``paths``/``ids``/``splits`` default
+        to ``sample_<i>``/the paths/no split; ``label_counts`` to one annotation per sample.
+        """
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) == 0:
+            raise InputError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+        if labels.dtype.kind in "iu":
+            if classes is None:
+                classes = [str(c) for c in range(n_classes or int(labels.max()) + 1)]
+            if labels.min() < 0 or labels.max() >= len(classes):
+                raise InputError(f"labels must be class indices 0..{len(classes) - 1}")
+            y = labels.astype(np.int64)
+        else:
+            names = [str(v) for v in labels]
+            classes = list(classes) if classes is not None else sorted(set(names))
+            index = {str(c): i for i, c in enumerate(classes)}
+            unknown = sorted(set(names) - set(index))
+            if unknown:
+                raise InputError(f"labels {unknown[:5]} are not in classes")
+            y = np.array([index[v] for v in names], dtype=np.int64)
+        n = len(y)
+        paths = [str(p) for p in paths] if paths is not None else [f"sample_{i}"
+                                                                  for i in range(n)]
+        return cls(paths=paths, labels=y, classes=[str(c) for c in classes],
+                   label_counts=np.asarray(label_counts, dtype=np.float32)
+                   if label_counts is not None else one_hot(y, len(classes)),
+                   splits=np.array(list(splits) if splits is not None else [""] * n,
+                                   dtype=object),
+                   ids=[str(i) for i in ids] if ids is not None else list(paths),
+                   source=source or {"kind": "arrays", "location": "arrays"})
+
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -223,19 +223,15 @@ def ivf_knn(embeddings: np.ndarray, *, k: int = 10, target_recall: float = TARGE
 
 
 # Candidates from 4-bit fast-scan product-quantised codes (2 dimensions per code), re-ranked
-# by exact inner products over k * factor candidates. Measured on synthetic 512-d embeddings
-# (benchmarks/scale.py): at 100k and nprobe 64, recall 0.973 in 7 s for all rows (factor 8),
-# against 0.974 in 28 s with 8-bit scalar quantisation (IVF-SQ8) and 0.985 in 53 s with full
-# vectors (IVF-Flat); at 1M a factor of 8 stops at recall 0.93 whatever the nprobe (up to 512),
-# a factor of 32 reaches 0.957 at nprobe 96 and 0.979 at 128. At 100k x 1280-d, factor 16
-# reached the recall of 32 (0.965) in a quarter less search time: it is tried first.
+# by exact inner products over k * factor candidates: the fastest route to the target recall
+# at 100k and 1M (benchmarks/scale.py; benchmarks/RESULTS.md, "Scale" sections); 16 is tried
+# first, 32 when 16 cannot reach the recall.
 REFINE_FACTORS = (16, 32)
 # Index size and training. The k-means of the coarse quantiser costs nlist x points x D per
 # iteration (points = TRAIN_PER_LIST x nlist, so it grows as nlist^2); the all-points search
-# scans about N x nprobe x N / nlist codes either way. Measured at 100k x 1280-d
-# (benchmarks/RESULTS.md): 4 sqrt(N) lists, 40 points per list and faiss' 25 k-means
-# iterations took 86 s for the graph; 2 sqrt(N) lists, 16 points and 10 iterations 36 s, at
-# recall 0.979 instead of 0.950 (the tuned nprobe falls from 48 to 32).
+# scans about N x nprobe x N / nlist codes either way; these values more than halved the
+# graph's time at 100k x 1280-d at no loss of recall (benchmarks/RESULTS.md, "Scale at
+# 1,280-d and 1M").
 NLIST_PER_SQRT_N = 2
 TRAIN_PER_LIST = 16
 KMEANS_ITERATIONS = 10

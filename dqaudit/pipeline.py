@@ -18,6 +18,7 @@ from . import calibration
 from .clr import ClrConfig, estimate_clr, take_subsample
 from .config import AuditConfig
 from .dataset import LabeledImages
+from .embed import auto_image_size, embed_images, load_encoder
 from .errors import DqauditError, InputError
 from .ingest import fingerprint, median_image_side
 from .probes import project
@@ -36,8 +37,6 @@ def log(quiet: bool, message: str) -> None:
 def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quiet: bool
                   ) -> tuple[LabeledImages, np.ndarray, dict]:
     """(dataset without its undecodable images, (N, D) embeddings, the embed stage's info)."""
-    from .embed import auto_image_size, embed_images, load_encoder
-
     e = config.embed
     image_size = e.image_size
     if image_size == "auto":
@@ -126,7 +125,7 @@ def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset,
     samples = pd.concat([base_samples_table(data), scored.table], axis=1)
     summary = build_summary(data, embed_info, seed=config.seed, timings=timings,
                             command=command)
-    summary["fingerprint"] = fingerprint(data)
+    summary["fingerprint"] = fingerprint(data, files=data.source.get("kind") != "arrays")
     summary.update(scored.stats)
     summary.update(plan_fields(samples, scored.stats["estimated_label_errors"]))
     summary["label_changes"] = 0

@@ -11,11 +11,10 @@ Methods (registry ``POSTERIOR_METHODS``):
     ``ensemble``  the mean of the two.
 The linear method repeats its K-fold cross-validation on ``LINEAR_REPEATS`` differently seeded
 fold splits and averages the out-of-fold probabilities (repeated K-fold: every model still never
-sees the labels of the samples it predicts). Measured on 5,000 CIFAR-10N images
-(benchmarks/RESULTS.md), three repeats raised the AUPRC of noisiness on all five noise sets
-(+0.001 to +0.009) and the flag's F1 on three (+0.004 to +0.011; -0.004 on one, 0 on one);
-above ``REPEAT_MAX_SAMPLES`` samples one split is used, as the variance a repeat removes
-shrinks with N while its cost grows.
+sees the labels of the samples it predicts): averaging removes fold-split variance from the
+ranking (benchmarks/RESULTS.md, "repeated K-fold linear posteriors"); above
+``REPEAT_MAX_SAMPLES`` samples one split is used, as the variance a repeat removes shrinks
+with N while its cost grows.
 Targets are the normalised label counts, so several annotators per sample are first-class.
 """
 
@@ -36,8 +35,8 @@ DEFAULT_METHOD = "linear"
 LINEAR_REPEATS = 3
 REPEAT_MAX_SAMPLES = 50_000
 # L-BFGS iterations of a correction round's probes after the first, which start from the last
-# round's weights: on CIFAR-10N (5 noise sets) 30 gave the same flags' F1 as 100 (within
-# +-0.003) in 40% less time (benchmarks/RESULTS.md)
+# round's weights: the same flags as 100 in less time (benchmarks/RESULTS.md, "correction
+# rounds in the flag's order")
 WARM_ITER = 30
 
 
@@ -89,10 +88,8 @@ def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray
     pseudo-labels). The suspects are found by an inner cross-validation inside the training
     part alone, so the held-out fold's labels never reach its model, not even through another
     sample's corrected target, and chosen as the audit chooses its flag
-    (``scores.find_label_errors``). Measured on CIFAR-10N (random1 / worst), two rounds raise
-    the flag's F1 by 0.015 / 0.017 over no correction; choosing the suspects in the flag's order
-    instead of by noisiness alone raised it by 0.006 to 0.007 on random1-3 and worst, and
-    lowered it by 0.009 on aggre (benchmarks/RESULTS.md).
+    (``scores.find_label_errors``): the suspects' own noisy labels stop pulling the fit towards
+    them (benchmarks/RESULTS.md, "correction rounds in the flag's order").
     """
     n, c = label_counts.shape
     k = int(folds.max()) + 1
@@ -171,10 +168,8 @@ def review_posteriors(method: str, x: np.ndarray, graph: KnnGraph, label_counts:
     one fold split, the linear probe without its label-correction rounds.
 
     These are the posteriors of the cleaning simulation's selectors (``dqaudit simulate``), so
-    the review queue is the order that was measured. On CIFAR-10H (benchmarks/RESULTS.md, 3
-    seeds) ranking by the corrected posteriors instead lowered the simulation's normalised AUC
-    from 0.816 to 0.783: the rounds sharpen the flag (its F1) but, with several annotations
-    arriving per sample, the review order does better on the uncorrected fit.
+    the review queue is the order that was measured; the correction rounds sharpen the flag
+    but not the review order (benchmarks/RESULTS.md, "Cleaning efficiency ..., review order").
 
     ``graph_probs``: the graph posteriors on these folds when already computed (the audit's
     ``Posteriors.by_method["graph"]``), so they are not computed again.

@@ -175,10 +175,8 @@ def find_label_errors(labels: np.ndarray, target: np.ndarray, probs: np.ndarray)
     (``estimate_label_error_count``), taken in the order of the mean rank of ``noisiness`` and
     ``noise_model_error_probability`` among the samples whose posterior prefers another class.
 
-    Used by the audit and by the label-correction rounds of the linear probe. Measured on
-    CIFAR-10N (benchmarks/RESULTS.md): this order gave a higher F1 than noisiness alone in 9 of
-    10 measurements (two encoders x five noise sets), and choosing the correction rounds'
-    suspects by it too raised the flag's F1 on four of five noise sets.
+    Used by the audit and by the label-correction rounds of the linear probe; the two ranks
+    together beat noisiness alone (benchmarks/RESULTS.md, "Detection quality on CIFAR-10N").
     """
     joint = confident_joint(labels, probs)
     count = int(round(off_diagonal(joint)))

@@ -24,14 +24,16 @@ import numpy as np
 
 from . import scores
 from .dataset import majority_labels
-from .embed.encoders import DEFAULT_ENCODER
 from .devices import resolve_device
+from .embed import auto_image_size, embed_images, load_encoder
+from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
 from .ingest import load_manifest, median_image_side
 from .neighbors import knn
 from .outputs import write_json
 from .posteriors import review_posteriors, stratified_folds
 from .probes import project
+from .report.figures import _plt, _svg
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS
@@ -213,8 +215,6 @@ def _first_reach(curve: np.ndarray, grid: np.ndarray, level: float) -> int | Non
 
 def plot(result: dict) -> str:
     """SVG of % correct labels against re-annotations, mean +- std per selector."""
-    from .report.figures import _plt, _svg
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     grid = np.array(result["grid"])
@@ -237,8 +237,6 @@ def simulate_manifest(manifest, out_dir, *, noise_rate: float = 0.15, seeds: int
     """Read a manifest with per-class count columns, embed its images, simulate, and write
     ``simulation.json`` and ``simulation.svg`` to ``out_dir``."""
     from pathlib import Path
-
-    from .embed import auto_image_size, embed_images, load_encoder
 
     data = load_manifest(Path(manifest), count_prefix=count_prefix, path_column=path_column,
                          image_root=image_root)

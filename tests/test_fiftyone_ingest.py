@@ -37,3 +37,15 @@ def test_fiftyone_errors(fo_dataset):
         load_dataset("dqaudit-no-such-dataset", from_fiftyone=True)
     with pytest.raises(InputError, match="no field 'labels'"):
         load_dataset(fo_dataset.name, from_fiftyone=True, label_field="labels")
+
+
+def test_a_saved_view_records_its_name_and_stages(fo_dataset):
+    fo = import_fiftyone()
+    fo_dataset.save_view("no_green", fo_dataset.match(
+        fo.ViewField("ground_truth.label") != "green"))
+    data = load_dataset(fo_dataset.name, from_fiftyone=True, saved_view="no_green")
+    assert "green" not in data.classes and len(data) == 7
+    view = data.source["view"]
+    assert view[0] == "saved view 'no_green'" and view[1].startswith("1. Match(")
+    assert data.source["location"] == fo_dataset.name
+    assert load_dataset(fo_dataset.name, from_fiftyone=True).source["view"] is None

@@ -12,6 +12,7 @@ import numpy as np
 from .cache import EmbeddingCache, default_cache_dir, file_key
 from .encoders import (DEFAULT_ENCODER, ENCODERS, Encoder, Preprocessing, auto_image_size,
                        load_encoder)
+from .loader import ImageFolderDataset, collate
 
 __all__ = ["EmbeddingResult", "embed_images", "load_encoder", "Encoder", "Preprocessing",
            "ENCODERS", "DEFAULT_ENCODER", "default_batch_size", "auto_image_size"]
@@ -63,8 +64,6 @@ def embed_images(
     so an interrupted run resumes where it stopped.
     """
     import torch
-
-    from .loader import ImageFolderDataset, collate
 
     t0 = time.perf_counter()
     encoder = load_encoder(model) if isinstance(model, str) else model

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+from ..config import PAGE_SIZES
+from ..errors import DqauditError
+from ..outputs import SAMPLES_CSV, read_samples, read_summary
+from .context import build_context
+
 REPORT_HTML = "report.html"
 REPORT_PDF = "report.pdf"
-PAGE_SIZES = ("A4", "Letter")
 
 
 def templates_dir() -> Path:
@@ -45,10 +50,6 @@ def render_html(context: dict) -> str:
 def render_report(out_dir: str | os.PathLike, *, title: str | None = None, top_n: int = 24,
                   pdf: bool = True, page_size: str = "A4") -> dict:
     """(Re-)render the report of an audit folder from its saved outputs; returns the paths."""
-    from ..errors import DqauditError
-    from ..outputs import SAMPLES_CSV, read_samples, read_summary
-    from .context import build_context
-
     out = Path(out_dir)
     if not (out / "summary.json").exists():
         raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}` "
@@ -65,8 +66,6 @@ def render_report(out_dir: str | os.PathLike, *, title: str | None = None, top_n
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, paths["html"])
     if pdf:
-        import logging
-
         import weasyprint
 
         logging.getLogger("weasyprint").setLevel(logging.ERROR)

@@ -7,19 +7,18 @@ import base64
 import io
 
 import pandas as pd
+from PIL import Image
 
+from ..embed.loader import to_rgb
 from ..headline import headline
 from ..outputs import review_order_column
+from . import figures
 
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
 
 
 def thumbnail(path: str) -> str | None:
     """A PNG data URI of the image, or None when it cannot be read."""
-    from PIL import Image
-
-    from ..embed.loader import to_rgb
-
     try:
         with Image.open(path) as img:
             img.load()
@@ -57,8 +56,6 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = N
                   top_n: int = 24, max_duplicate_groups: int = 12, samples_csv: str = "",
                   page_size: str = "A4") -> dict:
     """Everything the templates show."""
-    from . import figures
-
     if "dropped" in samples.columns:  # samples a reviewer marked as junk are out of the audit
         samples = samples[~samples["dropped"].astype(bool)]
     issues = samples["issues"].map(list)

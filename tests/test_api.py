@@ -1,0 +1,149 @@
+"""The Audit object: the README's Python API as written, arrays in, configs kept across
+re-runs, the folder round trip."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import dqaudit
+from dqaudit.api import Audit
+from dqaudit.cli import main
+from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, ScoreConfig
+from dqaudit.errors import DqauditError, InputError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def run(*args):
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def test_readme_python_api_runs_as_written(tmp_path, monkeypatch):
+    block = re.search(r"## Python API\n.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert block, "README has no Python API block"
+    monkeypatch.chdir(tmp_path)
+    run("sample-data", "shapes", "--per-class", "10")
+    exec(compile(block.group(1), "README.md", "exec"), {})
+    summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
+    assert summary["config"]["clr"]["repeats"] == 5 and (tmp_path / "audit" / "report.html"
+                                                         ).exists()
+
+
+def blobs(n_per_class=30, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, d)) * 4
+    y = np.repeat(np.arange(3), n_per_class)
+    x = centres[y] + rng.normal(size=(len(y), d))
+    return x.astype(np.float32), y
+
+
+def test_from_arrays_with_embeddings_and_with_pred_probs_only():
+    x, y = blobs()
+    noisy = y.copy()
+    noisy[[0, 31, 62]] = [1, 2, 0]
+    config = AuditConfig(clr=ClrConfig(repeats=3, grid=(0.0, 0.05, 0.1), bootstrap=50))
+    audit = Audit.from_arrays(noisy, embeddings=x, config=config)
+    flagged = set(np.flatnonzero(audit.samples["issues"].map(lambda v: "label_error" in v)))
+    assert {0, 31, 62} <= flagged
+    assert audit.summary["clr"]["estimate"] >= 0 and audit.probs.shape == (90, 3)
+    assert audit.out_dir is None  # nothing written
+
+    # cleanlab's convention: out-of-sample probabilities of the user's own model
+    probs = np.full((90, 3), 0.05)
+    probs[np.arange(90), y] = 0.9
+    mine = Audit.from_arrays([f"c{v}" for v in noisy], pred_probs=probs,
+                             classes=["c0", "c1", "c2"])
+    assert mine.summary["posterior_method"] == "pred_probs" and mine.summary["clr"] is None
+    assert set(np.flatnonzero(mine.samples["issues"].map(lambda v: "label_error" in v))) == {
+        0, 31, 62}
+    assert (mine.samples["dup_group"] == -1).all() and mine.samples["outlier_score"].isna().all()
+    with pytest.raises(DqauditError, match="none \\(pred_probs only\\)"):
+        mine.estimate_clr()
+    with pytest.raises(DqauditError, match="no folder yet"):
+        mine.review_queue(budget=5)
+    # the re-rank keeps the user's probabilities: correcting the three labels clears them
+    mine.rescore(labels=[f"c{v}" for v in y])
+    assert mine.summary["label_error_count"] == 0 and mine.summary["label_changes"] == 3
+
+
+def test_from_arrays_refuses_bad_input_with_the_fix():
+    x, y = blobs()
+    with pytest.raises(InputError, match="embeddings=, pred_probs= or both"):
+        Audit.from_arrays(y)
+    with pytest.raises(InputError, match="expected \\(90, 3\\)"):
+        Audit.from_arrays(y, pred_probs=np.ones((90, 4)) / 4, classes=["a", "b", "c"])
+    with pytest.raises(InputError, match="not logits"):
+        Audit.from_arrays(y, pred_probs=np.random.default_rng(0).normal(size=(90, 3)))
+    with pytest.raises(InputError, match="one row per audited sample"):
+        Audit.from_arrays(y, embeddings=x[:10])
+
+
+def test_saved_audit_round_trips_and_rescores_in_place(tmp_path):
+    x, y = blobs()
+    config = AuditConfig(seed=4, clr=None, score=ScoreConfig(duplicate_threshold=0.9),
+                         report=ReportConfig(enabled=False))
+    audit = Audit.from_arrays(y, embeddings=x, config=config, out_dir=tmp_path / "a")
+    loaded = Audit.load(tmp_path / "a")
+    assert loaded.config == config
+    pd.testing.assert_frame_equal(loaded.samples, audit.samples)
+    np.testing.assert_allclose(loaded.probs, audit.probs, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(loaded.embeddings), x)
+    assert AuditConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    loaded.rescore(dropped={loaded.samples["id"].iat[0]})
+    again = Audit.load(tmp_path / "a")
+    assert bool(again.samples["dropped"].iat[0]) and again.summary["n_dropped"] == 1
+    assert np.isnan(again.probs[0]).all() and not np.isnan(again.probs[1:]).any()
+    assert again.summary["score_parameters"]["duplicate_threshold"] == 0.9  # the saved config
+
+
+def test_configs_keep_their_defaults_in_one_place():
+    assert EmbedConfig().model == dqaudit.EmbedConfig().model
+    old = AuditConfig.from_dict({"seed": 2, "unknown_future_key": 1, "clr": {"repeats": 7}})
+    assert old.seed == 2 and old.clr.repeats == 7 and old.clr.grid == ClrConfig().grid
+    with pytest.raises(DqauditError, match="valid: A4, Letter"):
+        ReportConfig(page_size="A3")
+
+
+def test_report_settings_survive_the_rerender_after_corrections(class_tree, tmp_path):
+    """The re-render after `relabel apply` used to fall back to the default title and A4."""
+    out = tmp_path / "o"
+    run("scan", class_tree, "--out", out, "--no-clr", "--no-pdf", "-q", "--model", "lite0",
+        "--num-workers", "0")
+    run("report", out, "--no-pdf", "--report-title", "Release 7 audit", "--page-size", "Letter")
+    samples = pd.read_parquet(out / "samples.parquet")
+    pd.DataFrame({"id": [samples["id"].iat[0]], "label": [samples["label"].iat[1]]}).to_csv(
+        out / "fix.csv", index=False)
+    run("relabel", "apply", out, out / "fix.csv")
+    html = (out / "report.html").read_text()
+    assert "Release 7 audit" in html and 'class="letter"' in html
+    assert json.loads((out / "summary.json").read_text())["config"]["report"]["title"] == \
+        "Release 7 audit"
+
+
+def test_scan_with_the_users_own_embeddings(class_tree, tmp_path):
+    data = dqaudit.load_dataset(str(class_tree))
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(len(data), 8)) + 3 * data.labels[:, None]).astype(np.float32)
+    np.save(tmp_path / "f.npy", x)
+    run("scan", class_tree, "--out", tmp_path / "o", "--embeddings", tmp_path / "f.npy",
+        "--no-clr", "--no-report", "-q")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["model"] == "user embeddings (f.npy)"
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "embeddings.npy"), x)
+    # an .npz matched by path, rows in any order
+    order = rng.permutation(len(data))
+    np.savez(tmp_path / "f.npz", embeddings=x[order], paths=np.array(data.paths)[order])
+    run("scan", class_tree, "--out", tmp_path / "z", "--embeddings", tmp_path / "f.npz",
+        "--no-clr", "--no-report", "-q")
+    np.testing.assert_array_equal(np.load(tmp_path / "z" / "embeddings.npy"), x)
+    np.save(tmp_path / "short.npy", x[:3])
+    res = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(tmp_path / "s"),
+                                    "--embeddings", str(tmp_path / "short.npy"), "-q"])
+    assert res.exit_code == 2 and "one row per audited sample" in res.output
