@@ -351,9 +351,7 @@ class Audit:
         if config is not None and config != self.config.report:
             self.config = replace(self.config, report=config)
             self._save_summary()
-        r = self.config.report
-        return render_report(self._folder(), title=r.title, top_n=r.top_n, pdf=r.pdf,
-                             page_size=r.page_size)
+        return render_report(self._folder(), self.config.report)
 
     def to_fiftyone(self, name: str | None = None) -> dict:
         """Write the kept samples' ``dq_*`` fields, saved views and run record into FiftyOne

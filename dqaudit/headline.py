@@ -55,7 +55,7 @@ def _stale(summary: dict, estimate: dict) -> int:
     return 0 if at is None else max(0, int(summary.get("label_changes", 0)) - int(at))
 
 
-def verdict(summary: dict, *, thresholds: tuple[float, float] = (0.02, 0.05)) -> dict:
+def verdict(summary: dict, *, thresholds: tuple[float, float]) -> dict:
     """A plain-language verdict from the headline noise rate (``headline``) and the leaks.
 
     ``thresholds`` (good, fair): at most ``good`` estimated noise is "clean", at most ``fair``

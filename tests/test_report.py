@@ -75,9 +75,13 @@ def test_report_is_self_contained(noisy_audit):
     assert html.count("data:image/png;base64,") >= 4
 
 
-def test_rerender_is_byte_identical_and_needs_no_recompute(noisy_audit, monkeypatch):
-    out, _ = noisy_audit
-    first = (out / "report.html").read_bytes()
+def test_rerender_is_byte_identical_and_needs_no_recompute(noisy_audit, monkeypatch,
+                                                           tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(noisy_audit[0], out)
+    # the report names its samples.csv by absolute path: the copy's
+    first = (out / "report.html").read_bytes().replace(
+        str(noisy_audit[0].resolve()).encode(), str(out.resolve()).encode())
     import dqaudit.pipeline
 
     monkeypatch.setattr(dqaudit.pipeline, "score_dataset", None)  # would fail if called
@@ -85,6 +89,8 @@ def test_rerender_is_byte_identical_and_needs_no_recompute(noisy_audit, monkeypa
     res = CliRunner().invoke(main, ["report", str(out), "--no-pdf"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert (out / "report.html").read_bytes() == first
+    # the PDF of the scan would no longer match the HTML now recorded as the report
+    assert not (out / "report.pdf").exists()
 
 
 def test_letter_pages_and_page_numbers(noisy_audit, tmp_path):

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..config import PAGE_SIZES
+from ..config import ReportConfig
 from ..errors import DqauditError
 from ..outputs import SAMPLES_CSV, read_samples, read_summary
 from .context import build_context
@@ -47,25 +47,25 @@ def render_html(context: dict) -> str:
     return environment().get_template("report.html.j2").render(css=css, **context)
 
 
-def render_report(out_dir: str | os.PathLike, *, title: str | None = None, top_n: int = 24,
-                  pdf: bool = True, page_size: str = "A4") -> dict:
-    """(Re-)render the report of an audit folder from its saved outputs; returns the paths."""
+def render_report(out_dir: str | os.PathLike, config: ReportConfig | None = None) -> dict:
+    """(Re-)render the report of an audit folder from its saved outputs with ``config`` (default:
+    ``ReportConfig()``); returns the paths written."""
     out = Path(out_dir)
     if not (out / "summary.json").exists():
         raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}` "
                            "first")
-    if page_size not in PAGE_SIZES:
-        raise DqauditError(f"unknown page size {page_size!r}; valid: {', '.join(PAGE_SIZES)}")
+    config = config or ReportConfig()
     summary = read_summary(out)
     samples = read_samples(out)
-    context = build_context(summary, samples, title=title, top_n=top_n,
-                            samples_csv=str((out / SAMPLES_CSV).resolve()), page_size=page_size)
+    context = build_context(summary, samples, title=config.title, top_n=config.top_n,
+                            samples_csv=str((out / SAMPLES_CSV).resolve()),
+                            page_size=config.page_size)
     html = render_html(context)
     paths = {"html": out / REPORT_HTML}
     tmp = paths["html"].with_name(REPORT_HTML + ".tmp")
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, paths["html"])
-    if pdf:
+    if config.pdf:
         import weasyprint
 
         logging.getLogger("weasyprint").setLevel(logging.ERROR)
@@ -74,4 +74,8 @@ def render_report(out_dir: str | os.PathLike, *, title: str | None = None, top_n
         tmp = paths["pdf"].with_name(REPORT_PDF + ".tmp")
         weasyprint.HTML(string=html, base_url=str(out)).write_pdf(tmp)
         os.replace(tmp, paths["pdf"])
+    elif (out / REPORT_PDF).exists():
+        # a PDF of an earlier state beside the new HTML would contradict it
+        (out / REPORT_PDF).unlink()
+        logging.getLogger("dqaudit").info(f"dqaudit: removed the out-of-date {REPORT_PDF}")
     return {k: str(v) for k, v in paths.items()}

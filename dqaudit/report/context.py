@@ -52,9 +52,9 @@ ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_con
                "given_label_disagreement"]
 
 
-def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None = None,
-                  top_n: int = 24, max_duplicate_groups: int = 12, samples_csv: str = "",
-                  page_size: str = "A4") -> dict:
+def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, top_n: int,
+                  page_size: str, samples_csv: str = "", max_duplicate_groups: int = 12
+                  ) -> dict:
     """Everything the templates show."""
     if "dropped" in samples.columns:  # samples a reviewer marked as junk are out of the audit
         samples = samples[~samples["dropped"].astype(bool)]
