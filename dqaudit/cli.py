@@ -201,13 +201,17 @@ def fiftyone_delete(name):
 @main.command()
 @click.argument("name")
 @click.option("--port", type=int, default=5151, show_default=True)
-@click.option("--view", default="dq_suspects", show_default=True, help="Saved view to open.")
+@click.option("--view", default="dq_suspects", show_default=True,
+              help="Saved view to open ('' for the whole dataset).")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to serve the App on; 0.0.0.0 exposes it (and the images) to the "
+                   "network.")
 @library_errors
-def app(name, port, view):
+def app(name, port, view, address):
     """Launch the FiftyOne App on dataset NAME's suspects (after `scan --fiftyone NAME`)."""
     from .fiftyone_io import launch_app
 
-    session = launch_app(name, port=port, view=view, wait=False)
+    session = launch_app(name, port=port, view=view or None, address=address, wait=False)
     click.echo(f"FiftyOne App on {name!r}, view {view!r}: {session.url}  (Ctrl-C to stop)")
     session.wait(-1)
 

@@ -326,12 +326,14 @@ def install_plugin(plugins_dir=None, *, link: bool = False) -> str:
     return str(target)
 
 
-def launch_app(name: str, *, port: int = 5151, view: str = SUSPECTS_VIEW, wait: bool = True):
-    """Open the App on the dataset's saved view ``view``; returns the session."""
+def launch_app(name: str, *, port: int = 5151, view: str | None = SUSPECTS_VIEW,
+               address: str = "127.0.0.1", wait: bool = True):
+    """Open the App on the dataset's saved view ``view`` (None: the whole dataset), served on
+    ``address`` (localhost by default: other machines cannot reach it); returns the session.
+    An unknown view is an error that lists the saved views."""
     fo = import_fiftyone()
-    dataset = load_view(name)
-    shown = dataset.load_saved_view(view) if dataset.has_saved_view(view) else dataset
-    session = fo.launch_app(shown, port=port, remote=True, auto=False)
+    shown = load_view(name, saved_view=view)
+    session = fo.launch_app(shown, port=port, address=address, remote=True, auto=False)
     if wait:
         session.wait(-1)
     return session

@@ -211,3 +211,25 @@ def test_rerank_of_a_fiftyone_audit_records_its_own_label_field(class_tree, tmp_
     assert ds.get_run_info("dqaudit").config.label_field == "truth"
     assert ds.info["dqaudit"]["label_field"] == "truth"
     assert not ds.has_sample_field("ground_truth")
+
+
+def test_app_serves_localhost_and_refuses_an_unknown_view(mislabelled_tree, tmp_path, fo_name,
+                                                          monkeypatch):
+    scan(mislabelled_tree, "--out", tmp_path / "o", "--fiftyone", fo_name, "--no-clr")
+    res = CliRunner().invoke(main, ["app", fo_name, "--view", "dq_suspect"])
+    assert res.exit_code == 2 and "no saved view 'dq_suspect'" in res.output
+    assert "dq_suspects" in res.output  # the error lists the views there are
+    seen = {}
+
+    class Session:
+        url = "http://localhost:5151/"
+
+        def wait(self, *_):
+            return None
+
+    monkeypatch.setattr(fo, "launch_app", lambda shown, **kw: seen.update(kw, n=len(shown))
+                        or Session())
+    res = CliRunner().invoke(main, ["app", fo_name], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert seen["address"] == "127.0.0.1" and seen["n"] == len(
+        fo.load_dataset(fo_name).load_saved_view("dq_suspects"))
