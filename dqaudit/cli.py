@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import click
 
-from .cli_options import (clr_options, command_line, embedding_options, given_options,
-                          ingest_options, library_errors, parse_thresholds, positive_int,
-                          report_options, scale_options, show_progress)
+from .cli_options import (check_fail_on, clr_options, command_line, embedding_options,
+                          fail_on_option, given_options, ingest_options, library_errors,
+                          parse_thresholds, positive_int, report_options, scale_options,
+                          show_progress)
 from .clr import ClrConfig
 from .config import AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
 from .version import __version__
@@ -58,13 +59,14 @@ def main() -> None:
               help="Random seed.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+@fail_on_option
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
          num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, knn_method,
          duplicate_threshold, no_pdf, report_title, top_n, page_size, no_report,
          clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
-         fiftyone_dataset, verdict_thresholds, seed, quiet, as_json):
+         fiftyone_dataset, verdict_thresholds, seed, quiet, as_json, fail_on):
     """Audit DATASET and write the results to --out.
 
     DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
@@ -107,13 +109,16 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                    f"label errors, {s['flagged_count']} flagged in all -> {out_dir}")
         click.echo(f"noise: {headline(s)['text']}")
         click.echo(f"verdict: {s['verdict']['level']} - {s['verdict']['text']}")
+    check_fail_on(result.summary, fail_on)
 
 
 @main.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
 @report_options
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@fail_on_option
 @library_errors
-def report(out_dir, no_pdf, report_title, top_n, page_size):
+def report(out_dir, no_pdf, report_title, top_n, page_size, quiet, fail_on):
     """Re-render report.html and report.pdf of an audit folder from its saved outputs.
 
     Nothing is recomputed: the report is built from summary.json and samples.parquet. The
@@ -125,7 +130,11 @@ def report(out_dir, no_pdf, report_title, top_n, page_size):
     config = replace(audit.config.report, enabled=True, pdf=not no_pdf,
                      **given_options(title=report_title, top_n=top_n, page_size=page_size))
     paths = audit.render_report(config)
-    click.echo("wrote " + ", ".join(paths.values()))
+    if not quiet:
+        click.echo("wrote " + ", ".join(paths.values()))
+        click.echo(f"verdict: {audit.summary['verdict']['level']} - "
+                   f"{audit.summary['verdict']['text']}")
+    check_fail_on(audit.summary, fail_on)
 
 
 @main.command("sample-data")

@@ -14,12 +14,45 @@ from .clr import MODES, ClrConfig
 from .config import (ENGINES, PAGE_SIZES, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig,
                      default)
 from .errors import DqauditError
+from .headline import VERDICT_LEVELS
+
+
+# exit codes: 0 done, 1 an unexpected failure (a bug: the traceback is shown), 2 a usage error
+# (click's own), 3 the input or the audit folder cannot be used (the message names the fix),
+# 4 the verdict reached --fail-on
+EXIT_INPUT = 3
+EXIT_FAIL_ON = 4
 
 
 class UserError(click.ClickException):
-    """A DqauditError shown as one line, exit code 2 (like click's own usage errors)."""
+    """A DqauditError shown as one line, exit code ``EXIT_INPUT``."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
+
+
+class VerdictReached(click.ClickException):
+    """The audit ran, and its verdict is at or past ``--fail-on``: exit ``EXIT_FAIL_ON``."""
+
+    exit_code = EXIT_FAIL_ON
+
+
+def fail_on_option(func):
+    """``--fail-on LEVEL``: exit ``EXIT_FAIL_ON`` when the verdict is LEVEL or worse (CI gates)."""
+    return click.option(
+        "--fail-on", type=click.Choice(["some-noise", "noisy"]), default=None,
+        help=f"Exit with code {EXIT_FAIL_ON} when the verdict is this level or worse "
+             "(some-noise includes noisy); for CI jobs that gate a dataset release.")(func)
+
+
+def check_fail_on(summary: dict, fail_on: str | None) -> None:
+    """Raise ``VerdictReached`` when ``summary``'s verdict is at or past ``fail_on``."""
+    if fail_on is None:
+        return
+    order = [level.replace(" ", "-") for level in VERDICT_LEVELS]
+    level = summary["verdict"]["level"].replace(" ", "-")
+    if order.index(level) >= order.index(fail_on):
+        raise VerdictReached(f"verdict {summary['verdict']['level']!r} reached --fail-on "
+                             f"{fail_on}: {summary['verdict']['text']}")
 
 
 def library_errors(func):

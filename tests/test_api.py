@@ -146,4 +146,4 @@ def test_scan_with_the_users_own_embeddings(class_tree, tmp_path):
     np.save(tmp_path / "short.npy", x[:3])
     res = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(tmp_path / "s"),
                                     "--embeddings", str(tmp_path / "short.npy"), "-q"])
-    assert res.exit_code == 2 and "one row per audited sample" in res.output
+    assert res.exit_code == 3 and "one row per audited sample" in res.output

@@ -46,12 +46,12 @@ def test_scan_class_tree_with_bad_files(class_tree, tmp_path):
     (["/no/such/dir"], "no such file"),
     (["{m}", "--label-column", "nope"], "no label column"),
 ])
-def test_scan_bad_input_exit_code_2(tmp_path, class_tree, args, needle):
+def test_scan_bad_input_exit_code_3(tmp_path, class_tree, args, needle):
     m = tmp_path / "m.csv"
     pd.DataFrame({"path": ["tree/red/red_0.png"], "label": ["red"]}).to_csv(m, index=False)
     args = [a.format(m=m) for a in args]
     res = CliRunner().invoke(main, ["scan", *args, "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2
+    assert res.exit_code == 3  # 2 is click's own usage errors
     assert needle in res.output and res.output.count("\n") == 1
 
 
@@ -100,3 +100,22 @@ def test_committed_sample_data_matches_generator(tmp_path):
     assert (committed / "manifest.csv").read_text() == (tmp_path / "g" / "manifest.csv").read_text()
     names = sorted(p.name for p in (committed / "images").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "g" / "images").iterdir())
+
+
+def test_fail_on_gates_a_release_with_its_own_exit_code(tmp_path, class_tree):
+    (class_tree / "red" / "red_0.png").rename(class_tree / "blue" / "really_red.png")
+    out = tmp_path / "o"
+    args = ["scan", str(class_tree), "--out", str(out), "--no-clr", "--no-pdf", "-q",
+            "--num-workers", "0", "--model", "lite0"]
+    res = CliRunner().invoke(main, [*args, "--fail-on", "noisy"])
+    level = json.loads((out / "summary.json").read_text())["verdict"]["level"]
+    assert level == "noisy" and res.exit_code == 4 and "reached --fail-on noisy" in res.output
+    # the same audit passes a gate it does not reach, and `report` gates too
+    loose = CliRunner().invoke(main, [*args, "--verdict-thresholds", "0.5,0.9",
+                                      "--fail-on", "some-noise"])
+    assert loose.exit_code == 0, loose.output
+    again = CliRunner().invoke(main, ["report", str(out), "--no-pdf", "-q", "--fail-on", "noisy"])
+    assert again.exit_code == 0 and again.output == ""
+    usage = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(out), "--fail-on",
+                                      "dirty"])
+    assert usage.exit_code == 2

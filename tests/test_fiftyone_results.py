@@ -217,7 +217,7 @@ def test_app_serves_localhost_and_refuses_an_unknown_view(mislabelled_tree, tmp_
                                                           monkeypatch):
     scan(mislabelled_tree, "--out", tmp_path / "o", "--fiftyone", fo_name, "--no-clr")
     res = CliRunner().invoke(main, ["app", fo_name, "--view", "dq_suspect"])
-    assert res.exit_code == 2 and "no saved view 'dq_suspect'" in res.output
+    assert res.exit_code == 3 and "no saved view 'dq_suspect'" in res.output
     assert "dq_suspects" in res.output  # the error lists the views there are
     seen = {}
 

@@ -87,10 +87,10 @@ def test_apply_rejects_unknown_labels_and_ids(audit_dir, tmp_path):
     pd.DataFrame({"id": ["red/red_1.png"], "label": ["purple"]}).to_csv(tmp_path / "c.csv",
                                                                         index=False)
     res = CliRunner().invoke(main, ["relabel", "apply", str(audit_dir), str(tmp_path / "c.csv")])
-    assert res.exit_code == 2 and "unknown labels ['purple']" in res.output
+    assert res.exit_code == 3 and "unknown labels ['purple']" in res.output
     pd.DataFrame({"id": ["nope.png"], "label": ["red"]}).to_csv(tmp_path / "d.csv", index=False)
     res = CliRunner().invoke(main, ["relabel", "apply", str(audit_dir), str(tmp_path / "d.csv")])
-    assert res.exit_code == 2 and "name no sample" in res.output
+    assert res.exit_code == 3 and "name no sample" in res.output
 
 
 def test_export_refuses_to_overwrite(audit_dir, tmp_path):
@@ -98,7 +98,7 @@ def test_export_refuses_to_overwrite(audit_dir, tmp_path):
     make_image(tmp_path / "full" / "x.png", (1, 2, 3))
     res = CliRunner().invoke(main, ["relabel", "export", str(audit_dir), "--to", "folder",
                                     "--dest", str(tmp_path / "full")])
-    assert res.exit_code == 2 and "not empty" in res.output
+    assert res.exit_code == 3 and "not empty" in res.output
 
 
 def test_rescore_reads_the_audit_embeddings_memory_mapped(audit_dir):

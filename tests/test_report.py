@@ -130,4 +130,4 @@ def test_no_report_and_no_pdf_flags(class_tree, tmp_path):
 
 def test_report_on_missing_folder_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
-    assert res.exit_code == 2 and "no summary.json" in res.output
+    assert res.exit_code == 3 and "no summary.json" in res.output

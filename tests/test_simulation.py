@@ -103,4 +103,4 @@ def test_simulate_cli_contract(tmp_path):
     assert (tmp_path / "sim" / "simulation.svg").read_text().startswith("<svg")
     bad = CliRunner().invoke(main, ["simulate", str(tmp_path / "m.csv"), "--out",
                                     str(tmp_path / "s2"), "--selectors", "psychic"])
-    assert bad.exit_code == 2 and "unknown selectors" in bad.output
+    assert bad.exit_code == 3 and "unknown selectors" in bad.output
