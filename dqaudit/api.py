@@ -24,11 +24,12 @@ from .config import AuditConfig, ReportConfig
 from .dataset import LabeledImages, one_hot
 from .devices import resolve_device
 from .errors import DqauditError, InputError
-from .headline import verdict
-from .ingest import load_dataset
+from .headline import headline, verdict
+from .ingest import fingerprint, load_dataset
 from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, rescored, run_clr,
                        score, scored_summary, timed)
 from .report import render_report
+from .summary import per_split
 
 PROBS_NPY = "probs.npy"
 
@@ -217,6 +218,9 @@ class Audit:
             scored = score(data.subset(keep), emb, self.config, pred_probs=given,
                            device=resolve_device(device or self.config.device))
         self.samples = rescored(self.samples, data, keep, scored, s)
+        if "fingerprint_files" in s:  # audits from before 2026-12-03 keep their scan's
+            s["fingerprint"] = fingerprint(data, files=s["fingerprint_files"],
+                                           dropped=set(self.samples["id"][~keep]))
         probs = np.full((len(keep), data.n_classes), np.nan, dtype=np.float32)
         probs[keep] = scored.probs
         self.probs = probs
@@ -314,8 +318,7 @@ class Audit:
     def finish(self) -> Audit:
         """The end of every path: the verdict, the folder, the report, FiftyOne."""
         s = self.summary
-        s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
-        s["config"] = self.config.to_dict()
+        self._derive()
         if self.out_dir is not None:
             self.save()
             if self.config.report.enabled:
@@ -324,6 +327,16 @@ class Audit:
         if s.get("fiftyone_dataset"):
             self.to_fiftyone()
         return self
+
+    def _derive(self) -> None:
+        """The summary's blocks that follow from the rest of it: the verdict, the per-split
+        table, the corrections ledger's summary and the config."""
+        s = self.summary
+        s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
+        s["per_split"] = per_split(self.samples, headline(s))
+        if self.out_dir is not None:
+            s["corrections"] = relabel.corrections_summary(self.out_dir)
+        s["config"] = self.config.to_dict()
 
     def save(self, out_dir: str | os.PathLike | None = None) -> Path:
         """Write the audit folder (samples table, summary, arrays; atomic writes)."""
@@ -348,8 +361,11 @@ class Audit:
     def render_report(self, config: ReportConfig | None = None) -> dict:
         """(Re-)render report.html (and .pdf) from the folder; ``config`` replaces the audit's
         report settings and is recorded. Returns the paths written."""
-        if config is not None and config != self.config.report:
+        if config is not None:
             self.config = replace(self.config, report=config)
+        before = dict(self.summary)
+        self._derive()  # an audit written by an older version gets today's blocks
+        if self.summary != before:
             self._save_summary()
         return render_report(self._folder(), self.config.report)
 

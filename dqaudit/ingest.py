@@ -120,20 +120,30 @@ def load_folder(root: Path) -> LabeledImages:
     )
 
 
-def fingerprint(data: LabeledImages, *, files: bool = True) -> str:
-    """SHA-256 over the dataset's content: every sample's id, label counts and file bytes, in
-    id order. Renaming the root folder keeps it; changing any pixel or label changes it.
-    ``files`` False (an audit of arrays, ``Audit.from_arrays``): ids and counts only."""
+def files_fingerprint(data: LabeledImages) -> str:
+    """SHA-256 over every sample's id and file bytes, in id order (the part of the fingerprint
+    that labelling cannot change; computed once, at the scan)."""
     digest = hashlib.sha256()
-    digest.update(("\x1f".join(data.classes) + "\x1e").encode())
     for i in sorted(range(len(data)), key=lambda j: data.ids[j]):
         file_digest = hashlib.sha256()
-        if files:
-            with open(data.paths[i], "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    file_digest.update(block)
+        with open(data.paths[i], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                file_digest.update(block)
+        digest.update(f"{data.ids[i]}\x1f{file_digest.hexdigest()}\x1e".encode())
+    return digest.hexdigest()
+
+
+def fingerprint(data: LabeledImages, *, files: str, dropped=frozenset()) -> str:
+    """SHA-256 over the dataset as audited now: ``files`` (``files_fingerprint``, "" for an
+    audit of arrays), the classes, every sample's id and current label counts, and the ids
+    dropped as junk. Renaming the root folder keeps it; changing any pixel, label or
+    annotation changes it."""
+    digest = hashlib.sha256()
+    digest.update((files + "\x1e" + "\x1f".join(data.classes) + "\x1e").encode())
+    for i in sorted(range(len(data)), key=lambda j: data.ids[j]):
         counts = ",".join(f"{v:g}" for v in data.label_counts[i])
-        digest.update(f"{data.ids[i]}\x1f{counts}\x1f{file_digest.hexdigest()}\x1e".encode())
+        digest.update(f"{data.ids[i]}\x1f{counts}\x1e".encode())
+    digest.update("\x1f".join(sorted(dropped)).encode())
     return digest.hexdigest()
 
 

@@ -20,7 +20,7 @@ from .config import AuditConfig
 from .dataset import LabeledImages
 from .embed import auto_image_size, embed_images, load_encoder
 from .errors import DqauditError, InputError
-from .ingest import fingerprint, median_image_side
+from .ingest import files_fingerprint, fingerprint, median_image_side
 from .probes import project
 from .scoring import ScoredDataset, base_samples_table, score_dataset
 from .summary import build_summary, plan_fields
@@ -125,7 +125,9 @@ def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset,
     samples = pd.concat([base_samples_table(data), scored.table], axis=1)
     summary = build_summary(data, embed_info, seed=config.seed, timings=timings,
                             command=command)
-    summary["fingerprint"] = fingerprint(data, files=data.source.get("kind") != "arrays")
+    files = files_fingerprint(data) if data.source.get("kind") != "arrays" else ""
+    summary["fingerprint_files"] = files
+    summary["fingerprint"] = fingerprint(data, files=files)
     summary.update(scored.stats)
     summary.update(plan_fields(samples, scored.stats["estimated_label_errors"]))
     summary["label_changes"] = 0

@@ -162,6 +162,24 @@ def record_corrections(out_dir, corrections, *, annotator: str | None = None) ->
     return result
 
 
+def corrections_summary(out_dir) -> dict | None:
+    """What the review ledger holds, for the report's Corrections section: annotations, by
+    whom, when, and the label changes and drops they made (None: no correction yet)."""
+    out = Path(out_dir)
+    book = ledger(out)
+    if book.empty:
+        return None
+    log_path = out / CHANGELOG_CSV
+    log = pd.read_csv(log_path, dtype=str, keep_default_na=False) if log_path.exists() \
+        else pd.DataFrame(columns=["id", "new_label"])
+    who = book["annotator"].replace("", "unnamed").value_counts()
+    return {"annotations": len(book), "reviewed_samples": int(book["id"].nunique()),
+            "label_changes": int((log["new_label"] != DROP_LABEL).sum()),
+            "dropped": int(book.loc[book["label"] == DROP_LABEL, "id"].nunique()),
+            "annotators": {str(k): int(v) for k, v in who.items()},
+            "first": str(book["time"].min()), "last": str(book["time"].max())}
+
+
 EXPORT_TARGETS = ("folder", "csv", "fiftyone")
 
 

@@ -73,3 +73,30 @@ def plan_fields(samples: pd.DataFrame, estimated_label_errors: int) -> dict:
     return {"relabel_plan": relabel_plan(samples["review_score"].to_numpy(), probability,
                                          estimated_label_errors),
             "verify_size_for_2pt": verification_size(probability, HEADLINE_HALF_WIDTH)}
+
+
+def per_split(samples: pd.DataFrame, head: dict) -> dict | None:
+    """Per split: samples, flagged label errors, and the headline's share of wrong labels
+    (``head``, from ``headline``) allocated to the splits in proportion to their summed
+    ``label_error_probability``, so the splits' rates average to the headline exactly (its
+    interval scaled the same way). None when the dataset has no splits."""
+    kept = samples[~samples["dropped"].astype(bool)] if "dropped" in samples else samples
+    splits = kept["split"].astype(str)
+    if (splits == "").all():
+        return None
+    q = kept["label_error_probability"].to_numpy(dtype=np.float64)
+    flags = kept["issues"].map(lambda v: "label_error" in list(v)).to_numpy()
+    total, n_all = q.sum(), len(kept)
+    out = {}
+    for name in sorted(set(splits)):
+        m = (splits == name).to_numpy()
+        share = q[m].sum() / total if total > 0 else m.mean()
+        scale = n_all * share / m.sum()
+        rates = {key: None if head[of] is None else round(min(1.0, head[of] * scale), 4)
+                 for key, of in (("estimated_noise_rate", "rate"), ("ci_low", "ci_low"),
+                                 ("ci_high", "ci_high"))}
+        out[name or "(none)"] = {"n": int(m.sum()), "flagged_label_errors": int(flags[m].sum()),
+                                 **rates}
+    return {"source": head["source"], "stale": bool(head["stale_label_changes"]), "splits": out,
+            "description": "the headline share of wrong labels, allocated to each split in "
+                           "proportion to its summed label_error_probability"}

@@ -147,3 +147,26 @@ def test_scan_with_the_users_own_embeddings(class_tree, tmp_path):
     res = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(tmp_path / "s"),
                                     "--embeddings", str(tmp_path / "short.npy"), "-q"])
     assert res.exit_code == 3 and "one row per audited sample" in res.output
+
+
+def test_fingerprint_follows_the_current_labels(class_tree, tmp_path):
+    """It hashed the scan's labels only, so 31 corrections left it unchanged."""
+    def scanned(out):
+        run("scan", class_tree, "--out", out, "--no-clr", "--no-report", "-q", "--model",
+            "lite0", "--num-workers", "0")
+        return json.loads((out / "summary.json").read_text())
+
+    first, second = scanned(tmp_path / "a"), scanned(tmp_path / "b")
+    assert first["fingerprint"] == second["fingerprint"]
+    out = tmp_path / "a"
+    samples = pd.read_parquet(out / "samples.parquet")
+    pd.DataFrame({"id": [samples["id"].iat[0]] * 2, "label": ["green", "green"]}).to_csv(
+        tmp_path / "fix.csv", index=False)
+    run("relabel", "apply", out, tmp_path / "fix.csv")
+    fixed = json.loads((out / "summary.json").read_text())
+    assert fixed["fingerprint"] != first["fingerprint"]
+    assert fixed["fingerprint_files"] == first["fingerprint_files"]
+    pd.DataFrame({"id": [samples["id"].iat[1]], "label": ["DROP"]}).to_csv(
+        tmp_path / "drop.csv", index=False)
+    run("relabel", "apply", out, tmp_path / "drop.csv")
+    assert json.loads((out / "summary.json").read_text())["fingerprint"] != fixed["fingerprint"]

@@ -131,3 +131,64 @@ def test_no_report_and_no_pdf_flags(class_tree, tmp_path):
 def test_report_on_missing_folder_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 3 and "no summary.json" in res.output
+
+
+def _flat(doc: str) -> str:
+    return re.sub(r"\s+", "", re.sub(r"<[^>]+>", "", doc)).replace("&ndash;", "–")
+
+
+def _agrees(out):
+    """Cover, verdict, per-class and per-split numbers agree with summary.json."""
+    from dqaudit.headline import headline
+
+    s = json.loads((out / "summary.json").read_text())
+    html = _flat((out / "report.html").read_text())
+    head = headline(s)
+    assert f"{100 * head['rate']:.1f}%" in html and s["verdict"]["level"] in html
+    assert str(s["verdict"]["text"]).split(";")[0].replace(" ", "") in html
+    per = s["per_split"]["splits"]
+    assert sum(r["n"] for r in per.values()) == s["n_samples"]
+    assert sum(r["flagged_label_errors"] for r in per.values()) == s["label_error_count"]
+    mean = sum(r["n"] * r["estimated_noise_rate"] for r in per.values()) / s["n_samples"]
+    assert abs(mean - head["rate"]) < 1e-3  # the splits average to the cover's figure
+    for name, r in per.items():
+        assert f"{name}{r['n']}{r['flagged_label_errors']}{100 * r['estimated_noise_rate']:.1f}%" \
+            in html
+    for name, r in s["per_class_noise"].items():
+        assert r["flagged_label_errors"] <= r["n"]
+    assert sum(r["flagged_label_errors"] for r in s["per_class_noise"].values()) == \
+        s["label_error_count"]
+    return s, html
+
+
+def test_cover_splits_and_corrections_agree_at_every_step(noisy_audit, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(noisy_audit[0], out)
+    before, html = _agrees(out)
+    assert set(before["per_split"]["splits"]) == {"train", "test"}
+    assert "Corrections" in html and "None:thelabelsareasthedatasetgavethem" in html
+    samples = pd.read_parquet(out / "samples.parquet")
+    wrong = samples[samples["path"].str.endswith("really_red.png")]["id"].iat[0]
+    pd.DataFrame({"id": [wrong, wrong], "label": ["red", "red"], "annotator": ["ana", "ana"]}
+                 ).to_csv(tmp_path / "fix.csv", index=False)
+    res = CliRunner().invoke(main, ["relabel", "apply", str(out), str(tmp_path / "fix.csv")])
+    assert res.exit_code == 0, res.output
+    after, html = _agrees(out)
+    c = after["corrections"]
+    assert (c["annotations"], c["label_changes"], c["annotators"]) == (2, 1, {"ana": 2})
+    assert "2annotationsof1samplesfromana(2)" in html and "1labelschanged" in html
+    assert after["fingerprint"] != before["fingerprint"]
+
+
+def test_report_rerenders_an_audit_written_before_the_newer_blocks(noisy_audit, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(noisy_audit[0], out)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("per_split", "corrections", "config", "fingerprint_files"):
+        summary.pop(key, None)
+    (out / "summary.json").write_text(json.dumps(summary))
+    res = CliRunner().invoke(main, ["report", str(out), "--no-pdf", "-q"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "summary.json").read_text())
+    assert again["per_split"]["splits"] and again["config"]["report"]["pdf"] is False
+    _agrees(out)
