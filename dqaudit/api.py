@@ -181,10 +181,13 @@ class Audit:
         return self.summary.get("posterior_method") == "pred_probs"
 
     def rescore(self, *, labels: list[str] | None = None, dropped=frozenset(),
-                device: str | None = None, finish: bool = True) -> Audit:
+                device: str | None = None, refresh_clr: bool = False,
+                finish: bool = True) -> Audit:
         """Re-rank after new annotations: the same embeddings, ``labels`` (class names, one per
         row; None: unchanged) and ``dataset.label_counts``; samples with an id in ``dropped``
-        leave the scoring. Nothing is embedded again."""
+        leave the scoring. Nothing is embedded again. ``refresh_clr``: re-run the CLR injection
+        on the new labels too (when the audit has one), so no gold-free number is left stale;
+        otherwise the headline marks it stale with the command that refreshes it."""
         data = self.dataset
         before = data.labels.copy()
         if labels is not None:
@@ -226,6 +229,10 @@ class Audit:
         self.probs = probs
         log(self.quiet, f"dqaudit: re-ranked {int(keep.sum())} samples; "
                         f"{s['label_error_count']} suspected label errors remain")
+        clr = self.summary.get("clr") or {}
+        if refresh_clr and clr.get("method") and self.embeddings is not None:
+            self._estimate_clr(self.config.clr or ClrConfig(),
+                               device=resolve_device(device or self.config.device))
         return self.finish() if finish else self
 
     def estimate_clr(self, config: ClrConfig | None = None, *, device: str | None = None
@@ -267,14 +274,15 @@ class Audit:
 
     def apply_corrections(self, corrections, *, annotator: str | None = None,
                           rerank: bool = True, device: str | None = None,
-                          finish: bool = True) -> dict:
+                          refresh_clr: bool = False, finish: bool = True) -> dict:
         """Add reviewers' annotations to the ledger and the label counts
-        (``relabel.record_corrections``), then re-rank."""
+        (``relabel.record_corrections``), then re-rank (``rescore``)."""
         rec = relabel.record_corrections(self._folder(), corrections, annotator=annotator)
         self.dataset.label_counts = rec.pop("label_counts").astype(np.float32)
         labels, dropped = rec.pop("labels"), rec.pop("dropped_ids")
         if rerank:
-            self.rescore(labels=labels, dropped=dropped, device=device, finish=finish)
+            self.rescore(labels=labels, dropped=dropped, device=device, refresh_clr=refresh_clr,
+                         finish=finish)
         return rec
 
     def export(self, *, to: str, dest: str, drop_junk: bool = True) -> dict:

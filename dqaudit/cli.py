@@ -261,12 +261,20 @@ def relabel_queue(out_dir, budget, no_thumbnails):
 @click.option("--device", default=None,
               help="Where the re-rank fits its posteriors: auto, cuda, cuda:N, mps or cpu "
                    "[default: the audit's].")
+@click.option("--no-clr-refresh", is_flag=True,
+              help="Do not re-run the CLR injection on the corrected labels (faster; the "
+                   "report then marks the gold-free estimate stale).")
 @library_errors
-def relabel_apply(out_dir, corrections, annotator, device):
-    """Add the labels in CORRECTIONS (id or path, label) and re-rank the rest."""
+def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
+    """Add the labels in CORRECTIONS (id or path, label), re-rank the rest and re-estimate.
+
+    Every number in the report is then for the corrected labels: the CLR injection is re-run
+    (unless --no-clr-refresh); a verified estimate is carried forward by the corrections.
+    """
     from .api import Audit
 
-    res = Audit.load(out_dir).apply_corrections(corrections, annotator=annotator, device=device)
+    res = Audit.load(out_dir).apply_corrections(corrections, annotator=annotator, device=device,
+                                                refresh_clr=not no_clr_refresh)
     click.echo(f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
                f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far")
 

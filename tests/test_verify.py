@@ -134,7 +134,7 @@ def test_bad_verified_files_write_nothing(audit, edit, message):
     s["verified_label"] = s["given_label"]
     edit(s).to_csv(out / "bad.csv", index=False)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    text = run("verify", out, "--apply", out / "bad.csv", code=2)
+    text = run("verify", out, "--apply", out / "bad.csv", code=3)
     assert message in text
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "bad.csv"}
     assert after == {k: v for k, v in before.items() if k != "bad.csv"}
@@ -143,9 +143,9 @@ def test_bad_verified_files_write_nothing(audit, edit, message):
 def test_verify_needs_a_sample_and_a_sensible_size(audit):
     out, _ = audit
     assert "no verification sample" in run("verify", out, "--apply", out / "summary.json",
-                                           code=2)
+                                           code=3)
     assert "give --size N" in run("verify", out, code=2)
-    assert "larger than the" in run("verify", out, "--size", "1000", code=2)
+    assert "larger than the" in run("verify", out, "--size", "1000", code=3)
 
 
 def test_proportional_allocation_gives_the_binomial_zero_error_bound(audit):
@@ -159,7 +159,7 @@ def test_proportional_allocation_gives_the_binomial_zero_error_bound(audit):
     # proportional up to rounding: close to the simple random sample's 1 - 0.05^(1/12)
     assert v["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 12), abs=0.03)
     assert "grown sample keeps its design" in run("verify", out, "--size", "20",
-                                                  "--uniform-share", "0.3", code=2)
+                                                  "--uniform-share", "0.3", code=3)
 
 
 def test_python_api_draws_and_applies(audit):
@@ -183,7 +183,7 @@ def test_estimates_are_marked_stale_after_labels_change_and_refresh(audit, tmp_p
     wrong = [i for i, lab in truth.items() if i.split("/")[0] != lab]
     pd.DataFrame({"id": wrong[:2], "label": [truth[i] for i in wrong[:2]]}).to_csv(
         tmp_path / "fix.csv", index=False)
-    run("relabel", "apply", out, tmp_path / "fix.csv", "--annotator", "ana")
+    run("relabel", "apply", out, tmp_path / "fix.csv", "--annotator", "ana", "--no-clr-refresh")
     summary = json.loads((out / "summary.json").read_text())
     head = headline(summary)
     assert summary["label_changes"] == 2 and head["stale_label_changes"] == 2
@@ -210,3 +210,19 @@ def test_estimates_are_marked_stale_after_labels_change_and_refresh(audit, tmp_p
     run("verify", out, "--apply", out / "filled.csv")
     assert headline(json.loads((out / "summary.json").read_text()))[
         "stale_label_changes"] == 0
+
+
+def test_relabel_apply_re_estimates_so_nothing_is_stale(audit, tmp_path):
+    """After cleaning, the cover kept the scan's CLR estimate: relabel apply now re-runs it."""
+    out, truth = audit
+    before = json.loads((out / "summary.json").read_text())["clr"]
+    wrong = [i for i, lab in truth.items() if i.split("/")[0] != lab]
+    pd.DataFrame({"id": wrong, "label": [truth[i] for i in wrong]}).to_csv(
+        tmp_path / "fix.csv", index=False)
+    run("relabel", "apply", out, tmp_path / "fix.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    head = headline(summary)
+    assert summary["label_changes"] == len(wrong) and head["stale_label_changes"] == 0
+    assert summary["clr"]["label_changes_at_estimate"] == len(wrong)
+    assert summary["clr"]["estimate"] <= before["estimate"]  # the planted errors are fixed
+    assert "STALE" not in (out / "report.html").read_text()
