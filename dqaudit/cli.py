@@ -12,10 +12,12 @@ import click
 
 from .cli_options import (check_fail_on, clr_options, command_line, embedding_options,
                           fail_on_option, given_options, ingest_options, library_errors,
-                          parse_thresholds, positive_int, report_options, scale_options,
-                          show_progress)
+                          parse_thresholds, positive_int, prints_result, report_options,
+                          scale_options, show_progress)
 from .clr import ClrConfig
 from .config import AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
+from .cli_fiftyone import app, fiftyone_group, plugin
+from .headline import headline
 from .version import __version__
 
 
@@ -101,8 +103,6 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=str))
     elif not quiet:
-        from .headline import headline
-
         s = result.summary
         click.echo(f"{s['n_samples']} samples, {s['dataset']['n_classes']} classes, "
                    f"{s['n_skipped']} skipped; {s['label_error_count']} flagged for review as "
@@ -116,9 +116,10 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
 @report_options
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the paths and the verdict as JSON.")
 @fail_on_option
 @library_errors
-def report(out_dir, no_pdf, report_title, top_n, page_size, quiet, fail_on):
+def report(out_dir, no_pdf, report_title, top_n, page_size, quiet, as_json, fail_on):
     """Re-render report.html and report.pdf of an audit folder from its saved outputs.
 
     Nothing is recomputed: the report is built from summary.json and samples.parquet. The
@@ -130,7 +131,10 @@ def report(out_dir, no_pdf, report_title, top_n, page_size, quiet, fail_on):
     config = replace(audit.config.report, enabled=True, pdf=not no_pdf,
                      **given_options(title=report_title, top_n=top_n, page_size=page_size))
     paths = audit.render_report(config)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps({**paths, "verdict": audit.summary["verdict"],
+                               "headline": headline(audit.summary)}, indent=2, default=str))
+    elif not quiet:
         click.echo("wrote " + ", ".join(paths.values()))
         click.echo(f"verdict: {audit.summary['verdict']['level']} - "
                    f"{audit.summary['verdict']['text']}")
@@ -144,85 +148,15 @@ def report(out_dir, no_pdf, report_title, top_n, page_size, quiet, fail_on):
               help="Fraction of manifest labels deliberately corrupted.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @library_errors
+@prints_result
 def sample_data(out_dir, per_class, noise_rate, seed):
     """Generate the synthetic shapes dataset with known label truth into OUT_DIR."""
     from .sample_data import generate
 
     info = generate(out_dir, per_class=per_class, noise_rate=noise_rate, seed=seed)
-    click.echo(f"wrote {info['n_images']} images of {len(info['classes'])} classes to {out_dir}; "
-               f"manifest.csv has {info['n_corrupted']} corrupted labels (truth in column "
-               "'true_label')")
-
-
-@main.group()
-def plugin():
-    """The dqaudit FiftyOne plugin (run the audit from the FiftyOne App)."""
-
-
-@plugin.command("install")
-@click.option("--plugins-dir", type=click.Path(file_okay=False), default=None,
-              help="Target [default: FiftyOne's plugins_dir, FIFTYONE_PLUGINS_DIR].")
-@click.option("--link", is_flag=True, help="Symlink instead of copying (for development).")
-@library_errors
-def plugin_install(plugins_dir, link):
-    """Install the plugin where FiftyOne discovers it."""
-    from .fiftyone_io import install_plugin
-
-    path = install_plugin(plugins_dir, link=link)
-    click.echo(f"installed the dqaudit plugin at {path}")
-    if plugins_dir:
-        click.echo(f"make FiftyOne look there: export FIFTYONE_PLUGINS_DIR={plugins_dir}")
-
-
-@main.group("fiftyone")
-def fiftyone_group():
-    """What dqaudit recorded in FiftyOne datasets (runs, fields, views)."""
-
-
-@fiftyone_group.command("runs")
-@click.argument("name")
-@library_errors
-def fiftyone_runs(name):
-    """List the dqaudit runs recorded on FiftyOne dataset NAME, with their config."""
-    from .fiftyone_io import list_results
-
-    runs = list_results(name)
-    if not runs:
-        click.echo(f"no dqaudit run on {name!r}")
-    for run in runs:
-        cfg = run["config"]
-        click.echo(f"{run['key']}  {run['timestamp']}  out_dir={cfg.get('out_dir')}  "
-                   f"label_field={cfg.get('label_field')}  fields={len(cfg.get('fields') or [])}")
-
-
-@fiftyone_group.command("delete")
-@click.argument("name")
-@library_errors
-def fiftyone_delete(name):
-    """Remove dqaudit's fields, saved views, tags and run record from FiftyOne dataset NAME."""
-    from .fiftyone_io import delete_results
-
-    res = delete_results(name)
-    click.echo(f"removed {len(res['fields'])} fields, {len(res['views'])} views, "
-               f"{len(res['tags'])} tags and {len(res['runs'])} run records from {name!r}")
-
-
-@main.command()
-@click.argument("name")
-@click.option("--port", type=int, default=5151, show_default=True)
-@click.option("--view", default="dq_suspects", show_default=True,
-              help="Saved view to open ('' for the whole dataset).")
-@click.option("--address", default="127.0.0.1", show_default=True,
-              help="Address to serve the App on; 0.0.0.0 exposes it (and the images) to the "
-                   "network.")
-@library_errors
-def app(name, port, view, address):
-    """Launch the FiftyOne App on dataset NAME's suspects (after `scan --fiftyone NAME`)."""
-    from .fiftyone_io import launch_app
-
-    session = launch_app(name, port=port, view=view or None, address=address, wait=False)
-    click.echo(f"FiftyOne App on {name!r}, view {view!r}: {session.url}  (Ctrl-C to stop)")
-    session.wait(-1)
+    return info, [f"wrote {info['n_images']} images of {len(info['classes'])} classes to "
+                  f"{out_dir}; manifest.csv has {info['n_corrupted']} corrupted labels (truth "
+                  "in column 'true_label')"]
 
 
 @main.group()
@@ -241,6 +175,7 @@ def relabel():
 @click.option("--budget", type=int, required=True, help="Samples to put in the queue.")
 @click.option("--no-thumbnails", is_flag=True, help="Do not write review_thumbs/.")
 @library_errors
+@prints_result
 def relabel_queue(out_dir, budget, no_thumbnails):
     """Write DIR/review_queue.csv: the next BUDGET unreviewed samples by review score.
 
@@ -251,7 +186,9 @@ def relabel_queue(out_dir, budget, no_thumbnails):
     from .relabel import QUEUE_CSV
 
     queue = Audit.load(out_dir).review_queue(budget=budget, thumbnails=not no_thumbnails)
-    click.echo(f"{len(queue)} samples queued -> {out_dir}/{QUEUE_CSV}")
+    return ({"queued": len(queue), "csv": f"{out_dir}/{QUEUE_CSV}",
+             "ids": queue["id"].tolist()},
+            [f"{len(queue)} samples queued -> {out_dir}/{QUEUE_CSV}"])
 
 
 @relabel.command("apply")
@@ -265,6 +202,7 @@ def relabel_queue(out_dir, budget, no_thumbnails):
               help="Do not re-run the CLR injection on the corrected labels (faster; the "
                    "report then marks the gold-free estimate stale).")
 @library_errors
+@prints_result
 def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
     """Add the labels in CORRECTIONS (id or path, label), re-rank the rest and re-estimate.
 
@@ -273,10 +211,16 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
     """
     from .api import Audit
 
-    res = Audit.load(out_dir).apply_corrections(corrections, annotator=annotator, device=device,
-                                                refresh_clr=not no_clr_refresh)
-    click.echo(f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
-               f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far")
+    audit = Audit.load(out_dir)
+    res = audit.apply_corrections(corrections, annotator=annotator, device=device,
+                                  refresh_clr=not no_clr_refresh)
+    head = headline(audit.summary)
+    return ({**res, "headline": head, "verdict": audit.summary["verdict"]},
+            [f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
+             f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far",
+             f"noise: {head['text']}",
+             f"verdict: {audit.summary['verdict']['level']} - "
+             f"{audit.summary['verdict']['text']}"])
 
 
 @relabel.command("export")
@@ -285,12 +229,13 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
 @click.option("--dest", required=True, help="Folder, CSV path or FiftyOne dataset name.")
 @click.option("--keep-junk", is_flag=True, help="Keep samples marked DROP.")
 @library_errors
+@prints_result
 def relabel_export(out_dir, to, dest, keep_junk):
     """Write the cleaned dataset as a new copy (the input is never modified)."""
     from .api import Audit
 
     res = Audit.load(out_dir).export(to=to, dest=dest, drop_junk=not keep_junk)
-    click.echo(f"exported {res['n_samples']} samples to {res['to']} {res['dest']}")
+    return res, [f"exported {res['n_samples']} samples to {res['to']} {res['dest']}"]
 
 
 @main.command()
@@ -347,10 +292,9 @@ def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_ever
 @click.option("--annotator", default=None, help="With --apply: who verified.")
 @click.option("--estimator", type=click.Choice(["stratified", "difference", "regression"]),
               default="stratified", show_default=True, help="With --apply: the estimator.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @library_errors
-def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator, estimator,
-           as_json):
+@prints_result
+def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator, estimator):
     """Certify the noise rate: a random sample of labels checked by a person.
 
     \b
@@ -370,28 +314,24 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
     if size is not None:
         res = audit.draw_verification_sample(size=size, seed=seed, half_width=half_width,
                                              uniform_share=uniform_share)
-        if as_json:
-            click.echo(json.dumps(res, indent=2))
-            return
-        click.echo(f"{res['n_drawn']} samples to verify ({res['n_new']} new) -> {res['csv']}; "
-                   f"expected 95% half-width about +-{100 * res['predicted_half_width']:.1f} "
-                   f"points ({res['n_for_target_half_width']} labels give +-2)")
+        lines = [f"{res['n_drawn']} samples to verify ({res['n_new']} new) -> {res['csv']}; "
+                 f"expected 95% half-width about +-{100 * res['predicted_half_width']:.1f} "
+                 f"points ({res['n_for_target_half_width']} labels give +-2)"]
         if half_width is not None:
-            click.echo(f"+-{100 * half_width:.1f} points needs about {res['n_for_half_width']} "
-                       f"verified labels: {res['n_more_for_half_width']} more")
-        return
+            lines.append(f"+-{100 * half_width:.1f} points needs about "
+                         f"{res['n_for_half_width']} verified labels: "
+                         f"{res['n_more_for_half_width']} more")
+        return res, lines
     res = audit.apply_verified(apply_file, annotator=annotator, estimator=estimator)
-    if as_json:
-        click.echo(json.dumps(res, indent=2))
-        return
-    click.echo(f"verified {res['n_verified']} of {res['n_drawn']} drawn, {res['n_errors_found']} "
-               f"wrong: {100 * res['estimate_at_draw']:.1f}% of labels were wrong (95% CI "
-               f"{100 * res['ci_low_at_draw']:.1f}-{100 * res['ci_high_at_draw']:.1f}%, "
-               f"+-{100 * res['half_width']:.1f} points)")
+    lines = [f"verified {res['n_verified']} of {res['n_drawn']} drawn, {res['n_errors_found']} "
+             f"wrong: {100 * res['estimate_at_draw']:.1f}% of labels were wrong (95% CI "
+             f"{100 * res['ci_low_at_draw']:.1f}-{100 * res['ci_high_at_draw']:.1f}%, "
+             f"+-{100 * res['half_width']:.1f} points)"]
     if res["corrections_since_draw"]:
-        click.echo(f"after {res['corrections_since_draw']} corrections: "
-                   f"{100 * res['estimate']:.1f}% (95% CI {100 * res['ci_low']:.1f}-"
-                   f"{100 * res['ci_high']:.1f}%)")
+        lines.append(f"after {res['corrections_since_draw']} corrections: "
+                     f"{100 * res['estimate']:.1f}% (95% CI {100 * res['ci_low']:.1f}-"
+                     f"{100 * res['ci_high']:.1f}%)")
+    return res, lines
 
 
 @main.command()
@@ -400,6 +340,7 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
 @click.option("--device", default=None, help="auto, cuda, cuda:N, mps or cpu [default: the "
               "audit's].")
 @library_errors
+@prints_result
 def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     """Re-run controlled CLR injection on an audit folder's cached embeddings.
 
@@ -412,7 +353,12 @@ def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     config = replace(audit.config.clr or ClrConfig(), **given_options(
         grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples))
     res = audit.estimate_clr(config, device=device)
-    click.echo(f"estimated corrupted-label ratio {100 * res['estimate']:.1f}% (95% CI "
-               f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%; plausible range "
-               f"without verification {100 * res['bracket_low']:.1f}-"
-               f"{100 * res['bracket_high']:.1f}%)")
+    return res, [f"estimated corrupted-label ratio {100 * res['estimate']:.1f}% (95% CI "
+                 f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%; plausible range "
+                 f"without verification {100 * res['bracket_low']:.1f}-"
+                 f"{100 * res['bracket_high']:.1f}%)",
+                 f"noise: {headline(audit.summary)['text']}"]
+
+
+for command in (plugin, fiftyone_group, app):
+    main.add_command(command)

@@ -4,6 +4,7 @@ value parsers, and the one way a library error becomes a CLI error."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import shlex
 import sys
@@ -34,6 +35,23 @@ class VerdictReached(click.ClickException):
     """The audit ran, and its verdict is at or past ``--fail-on``: exit ``EXIT_FAIL_ON``."""
 
     exit_code = EXIT_FAIL_ON
+
+
+def prints_result(func):
+    """``--json`` and ``-q`` for a command that returns ``(data, lines)``: the data as JSON on
+    stdout, the lines as text, or nothing but errors."""
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+    @functools.wraps(func)
+    def wrapper(*args, as_json: bool, quiet: bool, **kwargs):
+        data, lines = func(*args, **kwargs)
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        elif not quiet:
+            for line in lines:
+                click.echo(line)
+
+    return wrapper
 
 
 def fail_on_option(func):

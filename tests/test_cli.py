@@ -119,3 +119,29 @@ def test_fail_on_gates_a_release_with_its_own_exit_code(tmp_path, class_tree):
     usage = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(out), "--fail-on",
                                       "dirty"])
     assert usage.exit_code == 2
+
+
+def test_every_workflow_command_speaks_json_and_keeps_quiet(tmp_path):
+    res = CliRunner().invoke(main, ["sample-data", str(tmp_path / "s"), "--per-class", "6",
+                                    "--json"], catch_exceptions=False)
+    info = json.loads(res.output)
+    assert res.exit_code == 0 and info["n_images"] >= 36
+    out = tmp_path / "o"
+    scan = CliRunner().invoke(main, ["scan", str(tmp_path / "s" / "manifest.csv"), "--out",
+                                     str(out), "-q", "--no-pdf", "--model", "lite0",
+                                     "--num-workers", "0", "--clr-repeats", "2"])
+    assert scan.exit_code == 0 and scan.output == ""
+    queue = json.loads(CliRunner().invoke(main, ["relabel", "queue", str(out), "--budget", "3",
+                                                 "--no-thumbnails", "--json"]).output)
+    assert queue["queued"] == 3 and len(queue["ids"]) == 3
+    pd.DataFrame({"id": queue["ids"][:1], "label": ["DROP"]}).to_csv(tmp_path / "f.csv",
+                                                                   index=False)
+    applied = CliRunner().invoke(main, ["relabel", "apply", str(out), str(tmp_path / "f.csv"),
+                                        "--json", "--no-clr-refresh"])
+    body = json.loads(applied.output)
+    assert body["dropped"] == 1 and body["verdict"]["level"] and "rate" in body["headline"]
+    quiet = CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "2", "-q"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    clr = json.loads(CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "2",
+                                               "--json"]).output)
+    assert clr["label_changes_at_estimate"] == 1 and 0 <= clr["estimate"] <= 1

@@ -129,5 +129,6 @@ def test_rerank_after_corrections_runs_on_the_chosen_device(audit_dir, monkeypat
     samples = pd.read_parquet(audit_dir / "samples.parquet")
     pd.DataFrame({"id": [samples["id"].iat[0]], "label": ["red"]}).to_csv(
         audit_dir / "fix.csv", index=False)
-    run("relabel", "apply", audit_dir, audit_dir / "fix.csv", "--device", "cpu")
+    run("relabel", "apply", audit_dir, audit_dir / "fix.csv", "--device", "cpu",
+        "--no-clr-refresh")
     assert seen == ["resolved:cpu"]
