@@ -108,9 +108,9 @@ class Audit:
             splits=splits, n_classes=None if pred_probs is None else np.shape(pred_probs)[1])
         n = len(data)
         config = config or AuditConfig()
-        info = {"model": "user embeddings" if embeddings is not None else None,
-                "device": None, "n_embedded": n, "n_cached": 0, "n_failed": 0,
-                "images_per_second": None}
+        info = {"model": "user pred_probs" if embeddings is None else "user embeddings",
+                "device": None, "image_size": None, "flip_tta": False, "n_embedded": n,
+                "n_cached": 0, "n_failed": 0, "images_per_second": None}
         if embeddings is not None:
             embeddings, _ = given_embeddings(data, embeddings)
             info["dim"] = int(embeddings.shape[1])

@@ -12,8 +12,8 @@ import click
 
 from .cli_options import (check_fail_on, clr_options, command_line, embedding_options,
                           fail_on_option, given_options, ingest_options, library_errors,
-                          parse_thresholds, positive_int, prints_result, report_options,
-                          scale_options, show_progress)
+                          parse_thresholds, positive_int, prints_result, redactions,
+                          report_options, scale_options, show_progress)
 from .clr import ClrConfig
 from .config import AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
 from .cli_fiftyone import app, fiftyone_group, plugin
@@ -66,7 +66,7 @@ def main() -> None:
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
          num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, knn_method,
-         duplicate_threshold, no_pdf, report_title, top_n, page_size, no_report,
+         duplicate_threshold, no_pdf, report_title, top_n, redact, page_size, no_report,
          clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
          fiftyone_dataset, verdict_thresholds, seed, quiet, as_json, fail_on):
     """Audit DATASET and write the results to --out.
@@ -91,7 +91,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold),
         clr=None if no_clr else ClrConfig(**given_options(
             grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples)),
-        report=ReportConfig(**given_options(title=report_title, top_n=top_n, page_size=page_size),
+        report=ReportConfig(**given_options(title=report_title, top_n=top_n, page_size=page_size,
+                                            redact=redactions(redact)),
                             enabled=not no_report, pdf=not no_pdf,
                             verdict_thresholds=parse_thresholds(verdict_thresholds)))
     result = Audit.scan(
@@ -119,7 +120,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
 @click.option("--json", "as_json", is_flag=True, help="Print the paths and the verdict as JSON.")
 @fail_on_option
 @library_errors
-def report(out_dir, no_pdf, report_title, top_n, page_size, quiet, as_json, fail_on):
+def report(out_dir, no_pdf, report_title, top_n, redact, page_size, quiet, as_json, fail_on):
     """Re-render report.html and report.pdf of an audit folder from its saved outputs.
 
     Nothing is recomputed: the report is built from summary.json and samples.parquet. The
@@ -129,7 +130,8 @@ def report(out_dir, no_pdf, report_title, top_n, page_size, quiet, as_json, fail
 
     audit = Audit.load(out_dir)
     config = replace(audit.config.report, enabled=True, pdf=not no_pdf,
-                     **given_options(title=report_title, top_n=top_n, page_size=page_size))
+                     **given_options(title=report_title, top_n=top_n, page_size=page_size,
+                                     redact=redactions(redact)))
     paths = audit.render_report(config)
     if as_json:
         click.echo(json.dumps({**paths, "verdict": audit.summary["verdict"],

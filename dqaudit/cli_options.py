@@ -12,8 +12,8 @@ import sys
 import click
 
 from .clr import MODES, ClrConfig
-from .config import (ENGINES, PAGE_SIZES, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig,
-                     default)
+from .config import (ENGINES, PAGE_SIZES, REDACTIONS, AuditConfig, EmbedConfig, ReportConfig,
+                     ScoreConfig, default)
 from .errors import DqauditError
 from .headline import VERDICT_LEVELS
 
@@ -193,6 +193,11 @@ def report_options(func):
         click.option("--top-n", type=click.IntRange(1, 500), default=None,
                      help="Samples shown per gallery (suspects, ambiguous, outliers) "
                           f"[default: the audit's, else {default(ReportConfig, 'top_n')}]."),
+        click.option("--redact", type=click.Choice([*REDACTIONS, "none"]), multiple=True,
+                     help="Leave out of the report, for a shareable release: paths (file "
+                          "locations, names and the command line; samples named by their row "
+                          "in samples.csv) and/or thumbnails; repeatable; none clears the "
+                          "audit's [default: the audit's, else nothing]."),
         click.option("--page-size", type=click.Choice(PAGE_SIZES), default=None,
                      help="PDF page size [default: the audit's, else "
                           f"{default(ReportConfig, 'page_size')}]."),
@@ -240,6 +245,13 @@ def _grid(ctx, param, value):
 def given_options(**options) -> dict:
     """The options the user gave (not None), for ``dataclasses.replace`` on a config."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+def redactions(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--redact`` values: None when not given (keep the audit's), () for ``none``."""
+    if not values:
+        return None
+    return () if "none" in values else tuple(sorted(set(values)))
 
 
 def parse_thresholds(text: str) -> tuple[float, float]:

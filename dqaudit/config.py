@@ -21,6 +21,7 @@ from .posteriors import DEFAULT_METHOD
 
 ENGINES = ("local", "ray")
 PAGE_SIZES = ("A4", "Letter")  # the report templates' print sizes
+REDACTIONS = ("paths", "thumbnails")  # what a shareable report can leave out
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,14 @@ class ReportConfig:
     top_n: int = 24  # samples per gallery
     page_size: str = "A4"
     verdict_thresholds: tuple[float, float] = (0.02, 0.05)  # clean / some noise, up to
+    # "paths": no file-system location, file name or command line in the document (samples are
+    # named by their row in samples.csv); "thumbnails": no image content
+    redact: tuple[str, ...] = ()
 
     def __post_init__(self):
+        unknown = sorted(set(self.redact) - set(REDACTIONS))
+        if unknown:
+            raise DqauditError(f"unknown redaction {unknown[0]!r}; valid: {', '.join(REDACTIONS)}")
         if self.page_size not in PAGE_SIZES:
             raise DqauditError(f"unknown page size {self.page_size!r}; valid: "
                                f"{', '.join(PAGE_SIZES)}")

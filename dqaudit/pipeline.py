@@ -105,6 +105,7 @@ def given_embeddings(data: LabeledImages, source) -> tuple[np.ndarray, dict]:
     if not np.isfinite(x).all():
         raise InputError(f"embeddings from {name} contain NaN or infinite values")
     info = {"model": f"user embeddings ({name})", "device": None, "dim": int(x.shape[1]),
+            "image_size": None, "flip_tta": False,
             "n_embedded": len(x), "n_cached": 0, "n_failed": 0, "images_per_second": None}
     return x, info
 

@@ -193,3 +193,27 @@ def test_report_rerenders_an_audit_written_before_the_newer_blocks(noisy_audit, 
     again = json.loads((out / "summary.json").read_text())
     assert again["per_split"]["splits"] and again["config"]["report"]["pdf"] is False
     _agrees(out)
+
+
+def test_redacted_report_holds_no_paths_and_no_images(noisy_audit, tmp_path):
+    out = tmp_path / "share"
+    shutil.copytree(noisy_audit[0], out)
+    res = CliRunner().invoke(main, ["report", str(out), "--redact", "paths", "--redact",
+                                    "thumbnails", "-q"])
+    assert res.exit_code == 0, res.output
+    html = (out / "report.html").read_text()
+    text = pdf_text(out / "report.pdf")
+    for doc in (html, text):
+        assert str(tmp_path) not in doc and str(noisy_audit[0].parent) not in doc
+        assert "really_red" not in doc and "dqaudit scan" not in doc
+    assert '<img src="data:' not in html and "samples.csv row" in html
+    assert "redacted for sharing: paths, thumbnails" in html
+    assert json.loads((out / "summary.json").read_text())["config"]["report"]["redact"] == [
+        "paths", "thumbnails"]
+    # kept by the next re-render (after corrections too) until cleared
+    CliRunner().invoke(main, ["report", str(out), "--no-pdf", "-q"])
+    assert '<img src="data:' not in (out / "report.html").read_text()
+    CliRunner().invoke(main, ["report", str(out), "--no-pdf", "-q", "--redact", "none"])
+    assert "really_red.png" in (out / "report.html").read_text()
+    bad = CliRunner().invoke(main, ["report", str(out), "--redact", "faces"])
+    assert bad.exit_code == 2

@@ -36,14 +36,23 @@ def thumbnail(path: str) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _rows(df: pd.DataFrame, columns: list[str]) -> list[dict]:
+def _rows(df: pd.DataFrame, columns: list[str], redact=()) -> list[dict]:
     out = []
-    for rec in df.to_dict("records"):
+    for row_number, rec in zip(df.index, df.to_dict("records")):
         row = {c: rec[c] for c in columns if c in rec}
         row["issues"] = list(rec.get("issues", []))
-        row["thumb"] = thumbnail(rec["path"])
+        row["thumb"] = None if "thumbnails" in redact else thumbnail(rec["path"])
+        if "paths" in redact:  # ids are often file names: the row of samples.csv instead
+            row["id"] = row["path"] = f"samples.csv row {int(row_number) + 1}"
         out.append(row)
     return out
+
+
+def _location(source: dict, redact) -> str:
+    """Where the dataset was read from; with ``paths`` redacted, only its last name."""
+    location = str((source or {}).get("location", ""))
+    return location.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] if "paths" in redact \
+        else location
 
 
 ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_confidence",
@@ -53,8 +62,8 @@ ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_con
 
 
 def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, top_n: int,
-                  page_size: str, samples_csv: str = "", max_duplicate_groups: int = 12
-                  ) -> dict:
+                  page_size: str, samples_csv: str = "", max_duplicate_groups: int = 12,
+                  redact: tuple[str, ...] = ()) -> dict:
     """Everything the templates show."""
     if "dropped" in samples.columns:  # samples a reviewer marked as junk are out of the audit
         samples = samples[~samples["dropped"].astype(bool)]
@@ -76,7 +85,7 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         keyed.append(("conflicting_duplicate" not in member_issues, "leak" not in member_issues,
                       -len(members), gid, members))
     for *_, gid, members in sorted(keyed, key=lambda k: k[:4])[:max_duplicate_groups]:
-        groups.append({"group": int(gid), "members": _rows(members.head(6), ROW_COLUMNS),
+        groups.append({"group": int(gid), "members": _rows(members.head(6), ROW_COLUMNS, redact),
                        "conflicting": bool(members["label"].nunique() > 1),
                        "leak": bool(members["split"][members["split"] != ""].nunique() > 1)})
 
@@ -100,16 +109,20 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "head": headline(summary),
         "title": title or f"Dataset audit: {summary['dataset_name']}",
         "top_n": top_n,
-        "suspects": _rows(suspects.head(top_n), ROW_COLUMNS),
+        "suspects": _rows(suspects.head(top_n), ROW_COLUMNS, redact),
         "n_suspects": int(len(suspects)),
-        "ambiguous": _rows(ambiguous.head(top_n), ROW_COLUMNS),
+        "ambiguous": _rows(ambiguous.head(top_n), ROW_COLUMNS, redact),
         "n_ambiguous": int(len(ambiguous)),
-        "outliers": _rows(outliers.head(top_n), ROW_COLUMNS),
+        "outliers": _rows(outliers.head(top_n), ROW_COLUMNS, redact),
         "n_outliers": int(len(outliers)),
         "duplicate_groups": groups,
         "figures": figs,
-        "samples_csv": samples_csv,
+        "samples_csv": "samples.csv" if "paths" in redact else samples_csv,
+        "location": _location(ds["source"], redact),
+        "command": "(redacted)" if "paths" in redact and summary.get("command") else
+        summary.get("command"),
+        "redacted": list(redact),
         "page_size": page_size,
-        "skipped_examples": summary.get("skipped_examples", []),
+        "skipped_examples": [] if "paths" in redact else summary.get("skipped_examples", []),
         "has_splits": bool(ds["splits"]),
     }
