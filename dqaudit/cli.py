@@ -317,10 +317,10 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
         res = audit.draw_verification_sample(size=size, seed=seed, half_width=half_width,
                                              uniform_share=uniform_share)
         lines = [f"{res['n_drawn']} samples to verify ({res['n_new']} new) -> {res['csv']}; "
-                 f"expected 95% half-width about +-{100 * res['predicted_half_width']:.1f} "
-                 f"points ({res['n_for_target_half_width']} labels give +-2)"]
+                 f"expected 95% half-width about ±{100 * res['predicted_half_width']:.1f} "
+                 f"points ({res['n_for_target_half_width']} labels give ±2)"]
         if half_width is not None:
-            lines.append(f"+-{100 * half_width:.1f} points needs about "
+            lines.append(f"±{100 * half_width:.1f} points needs about "
                          f"{res['n_for_half_width']} verified labels: "
                          f"{res['n_more_for_half_width']} more")
         return res, lines
@@ -328,7 +328,7 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
     lines = [f"verified {res['n_verified']} of {res['n_drawn']} drawn, {res['n_errors_found']} "
              f"wrong: {100 * res['estimate_at_draw']:.1f}% of labels were wrong (95% CI "
              f"{100 * res['ci_low_at_draw']:.1f}-{100 * res['ci_high_at_draw']:.1f}%, "
-             f"+-{100 * res['half_width']:.1f} points)"]
+             f"±{100 * res['half_width']:.1f} points)"]
     if res["corrections_since_draw"]:
         lines.append(f"after {res['corrections_since_draw']} corrections: "
                      f"{100 * res['estimate']:.1f}% (95% CI {100 * res['ci_low']:.1f}-"

@@ -4,7 +4,7 @@ state, and the verdict drawn from it. Functions of summary.json's dict."""
 from __future__ import annotations
 
 VERDICT_LEVELS = ("clean", "some noise", "noisy")
-HEADLINE_HALF_WIDTH = 0.02  # the verified sample size the headline names: +-2 points
+HEADLINE_HALF_WIDTH = 0.02  # the verified sample size the headline names: ±2 points
 
 
 def headline(summary: dict) -> dict:
@@ -29,7 +29,7 @@ def headline(summary: dict) -> dict:
         high = clr.get("bracket_high", clr["ci_high"])
         need = summary.get("verify_size_for_2pt")
         how = ("gold-free (controlled injection), plausible range without verification"
-               + (f"; about {need:,} verified labels would give +-2 points (dqaudit verify)"
+               + (f"; about {need:,} verified labels would give ±2 points (dqaudit verify)"
                   if need else ""))
         source = "gold-free"
     else:

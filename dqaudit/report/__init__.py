@@ -36,10 +36,16 @@ def environment():
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else f"{100 * v:.{digits}f}%"
-    env.filters["num"] = lambda v, digits=2: "n/a" if v is None else f"{v:.{digits}f}"
+    env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else _fixed(100 * v, digits) + "%"
+    env.filters["num"] = lambda v, digits=2: "n/a" if v is None else _fixed(v, digits)
     env.filters["thousands"] = lambda v: "n/a" if v is None else f"{int(v):,}"
     return env
+
+
+def _fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, never "-0.00": a value that rounds to zero is 0."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def render_html(context: dict) -> str:

@@ -103,13 +103,13 @@ def relabel_plan(plan: dict) -> str:
 
 
 def clr_curves(curves: dict, metric: str = "accuracy") -> str:
-    """Metric against injected corrupted-label ratio, mean with a +-1 std band."""
+    """Metric against injected corrupted-label ratio, mean with a ±1 std band."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     x = 100 * np.array(curves["ratios"])
     mean = np.array(curves[metric]["mean"])
     std = np.array(curves[metric]["std"])
-    ax.fill_between(x, mean - std, mean + std, color=LIGHT, label="+-1 std over repeats")
+    ax.fill_between(x, mean - std, mean + std, color=LIGHT, label="±1 std over repeats")
     ax.plot(x, mean, color=DARK, lw=2, marker="o", ms=3, label=f"mean {metric}")
     ax.set_xlabel("injected corrupted-label ratio (%)")
     ax.set_ylabel(f"held-out {metric}")
