@@ -4,6 +4,11 @@ state, and the verdict drawn from it. Functions of summary.json's dict."""
 from __future__ import annotations
 
 VERDICT_LEVELS = ("clean", "some noise", "noisy")
+# Below these sizes one label more or less moves the share by whole points, and the probes'
+# folds hold a handful of each class: the verdict says so (an App audit of a 9-sample view
+# reported "clean, 0.0%" without a word)
+SMALL_AUDIT_SAMPLES = 200
+SMALL_CLASS_SAMPLES = 20
 HEADLINE_HALF_WIDTH = 0.02  # the verified sample size the headline names: ±2 points
 
 
@@ -82,5 +87,12 @@ def verdict(summary: dict, *, thresholds: tuple[float, float]) -> dict:
     leaks = summary["issue_counts"]["leak"]
     if leaks:
         text += f" {leaks:,} samples have near-duplicates in another split: evaluation is leaky."
-    return {"level": level, "text": text, "source": head["source"],
+    n = summary["n_samples"]
+    smallest = min(summary["class_counts"].values())
+    small = n < SMALL_AUDIT_SAMPLES or smallest < SMALL_CLASS_SAMPLES
+    if small:
+        text += (f" Only {n:,} samples ({smallest:,} in the smallest class): one label more or "
+                 f"less moves the share by {100 / n:.1f} points, so this is a rough reading; "
+                 "audit the whole dataset, or verify a sample, before quoting it.")
+    return {"level": level, "text": text, "source": head["source"], "small_sample": small,
             "thresholds": {"clean_at_most": good, "some_noise_at_most": fair}}

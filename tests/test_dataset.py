@@ -78,3 +78,19 @@ def test_review_score_uses_the_given_label_of_a_tied_sample():
 def test_score_dataset_defaults_to_the_method_scans_use():
     default = inspect.signature(score_dataset).parameters["method"].default
     assert default == ScoreConfig().posterior_method == "linear"
+
+
+def test_the_verdict_says_when_an_audit_is_too_small_to_quote():
+    from dqaudit.headline import verdict
+
+    def summary(n, smallest):
+        return {"n_samples": n, "class_counts": {"a": n - smallest, "b": smallest},
+                "label_error_count": 0, "estimated_noise_rate": 0.0, "clr": None,
+                "issue_counts": {"leak": 0}}
+
+    small = verdict(summary(9, 4), thresholds=(0.02, 0.05))
+    assert small["small_sample"] and "Only 9 samples (4 in the smallest class)" in small["text"]
+    assert "11.1 points" in small["text"]
+    assert verdict(summary(1000, 15), thresholds=(0.02, 0.05))["small_sample"]
+    big = verdict(summary(1000, 400), thresholds=(0.02, 0.05))
+    assert not big["small_sample"] and "Only" not in big["text"]

@@ -114,6 +114,11 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
                    "clr": True, "clr_repeats": 3}})
     out = result.result
     assert out["n_samples"] == 8 and out["label_error_count"] >= 1
+    # an 8-sample view: the verdict says the reading is rough; the rate is the cover's
+    assert "Only 8 samples" in out["verdict"]
+    summary = json.loads((tmp_path / "app-run" / "summary.json").read_text())
+    from dqaudit.headline import headline
+    assert out["estimated_noise_rate"] == headline(summary)["rate"]
     assert writes == [fo_name]  # the results are written to FiftyOne once per run
     assert (tmp_path / "app-run" / "report.html").exists()
     assert json.loads((tmp_path / "app-run" / "summary.json").read_text())["clr"]["repeats"] == 3

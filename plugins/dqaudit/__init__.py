@@ -76,13 +76,19 @@ class RunAudit(foo.Operator):
                 config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
         except DqauditError as exc:
             return _fail(ctx, exc)
+        from dqaudit.headline import headline
+
         s = result.summary
         if not ctx.delegated:
             ctx.ops.reload_dataset()
             ctx.ops.set_view(name=SUSPECTS_VIEW)
+            if s["verdict"].get("small_sample"):
+                ctx.ops.notify(f"dqaudit: {s['verdict']['text']}", variant="warning")
+        # the one headline share of wrong labels (as the report's cover), not the raw count
         return {"n_samples": s["n_samples"], "label_error_count": s["label_error_count"],
                 "flagged_count": s["flagged_count"],
-                "estimated_noise_rate": s["estimated_noise_rate"],
+                "estimated_noise_rate": headline(s)["rate"],
+                "verdict": f"{s['verdict']['level']}: {s['verdict']['text']}",
                 "out_dir": str(result.out_dir)}
 
     def resolve_output(self, ctx):
@@ -90,7 +96,8 @@ class RunAudit(foo.Operator):
         outputs.int("n_samples", label="Samples audited")
         outputs.int("label_error_count", label="Suspected label errors")
         outputs.int("flagged_count", label="Flagged samples")
-        outputs.float("estimated_noise_rate", label="Estimated label-noise rate")
+        outputs.float("estimated_noise_rate", label="Estimated share of wrong labels")
+        outputs.str("verdict", label="Verdict")
         outputs.str("out_dir", label="Report folder")
         return types.Property(outputs)
 
