@@ -106,15 +106,13 @@ class Audit:
         data = LabeledImages.from_labels(
             labels, classes=classes, label_counts=label_counts, paths=paths, ids=ids,
             splits=splits, n_classes=None if pred_probs is None else np.shape(pred_probs)[1])
-        n = len(data)
         config = config or AuditConfig()
-        info = {"model": "user pred_probs" if embeddings is None else "user embeddings",
-                "device": None, "image_size": None, "flip_tta": False, "n_embedded": n,
-                "n_cached": 0, "n_failed": 0, "images_per_second": None}
         if embeddings is not None:
-            embeddings, _ = given_embeddings(data, embeddings)
-            info["dim"] = int(embeddings.shape[1])
-        if embeddings is None:
+            embeddings, info = given_embeddings(data, embeddings)
+        else:
+            info = {"model": "user pred_probs", "device": None, "image_size": None,
+                    "flip_tta": False, "n_embedded": len(data), "n_cached": 0, "n_failed": 0,
+                    "images_per_second": None}
             config = replace(config, clr=None)  # injection trains probes on embeddings
         return cls._scored(data, embeddings, pred_probs, info, config=config,
                            device=resolve_device(config.device), timings={},
@@ -148,15 +146,11 @@ class Audit:
             raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}`")
         summary = outputs.read_summary(out)
         samples = outputs.read_samples(out)
-        classes = summary["dataset"]["classes"]
-        index = {c: i for i, c in enumerate(classes)}
-        data = LabeledImages(
-            paths=samples["path"].tolist(),
-            labels=np.array([index[v] for v in samples["label"]], dtype=np.int64),
-            classes=list(classes),
-            label_counts=np.load(out / outputs.LABEL_COUNTS_NPY).astype(np.float32),
-            splits=np.array(samples["split"].tolist(), dtype=object),
-            ids=samples["id"].tolist(), source=summary["dataset"]["source"])
+        data = LabeledImages.from_labels(
+            samples["label"].to_numpy(dtype=object), classes=summary["dataset"]["classes"],
+            label_counts=np.load(out / outputs.LABEL_COUNTS_NPY),
+            paths=samples["path"].tolist(), ids=samples["id"].tolist(),
+            splits=samples["split"].tolist(), source=summary["dataset"]["source"])
         emb = out / outputs.EMBEDDINGS_NPY
         probs = out / PROBS_NPY
         return cls(dataset=data, samples=samples, summary=summary,
@@ -190,6 +184,7 @@ class Audit:
         otherwise the headline marks it stale with the command that refreshes it."""
         data = self.dataset
         before = data.labels.copy()
+        device = resolve_device(device or self.config.device)
         if labels is not None:
             index = {c: i for i, c in enumerate(data.classes)}
             unknown = sorted(set(labels) - set(index))
@@ -217,10 +212,10 @@ class Audit:
             self.embeddings if keep.all() else self.embeddings[keep])
         given = self.probs[keep] if self.user_probs else None
         timings = s.setdefault("timings", {})
+        kept = data.subset(keep)
         with timed(timings, "rescore_seconds"):
-            scored = score(data.subset(keep), emb, self.config, pred_probs=given,
-                           device=resolve_device(device or self.config.device))
-        self.samples = rescored(self.samples, data, keep, scored, s)
+            scored = score(kept, emb, self.config, pred_probs=given, device=device)
+        self.samples = rescored(self.samples, data, kept, keep, scored, s)
         if "fingerprint_files" in s:  # audits from before 2026-12-03 keep their scan's
             s["fingerprint"] = fingerprint(data, files=s["fingerprint_files"],
                                            dropped=set(self.samples["id"][~keep]))
@@ -229,10 +224,8 @@ class Audit:
         self.probs = probs
         log(self.quiet, f"dqaudit: re-ranked {int(keep.sum())} samples; "
                         f"{s['label_error_count']} suspected label errors remain")
-        clr = self.summary.get("clr") or {}
-        if refresh_clr and clr.get("method") and self.embeddings is not None:
-            self._estimate_clr(self.config.clr or ClrConfig(),
-                               device=resolve_device(device or self.config.device))
+        if refresh_clr and (s.get("clr") or {}).get("method") and self.embeddings is not None:
+            self._estimate_clr(self.config.clr or ClrConfig(), device=device)
         return self.finish() if finish else self
 
     def estimate_clr(self, config: ClrConfig | None = None, *, device: str | None = None

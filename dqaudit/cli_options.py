@@ -99,6 +99,13 @@ def command_line() -> str:
     return " ".join(["dqaudit"] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
+def _with_options(func, options: list):
+    """``func`` decorated with ``options``, first listed first in ``--help``."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def embedding_options(func):
     """Options shared by every command that computes embeddings."""
     options = [
@@ -127,9 +134,7 @@ def embedding_options(func):
                           "~/.cache/dqaudit/embeddings]."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 def scale_options(func):
@@ -156,9 +161,7 @@ def scale_options(func):
                      help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "
                           "to 0.95 on the data); auto is exact up to 20,000 samples."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 def ingest_options(func):
@@ -178,9 +181,7 @@ def ingest_options(func):
         click.option("--saved-view", default=None,
                      help="With --from-fiftyone: audit only this saved view of the dataset."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 def report_options(func):
@@ -202,9 +203,7 @@ def report_options(func):
                      help="PDF page size [default: the audit's, else "
                           f"{default(ReportConfig, 'page_size')}]."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 def clr_options(func):
@@ -225,9 +224,7 @@ def clr_options(func):
                           "this size (0: always all samples) [default: the audit's, else "
                           f"{default(ClrConfig, 'max_samples')}]."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 def _grid(ctx, param, value):

@@ -42,14 +42,6 @@ def form_config(params: dict) -> AuditConfig:
         report=replace(base.report, pdf=bool(params.get("pdf", base.report.pdf))))
 
 
-def clr_form_config(dataset, params: dict) -> ClrConfig:
-    """The CLR re-run's config: the last audit's, with the form's repeats and mode."""
-    saved = Audit.load(_run_dir(dataset)).config.clr or ClrConfig()
-    given = {k: v for k, v in (("repeats", params.get("repeats")),
-                               ("mode", params.get("mode"))) if v}
-    return replace(saved, **{k: int(v) if k == "repeats" else v for k, v in given.items()})
-
-
 def default_out_dir(dataset_name: str):
     return Path.home() / ".dqaudit" / "audits" / dataset_name
 
@@ -68,10 +60,16 @@ def export_report(dataset, path, *, pdf: bool = True) -> dict:
     return out
 
 
-def estimate_clr_for(dataset, *, config: ClrConfig | None = None) -> dict:
-    """Re-run CLR injection on the dataset's last audit (its saved outputs); the audit's
-    ``finish`` records it in the FiftyOne run."""
-    return Audit.load(_run_dir(dataset)).estimate_clr(config)
+def estimate_clr_for(dataset, params: dict) -> dict:
+    """Re-run CLR injection on the dataset's last audit (its saved outputs) with its config and
+    the form's ``repeats`` and ``mode`` when given; the audit's ``finish`` records it in the
+    FiftyOne run."""
+    audit = Audit.load(_run_dir(dataset))
+    given = {k: v for k, v in (("repeats", params.get("repeats")),
+                               ("mode", params.get("mode"))) if v}
+    config = replace(audit.config.clr or ClrConfig(),
+                     **{k: int(v) if k == "repeats" else v for k, v in given.items()})
+    return audit.estimate_clr(config)
 
 
 def _run_dir(dataset) -> str:

@@ -150,12 +150,12 @@ def run_clr(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *, seed:
     return result
 
 
-def rescored(samples: pd.DataFrame, data: LabeledImages, keep: np.ndarray,
-             scored: ScoredDataset, summary: dict) -> pd.DataFrame:
+def rescored(samples: pd.DataFrame, data: LabeledImages, kept: LabeledImages,
+             keep: np.ndarray, scored: ScoredDataset, summary: dict) -> pd.DataFrame:
     """The samples table after a re-rank: the kept rows' new scores (the label-error
     probability through a verified re-fit when the summary has one), dropped rows kept in
-    place (row-aligned files), flagged ``dropped`` and unscored. Updates ``summary``."""
-    kept = data.subset(keep)
+    place (row-aligned files), flagged ``dropped`` and unscored. ``kept``: ``data`` where
+    ``keep``, the scored dataset. Updates ``summary``."""
     table = pd.concat([base_samples_table(kept), scored.table], axis=1)
     # a verified re-fit of the label-error probability outlives the re-rank
     refit = ((summary.get("clr") or {}).get("verified") or {}).get(

@@ -140,10 +140,10 @@ class EstimateClr(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_app import clr_form_config, estimate_clr_for
+        from dqaudit.fiftyone_app import estimate_clr_for
 
         try:
-            res = estimate_clr_for(ctx.dataset, config=clr_form_config(ctx.dataset, ctx.params))
+            res = estimate_clr_for(ctx.dataset, ctx.params)
         except DqauditError as exc:
             return _fail(ctx, exc)
         return {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
