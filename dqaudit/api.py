@@ -70,6 +70,12 @@ class Audit:
         with timed(timings, "ingest_seconds"):
             data = source if isinstance(source, LabeledImages) else \
                 load_dataset(source, **ingest_options)
+            if embeddings is not None:  # rows in the order of ingest, matched before sorting
+                embeddings, info = given_embeddings(data, embeddings)
+            # results must not depend on where the files lie or how they were listed
+            data, order = data.in_canonical_order()
+            if embeddings is not None:
+                embeddings = embeddings[order]
         device = resolve_device(config.device)
         with timed(timings, "embed_seconds"):
             if embeddings is None:
@@ -77,8 +83,6 @@ class Audit:
                            f"{config.embed.model} on "
                            f"{device if config.embed.engine == 'local' else 'Ray'}")
                 data, embeddings, info = embed_dataset(data, config, device=device, quiet=quiet)
-            else:
-                embeddings, info = given_embeddings(data, embeddings)
         check_scorable(data)
         if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
             fiftyone_dataset = data.source["location"]

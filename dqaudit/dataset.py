@@ -7,6 +7,9 @@ FiftyOne adapter, the stages and the audit folder all speak the same type.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -54,6 +57,43 @@ def label_distribution(label_counts: np.ndarray) -> np.ndarray:
     return label_counts / label_counts.sum(axis=1, keepdims=True)
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """40 hex digits: BLAKE2b-160 of the file's bytes. The identity of an image wherever it
+    lies: the embedding cache's key, the order of an audit, the fingerprint's file part."""
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digests(paths: list[str], *, workers: int = 8, unreadable: str = "") -> list[str]:
+    """``file_digest`` of every path (``unreadable`` for a file that cannot be read: the embed
+    stage then reports why), read on ``workers`` threads (hashlib releases the GIL)."""
+    def one(path):
+        try:
+            return file_digest(path)
+        except OSError:
+            return unreadable
+
+    if len(paths) < 64 or workers <= 1:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, paths, chunksize=64))
+
+
+def canonical_order(*, digests: list[str], labels: np.ndarray, ids: list[str]) -> np.ndarray:
+    """(N,) the permutation that sorts samples by (given label, file digest, id).
+
+    Every seeded stage (fold splits, subsamples, injection, the verification draw) then sees
+    the samples in an order fixed by their content and labels, not by where the files lie:
+    a class-folder tree and a manifest of the same images give the same results. ``ids``
+    only break ties between byte-identical files with the same label.
+    """
+    return np.array(sorted(range(len(ids)), key=lambda i: (int(labels[i]), digests[i], ids[i])),
+                    dtype=np.int64)
+
+
 def cheap_file_problem(path: Path) -> str | None:
     """A reason to skip the file that needs no decoding, or None."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -81,6 +121,7 @@ class LabeledImages:
         ids: (N,) stable sample ids (path relative to the dataset root, or FiftyOne sample id).
         source: how the dataset was given (kind, location, columns), for the report.
         skipped: files that were left out, as dicts ``{"path", "reason"}``.
+        digests: (N,) ``file_digest`` per file, or None (not computed, or no files).
     """
 
     paths: list[str]
@@ -91,6 +132,7 @@ class LabeledImages:
     ids: list[str]
     source: dict = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
+    digests: list[str] | None = None
 
     def __post_init__(self) -> None:
         n, c = len(self.paths), len(self.classes)
@@ -103,8 +145,9 @@ class LabeledImages:
         if self.label_counts.shape != (n, c):
             problems.append(f"label_counts have shape {self.label_counts.shape}, expected "
                             f"({n}, {c}) (samples x classes)")
-        if self.splits.shape != (n,) or len(self.ids) != n:
-            problems.append(f"splits and ids need one entry per path ({n})")
+        if self.splits.shape != (n,) or len(self.ids) != n or (
+                self.digests is not None and len(self.digests) != n):
+            problems.append(f"splits, ids and digests need one entry per path ({n})")
         if problems:
             raise InputError("inconsistent dataset: " + "; ".join(problems))
         if n and (self.labels.min() < 0 or self.labels.max() >= c):
@@ -180,8 +223,13 @@ class LabeledImages:
 
     def subset(self, keep: np.ndarray, *, extra_skipped: list[dict] | None = None) -> LabeledImages:
         """The samples where boolean mask ``keep`` is true (classes stay as they are)."""
-        keep = np.asarray(keep, dtype=bool)
-        idx = np.flatnonzero(keep)
+        return self.take(np.flatnonzero(np.asarray(keep, dtype=bool)),
+                         extra_skipped=extra_skipped)
+
+    def take(self, idx: np.ndarray, *, extra_skipped: list[dict] | None = None
+             ) -> LabeledImages:
+        """The samples at positions ``idx``, in that order (classes stay as they are)."""
+        idx = np.asarray(idx, dtype=np.int64)
         return replace(
             self,
             paths=[self.paths[i] for i in idx],
@@ -190,4 +238,12 @@ class LabeledImages:
             splits=self.splits[idx],
             ids=[self.ids[i] for i in idx],
             skipped=list(self.skipped) + list(extra_skipped or []),
+            digests=None if self.digests is None else [self.digests[i] for i in idx],
         )
+
+    def in_canonical_order(self) -> tuple[LabeledImages, np.ndarray]:
+        """(this dataset with ``digests`` computed and its samples in ``canonical_order``,
+        the (N,) permutation applied: ``new.paths[j] == self.paths[order[j]]``)."""
+        digests = self.digests if self.digests is not None else file_digests(self.paths)
+        order = canonical_order(digests=digests, labels=self.labels, ids=self.ids)
+        return replace(self, digests=digests).take(order), order

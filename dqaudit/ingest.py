@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_problem,
-                      majority_labels, one_hot)
+                      file_digests, majority_labels, one_hot)
 from .errors import InputError
 from .fiftyone_io import load_fiftyone_dataset, load_view
 
@@ -121,15 +121,12 @@ def load_folder(root: Path) -> LabeledImages:
 
 
 def files_fingerprint(data: LabeledImages) -> str:
-    """SHA-256 over every sample's id and file bytes, in id order (the part of the fingerprint
-    that labelling cannot change; computed once, at the scan)."""
+    """SHA-256 over every sample's id and file digest (``dataset.file_digest``), in id order:
+    the part of the fingerprint that labelling cannot change, computed once, at the scan."""
+    digests = data.digests if data.digests is not None else file_digests(data.paths)
     digest = hashlib.sha256()
     for i in sorted(range(len(data)), key=lambda j: data.ids[j]):
-        file_digest = hashlib.sha256()
-        with open(data.paths[i], "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                file_digest.update(block)
-        digest.update(f"{data.ids[i]}\x1f{file_digest.hexdigest()}\x1e".encode())
+        digest.update(f"{data.ids[i]}\x1f{digests[i]}\x1e".encode())
     return digest.hexdigest()
 
 

@@ -49,13 +49,14 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
                                   flip_tta=e.flip_tta, address=e.ray_address,
                                   num_gpus_per_worker=e.num_gpus_per_worker,
                                   batch_size=e.batch_size, cache_dir=e.cache_dir,
-                                  use_cache=e.use_cache, progress=not quiet)
+                                  use_cache=e.use_cache, progress=not quiet,
+                                  keys=data.digests)
     else:
         encoder = load_encoder(e.model, image_size=size, flip_tta=e.flip_tta)
         result = embed_images(data.paths, model=encoder, device=device,
                               batch_size=e.batch_size, num_workers=e.num_workers,
                               cache_dir=e.cache_dir, use_cache=e.use_cache,
-                              progress=not quiet)
+                              progress=not quiet, keys=data.digests)
     info = result.info
     log(quiet, f"dqaudit: embedded {info['n_embedded']} images "
                f"({info['n_cached']} from cache, {info['n_failed']} undecodable)"

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cache import EmbeddingCache, default_cache_dir, file_key
+from ..dataset import file_digests
+from .cache import EmbeddingCache, default_cache_dir
 from .encoders import (DEFAULT_ENCODER, ENCODERS, Encoder, Preprocessing, auto_image_size,
                        load_encoder)
 from .loader import ImageFolderDataset, collate
@@ -57,17 +58,19 @@ def embed_images(
     use_cache: bool = True,
     shard_size: int = 1024,
     progress: bool = True,
+    keys: list[str] | None = None,
 ) -> EmbeddingResult:
     """Embed every file in ``paths`` with ``model`` on ``device`` (already resolved).
 
     Cached embeddings are reused; new ones are written to the cache every ``shard_size`` images
-    so an interrupted run resumes where it stopped.
+    so an interrupted run resumes where it stopped. ``keys``: the files' cache keys
+    (``dataset.file_digest``) when already computed.
     """
     import torch
 
     t0 = time.perf_counter()
     encoder = load_encoder(model) if isinstance(model, str) else model
-    state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache)
+    state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
     emb, ok, failures, keys, cache, todo = (state.embeddings, state.ok, state.failures,
                                              state.keys, state.cache, state.todo)
 
@@ -143,13 +146,17 @@ class _Start:
     n_cached: int
 
 
-def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool) -> _Start:
+def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool,
+           keys: list[str] | None = None) -> _Start:
     n = len(paths)
     emb = np.zeros((n, encoder.dim), dtype=np.float32)
     ok = np.zeros(n, dtype=bool)
-    keys = [file_key(p) for p in paths]
     cache = EmbeddingCache(cache_dir or default_cache_dir(), encoder.cache_key()) if use_cache \
         else None
+    if cache is None:
+        keys = [""] * n
+    elif keys is None:
+        keys = file_digests(paths)
     cached = cache.load(keys) if cache else {}
     todo: list[int] = []
     for i, k in enumerate(keys):
@@ -173,8 +180,9 @@ class _ShardWriter:
     def add(self, rows: np.ndarray, feats: np.ndarray) -> None:
         if self.cache is None:
             return
-        self.pending_keys.extend(self.keys[r] for r in rows)
-        self.pending_vecs.append(feats)
+        hashed = np.array([bool(self.keys[r]) for r in rows])  # "": could not be hashed
+        self.pending_keys.extend(self.keys[r] for r in np.asarray(rows)[hashed])
+        self.pending_vecs.append(feats[hashed])
         if len(self.pending_keys) >= self.shard_size:
             self.flush()
 

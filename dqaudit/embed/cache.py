@@ -1,15 +1,14 @@
 """On-disk embedding cache: resumable, and safe against killed runs.
 
 Layout: ``CACHE_DIR/<encoder cache key>/shard-*.npz``, each shard holding ``keys`` (per-file keys:
-sha1 of absolute path, size and mtime) and ``embeddings`` (float32). Shards are written to a
-temporary name and renamed into place (atomic on POSIX), so a run killed mid-write leaves at
-most a stray ``.tmp`` file, never a shard that loads as valid. A re-run embeds only the files
-whose key is absent: new, changed (size or mtime) or moved files.
+``dataset.file_digest``, a hash of the file's bytes) and ``embeddings`` (float32). Shards are
+written to a temporary name and renamed into place (atomic on POSIX), so a run killed mid-write
+leaves at most a stray ``.tmp`` file, never a shard that loads as valid. A re-run embeds only the
+files whose content is new: a moved, renamed or copied dataset hits the cache.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -24,13 +23,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ[ENV_CACHE_DIR]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "dqaudit" / "embeddings"
-
-
-def file_key(path: str) -> str:
-    """Identity of one file's content for the cache: path, size and modification time."""
-    st = os.stat(path)
-    return hashlib.sha1(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode()
-                        ).hexdigest()
 
 
 class EmbeddingCache:

@@ -100,6 +100,7 @@ def embed_images_ray(
     use_cache: bool = True,
     shard_size: int = 1024,
     progress: bool = True,
+    keys: list[str] | None = None,
 ) -> EmbeddingResult:
     """Embed ``paths`` on a Ray cluster; same result and cache as ``embed_images``.
 
@@ -111,7 +112,7 @@ def embed_images_ray(
     ray = _require_ray()
     t0 = time.perf_counter()
     encoder = load_encoder(model, image_size=image_size, flip_tta=flip_tta)
-    state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache)
+    state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
     emb, ok, failures = state.embeddings, state.ok, state.failures
 
     todo = np.asarray(state.todo, dtype=np.int64)
