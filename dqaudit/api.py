@@ -56,16 +56,20 @@ class Audit:
     @classmethod
     def scan(cls, source: str | os.PathLike | LabeledImages, *, config: AuditConfig | None = None,
              out_dir: str | os.PathLike | None = None, embeddings=None,
-             fiftyone_dataset: str | None = None, quiet: bool = False,
-             command: str | None = None, **ingest_options) -> Audit:
+             fiftyone_dataset: str | None = None, fiftyone_run: str | None = None,
+             quiet: bool = False, command: str | None = None, **ingest_options) -> Audit:
         """Ingest, embed (or take ``embeddings``: an (N, D) array or a .npy/.npz file, see
         ``pipeline.given_embeddings``), score, estimate the CLR, and ``finish``.
 
         ``source``: anything ``load_dataset`` takes (``ingest_options`` go to it) or a loaded
         ``LabeledImages``. Results go into FiftyOne dataset ``fiftyone_dataset`` when given, and
-        back into the source dataset when the samples came from FiftyOne.
+        back into the source dataset when the samples came from FiftyOne; ``fiftyone_run``
+        names the audit of part of a dataset (a view), whose results go under their own names
+        (``fiftyone_io.RunNames``), never over the whole dataset's.
         """
         config = config or AuditConfig()
+        if fiftyone_run is not None:
+            fiftyone_io.RunNames(fiftyone_run)  # a bad name fails before the work, not after
         timings: dict[str, float] = {}
         with timed(timings, "ingest_seconds"):
             data = source if isinstance(source, LabeledImages) else \
@@ -88,7 +92,8 @@ class Audit:
             fiftyone_dataset = data.source["location"]
         return cls._scored(data, embeddings, None, info, config=config, device=device,
                            timings=timings, command=command, out_dir=out_dir,
-                           fiftyone_dataset=fiftyone_dataset, quiet=quiet)
+                           fiftyone_dataset=fiftyone_dataset, quiet=quiet,
+                           fiftyone_run=fiftyone_run)
 
     @classmethod
     def from_arrays(cls, labels, *, embeddings=None, pred_probs=None, classes=None,
@@ -125,7 +130,7 @@ class Audit:
 
     @classmethod
     def _scored(cls, data, embeddings, pred_probs, info, *, config, device, timings, command,
-                out_dir, fiftyone_dataset, quiet) -> Audit:
+                out_dir, fiftyone_dataset, quiet, fiftyone_run=None) -> Audit:
         with timed(timings, "score_seconds"):
             scored = score(data, embeddings, config, device=device, pred_probs=pred_probs)
         stats = scored.stats
@@ -135,6 +140,7 @@ class Audit:
         samples, summary = scored_summary(data, info, scored, config=config, timings=timings,
                                           command=command)
         summary["fiftyone_dataset"] = fiftyone_dataset
+        summary["fiftyone_run"] = fiftyone_run
         res = cls(dataset=data, samples=samples, summary=summary, embeddings=embeddings,
                   probs=scored.probs, config=config,
                   out_dir=Path(out_dir) if out_dir is not None else None, quiet=quiet)
@@ -384,9 +390,10 @@ class Audit:
         part = replace(self, dataset=self.dataset.subset(keep),
                        samples=self.samples[keep].reset_index(drop=True),
                        embeddings=None if self.embeddings is None else self.embeddings[keep])
-        written = fiftyone_io.write_results(part, name, embeddings=self.embeddings is not None,
-                                label_field=self.dataset.source.get("label_field",
-                                                                    "ground_truth"))
+        written = fiftyone_io.write_results(
+            part, name, embeddings=self.embeddings is not None,
+            label_field=self.dataset.source.get("label_field", "ground_truth"),
+            run=self.summary.get("fiftyone_run"))
         if self.summary.get("fiftyone_dataset") != name:
             self.summary["fiftyone_dataset"] = name
             self._save_summary()

@@ -51,13 +51,16 @@ def fiftyone_runs(name):
 
 @fiftyone_group.command("delete")
 @click.argument("name")
+@click.option("--run", default=None, metavar="RUN",
+              help="Remove only this sub-audit's fields, views and run record (the run names "
+                   "that `dqaudit fiftyone runs` lists after dqaudit_).")
 @library_errors
 @prints_result
-def fiftyone_delete(name):
-    """Remove dqaudit's fields, saved views, tags and run record from FiftyOne dataset NAME."""
+def fiftyone_delete(name, run):
+    """Remove dqaudit's fields, saved views, tags and run records from FiftyOne dataset NAME."""
     from .fiftyone_io import delete_results
 
-    res = delete_results(name)
+    res = delete_results(name, run=run)
     return res, [f"removed {len(res['fields'])} fields, {len(res['views'])} views, "
                  f"{len(res['tags'])} tags and {len(res['runs'])} run records from {name!r}"]
 

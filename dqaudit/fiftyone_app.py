@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DqauditError
-from .fiftyone_io import INFO_KEY, import_fiftyone, load_fiftyone_dataset, root_dataset
+from .fiftyone_io import (INFO_KEY, RunNames, import_fiftyone, load_fiftyone_dataset,
+                          root_dataset)
 from .api import Audit
 from .clr import ClrConfig
 from .config import AuditConfig
@@ -22,12 +23,44 @@ from .report import REPORT_HTML, REPORT_PDF
 from .verify import VERIFY_SAMPLE_CSV
 
 
+TARGETS = ("dataset", "view", "saved_view")  # what the App's audit runs on; the first is default
+
+
+def audit_target(dataset, view=None, *, target: str = "dataset", saved_view: str | None = None,
+                 run: str | None = None):
+    """(the samples to audit, the run name their results go under).
+
+    ``dataset``: every sample, results as the dataset's own (run None). ``view``: the App's
+    current ``view``; ``saved_view``: the saved view of that name. Part of a dataset is a
+    sub-audit named ``run`` (default: the saved view's name, or "view"), written under its
+    own fields and views (``fiftyone_io.RunNames``); a view holding every sample is the
+    dataset."""
+    if target not in TARGETS:
+        raise DqauditError(f"unknown audit target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target == "dataset":
+        return dataset, None
+    if target == "saved_view":
+        if not saved_view or not dataset.has_saved_view(saved_view):
+            raise DqauditError(f"dataset {dataset.name!r} has no saved view {saved_view!r}; "
+                               f"saved views: {', '.join(dataset.list_saved_views()) or 'none'}")
+        view = dataset.load_saved_view(saved_view)
+        default_run = RunNames.for_view(saved_view).run
+    else:
+        view = dataset if view is None else view
+        default_run = "view"
+    if len(view) == len(dataset):  # every sample: the dataset's own audit
+        return dataset, None
+    return view, RunNames(run or default_run).run
+
+
 def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None,
-                   config: AuditConfig | None = None, **options) -> Audit:
-    """Run the audit on a FiftyOne dataset or view and write the results back to it."""
+                   config: AuditConfig | None = None, run: str | None = None,
+                   **options) -> Audit:
+    """Run the audit on a FiftyOne dataset or view and write the results back to it, under
+    run name ``run`` (None: the dataset's own results; see ``audit_target``)."""
     data = load_fiftyone_dataset(root_dataset(view).name, label_field=label_field, view=view)
     # the audit writes the results back to the dataset the samples came from: once
-    return Audit.scan(data, out_dir=out_dir, config=config, **options)
+    return Audit.scan(data, out_dir=out_dir, config=config, fiftyone_run=run, **options)
 
 
 def form_config(params: dict) -> AuditConfig:
@@ -42,8 +75,10 @@ def form_config(params: dict) -> AuditConfig:
         report=replace(base.report, pdf=bool(params.get("pdf", base.report.pdf))))
 
 
-def default_out_dir(dataset_name: str):
-    return Path.home() / ".dqaudit" / "audits" / dataset_name
+def default_out_dir(dataset_name: str, run: str | None = None):
+    """``~/.dqaudit/audits/<dataset>``, or ``<dataset>--<run>`` for a sub-audit."""
+    return Path.home() / ".dqaudit" / "audits" / (
+        dataset_name if run is None else f"{dataset_name}--{run}")
 
 
 def export_report(dataset, path, *, pdf: bool = True) -> dict:

@@ -7,6 +7,8 @@ first unless the user already chose a value: dqaudit never phones home.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +111,52 @@ RUN_KEY = "dqaudit"  # the dataset's run record (dataset.list_runs(), dataset.de
 FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_review_score", "dq_importance",
           "dq_label_error_probability", "dq_suggested", "dq_outlier", "dq_dup_group",
           "dq_issues", "dq_flagged", "dq_embedding")
+RUN_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+@dataclass(frozen=True)
+class RunNames:
+    """Where one audit's results live in a FiftyOne dataset.
+
+    The whole dataset's audit (``run`` None) owns fields ``dq_*`` (``FIELDS``), saved views
+    ``dq_suspects`` and ``dq_ambiguous``, ``dataset.info["dqaudit"]`` and run record
+    ``dqaudit``. The audit of part of it, named ``run`` (a view, a split), owns
+    ``dq_<run>_*``, views ``dq_<run>_suspects`` and ``dq_<run>_ambiguous``, info and run key
+    ``dqaudit_<run>``: a sub-audit never overwrites the whole dataset's results.
+    """
+
+    run: str | None = None
+
+    def __post_init__(self):
+        if self.run is not None and not RUN_NAME.fullmatch(self.run):
+            raise InputError(f"run name {self.run!r}: use 1-40 lower-case letters, digits or _, "
+                             "starting with a letter (e.g. test_split)")
+
+    @classmethod
+    def for_view(cls, name: str) -> RunNames:
+        """The run name a view called ``name`` gets ("Test split" -> "test_split")."""
+        slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40] or "view"
+        return cls(slug if slug[0].isalpha() else f"v_{slug}"[:40])
+
+    @property
+    def key(self) -> str:
+        return RUN_KEY if self.run is None else f"{RUN_KEY}_{self.run}"
+
+    def field(self, name: str) -> str:
+        """``dq_noisiness`` as this run names it."""
+        return name if self.run is None else f"dq_{self.run}_{name[3:]}"
+
+    @property
+    def suspects(self) -> str:
+        return self.field(SUSPECTS_VIEW)
+
+    @property
+    def ambiguous(self) -> str:
+        return self.field(AMBIGUOUS_VIEW)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.field(f) for f in FIELDS)
 
 
 def _target_dataset(fo, name: str, data, label_field: str):
@@ -142,22 +190,23 @@ def _target_dataset(fo, name: str, data, label_field: str):
 
 
 def write_results(result, name: str, *, label_field: str = "ground_truth",
-                  embeddings: bool = True) -> dict:
+                  embeddings: bool = True, run: str | None = None) -> dict:
     """Write an audit (``dqaudit.api.Audit``: its dataset, samples, embeddings, summary) into
-    FiftyOne dataset ``name`` (created if needed).
+    FiftyOne dataset ``name`` (created if needed), under ``RunNames(run)``.
 
-    Fields ``dq_*`` are replaced as a whole (a re-run never leaves stale values), written in
-    bulk with ``set_values``; saved views ``dq_suspects`` (flagged, in review order: highest
-    ``dq_review_score`` first, as ``dqaudit relabel queue``) and ``dq_ambiguous``; the run's
-    parameters and headline numbers in ``dataset.info["dqaudit"]``; the run record with its
-    config (``dataset.get_run_info("dqaudit")``; ``list_results``, ``delete_results``).
+    Its fields are replaced as a whole (a re-run never leaves stale values), written in bulk
+    with ``set_values``; saved views of suspects (flagged, in review order: highest review
+    score first, as ``dqaudit relabel queue``) and of ambiguous samples; the run's parameters
+    and headline numbers in ``dataset.info[key]``; the run record with its config
+    (``dataset.get_run_info(key)``; ``list_results``, ``delete_results``).
     """
     fo = import_fiftyone()
     from fiftyone import ViewField as F
 
+    names = RunNames(run)
     data, samples = result.dataset, result.samples
     dataset, ids = _target_dataset(fo, name, data, label_field)
-    for fname in FIELDS:
+    for fname in names.fields:
         if dataset.has_sample_field(fname):
             dataset.delete_sample_field(fname)
 
@@ -174,7 +223,7 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
                          for lab, conf in zip(samples["suggested_label"],
                                               samples["suggested_confidence"])],
     }
-    order = "dq_" + review_order_column(samples)  # priority in audits older than review_score
+    order = names.field("dq_" + review_order_column(samples))  # priority in older audits
     if "given_label_disagreement" in samples.columns:  # calibrated (audits from 2026-12 on)
         columns["dq_label_error_probability"] = samples["label_error_probability"].astype(
             float).tolist()
@@ -182,41 +231,41 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         columns["dq_review_score"] = samples["review_score"].astype(float).tolist()
     if embeddings:
         columns["dq_embedding"] = [np.asarray(v, dtype=np.float32) for v in result.embeddings]
-    _write_columns(fo, dataset, ids, columns)
+    _write_columns(fo, dataset, ids, columns, names)
 
     # review scores tie (a mean of two ranks); the queue and the report keep the samples' row
     # order among ties, which is the order the samples were added here: ``_id`` ascending
-    dataset.save_view(SUSPECTS_VIEW, dataset.match(F("dq_flagged") == True)  # noqa: E712
+    flagged, issues = names.field("dq_flagged"), names.field("dq_issues")
+    what = "" if run is None else f" of run {run!r}"
+    dataset.save_view(names.suspects, dataset.match(F(flagged) == True)  # noqa: E712
                       .sort_by([(order, -1), ("_id", 1)]), overwrite=True,
-                      description="dqaudit: flagged samples in review order (the order of "
-                                  "dqaudit relabel queue)")
-    dataset.save_view(AMBIGUOUS_VIEW, dataset.match(F("dq_issues").contains("ambiguous"))
-                      .sort_by("dq_ambiguity", reverse=True), overwrite=True,
-                      description="dqaudit: ambiguous samples, most ambiguous first")
+                      description=f"dqaudit: flagged samples{what} in review order (the order "
+                                  "of dqaudit relabel queue)")
+    dataset.save_view(names.ambiguous, dataset.match(F(issues).contains("ambiguous"))
+                      .sort_by(names.field("dq_ambiguity"), reverse=True), overwrite=True,
+                      description=f"dqaudit: ambiguous samples{what}, most ambiguous first")
     s = result.summary
-    dataset.info[INFO_KEY] = {
+    views = [names.suspects, names.ambiguous]
+    fields = [names.field(f) for f in FIELDS if f in columns]
+    dataset.info[names.key] = {
         "version": s["dqaudit_version"], "created_at": s["created_at"], "command": s["command"],
-        "out_dir": str(result.out_dir) if result.out_dir else None,
+        "out_dir": str(result.out_dir) if result.out_dir else None, "run": run,
         "model": s["model"], "seed": s["seed"], "label_field": label_field,
         "n_samples": s["n_samples"], "label_error_count": s["label_error_count"],
         "estimated_noise_rate": s["estimated_noise_rate"], "flagged_count": s["flagged_count"],
         "clr": {k: s["clr"][k] for k in ("estimate", "ci_low", "ci_high", "method")}
         if (s.get("clr") or {}).get("method") else None,
-        "headline": headline(s),
-        "fields": [f for f in FIELDS if f in columns],
-        "views": [SUSPECTS_VIEW, AMBIGUOUS_VIEW],
+        "headline": headline(s), "fields": fields, "views": views,
     }
     dataset.save()
     # the run, recorded with its config as FiftyOne's brain records its runs: listed by
     # dataset.list_runs(), removed (fields and views too) by delete_results
     config = dataset.init_run(method="dqaudit", version=s["dqaudit_version"],
-                              out_dir=dataset.info[INFO_KEY]["out_dir"],
-                              label_field=label_field, fields=dataset.info[INFO_KEY]["fields"],
-                              views=[SUSPECTS_VIEW, AMBIGUOUS_VIEW],
-                              audit_config=s.get("config"))
-    dataset.register_run(RUN_KEY, config, overwrite=True)
-    return {"dataset": dataset.name, "n_samples": len(ids), "views": [SUSPECTS_VIEW,
-                                                                       AMBIGUOUS_VIEW]}
+                              out_dir=dataset.info[names.key]["out_dir"],
+                              label_field=label_field, fields=fields, views=views,
+                              run=run, audit_config=s.get("config"))
+    dataset.register_run(names.key, config, overwrite=True)
+    return {"dataset": dataset.name, "n_samples": len(ids), "views": views, "run": run}
 
 
 FIELD_TYPES = {
@@ -230,17 +279,17 @@ FIELD_TYPES = {
 }
 
 
-def _write_columns(fo, dataset, ids: list[str], columns: dict) -> None:
+def _write_columns(fo, dataset, ids: list[str], columns: dict, names: RunNames) -> None:
     """Write several fields of many samples through FiftyOne's public ``set_values``, one bulk
-    write per field, keyed by sample id. (A private one-update-per-sample path was 5x faster,
-    benchmarks/RESULTS.md; dqaudit keeps to the public API so a FiftyOne upgrade cannot break
-    the write.)"""
+    write per field, keyed by sample id, under the run's field names. (A private
+    one-update-per-sample path was 5x faster, benchmarks/RESULTS.md; dqaudit keeps to the
+    public API so a FiftyOne upgrade cannot break the write.)"""
     for name in columns:
         kind, kwargs = FIELD_TYPES[name]
         kwargs = {k: getattr(fo, v) for k, v in kwargs.items()}
-        dataset.add_sample_field(name, getattr(fo, kind), **kwargs)
+        dataset.add_sample_field(names.field(name), getattr(fo, kind), **kwargs)
     for name, values in columns.items():
-        dataset.set_values(name, dict(zip(ids, values)), key_field="id")
+        dataset.set_values(names.field(name), dict(zip(ids, values)), key_field="id")
 
 
 def list_results(name: str) -> list[dict]:
@@ -255,26 +304,39 @@ def list_results(name: str) -> list[dict]:
     return out
 
 
-def delete_results(name: str) -> dict:
-    """Remove everything an audit wrote into FiftyOne dataset ``name``: the ``dq_*`` fields,
-    the saved views and tags ``dq_*``, the info entry and the run record. Labels the App's
-    review changed stay changed (``dq_previous_label`` is removed with the other fields)."""
+def delete_results(name: str, *, run: str | None = None) -> dict:
+    """Remove what audits wrote into FiftyOne dataset ``name``. ``run`` None: everything, the
+    ``dq_*`` fields, saved views and tags, the info entries and run records; labels the App's
+    review changed stay changed (``dq_previous_label`` goes with the other fields). ``run``
+    given: only that sub-audit's fields, views, info entry and run record (``RunNames``)."""
     fo = import_fiftyone()
     dataset = fo.load_dataset(name)
-    fields = sorted(f for f in dataset.get_field_schema() if f.startswith("dq_"))
+    names = RunNames(run) if run is not None else None
+    runs = dataset.list_runs(method="dqaudit")
+    if names is not None:
+        if names.key not in runs and names.key not in dataset.info:
+            raise InputError(f"dataset {name!r} has no dqaudit run {run!r}; runs: "
+                             f"{', '.join(runs) or 'none'}")
+        schema = dataset.get_field_schema()
+        fields = [f for f in names.fields if f in schema]
+        views = [v for v in (names.suspects, names.ambiguous) if dataset.has_saved_view(v)]
+        tags, runs, info_keys = [], [k for k in runs if k == names.key], [names.key]
+    else:
+        fields = sorted(f for f in dataset.get_field_schema() if f.startswith("dq_"))
+        views = sorted(v for v in dataset.list_saved_views() if v.startswith("dq_"))
+        tags = [t for t in dataset.distinct("tags") if t.startswith("dq_")]
+        info_keys = [k for k in dataset.info if k == INFO_KEY or k.startswith(INFO_KEY + "_")]
     for field in fields:
         dataset.delete_sample_field(field)
-    views = sorted(v for v in dataset.list_saved_views() if v.startswith("dq_"))
     for view in views:
         dataset.delete_saved_view(view)
-    tags = [t for t in dataset.distinct("tags") if t.startswith("dq_")]
     if tags:
         dataset.untag_samples(tags)
-    runs = dataset.list_runs(method="dqaudit")
     for key in runs:
         dataset.delete_run(key)
-    if INFO_KEY in dataset.info:
-        del dataset.info[INFO_KEY]
+    if any(k in dataset.info for k in info_keys):
+        for key in info_keys:
+            dataset.info.pop(key, None)
         dataset.save()
     return {"fields": fields, "views": views, "tags": tags, "runs": runs}
 

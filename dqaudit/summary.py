@@ -54,6 +54,7 @@ def build_summary(data: LabeledImages, embed_info: dict, *, seed: int, timings: 
         "versions": _versions(),
         "clr": None,  # filled by controlled CLR injection when it runs
         "fiftyone_dataset": None,
+        "fiftyone_run": None,  # the name of an audit of part of that dataset (a view)
     }
 
 

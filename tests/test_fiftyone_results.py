@@ -106,25 +106,52 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     ds = fo.Dataset(fo_name)
     ds.add_samples([fo.Sample(filepath=str(p), ground_truth=fo.Classification(
         label=p.parent.name)) for p in sorted(mislabelled_tree.rglob("*.png"))])
-    view = ds.match(fo.ViewField("ground_truth.label") != "green")  # audit a view
+    params = {"label_field": "ground_truth", "model": "lite0", "device": "cpu", "pdf": False,
+              "clr": True, "clr_repeats": 3}
+    view = ds.match(fo.ViewField("ground_truth.label") != "green")
+    # the App opens on a view, but the audit's default target is the whole dataset
     result = foo.execute_operator("@dqaudit/dqaudit/run_audit", ctx={
         "dataset": ds, "view": view,
-        "params": {"label_field": "ground_truth", "model": "lite0", "device": "cpu",
-                   "out_dir": str(tmp_path / "app-run"), "pdf": False,
-                   "clr": True, "clr_repeats": 3}})
+        "params": {**params, "out_dir": str(tmp_path / "app-run")}})
     out = result.result
-    assert out["n_samples"] == 8 and out["label_error_count"] >= 1
-    # an 8-sample view: the verdict says the reading is rough; the rate is the cover's
-    assert "Only 8 samples" in out["verdict"]
+    assert out["n_samples"] == 12 and out["label_error_count"] >= 1
+    assert out["suspects_view"] == SUSPECTS_VIEW and "Only 12 samples" in out["verdict"]
     summary = json.loads((tmp_path / "app-run" / "summary.json").read_text())
     from dqaudit.headline import headline
     assert out["estimated_noise_rate"] == headline(summary)["rate"]
     assert writes == [fo_name]  # the results are written to FiftyOne once per run
     assert (tmp_path / "app-run" / "report.html").exists()
-    assert json.loads((tmp_path / "app-run" / "summary.json").read_text())["clr"]["repeats"] == 3
+    assert summary["clr"]["repeats"] == 3
     ds.reload()
-    assert ds.match(fo.ViewField("dq_priority") != None).count() == 8  # noqa: E711
-    assert ds.has_saved_view(SUSPECTS_VIEW)
+    assert ds.match(fo.ViewField("dq_priority") != None).count() == 12  # noqa: E711
+    suspects = ds.load_saved_view(SUSPECTS_VIEW).values("id")
+    priority = ds.values("dq_priority")
+
+    # a sub-audit of the current view: its own fields, views and run, the dataset's untouched
+    sub = foo.execute_operator("@dqaudit/dqaudit/run_audit", ctx={
+        "dataset": ds, "view": view,
+        "params": {**params, "target": "view", "run": "no_green",
+                   "out_dir": str(tmp_path / "app-view")}}).result
+    assert sub["n_samples"] == 8 and "Only 8 samples" in sub["verdict"]
+    assert sub["suspects_view"] == "dq_no_green_suspects"
+    ds.reload()
+    assert ds.load_saved_view(SUSPECTS_VIEW).values("id") == suspects
+    assert ds.values("dq_priority") == priority
+    assert ds.info["dqaudit"]["n_samples"] == 12 and ds.info["dqaudit_no_green"]["n_samples"] == 8
+    assert ds.match(fo.ViewField("dq_no_green_priority") != None).count() == 8  # noqa: E711
+    assert ds.has_saved_view("dq_no_green_suspects")
+    assert sorted(ds.list_runs(method="dqaudit")) == ["dqaudit", "dqaudit_no_green"]
+    removed = CliRunner().invoke(main, ["fiftyone", "delete", fo_name, "--run", "no_green"])
+    assert removed.exit_code == 0, removed.output
+    ds.reload()
+    assert ds.list_runs(method="dqaudit") == ["dqaudit"] and "dqaudit_no_green" not in ds.info
+    assert not ds.has_saved_view("dq_no_green_suspects") and ds.has_saved_view(SUSPECTS_VIEW)
+    assert not [f for f in ds.get_field_schema() if f.startswith("dq_no_green_")]
+    assert ds.values("dq_priority") == priority
+    bad = foo.execute_operator("@dqaudit/dqaudit/run_audit", ctx={
+        "dataset": ds, "view": view,
+        "params": {**params, "target": "view", "run": "Bad Name!"}}).result
+    assert "run name 'Bad Name!'" in bad["error"]
 
     clr = foo.execute_operator("@dqaudit/dqaudit/estimate_clr", ctx={
         "dataset": ds, "params": {"repeats": 3, "mode": "uniform"}}).result
@@ -150,7 +177,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     verified = json.loads((tmp_path / "app-run" / "summary.json").read_text())["clr"]["verified"]
     assert verified["n_verified"] == 4 and verified["n_errors_found"] == 0
 
-    suspect = ds.load_saved_view(SUSPECTS_VIEW).first()
+    suspect = ds.match(fo.ViewField("filepath").ends_with("really_red.png")).first()
     foo.execute_operator("@dqaudit/dqaudit/apply_label", ctx={
         "dataset": ds, "selected": [suspect.id],
         "params": {"label": "red", "label_field": "ground_truth"}})
@@ -164,7 +191,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     samples = pd.read_parquet(tmp_path / "app-run" / "samples.parquet").set_index("path")
     assert samples.at[suspect.filepath, "label"] == "red"
     n_before = len(book)
-    other = ds.load_saved_view(SUSPECTS_VIEW).skip(1).first()
+    other = ds.exclude([suspect.id]).first()
     foo.execute_operator("@dqaudit/dqaudit/mark_reviewed", ctx={
         "dataset": ds, "selected": [other.id], "params": {}})
     book = pd.read_csv(tmp_path / "app-run" / "corrections.csv", dtype=str)

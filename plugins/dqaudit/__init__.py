@@ -1,4 +1,4 @@
-"""dqaudit FiftyOne plugin: run the label audit on the current dataset or view from the App.
+"""dqaudit FiftyOne plugin: run the label audit on the dataset (or a view of it) from the App.
 
 Each operator's ``execute`` is one call into the dqaudit library (no algorithm code here);
 a ``DqauditError`` becomes an App notification.
@@ -30,8 +30,9 @@ class RunAudit(foo.Operator):
         return foo.OperatorConfig(
             name="run_audit",
             label="dqaudit: audit labels",
-            description="Score every sample of the current view for label errors, ambiguity, "
-                        "duplicates and outliers, and write dq_* fields and saved views",
+            description="Score every sample of the dataset (or of a view) for label errors, "
+                        "ambiguity, duplicates and outliers, and write dq_* fields and saved "
+                        "views",
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=False,
@@ -47,6 +48,36 @@ class RunAudit(foo.Operator):
                     default="ground_truth" if "ground_truth" in fields else fields[0],
                     label="Label field", view=types.DropdownView())
         from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, default
+        from dqaudit.headline import SMALL_AUDIT_SAMPLES
+
+        target = types.RadioGroup()
+        target.add_choice("dataset", label=f"Whole dataset ({len(ctx.dataset)} samples)")
+        target.add_choice("view", label=f"Current view ({len(ctx.view)} samples)")
+        saved = [v for v in ctx.dataset.list_saved_views() if not v.startswith("dq_")]
+        if saved:
+            target.add_choice("saved_view", label="A saved view")
+        inputs.enum("target", target.values(), default="dataset", view=target,
+                    label="Audit", description="A view is audited as a sub-audit: its results "
+                    "go to fields dq_<run>_* and views dq_<run>_suspects, never over the "
+                    "whole dataset's")
+        chosen = ctx.params.get("target", "dataset")
+        n_target = len(ctx.dataset) if chosen == "dataset" else len(ctx.view)
+        if chosen == "saved_view" and saved:
+            inputs.enum("saved_view", saved, required=True, default=saved[0],
+                        label="Saved view", view=types.DropdownView())
+            name = ctx.params.get("saved_view") or saved[0]
+            if ctx.dataset.has_saved_view(name):
+                n_target = len(ctx.dataset.load_saved_view(name))
+        if chosen != "dataset":
+            inputs.str("run", required=False, label="Run name",
+                       description="Names the sub-audit's fields and views (default: the "
+                                   "saved view's name, or view)")
+        if n_target < SMALL_AUDIT_SAMPLES:
+            inputs.view("small", types.Warning(
+                label=f"Only {n_target} samples",
+                description=f"Below {SMALL_AUDIT_SAMPLES} samples one label moves the share of "
+                            f"wrong labels by {100 / max(n_target, 1):.1g} points: the "
+                            "estimate will be rough"))
 
         inputs.str("model", default=default(EmbedConfig, "model"), label="Encoder",
                    description="Bundled, offline: lite0, lite1, lite2 or several joined by + "
@@ -65,14 +96,17 @@ class RunAudit(foo.Operator):
 
     def execute(self, ctx):
         from dqaudit.errors import DqauditError
-        from dqaudit.fiftyone_app import audit_fiftyone, default_out_dir, form_config
-        from dqaudit.fiftyone_io import SUSPECTS_VIEW
+        from dqaudit.fiftyone_app import (audit_fiftyone, audit_target, default_out_dir,
+                                          form_config)
+        from dqaudit.fiftyone_io import RunNames
 
         p = ctx.params
         try:
+            view, run = audit_target(ctx.dataset, ctx.view, target=p.get("target", "dataset"),
+                                     saved_view=p.get("saved_view"), run=p.get("run") or None)
             result = audit_fiftyone(
-                ctx.view, label_field=p.get("label_field", "ground_truth"),
-                out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name),
+                view, label_field=p.get("label_field", "ground_truth"), run=run,
+                out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name, run),
                 config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
         except DqauditError as exc:
             return _fail(ctx, exc)
@@ -81,7 +115,7 @@ class RunAudit(foo.Operator):
         s = result.summary
         if not ctx.delegated:
             ctx.ops.reload_dataset()
-            ctx.ops.set_view(name=SUSPECTS_VIEW)
+            ctx.ops.set_view(name=RunNames(run).suspects)
             if s["verdict"].get("small_sample"):
                 ctx.ops.notify(f"dqaudit: {s['verdict']['text']}", variant="warning")
         # the one headline share of wrong labels (as the report's cover), not the raw count
@@ -89,6 +123,7 @@ class RunAudit(foo.Operator):
                 "flagged_count": s["flagged_count"],
                 "estimated_noise_rate": headline(s)["rate"],
                 "verdict": f"{s['verdict']['level']}: {s['verdict']['text']}",
+                "run": run or "", "suspects_view": RunNames(run).suspects,
                 "out_dir": str(result.out_dir)}
 
     def resolve_output(self, ctx):
@@ -98,6 +133,7 @@ class RunAudit(foo.Operator):
         outputs.int("flagged_count", label="Flagged samples")
         outputs.float("estimated_noise_rate", label="Estimated share of wrong labels")
         outputs.str("verdict", label="Verdict")
+        outputs.str("suspects_view", label="Suspects view")
         outputs.str("out_dir", label="Report folder")
         return types.Property(outputs)
 
