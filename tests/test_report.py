@@ -79,9 +79,12 @@ def test_rerender_is_byte_identical_and_needs_no_recompute(noisy_audit, monkeypa
                                                            tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(noisy_audit[0], out)
-    # the report names its samples.csv by absolute path: the copy's
+    # the report names its samples.csv by absolute path (with line-break points): the copy's
+    from dqaudit.report import breakable
+
     first = (out / "report.html").read_bytes().replace(
-        str(noisy_audit[0].resolve()).encode(), str(out.resolve()).encode())
+        str(breakable(str(noisy_audit[0].resolve()))).encode(),
+        str(breakable(str(out.resolve()))).encode())
     import dqaudit.pipeline
 
     monkeypatch.setattr(dqaudit.pipeline, "score_dataset", None)  # would fail if called

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
+
+from markupsafe import Markup, escape
 
 from ..config import ReportConfig
 from ..errors import DqauditError
@@ -39,7 +42,14 @@ def environment():
     env.filters["pct"] = lambda v, digits=1: "n/a" if v is None else _fixed(100 * v, digits) + "%"
     env.filters["num"] = lambda v, digits=2: "n/a" if v is None else _fixed(v, digits)
     env.filters["thousands"] = lambda v: "n/a" if v is None else f"{int(v):,}"
+    env.filters["breakable"] = breakable
     return env
+
+
+def breakable(text) -> str:
+    """``text`` (a path, an id) HTML-escaped, with a line-break opportunity after each
+    ``/``, ``\\``, ``_`` and ``-``, so a long path wraps at its separators, not mid-word."""
+    return Markup(re.sub(r"([/\\_-])", r"\1<wbr>", str(escape(text))))
 
 
 def _fixed(value: float, digits: int) -> str:
