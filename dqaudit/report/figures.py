@@ -36,6 +36,12 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog so it inlines into HTML
 
 
+def plain(names: list[str]) -> list[str]:
+    """Class names as literal text: matplotlib reads ``$...$`` as mathtext, so a class called
+    ``$\\frac{$`` would crash the figure; every ``$`` is escaped."""
+    return [str(n).replace("$", r"\$") for n in names]
+
+
 def class_distribution(classes: list[str], counts: list[int], flagged: list[int]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 0.28 * len(classes) + 0.9))
@@ -44,7 +50,7 @@ def class_distribution(classes: list[str], counts: list[int], flagged: list[int]
     ax.barh(y, clean, color=LIGHT, edgecolor=INK, linewidth=0.4, label="not flagged")
     ax.barh(y, flagged, left=clean, color=DARK, edgecolor=INK, linewidth=0.4, hatch="///",
             label="suspected label error")
-    ax.set_yticks(y, classes)
+    ax.set_yticks(y, plain(classes))
     ax.invert_yaxis()
     ax.set_xlabel("samples (given label)")
     ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8)
@@ -72,8 +78,8 @@ def transition_heatmap(classes: list[str], matrix: list[list[float]]) -> str:
     size = 0.42 * len(classes) + 1.6
     fig, ax = plt.subplots(figsize=(size + 0.8, size))
     im = ax.imshow(m, cmap="Greys", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xticks(range(len(classes)), plain(classes), rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), plain(classes))
     ax.set_xlabel("likely true label")
     ax.set_ylabel("given label")
     for i in range(len(classes)):
