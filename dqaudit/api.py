@@ -12,7 +12,10 @@ calls on its ``Database``).
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +24,27 @@ import pandas as pd
 from . import fiftyone_io, outputs, relabel, verify
 from .clr import ClrConfig
 from .config import AuditConfig, ReportConfig
-from .dataset import LabeledImages, one_hot
+from .dataset import LabeledImages, one_hot, original_path
 from .devices import resolve_device
 from .errors import DqauditError, InputError
 from .headline import headline, verdict
 from .ingest import fingerprint, load_dataset
-from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, rescored, run_clr,
-                       score, scored_summary, timed)
+from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
+                       run_clr, score, scored_summary, timed)
 from .report import render_report
 from .summary import per_split
 
 PROBS_NPY = "probs.npy"
+# the files Audit.save writes; summary.json records a stamp of each (outputs.file_stamp)
+# a new scan into a folder with an earlier audit: its reviewers' work is kept (and the ledger
+# re-applied), its outputs removed
+EARLIER_WORK = (relabel.CORRECTIONS_CSV, relabel.CHANGELOG_CSV, relabel.QUEUE_CSV,
+                relabel.THUMBS_DIR, verify.VERIFY_SAMPLE_CSV, verify.VERIFY_FRAME)
+EARLIER_OUTPUTS = ("summary.json", "report.html", "report.pdf", "simulation.svg",
+                   outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
+                   outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, "probs.npy")
+DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
+              outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, PROBS_NPY)
 
 
 @dataclass
@@ -67,33 +80,32 @@ class Audit:
         names the audit of part of a dataset (a view), whose results go under their own names
         (``fiftyone_io.RunNames``), never over the whole dataset's.
         """
-        config = config or AuditConfig()
-        if fiftyone_run is not None:
-            fiftyone_io.RunNames(fiftyone_run)  # a bad name fails before the work, not after
-        timings: dict[str, float] = {}
-        with timed(timings, "ingest_seconds"):
-            data = source if isinstance(source, LabeledImages) else \
-                load_dataset(source, **ingest_options)
-            if embeddings is not None:  # rows in the order of ingest, matched before sorting
-                embeddings, info = given_embeddings(data, embeddings)
-            # results must not depend on where the files lie or how they were listed
-            data, order = data.in_canonical_order()
-            if embeddings is not None:
-                embeddings = embeddings[order]
-        device = resolve_device(config.device)
-        with timed(timings, "embed_seconds"):
-            if embeddings is None:
-                log(quiet, f"dqaudit: {len(data)} images, {data.n_classes} classes; model "
-                           f"{config.embed.model} on "
-                           f"{device if config.embed.engine == 'local' else 'Ray'}")
-                data, embeddings, info = embed_dataset(data, config, device=device, quiet=quiet)
-        check_scorable(data)
-        if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
-            fiftyone_dataset = data.source["location"]
-        return cls._scored(data, embeddings, None, info, config=config, device=device,
-                           timings=timings, command=command, out_dir=out_dir,
-                           fiftyone_dataset=fiftyone_dataset, quiet=quiet,
-                           fiftyone_run=fiftyone_run)
+        # one writer per folder, from the start: a second scan into it is refused at once,
+        # not after hours of embedding
+        with outputs.locked(Path(out_dir)) if out_dir is not None else nullcontext():
+            config = config or AuditConfig()
+            if fiftyone_run is not None:
+                fiftyone_io.RunNames(fiftyone_run)  # a bad name fails before the work
+            timings: dict[str, float] = {}
+            with timed(timings, "ingest_seconds"):
+                data, embeddings, info = prepared(
+                    source if isinstance(source, LabeledImages) else
+                    load_dataset(source, **ingest_options), embeddings)
+            device = resolve_device(config.device)
+            with timed(timings, "embed_seconds"):
+                if embeddings is None:
+                    log(quiet, f"dqaudit: {len(data)} images, {data.n_classes} classes; model "
+                               f"{config.embed.model} on "
+                               f"{device if config.embed.engine == 'local' else 'Ray'}")
+                    data, embeddings, info = embed_dataset(data, config, device=device,
+                                                           quiet=quiet)
+            check_scorable(data)
+            if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
+                fiftyone_dataset = data.source["location"]
+            return cls._scored(data, embeddings, None, info, config=config, device=device,
+                               timings=timings, command=command, out_dir=out_dir,
+                               fiftyone_dataset=fiftyone_dataset, quiet=quiet,
+                               fiftyone_run=fiftyone_run)
 
     @classmethod
     def from_arrays(cls, labels, *, embeddings=None, pred_probs=None, classes=None,
@@ -146,20 +158,72 @@ class Audit:
                   out_dir=Path(out_dir) if out_dir is not None else None, quiet=quiet)
         if config.clr is not None:
             res._estimate_clr(config.clr, device=device)
-        return res.finish()
+        if res.out_dir is None:
+            return res.finish()
+        with outputs.locked(res.out_dir):
+            ledger = res._clear_earlier_audit()
+            if ledger is None:
+                return res.finish()
+            res._reapply(ledger)
+        return res
+
+    def _clear_earlier_audit(self) -> Path | None:
+        """Before a new scan is saved into a folder that holds an earlier audit: the earlier
+        run's outputs are removed (nothing stale stays beside the new ones), the reviewers'
+        work (ledger, review queue, verification sample) moves to ``previous/<time>/``; returns
+        the earlier ledger to re-apply (None: none)."""
+        out = self._folder()
+        if not (out / outputs.SUMMARY_JSON).exists():
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        keep = out / "previous" / stamp
+        for name in EARLIER_WORK:
+            if (out / name).exists():
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(out / name), str(keep / name))
+        for name in EARLIER_OUTPUTS:
+            if (out / name).is_file():
+                (out / name).unlink()
+        if keep.exists():
+            log(self.quiet, f"dqaudit: {out} held an earlier audit: its review files are kept "
+                            f"in {keep}")
+        ledger = keep / relabel.CORRECTIONS_CSV
+        return ledger if ledger.exists() else None
+
+    def _reapply(self, ledger: Path) -> None:
+        """Re-apply an earlier audit's corrections ledger to this new scan (rows naming samples
+        no longer in the dataset are left out, and counted in the message)."""
+        book = relabel.ledger(ledger.parent)
+        known = book["id"].isin(set(self.samples["id"]))
+        log(self.quiet, f"dqaudit: re-applied {int(known.sum())} of {len(book)} corrections "
+                        f"of the earlier audit ({ledger})"
+                        + (f"; {int((~known).sum())} name samples no longer in the dataset"
+                           if not known.all() else ""))
+        if known.any():
+            self.save()  # the ledger is applied to the folder's files
+            self.apply_corrections(book.loc[known, ["id", "label", "annotator", "note",
+                                                    "time"]])
+        else:
+            self.finish()
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike, *, quiet: bool = True) -> Audit:
         """The audit saved in folder ``out_dir`` (embeddings memory-mapped)."""
         out = Path(out_dir)
         if not (out / outputs.SUMMARY_JSON).exists():
-            raise DqauditError(f"{out}: no summary.json; run `dqaudit scan DATASET --out {out}`")
+            raise DqauditError(f"{out}: not an audit folder (no summary.json); run `dqaudit "
+                               f"scan DATASET --out {out}` first")
+        with outputs.locked(out):
+            if outputs.recover(out):
+                log(quiet, f"dqaudit: {out}: undid a relabel apply that was interrupted; run "
+                           "it again")
         summary = outputs.read_summary(out)
+        outputs.check_stamps(out, summary)
         samples = outputs.read_samples(out)
         data = LabeledImages.from_labels(
             samples["label"].to_numpy(dtype=object), classes=summary["dataset"]["classes"],
             label_counts=np.load(out / outputs.LABEL_COUNTS_NPY),
-            paths=samples["path"].tolist(), ids=samples["id"].tolist(),
+            paths=[original_path(p) for p in samples["path"]], ids=samples["id"].tolist(),
             splits=samples["split"].tolist(), source=summary["dataset"]["source"])
         emb = out / outputs.EMBEDDINGS_NPY
         probs = out / PROBS_NPY
@@ -280,17 +344,28 @@ class Audit:
                           refresh_clr: bool = False, finish: bool = True) -> dict:
         """Add reviewers' annotations to the ledger and the label counts
         (``relabel.record_corrections``), then re-rank (``rescore``)."""
-        rec = relabel.record_corrections(self._folder(), corrections, annotator=annotator)
-        self.dataset.label_counts = rec.pop("label_counts").astype(np.float32)
-        labels, dropped = rec.pop("labels"), rec.pop("dropped_ids")
-        if rerank:
-            self.rescore(labels=labels, dropped=dropped, device=device, refresh_clr=refresh_clr,
-                         finish=finish)
+        out = self._folder()
+        # all or nothing: a command killed half way is rolled back by the next Audit.load, so
+        # running the same apply again neither loses nor double-counts an annotation
+        with outputs.locked(out), outputs.transaction(out, relabel.APPLY_FILES):
+            rec = relabel.record_corrections(out, corrections, annotator=annotator)
+            counts = rec.pop("label_counts")
+            labels, dropped = rec.pop("labels"), rec.pop("dropped_ids")
+            if rec["already_applied"]:
+                log(self.quiet, "dqaudit: these corrections were already applied "
+                                f"({rec['already_applied']}); nothing changed")
+                return rec
+            self.dataset.label_counts = counts.astype(np.float32)
+            if rerank:
+                self.rescore(labels=labels, dropped=dropped, device=device,
+                             refresh_clr=refresh_clr, finish=finish)
         return rec
 
-    def export(self, *, to: str, dest: str, drop_junk: bool = True) -> dict:
+    def export(self, *, to: str, dest: str, drop_junk: bool = True, force: bool = False
+               ) -> dict:
         """Write the cleaned dataset as a new copy (``relabel.export_cleaned``)."""
-        return relabel.export_cleaned(self._folder(), to=to, dest=dest, drop_junk=drop_junk)
+        return relabel.export_cleaned(self._folder(), to=to, dest=dest, drop_junk=drop_junk,
+                                      force=force)
 
     def draw_verification_sample(self, *, size: int, **options) -> dict:
         """Draw or grow the verification sample (``verify.draw_sample``)."""
@@ -302,18 +377,20 @@ class Audit:
                        estimator: str | None = None) -> dict:
         """The verified estimate from checked labels (``verify.estimate_verified``); the checked
         labels enter the corrections ledger (once each), then the audit is re-ranked."""
-        todo = verify.estimate_verified(self._folder(), verified,
-                                        **({"estimator": estimator} if estimator else {}))
-        self.summary = outputs.read_summary(self.out_dir)
-        n_new = 0
-        if len(todo):
-            n_new = self.apply_corrections(todo, annotator=annotator, finish=False)[
-                "annotations"]
-        # the corrections just made are in the estimate (corrections_since_draw): it is stale
-        # only after label changes that come later
-        block = self.summary["clr"]["verified"]
-        block["label_changes_at_estimate"] = self.summary.get("label_changes", 0)
-        self.finish()
+        out = self._folder()
+        with outputs.locked(out), outputs.transaction(out, relabel.APPLY_FILES):
+            todo = verify.estimate_verified(out, verified,
+                                            **({"estimator": estimator} if estimator else {}))
+            self.summary = outputs.read_summary(self.out_dir)
+            n_new = 0
+            if len(todo):
+                n_new = self.apply_corrections(todo, annotator=annotator, finish=False)[
+                    "annotations"]
+            # the corrections just made are in the estimate (corrections_since_draw): it is
+            # stale only after label changes that come later
+            block = self.summary["clr"]["verified"]
+            block["label_changes_at_estimate"] = self.summary.get("label_changes", 0)
+            self.finish()
         return {**block, "new_annotations": n_new}
 
     def record_verified(self, verified: pd.DataFrame, *, annotator: str | None = None) -> dict:
@@ -331,10 +408,11 @@ class Audit:
         s = self.summary
         self._derive()
         if self.out_dir is not None:
-            self.save()
-            if self.config.report.enabled:
-                paths = self.render_report()
-                log(self.quiet, f"dqaudit: wrote {', '.join(paths.values())}")
+            with outputs.locked(self.out_dir):
+                self.save()
+                if self.config.report.enabled:
+                    paths = self.render_report()
+                    log(self.quiet, f"dqaudit: wrote {', '.join(paths.values())}")
         if s.get("fiftyone_dataset"):
             self.to_fiftyone()
         return self
@@ -354,6 +432,14 @@ class Audit:
         out = Path(out_dir) if out_dir is not None else self.out_dir
         if out is None:
             raise DqauditError("Audit.save needs a folder: audit.save('audit_dir')")
+        try:
+            with outputs.locked(out):
+                return self._save(out)
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            raise DqauditError(f"{out}: could not write the audit ({exc.strerror}); free space "
+                               "or choose another folder, then run the command again") from None
+
+    def _save(self, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         outputs.write_samples(out, self.samples)
         outputs.write_skipped(out, self.dataset.skipped)
@@ -362,10 +448,17 @@ class Audit:
             self.embeddings.filename).resolve() == emb.resolve()
         if self.embeddings is not None and not same_file:
             outputs.write_array(out, outputs.EMBEDDINGS_NPY, self.embeddings.astype(np.float32))
+        elif self.embeddings is None and emb.exists():
+            emb.unlink()  # an earlier run's, not this audit's
         outputs.write_array(out, outputs.LABEL_COUNTS_NPY, self.dataset.label_counts)
         if self.probs is not None:
             outputs.write_array(out, PROBS_NPY, self.probs.astype(np.float32))
+        elif (out / PROBS_NPY).exists():
+            (out / PROBS_NPY).unlink()  # an earlier run's, not this audit's
         self.out_dir = out
+        # summary.json, written last, names the data files it goes with (Audit.load checks)
+        self.summary["files"] = {name: outputs.file_stamp(out / name) for name in DATA_FILES
+                                 if (out / name).exists()}
         self._save_summary()
         return out
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 import click
 
 from .cli_options import (check_fail_on, clr_options, command_line, embedding_options,
+                          exit_on_sigterm,
                           fail_on_option, given_options, ingest_options, library_errors,
                           parse_thresholds, positive_int, prints_result, redactions,
                           report_options, scale_options, show_progress)
@@ -32,6 +33,7 @@ def main() -> None:
       dqaudit scan ./shapes/manifest.csv --out ./audit
     """
     show_progress()
+    exit_on_sigterm()
 
 
 @main.command()
@@ -145,7 +147,7 @@ def report(out_dir, no_pdf, report_title, top_n, redact, page_size, quiet, as_js
 
 @main.command("sample-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--per-class", type=int, default=50, show_default=True)
+@click.option("--per-class", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--noise-rate", type=float, default=0.1, show_default=True,
               help="Fraction of manifest labels deliberately corrupted.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -174,7 +176,8 @@ def relabel():
 
 @relabel.command("queue")
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--budget", type=int, required=True, help="Samples to put in the queue.")
+@click.option("--budget", type=click.IntRange(min=1), required=True,
+              help="Samples to put in the queue.")
 @click.option("--no-thumbnails", is_flag=True, help="Do not write review_thumbs/.")
 @library_errors
 @prints_result
@@ -217,9 +220,12 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
     res = audit.apply_corrections(corrections, annotator=annotator, device=device,
                                   refresh_clr=not no_clr_refresh)
     head = headline(audit.summary)
+    first = (f"these corrections were already applied ({res['already_applied']}); nothing "
+             "changed") if res.get("already_applied") else (
+        f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
+        f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far")
     return ({**res, "headline": head, "verdict": audit.summary["verdict"]},
-            [f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
-             f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far",
+            [first,
              f"noise: {head['text']}",
              f"verdict: {audit.summary['verdict']['level']} - "
              f"{audit.summary['verdict']['text']}"])
@@ -230,13 +236,15 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
 @click.option("--to", "to", type=click.Choice(["folder", "csv", "fiftyone"]), required=True)
 @click.option("--dest", required=True, help="Folder, CSV path or FiftyOne dataset name.")
 @click.option("--keep-junk", is_flag=True, help="Keep samples marked DROP.")
+@click.option("--force", is_flag=True,
+              help="Write into an existing DEST (never over an input file).")
 @library_errors
 @prints_result
-def relabel_export(out_dir, to, dest, keep_junk):
+def relabel_export(out_dir, to, dest, keep_junk, force):
     """Write the cleaned dataset as a new copy (the input is never modified)."""
     from .api import Audit
 
-    res = Audit.load(out_dir).export(to=to, dest=dest, drop_junk=not keep_junk)
+    res = Audit.load(out_dir).export(to=to, dest=dest, drop_junk=not keep_junk, force=force)
     return res, [f"exported {res['n_samples']} samples to {res['to']} {res['dest']}"]
 
 
@@ -248,7 +256,7 @@ def relabel_export(out_dir, to, dest, keep_junk):
 @click.option("--selectors", default=",".join(("random", "oracle", "linear", "graph",
                                                 "ensemble", "entropy")), show_default=True,
               help="Comma-separated selectors to compare.")
-@click.option("--budget", type=int, default=None,
+@click.option("--budget", type=click.IntRange(min=1), default=None,
               help="Re-annotations per run [default: 0.6 x samples].")
 @click.option("--refit-every", type=click.IntRange(1), default=100, show_default=True,
               help="Re-annotations between posterior refits.")

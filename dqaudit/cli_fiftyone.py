@@ -67,7 +67,7 @@ def fiftyone_delete(name, run):
 
 @click.command()
 @click.argument("name")
-@click.option("--port", type=int, default=5151, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5151, show_default=True)
 @click.option("--view", default="dq_suspects", show_default=True,
               help="Saved view to open ('' for the whole dataset).")
 @click.option("--address", default="127.0.0.1", show_default=True,

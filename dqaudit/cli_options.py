@@ -7,7 +7,9 @@ import functools
 import json
 import logging
 import shlex
+import signal
 import sys
+import threading
 
 import click
 
@@ -84,6 +86,17 @@ def library_errors(func):
     return wrapper
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (what timeout, Slurm, Kubernetes and systemd send) ends a command as Ctrl-C
+    does: cleanup runs (the embedding cache is flushed, an unfinished relabel apply is rolled
+    back), and the exit code is 143."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def show_progress() -> None:
     """The library logs its progress to the ``dqaudit`` logger; the CLI shows INFO on stderr
     (``--quiet`` runs log at DEBUG, so they print nothing)."""
@@ -125,9 +138,9 @@ def embedding_options(func):
                           "better posteriors)."),
         click.option("--device", default=default(AuditConfig, "device"), show_default=True,
                      help="auto (cuda, then mps, then cpu), cuda, cuda:N, mps or cpu."),
-        click.option("--batch-size", type=int, default=None,
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Images per forward pass [default: 32 on CPU, 256 on CUDA]."),
-        click.option("--num-workers", type=int, default=None,
+        click.option("--num-workers", type=click.IntRange(min=0), default=None,
                      help="DataLoader processes that decode images [default: by device]."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
                      help="Embedding cache [default: $DQAUDIT_CACHE_DIR or "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,6 +56,26 @@ def majority_labels(label_counts: np.ndarray, *, prefer: np.ndarray | None = Non
 def label_distribution(label_counts: np.ndarray) -> np.ndarray:
     """(N, C) label counts -> rows that sum to 1."""
     return label_counts / label_counts.sum(axis=1, keepdims=True)
+
+
+def printable(text: str) -> str:
+    """``text`` with each byte of a file name that is not UTF-8 (Python's surrogate escapes)
+    written as ``\\xNN``: storable in Parquet, CSV, HTML and FiftyOne. Ids are made printable at
+    ingest; paths when they are written (``original_path`` turns them back)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def original_path(text: str) -> str:
+    """The path that ``printable`` wrote as ``text`` (``text`` itself when that file exists)."""
+    if "\\x" not in text or os.path.exists(text):
+        return text
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]),
+                 text.encode("utf-8"))
+    return os.fsdecode(raw)
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -240,6 +261,32 @@ class LabeledImages:
             skipped=list(self.skipped) + list(extra_skipped or []),
             digests=None if self.digests is None else [self.digests[i] for i in idx],
         )
+
+    def without_small_classes(self, min_samples: int) -> tuple[LabeledImages, np.ndarray]:
+        """(this dataset without the samples whose given label has fewer than ``min_samples``
+        samples, each added to ``skipped`` with the reason, and the (N,) bool mask of the
+        samples kept); a class left with no annotation at all is removed from ``classes``.
+        One typo in a manifest makes a one-sample class
+        that no held-out model can learn: left in, it reads as a wrong label and inflates
+        every noise estimate."""
+        counts = np.bincount(self.labels, minlength=self.n_classes)
+        small = np.flatnonzero((counts > 0) & (counts < min_samples))
+        out = np.isin(self.labels, small)
+        if not len(small):
+            return self, ~out
+        reasons = [{"path": self.paths[i],
+                    "reason": f"class {self.classes[self.labels[i]]!r} has "
+                              f"{counts[self.labels[i]]} sample(s); classes with fewer than "
+                              f"{min_samples} are left out of the audit (too few for a "
+                              "held-out model to learn)"} for i in np.flatnonzero(out)]
+        kept = self.subset(~out, extra_skipped=reasons)
+        used = np.flatnonzero(kept.label_counts.sum(axis=0) > 0)
+        if len(used) < kept.n_classes:
+            remap = np.full(kept.n_classes, -1, dtype=np.int64)
+            remap[used] = np.arange(len(used))
+            kept = replace(kept, classes=[kept.classes[j] for j in used],
+                           labels=remap[kept.labels], label_counts=kept.label_counts[:, used])
+        return kept, ~out
 
     def in_canonical_order(self) -> tuple[LabeledImages, np.ndarray]:
         """(this dataset with ``digests`` computed and its samples in ``canonical_order``,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot
+from .dataset import SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot, printable
 from .errors import DqauditError, InputError
 from .headline import headline
 from .outputs import review_order_column
@@ -174,7 +174,8 @@ def _target_dataset(fo, name: str, data, label_field: str):
         dataset = fo.Dataset(name, persistent=True)
     existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
     new = []
-    for path, label, split in zip(data.paths, data.labels, data.splits):
+    paths = [printable(p) for p in data.paths]  # FiftyOne stores UTF-8 text
+    for path, label, split in zip(paths, data.labels, data.splits):
         if path not in existing:
             sample = fo.Sample(filepath=path, tags=[split] if split else [])
             sample[label_field] = fo.Classification(label=data.classes[int(label)])
@@ -182,7 +183,7 @@ def _target_dataset(fo, name: str, data, label_field: str):
     if new:
         for sample_id, sample in zip(dataset.add_samples(new, progress=False), new):
             existing[sample.filepath] = sample_id
-    ids = [existing[p] for p in data.paths]
+    ids = [existing[p] for p in paths]
     # the audited labels are the truth of record: keep the dataset's field in step with them
     dataset.set_values(label_field, {i: fo.Classification(label=data.classes[int(lab)])
                                      for i, lab in zip(ids, data.labels)}, key_field="id")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_problem,
-                      file_digests, majority_labels, one_hot)
+                      file_digests, majority_labels, one_hot, printable)
 from .errors import InputError
 from .fiftyone_io import load_fiftyone_dataset, load_view
 
@@ -25,6 +25,9 @@ PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "class", "class_name", "category", "target", "y")
 SPLIT_COLUMN_CANDIDATES = ("split", "subset", "fold")
 DEFAULT_COUNT_PREFIX = "n_"
+# manifest values that mean "no label" (pandas' own missing-value spellings among them), not a
+# class: a row holding one is skipped with its reason
+MISSING_LABELS = frozenset({"", "nan", "na", "n/a", "none", "null", "<na>", "nat"})
 
 
 def load_dataset(
@@ -114,7 +117,7 @@ def load_folder(root: Path) -> LabeledImages:
         classes=classes,
         label_counts=one_hot(labels, len(classes)),
         splits=np.array([s for _, _, s in rows], dtype=object),
-        ids=[os.path.relpath(p, root) for p, _, _ in rows],
+        ids=[printable(os.path.relpath(p, root)) for p, _, _ in rows],
         source={"kind": "folder", "location": str(root), "split_layout": split_layout},
         skipped=skipped,
     )
@@ -232,11 +235,13 @@ def load_manifest(
     skipped: list[dict] = []
     if lcol is not None:
         df["_label"] = df[lcol].astype(str).str.strip()
-        no_label = (df["_label"] == "") | df[lcol].isna() | (df["_label"].str.lower() == "nan")
+        no_label = df[lcol].isna() | df["_label"].str.lower().isin(MISSING_LABELS)
         if count_cols:
             no_label &= _count_matrix(df, count_cols, manifest).sum(axis=1) == 0
-        for p in df.loc[no_label, "_path"]:
-            skipped.append({"path": str(base / p), "reason": "no label in the manifest"})
+        for p, lab in zip(df.loc[no_label, "_path"], df.loc[no_label, "_label"]):
+            skipped.append({"path": str(base / p), "reason": "no label in the manifest" + (
+                f" ({lab!r} reads as missing; rename the class to keep it)"
+                if lab and lab.lower() != "nan" else "")})
         df = df.loc[~no_label]
     if len(df) == 0:
         raise InputError(f"{manifest}: no row has a label in column {lcol!r}")
@@ -321,7 +326,7 @@ def load_manifest(
         classes=classes,
         label_counts=counts[keep].astype(np.float32),
         splits=splits[keep],
-        ids=[p for p, k in zip(paths_rel, keep) if k],
+        ids=[printable(p) for p, k in zip(paths_rel, keep) if k],
         source={"kind": "manifest", "location": str(manifest), "path_column": pcol,
                 "label_column": lcol, "split_column": scol,
                 "count_columns": [str(c) for c in count_cols]},

@@ -6,12 +6,19 @@ table that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .dataset import printable
+from .errors import DqauditError
 
 SAMPLES_PARQUET = "samples.parquet"
 SAMPLES_CSV = "samples.csv"
@@ -27,15 +34,29 @@ def review_order_column(samples: pd.DataFrame) -> str:
     return "review_score" if "review_score" in samples.columns else "priority"
 
 
-def _atomic(path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    return tmp
+@contextmanager
+def _replacing(path: Path):
+    """Yield a temporary name beside ``path`` (unique per process and call, so concurrent
+    writers never share one) that replaces ``path`` when the block succeeds; on failure the
+    temporary file is removed and ``path`` is left as it was."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = _atomic(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    with _replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """``text`` (UTF-8) at ``path``, written to a temporary name and renamed."""
+    with _replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _json_default(obj):
@@ -60,35 +81,98 @@ def samples_for_csv(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_samples(out_dir: Path, samples: pd.DataFrame) -> None:
-    pq = out_dir / SAMPLES_PARQUET
-    tmp = _atomic(pq)
-    samples.to_parquet(tmp, index=False)
-    os.replace(tmp, pq)
-    csv = out_dir / SAMPLES_CSV
-    tmp = _atomic(csv)
-    samples_for_csv(samples).to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, csv)
+    with _replacing(out_dir / SAMPLES_PARQUET) as tmp:
+        samples.to_parquet(tmp, index=False)
+    with _replacing(out_dir / SAMPLES_CSV) as tmp:
+        samples_for_csv(samples).to_csv(tmp, index=False, float_format="%.6g")
 
 
-def write_csv(path: Path, table: pd.DataFrame) -> None:
+def write_csv(path: Path, table: pd.DataFrame, **options) -> None:
     """``table`` as a CSV at ``path``, written to a temporary name and renamed."""
-    tmp = _atomic(path)
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with _replacing(Path(path)) as tmp:
+        table.to_csv(tmp, index=False, **options)
 
 
 def write_skipped(out_dir: Path, skipped: list[dict]) -> None:
-    path = out_dir / SKIPPED_CSV
-    tmp = _atomic(path)
-    pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    rows = [{"path": printable(str(r["path"])), "reason": r["reason"]} for r in skipped]
+    write_csv(out_dir / SKIPPED_CSV, pd.DataFrame(rows, columns=["path", "reason"]))
 
 
 def write_array(out_dir: Path, name: str, array: np.ndarray) -> None:
-    path = out_dir / name
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with _replacing(out_dir / name) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+# ------------------------------------------------------------------ one writer, one run
+
+LOCK_FILE = ".dqaudit.lock"
+_held: dict[str, list] = {}  # folder -> [open lock file, depth]: re-entrant within a process
+
+
+@contextmanager
+def locked(out_dir: Path):
+    """Hold the audit folder's lock for the block: a second command writing the same folder
+    (another process) is refused with a message, instead of the last writer silently winning.
+    Re-entrant within one process."""
+    import fcntl
+
+    out = Path(out_dir)
+    key = str(out.resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    try:  # the door check: a folder that cannot be written fails here, before any work
+        out.mkdir(parents=True, exist_ok=True)
+        fh = open(out / LOCK_FILE, "a+")
+    except OSError as exc:
+        raise DqauditError(f"{out}: cannot write there ({exc.strerror}); choose a folder you "
+                           "can write to") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise DqauditError(f"{out} is being written by another dqaudit command ({holder}); "
+                           "wait for it to finish, or use another folder") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    _held[key] = [fh, 1]
+    try:
+        yield
+    finally:
+        del _held[key]
+        fh.close()  # closing releases the lock
+
+
+def file_stamp(path: Path) -> str:
+    """A cheap identity of a file's content: its size and a hash of its first and last MiB
+    (summary.json records one per data file, so a folder mixing two runs is detected)."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=12)
+    with open(path, "rb") as fh:
+        digest.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            digest.update(fh.read())
+    return f"{size}:{digest.hexdigest()}"
+
+
+def check_stamps(out_dir: Path, summary: dict) -> None:
+    """An error naming the fix when a data file is not the one summary.json was written with
+    (a write that was killed half way, or files copied in from another run)."""
+    for name, stamp in (summary.get("files") or {}).items():
+        path = Path(out_dir) / name
+        if not path.exists() or file_stamp(path) != stamp:
+            raise DqauditError(f"{out_dir}: {name} is not the file this audit's summary.json "
+                               "was written with (an interrupted write, or a file from another "
+                               "run); re-run `dqaudit scan` into this folder")
 
 
 def read_summary(out_dir: Path) -> dict:
@@ -97,3 +181,82 @@ def read_summary(out_dir: Path) -> dict:
 
 def read_samples(out_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(Path(out_dir) / SAMPLES_PARQUET)
+# ------------------------------------------------------------------ all or nothing
+
+ROLLBACK_DIR = ".rollback"
+_READY = "READY"
+_open_transactions: dict[str, int] = {}
+
+
+@contextmanager
+def transaction(out_dir: Path, names: tuple[str, ...]):
+    """Change the audit folder's files ``names`` all or not at all: they are copied aside
+    first, and a command killed inside the block leaves that copy, which ``recover`` (run by
+    ``Audit.load``) puts back. Re-entrant: a nested block joins the outer one."""
+    out = Path(out_dir)
+    key = str(out.resolve())
+    if key in _open_transactions:
+        _open_transactions[key] += 1
+        try:
+            yield
+        finally:
+            _open_transactions[key] -= 1
+        return
+    recover(out)
+    aside = out / ROLLBACK_DIR
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    present = [n for n in names if (out / n).exists()]
+    for name in present:
+        shutil.copy2(out / name, aside / name)
+    write_json(aside / _READY, {"files": list(names), "present": present})
+    _open_transactions[key] = 1
+    try:
+        yield
+        ok = True
+    except BaseException:
+        ok = False
+        raise
+    finally:
+        del _open_transactions[key]
+        if ok:
+            shutil.rmtree(aside, ignore_errors=True)
+        else:  # an error (not a kill): undo at once
+            recover(out)
+
+
+def recover(out_dir: Path) -> bool:
+    """Put back the files of a transaction that did not finish (see ``transaction``); True
+    when there was one. A copy without its READY marker never started changing anything."""
+    aside = Path(out_dir) / ROLLBACK_DIR
+    marker = aside / _READY
+    if not marker.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
+    record = json.loads(marker.read_text())
+    for name in record["files"]:
+        target = Path(out_dir) / name
+        if name in record["present"]:
+            with _replacing(target) as tmp:
+                shutil.copy2(aside / name, tmp)
+        elif target.exists():
+            target.unlink()
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
+def read_user_csv(path) -> pd.DataFrame:
+    """A CSV the user wrote (corrections, verified labels), every value a string; a file that
+    is missing, empty or not UTF-8 is an error that names the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DqauditError(f"{path}: no such file")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DqauditError(f"{path} is not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8)"
+                           ) from None
+    except pd.errors.EmptyDataError:
+        raise DqauditError(f"{path} is empty; it needs a header row, e.g. id,label") from None
+    except pd.errors.ParserError as exc:
+        raise DqauditError(f"{path} is not a readable CSV: {str(exc).splitlines()[0]}") from None

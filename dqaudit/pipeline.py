@@ -22,7 +22,7 @@ from .embed import auto_image_size, embed_images, load_encoder
 from .errors import DqauditError, InputError
 from .ingest import files_fingerprint, fingerprint, median_image_side
 from .probes import project
-from .scoring import ScoredDataset, base_samples_table, score_dataset
+from .scoring import MIN_CLASS_SAMPLES, ScoredDataset, base_samples_table, score_dataset
 from .summary import build_summary, plan_fields
 
 logger = logging.getLogger("dqaudit")
@@ -65,6 +65,28 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
         return data, result.embeddings, info
     return (data.subset(result.ok, extra_skipped=result.failures),
             result.embeddings[result.ok], info)
+
+
+def prepared(data: LabeledImages, embeddings=None
+             ) -> tuple[LabeledImages, np.ndarray | None, dict | None]:
+    """The ingested dataset made ready for a scan: the user's ``embeddings`` matched to it
+    (``given_embeddings``; info None without them), its samples in canonical order (results do
+    not depend on where the files lie or how they were listed), classes too small to audit
+    left out (``MIN_CLASS_SAMPLES``, reasons in ``skipped``)."""
+    info = None
+    if embeddings is not None:  # rows in the order of ingest: matched before sorting
+        embeddings, info = given_embeddings(data, embeddings)
+    sizes = data.class_counts()
+    data, order = data.in_canonical_order()
+    data, keep = data.without_small_classes(MIN_CLASS_SAMPLES)
+    if embeddings is not None:
+        embeddings = embeddings[order][keep]
+    if len(set(data.labels.tolist())) < 2:
+        raise InputError(f"an audit needs two classes of at least {MIN_CLASS_SAMPLES} samples "
+                         "(so a held-out model can learn each); the classes have "
+                         + ", ".join(f"{c!r}: {k}" for c, k in list(sizes.items())[:8])
+                         + "; add samples or merge classes")
+    return data, embeddings, info
 
 
 def given_embeddings(data: LabeledImages, source) -> tuple[np.ndarray, dict]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import outputs
-from .dataset import majority_labels
+from .dataset import majority_labels, original_path
 from .errors import DqauditError
 from .fiftyone_io import import_fiftyone, tag_samples
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
@@ -26,12 +28,22 @@ DROP_LABEL = "DROP"                   # a correction with this label removes the
 THUMBS_DIR = "review_thumbs"
 
 
+LEDGER_COLUMNS = ["id", "label", "annotator", "note", "time", "batch"]
+# the files a relabel apply changes, all or nothing (outputs.transaction)
+APPLY_FILES = (outputs.LABEL_COUNTS_NPY, CORRECTIONS_CSV, CHANGELOG_CSV, outputs.SAMPLES_PARQUET,
+               outputs.SAMPLES_CSV, outputs.SUMMARY_JSON, "probs.npy", "report.html",
+               "report.pdf")
+
+
 def ledger(out_dir) -> pd.DataFrame:
+    """The corrections ledger: one row per annotation (``batch``: which apply added it)."""
     path = Path(out_dir) / CORRECTIONS_CSV
-    cols = ["id", "label", "annotator", "note", "time"]
     if not path.exists():
-        return pd.DataFrame(columns=cols)
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.DataFrame(columns=LEDGER_COLUMNS)
+    book = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "batch" not in book.columns:  # ledgers written before 2026-12-03
+        book["batch"] = ""
+    return book
 
 
 def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFrame:
@@ -86,7 +98,7 @@ def record_corrections(out_dir, corrections, *, annotator: str | None = None) ->
     ``labels`` (every row's label now), ``dropped_ids`` and ``label_counts``.
     """
     out = Path(out_dir)
-    new = pd.read_csv(corrections, dtype=str, keep_default_na=False) \
+    new = outputs.read_user_csv(corrections) \
         if not isinstance(corrections, pd.DataFrame) else corrections.astype(str)
     samples = outputs.read_samples(out)
     summary = outputs.read_summary(out)
@@ -117,9 +129,22 @@ def record_corrections(out_dir, corrections, *, annotator: str | None = None) ->
     if annotator:
         new.loc[new["annotator"] == "", "annotator"] = annotator
     new["note"] = new.get("note", pd.Series([""] * len(new), index=new.index))
-    new["time"] = now
-    new = new[["id", "label", "annotator", "note", "time"]]
-    book = pd.concat([ledger(out), new], ignore_index=True)
+    # a re-applied ledger keeps when each annotation was made
+    new["time"] = new["time"].where(new["time"] != "", now) if "time" in new.columns else now
+    # the same corrections given twice (a re-run after a crash, a second click) count once
+    batch = hashlib.sha256("\x1e".join(
+        "\x1f".join(r) for r in sorted(new[["id", "label", "annotator", "note"]].itertuples(
+            index=False, name=None))).encode()).hexdigest()[:16]
+    new["batch"] = batch
+    new = new[LEDGER_COLUMNS]
+    before = ledger(out)
+    if len(new) and (before["batch"] == batch).any():
+        when = before.loc[before["batch"] == batch, "time"].iat[0]
+        return {"annotations": 0, "label_changes": 0, "already_applied": when,
+                "dropped": int(before.loc[before["label"] == DROP_LABEL, "id"].nunique()),
+                "reviewed_samples": int(before["id"].nunique()), "labels": None,
+                "dropped_ids": None, "label_counts": None}
+    book = pd.concat([before, new], ignore_index=True)
 
     counts = np.load(out / outputs.LABEL_COUNTS_NPY)
     index = {sid: i for i, sid in enumerate(samples["id"])}
@@ -149,14 +174,14 @@ def record_corrections(out_dir, corrections, *, annotator: str | None = None) ->
                         "new_label": DROP_LABEL, "annotator": row["annotator"], "time": now,
                         "note": row["note"] or "marked as junk"})
     outputs.write_array(out, outputs.LABEL_COUNTS_NPY, counts)
-    (out / CORRECTIONS_CSV).write_text(book.to_csv(index=False))
+    outputs.write_csv(out / CORRECTIONS_CSV, book)
     log = out / CHANGELOG_CSV
     old_log = pd.read_csv(log, dtype=str, keep_default_na=False) if log.exists() else None
     frames = [f for f in (old_log, pd.DataFrame(changes)) if f is not None and len(f)]
     if frames:
-        pd.concat(frames, ignore_index=True).to_csv(log, index=False)
-    result = {"annotations": len(new), "label_changes": sum(c["new_label"] != DROP_LABEL
-                                                             for c in changes),
+        outputs.write_csv(log, pd.concat(frames, ignore_index=True))
+    result = {"annotations": len(new), "already_applied": None,
+              "label_changes": sum(c["new_label"] != DROP_LABEL for c in changes),
               "dropped": len(dropped), "reviewed_samples": int(book["id"].nunique()),
               "labels": labels, "dropped_ids": dropped, "label_counts": counts}
     return result
@@ -183,36 +208,80 @@ def corrections_summary(out_dir) -> dict | None:
 EXPORT_TARGETS = ("folder", "csv", "fiftyone")
 
 
-def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True) -> dict:
+def safe_component(name: str) -> str:
+    """One folder or file name from user text (a label, a split, an id): separators become
+    ``__``, and "", "." and ".." become "_", so the name can never leave its folder."""
+    text = str(name).replace("\x00", "").replace("/", "__").replace("\\", "__")
+    return "_" if text.strip(". ") == "" else text
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_destination(target: Path, summary: dict, sources: set[str], *, force: bool) -> None:
+    """Refuse a destination that is the input manifest or an input image, or that is, or lies
+    inside, the input's folder (the class-folder root, else the images' common folder); an
+    existing one unless ``force``."""
+    source = summary["dataset"]["source"]
+    if source.get("kind") == "manifest" and target.resolve() == Path(
+            str(source["location"])).resolve():
+        raise DqauditError(f"{target} is the input manifest; export to a new file")
+    if str(target.resolve()) in sources:
+        raise DqauditError(f"{target} is an input image; choose another destination")
+    root = Path(str(source["location"])) if source.get("kind") == "folder" else (
+        Path(os.path.commonpath([str(Path(p).parent) for p in sources])) if sources else None)
+    if root is not None and root.exists() and _inside(target, root):
+        raise DqauditError(f"{target} is inside the input dataset's folder {root}; export "
+                           "outside it, so the input stays as it was")
+    if target.exists() and not force and (target.is_file() or any(target.iterdir())):
+        raise DqauditError(f"{target} exists{' and is not empty' if target.is_dir() else ''}; "
+                           "choose a new destination or pass --force to write over it")
+
+
+def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
+                   force: bool = False) -> dict:
     """Write the cleaned dataset as a new copy; the input dataset is never touched.
 
     ``to``: ``folder`` (DEST/<split>/<label>/<file>, files copied), ``csv`` (a manifest DEST
     with absolute paths, label, split) or ``fiftyone`` (a new FiftyOne dataset named DEST).
     Samples marked ``DROP`` are left out when ``drop_junk``. ``changelog.csv`` is copied beside
-    a folder or CSV export.
+    a folder or CSV export. Labels, splits and ids become file names through
+    ``safe_component`` and every file is checked to land inside DEST; a DEST that is the input
+    (its manifest, an image, or a folder inside a class-folder tree) is refused, and an
+    existing non-empty DEST needs ``force`` (input files are never written, even then).
     """
     if to not in EXPORT_TARGETS:
         raise DqauditError(f"unknown export target {to!r}; valid: {', '.join(EXPORT_TARGETS)}")
     out = Path(out_dir)
     samples = read_samples(out)
+    summary = read_summary(out)
     if drop_junk and "dropped" in samples.columns:
         samples = samples[~samples["dropped"].astype(bool)]
-    sources = {str(Path(p).resolve()) for p in samples["path"]}
+    paths = [original_path(p) for p in samples["path"]]
+    sources = {str(Path(p).resolve()) for p in paths}
     changelog = out / CHANGELOG_CSV
+    if to in ("folder", "csv"):
+        _check_destination(Path(dest), summary, sources, force=force)
     if to == "folder":
         target = Path(dest)
-        if target.exists() and any(target.iterdir()):
-            raise DqauditError(f"{target} exists and is not empty; choose a new folder")
-        for sid, path, label, split in zip(samples["id"], samples["path"], samples["label"],
+        plan, taken = [], set()
+        for sid, path, label, split in zip(samples["id"], paths, samples["label"],
                                            samples["split"]):
             # a name unique per sample (ids are unique), keeping the file's extension
-            name = str(sid).replace("/", "__").replace("\\", "__")
+            name = safe_component(sid)
             if not name.lower().endswith(Path(path).suffix.lower()):
                 name += Path(path).suffix
-            dst = target / (split or "") / label / name
-            if str(dst.resolve()) in sources:
-                raise DqauditError(f"export target {dst} is an input file; choose another "
-                                   "folder")
+            dst = target / (safe_component(split) if split else "") / safe_component(label) / name
+            while str(dst) in taken:  # two ids that the same safe name stands for
+                dst = dst.with_name(dst.stem + "_" + dst.suffix)
+            taken.add(str(dst))
+            if not _inside(dst, target) or str(dst.resolve()) in sources:
+                raise DqauditError(f"export path {dst} would leave {target} or overwrite an "
+                                   "input file; nothing was written")
+            plan.append((path, dst))
+        for path, dst in plan:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dst)
         if changelog.exists():
@@ -220,10 +289,8 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True) -> di
         return {"to": "folder", "dest": str(target), "n_samples": len(samples)}
     if to == "csv":
         target = Path(dest)
-        if str(target.resolve()) in sources:
-            raise DqauditError(f"{target} is an input file")
         target.parent.mkdir(parents=True, exist_ok=True)
-        samples[["path", "label", "split", "id"]].to_csv(target, index=False)
+        outputs.write_csv(target, samples[["path", "label", "split", "id"]])
         if changelog.exists():
             shutil.copy2(changelog, target.with_name(target.stem + "." + CHANGELOG_CSV))
         return {"to": "csv", "dest": str(target), "n_samples": len(samples)}

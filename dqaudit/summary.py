@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import LabeledImages
+from .dataset import LabeledImages, printable
 from .headline import HEADLINE_HALF_WIDTH
 from .plan import relabel_plan
 from .survey import verification_size
@@ -45,7 +45,8 @@ def build_summary(data: LabeledImages, embed_info: dict, *, seed: int, timings: 
         "class_counts": data.class_counts(),
         "n_skipped": len(data.skipped),
         "skipped_reasons": {str(k): int(v) for k, v in skipped_reasons.items()},
-        "skipped_examples": data.skipped[:20],
+        "skipped_examples": [{"path": printable(str(r["path"])), "reason": r["reason"]}
+                             for r in data.skipped[:20]],
         "embedding": embed_info,
         "model": embed_info["model"],
         "device": embed_info["device"],

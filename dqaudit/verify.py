@@ -183,8 +183,8 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
 def _read_verified(path_or_frame, sample: pd.DataFrame, design_id: str,
                    classes: list[str]) -> pd.DataFrame:
     """The filled rows of a verified-labels file, validated against the drawn sample."""
-    new = path_or_frame if isinstance(path_or_frame, pd.DataFrame) else pd.read_csv(
-        path_or_frame, dtype=str, keep_default_na=False)
+    new = path_or_frame if isinstance(path_or_frame, pd.DataFrame) else \
+        outputs.read_user_csv(path_or_frame)
     new = new.astype(str)
     for col in ("id", "verified_label"):
         if col not in new.columns:

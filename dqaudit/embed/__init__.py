@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -169,13 +170,20 @@ def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool,
     return _Start(emb, ok, [], keys, cache, todo, n - len(todo))
 
 
+FLUSH_SECONDS = 5.0  # a killed scan loses at most this much embedding work
+
+
 class _ShardWriter:
-    """Buffers new embeddings and writes a cache shard every ``shard_size`` rows."""
+    """Buffers new embeddings and writes a cache shard every ``shard_size`` rows or
+    ``FLUSH_SECONDS``, whichever comes first (a SIGKILL, which runs no cleanup, then loses
+    seconds, not the run). A cache that cannot be written is read, not written, with a
+    warning."""
 
     def __init__(self, cache: EmbeddingCache | None, keys: list[str], shard_size: int):
         self.cache, self.keys, self.shard_size = cache, keys, shard_size
         self.pending_keys: list[str] = []
         self.pending_vecs: list[np.ndarray] = []
+        self.last = time.monotonic()
 
     def add(self, rows: np.ndarray, feats: np.ndarray) -> None:
         if self.cache is None:
@@ -183,12 +191,21 @@ class _ShardWriter:
         hashed = np.array([bool(self.keys[r]) for r in rows])  # "": could not be hashed
         self.pending_keys.extend(self.keys[r] for r in np.asarray(rows)[hashed])
         self.pending_vecs.append(feats[hashed])
-        if len(self.pending_keys) >= self.shard_size:
+        if len(self.pending_keys) >= self.shard_size or \
+                time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
+        self.last = time.monotonic()
         if self.cache is not None and self.pending_keys:
-            self.cache.write(self.pending_keys, np.concatenate(self.pending_vecs))
+            try:
+                self.cache.write(self.pending_keys, np.concatenate(self.pending_vecs))
+            except OSError as exc:
+                logging.getLogger("dqaudit").warning(
+                    f"dqaudit: embedding cache {self.cache.dir} cannot be written "
+                    f"({exc.strerror}); carrying on without caching (--cache-dir DIR to use "
+                    "another)")
+                self.cache = None
             self.pending_keys, self.pending_vecs = [], []
 
 

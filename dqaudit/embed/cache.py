@@ -59,10 +59,14 @@ class EmbeddingCache:
         name = f"shard-{time.time_ns():x}-{os.getpid()}-{self._counter}.npz"
         final = self.dir / name
         tmp = self.dir / (name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, keys=np.array(keys, dtype="S40"),
-                     embeddings=embeddings.astype(np.float32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, keys=np.array(keys, dtype="S40"),
+                         embeddings=embeddings.astype(np.float32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        finally:  # a full disk leaves no partial shard behind
+            if tmp.exists():
+                tmp.unlink()
         return final

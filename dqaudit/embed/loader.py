@@ -10,7 +10,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .encoders import Preprocessing
 
-Image.MAX_IMAGE_PIXELS = 400_000_000
+Image.MAX_IMAGE_PIXELS = 400_000_000  # larger: skipped as too large (a decompression bomb)
+MAX_ASPECT = 4  # beyond 4:1 the centre square is cut before scaling (memory stays bounded)
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
@@ -52,6 +53,12 @@ def decode(path: str, prep: Preprocessing) -> np.ndarray:
     w, h = img.size
     if prep.resize_mode == "squash" or w == h:
         img = img.resize((size, size), resample)
+    elif max(w, h) > MAX_ASPECT * min(w, h):
+        # a strip (20000 x 1): scaling its short side up first would need gigabytes; the centre
+        # square, then scaled, is the same crop at bounded memory
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((size, size), resample)
     else:
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -62,6 +69,9 @@ def decode(path: str, prep: Preprocessing) -> np.ndarray:
 
 
 def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, Image.DecompressionBombError):
+        return (f"image too large to decode safely (above {Image.MAX_IMAGE_PIXELS:,} pixels, "
+                "PIL's decompression-bomb limit)")
     if isinstance(exc, UnidentifiedImageError):
         return "not a decodable image (unknown or corrupt format)"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -9,6 +9,7 @@ import io
 import pandas as pd
 from PIL import Image
 
+from ..dataset import original_path
 from ..embed.loader import to_rgb
 from ..headline import headline
 from ..outputs import review_order_column
@@ -20,7 +21,7 @@ THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they st
 def thumbnail(path: str) -> str | None:
     """A PNG data URI of the image, or None when it cannot be read."""
     try:
-        with Image.open(path) as img:
+        with Image.open(original_path(path)) as img:
             img.load()
             img = to_rgb(img)
     except Exception:  # a moved or deleted file shows as a grey box, not a crash
