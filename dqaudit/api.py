@@ -32,7 +32,7 @@ from .ingest import fingerprint, load_dataset
 from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
                        run_clr, score, scored_summary, timed)
 from .report import render_report
-from .summary import per_split
+from .summary import per_class, per_split
 
 PROBS_NPY = "probs.npy"
 # the files Audit.save writes; summary.json records a stamp of each (outputs.file_stamp)
@@ -423,6 +423,7 @@ class Audit:
         s = self.summary
         s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
         s["per_split"] = per_split(self.samples, headline(s))
+        s["per_class"] = per_class(self.samples, headline(s), self.dataset.classes)
         if self.out_dir is not None:
             s["corrections"] = relabel.corrections_summary(self.out_dir)
         s["config"] = self.config.to_dict()

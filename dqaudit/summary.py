@@ -77,21 +77,21 @@ def plan_fields(samples: pd.DataFrame, estimated_label_errors: int) -> dict:
             "verify_size_for_2pt": verification_size(probability, HEADLINE_HALF_WIDTH)}
 
 
-def per_split(samples: pd.DataFrame, head: dict) -> dict | None:
-    """Per split: samples, flagged label errors, and the headline's share of wrong labels
-    (``head``, from ``headline``) allocated to the splits in proportion to their summed
-    ``label_error_probability``, so the splits' rates average to the headline exactly (its
-    interval scaled the same way). None when the dataset has no splits."""
+def allocated(samples: pd.DataFrame, head: dict, column: str, *, names=None) -> dict:
+    """Per value of ``column`` (a split, a given label): samples, flagged label errors, and the
+    headline's share of wrong labels (``head``, from ``headline``) allocated in proportion to
+    the group's summed ``label_error_probability``, so the groups' rates average to the
+    headline exactly (its interval scaled the same way). Dropped samples are left out."""
     kept = samples[~samples["dropped"].astype(bool)] if "dropped" in samples else samples
-    splits = kept["split"].astype(str)
-    if (splits == "").all():
-        return None
+    groups = kept[column].astype(str)
     q = kept["label_error_probability"].to_numpy(dtype=np.float64)
     flags = kept["issues"].map(lambda v: "label_error" in list(v)).to_numpy()
     total, n_all = q.sum(), len(kept)
     out = {}
-    for name in sorted(set(splits)):
-        m = (splits == name).to_numpy()
+    for name in names if names is not None else sorted(set(groups)):
+        m = (groups == name).to_numpy()
+        if not m.any():
+            continue
         share = q[m].sum() / total if total > 0 else m.mean()
         scale = n_all * share / m.sum()
         rates = {key: None if head[of] is None else round(min(1.0, head[of] * scale), 4)
@@ -99,6 +99,24 @@ def per_split(samples: pd.DataFrame, head: dict) -> dict | None:
                                  ("ci_high", "ci_high"))}
         out[name or "(none)"] = {"n": int(m.sum()), "flagged_label_errors": int(flags[m].sum()),
                                  **rates}
-    return {"source": head["source"], "stale": bool(head["stale_label_changes"]), "splits": out,
+    return out
+
+
+def per_split(samples: pd.DataFrame, head: dict) -> dict | None:
+    """The headline allocated to the splits (``allocated``); None when there are none."""
+    if (samples["split"].astype(str) == "").all():
+        return None
+    return {"source": head["source"], "stale": bool(head["stale_label_changes"]),
+            "splits": allocated(samples, head, "split"),
             "description": "the headline share of wrong labels, allocated to each split in "
                            "proportion to its summed label_error_probability"}
+
+
+def per_class(samples: pd.DataFrame, head: dict, classes: list[str]) -> dict:
+    """The headline allocated to the given labels (``allocated``), in class order: the table
+    the report shows, which averages to the cover (``per_class_noise`` keeps each class's
+    confident-joint rate, the transition matrix's)."""
+    return {"source": head["source"], "stale": bool(head["stale_label_changes"]),
+            "classes": allocated(samples, head, "label", names=classes),
+            "description": "the headline share of wrong labels, allocated to each given label "
+                           "in proportion to its summed label_error_probability"}

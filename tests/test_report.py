@@ -158,6 +158,12 @@ def _agrees(out):
     for name, r in per.items():
         assert f"{name}{r['n']}{r['flagged_label_errors']}{100 * r['estimated_noise_rate']:.1f}%" \
             in html
+    classes = s["per_class"]["classes"]
+    mean = sum(r["n"] * r["estimated_noise_rate"] for r in classes.values()) / s["n_samples"]
+    assert abs(mean - head["rate"]) < 1e-3  # the classes average to the cover's figure
+    for name, r in classes.items():
+        assert f"{name}{r['n']}{r['flagged_label_errors']}{100 * r['estimated_noise_rate']:.1f}%" \
+            in html
     for r in s["per_class_noise"].values():
         assert r["flagged_label_errors"] <= r["n"]
     assert sum(r["flagged_label_errors"] for r in s["per_class_noise"].values()) == \
