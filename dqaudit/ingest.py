@@ -67,6 +67,9 @@ def load_dataset(
 # --------------------------------------------------------------------------- folder trees
 
 
+HIDDEN = "hidden (its name starts with '.'), not read"
+
+
 def _visible_dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -88,14 +91,29 @@ def load_folder(root: Path) -> LabeledImages:
         class_dirs = [("", d) for d in top]
 
     rows: list[tuple[str, str, str]] = []  # (abs path, class, split)
+    # nothing under the root is ignored silently: what is not read is a row of skipped.csv
     skipped: list[dict] = []
+    for folder in [root] + (top if split_layout else []):
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith("."):
+                skipped.append({"path": str(p), "reason": HIDDEN})
+            elif not p.is_dir():
+                skipped.append({"path": str(p), "reason": "not inside a class folder"})
     for split, d in class_dirs:
         for dirpath, dirnames, filenames in os.walk(d):
+            for name in sorted(dirnames):
+                q = Path(dirpath) / name
+                if name.startswith("."):
+                    skipped.append({"path": str(q), "reason": HIDDEN})
+                elif q.is_symlink():
+                    skipped.append({"path": str(q), "reason": "link to a folder, not followed "
+                                    "(it could loop); link the files, or copy the folder"})
             dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
             for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
                 p = Path(dirpath) / name
+                if name.startswith("."):
+                    skipped.append({"path": str(p), "reason": HIDDEN})
+                    continue
                 reason = cheap_file_problem(p)
                 if reason:
                     skipped.append({"path": str(p), "reason": reason})

@@ -354,3 +354,36 @@ def test_concurrent_writes_of_one_file_never_collide(tmp_path):
         t.join()
     assert not errors and json.loads((tmp_path / "s.json").read_text())["k"] == 49
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temporary file left
+
+
+def test_nothing_under_the_root_is_ignored_silently(tree, tmp_path):
+    (tree / "README.txt").write_text("about")
+    make_image(tree / ".thumbs" / "x.png", (1, 2, 3))
+    make_image(tree / "red" / ".hidden.png", (1, 2, 3))
+    (tree / "blue" / "loop").symlink_to(tree / "blue", target_is_directory=True)
+    out = tmp_path / "o"
+    ok("scan", tree, "--out", out, "--no-clr", *FAST)
+    skipped = pd.read_csv(out / "skipped.csv").set_index("path")["reason"]
+    assert skipped[str(tree / "README.txt")] == "not inside a class folder"
+    assert "hidden" in skipped[str(tree / ".thumbs")]
+    assert "hidden" in skipped[str(tree / "red" / ".hidden.png")]
+    assert "not followed" in skipped[str(tree / "blue" / "loop")]
+    assert json.loads((out / "summary.json").read_text())["n_samples"] == 18
+
+
+SIGTERMED = """
+import os, signal, sys
+from dqaudit.cli_options import exit_on_sigterm
+exit_on_sigterm()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+finally:
+    open(sys.argv[1], "w").write("cleaned up")
+"""
+
+
+def test_sigterm_runs_the_cleanup_and_exits_143(tmp_path):
+    marker = tmp_path / "marker"
+    res = subprocess.run([sys.executable, "-c", SIGTERMED, str(marker)])
+    assert res.returncode == 143 and marker.read_text() == "cleaned up"
