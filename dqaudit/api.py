@@ -35,6 +35,7 @@ from .report import render_report
 from .summary import per_class, per_split
 
 PROBS_NPY = "probs.npy"
+IMAGE_STATS_NPY = "image_stats.npy"
 # the files Audit.save writes; summary.json records a stamp of each (outputs.file_stamp)
 # a new scan into a folder with an earlier audit: its reviewers' work is kept (and the ledger
 # re-applied), its outputs removed
@@ -42,17 +43,20 @@ EARLIER_WORK = (relabel.CORRECTIONS_CSV, relabel.CHANGELOG_CSV, relabel.QUEUE_CS
                 relabel.THUMBS_DIR, verify.VERIFY_SAMPLE_CSV, verify.VERIFY_FRAME)
 EARLIER_OUTPUTS = ("summary.json", "report.html", "report.pdf", "simulation.svg",
                    outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
-                   outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, "probs.npy")
+                   outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, "probs.npy",
+                   "image_stats.npy")
 DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
-              outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, PROBS_NPY)
+              outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, PROBS_NPY, IMAGE_STATS_NPY)
 
 
 @dataclass
 class Audit:
     """An audit in memory, and the folder it lives in (``out_dir``, None until ``save``).
 
-    Row ``i`` of ``samples``, ``dataset``, ``embeddings`` (N, D) and ``probs`` (N, C) is the
-    same sample; samples dropped as junk keep their rows (``samples["dropped"]``, NaN probs).
+    Row ``i`` of ``samples``, ``dataset``, ``embeddings`` (N, D), ``probs`` (N, C) and
+    ``image_stats`` (N, S: the decode workers' measurements, None without decoded images) is
+    the same sample; samples dropped as junk keep their rows (``samples["dropped"]``, NaN
+    probs).
     """
 
     dataset: LabeledImages
@@ -63,6 +67,7 @@ class Audit:
     config: AuditConfig = field(default_factory=AuditConfig)
     out_dir: Path | None = None
     quiet: bool = True
+    image_stats: np.ndarray | None = None
 
     # ------------------------------------------------------------------ making one
 
@@ -92,20 +97,21 @@ class Audit:
                     source if isinstance(source, LabeledImages) else
                     load_dataset(source, **ingest_options), embeddings)
             device = resolve_device(config.device)
+            stats = None
             with timed(timings, "embed_seconds"):
                 if embeddings is None:
                     log(quiet, f"dqaudit: {len(data)} images, {data.n_classes} classes; model "
                                f"{config.embed.model} on "
                                f"{device if config.embed.engine == 'local' else 'Ray'}")
-                    data, embeddings, info = embed_dataset(data, config, device=device,
-                                                           quiet=quiet)
+                    data, embeddings, stats, info = embed_dataset(data, config, device=device,
+                                                                  quiet=quiet)
             check_scorable(data)
             if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
                 fiftyone_dataset = data.source["location"]
             return cls._scored(data, embeddings, None, info, config=config, device=device,
                                timings=timings, command=command, out_dir=out_dir,
                                fiftyone_dataset=fiftyone_dataset, quiet=quiet,
-                               fiftyone_run=fiftyone_run)
+                               fiftyone_run=fiftyone_run, image_stats=stats)
 
     @classmethod
     def from_arrays(cls, labels, *, embeddings=None, pred_probs=None, classes=None,
@@ -142,9 +148,10 @@ class Audit:
 
     @classmethod
     def _scored(cls, data, embeddings, pred_probs, info, *, config, device, timings, command,
-                out_dir, fiftyone_dataset, quiet, fiftyone_run=None) -> Audit:
+                out_dir, fiftyone_dataset, quiet, fiftyone_run=None, image_stats=None) -> Audit:
         with timed(timings, "score_seconds"):
-            scored = score(data, embeddings, config, device=device, pred_probs=pred_probs)
+            scored = score(data, embeddings, config, device=device, pred_probs=pred_probs,
+                           image_stats=image_stats)
         stats = scored.stats
         log(quiet, f"dqaudit: {stats['label_error_count']} suspected label errors (estimated "
                    f"{stats['estimated_label_errors']}), {stats['flagged_count']} samples "
@@ -154,7 +161,7 @@ class Audit:
         summary["fiftyone_dataset"] = fiftyone_dataset
         summary["fiftyone_run"] = fiftyone_run
         res = cls(dataset=data, samples=samples, summary=summary, embeddings=embeddings,
-                  probs=scored.probs, config=config,
+                  probs=scored.probs, config=config, image_stats=image_stats,
                   out_dir=Path(out_dir) if out_dir is not None else None, quiet=quiet)
         if config.clr is not None:
             res._estimate_clr(config.clr, device=device)
@@ -226,10 +233,11 @@ class Audit:
             paths=[original_path(p) for p in samples["path"]], ids=samples["id"].tolist(),
             splits=samples["split"].tolist(), source=summary["dataset"]["source"])
         emb = out / outputs.EMBEDDINGS_NPY
-        probs = out / PROBS_NPY
+        probs, stats = out / PROBS_NPY, out / IMAGE_STATS_NPY
         return cls(dataset=data, samples=samples, summary=summary,
                    embeddings=np.load(emb, mmap_mode="r") if emb.exists() else None,
                    probs=np.load(probs) if probs.exists() else None,
+                   image_stats=np.load(stats) if stats.exists() else None,
                    config=AuditConfig.from_summary(
                        summary, report=(out / "report.html").exists(),
                        pdf=(out / "report.pdf").exists()), out_dir=out, quiet=quiet)
@@ -288,7 +296,9 @@ class Audit:
         timings = s.setdefault("timings", {})
         kept = data.subset(keep)
         with timed(timings, "rescore_seconds"):
-            scored = score(kept, emb, self.config, pred_probs=given, device=device)
+            scored = score(kept, emb, self.config, pred_probs=given, device=device,
+                           image_stats=None if self.image_stats is None
+                           else self.image_stats[keep])
         self.samples = rescored(self.samples, data, kept, keep, scored, s)
         if "fingerprint_files" in s:  # audits from before 2026-12-03 keep their scan's
             s["fingerprint"] = fingerprint(data, files=s["fingerprint_files"],
@@ -456,6 +466,10 @@ class Audit:
             outputs.write_array(out, PROBS_NPY, self.probs.astype(np.float32))
         elif (out / PROBS_NPY).exists():
             (out / PROBS_NPY).unlink()  # an earlier run's, not this audit's
+        if self.image_stats is not None:
+            outputs.write_array(out, IMAGE_STATS_NPY, self.image_stats)
+        elif (out / IMAGE_STATS_NPY).exists():
+            (out / IMAGE_STATS_NPY).unlink()
         self.out_dir = out
         # summary.json, written last, names the data files it goes with (Audit.load checks)
         self.summary["files"] = {name: outputs.file_stamp(out / name) for name in DATA_FILES

@@ -67,8 +67,8 @@ def main() -> None:
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
-         num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, knn_method,
-         duplicate_threshold, no_pdf, report_title, top_n, redact, page_size, no_report,
+         num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, checks,
+         knn_method, duplicate_threshold, no_pdf, report_title, top_n, redact, page_size, no_report,
          clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
          fiftyone_dataset, verdict_thresholds, seed, quiet, as_json, fail_on):
     """Audit DATASET and write the results to --out.
@@ -84,14 +84,16 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
     from .api import Audit
 
     image_size = image_size if image_size == "auto" else positive_int(image_size, "--image-size")
+    checked = tuple(c.strip() for c in checks.split(",") if c.strip())
     config = AuditConfig(
         seed=seed, device=device,
         embed=EmbedConfig(model=model, image_size=image_size, flip_tta=flip_tta,
                           batch_size=batch_size, num_workers=num_workers, engine=engine,
                           ray_address=ray_address, num_gpus_per_worker=num_gpus_per_worker,
                           use_cache=not no_cache, cache_dir=cache_dir),
-        score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold),
-        clr=None if no_clr else ClrConfig(**given_options(
+        score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold,
+                          checks=checked),
+        clr=None if no_clr or "labels" not in checked else ClrConfig(**given_options(
             grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples)),
         report=ReportConfig(**given_options(title=report_title, top_n=top_n, page_size=page_size,
                                             redact=redactions(redact)),

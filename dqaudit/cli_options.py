@@ -169,6 +169,11 @@ def scale_options(func):
                      help="Cosine similarity at or above which two images are near-duplicates "
                           "(measured for lite0+lite2 and lite0; other encoders may need "
                           "another value)."),
+        click.option("--checks", default=",".join(default(ScoreConfig, "checks")),
+                     show_default=True, metavar="LIST",
+                     help="What to check, comma-separated: labels (label errors, ambiguity, "
+                          "the CLR injection), duplicates (near and exact), images (blank, "
+                          "dark, bright, blurry, low-information, grayscale, odd size)."),
         click.option("--knn", "knn_method", type=click.Choice(["auto", "exact", "ivf", "hnsw"]),
                      default=default(ScoreConfig, "knn_method"), show_default=True,
                      help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "

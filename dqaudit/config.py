@@ -22,6 +22,8 @@ from .posteriors import DEFAULT_METHOD
 ENGINES = ("local", "ray")
 PAGE_SIZES = ("A4", "Letter")  # the report templates' print sizes
 REDACTIONS = ("paths", "thumbnails")  # what a shareable report can leave out
+# what a scan checks: label errors (and ambiguity), near and exact duplicates, broken images
+CHECKS = ("labels", "duplicates", "images")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,13 @@ class ScoreConfig:
     k: int = 10  # neighbours of the kNN graph
     knn_method: str = "auto"
     duplicate_threshold: float = DUPLICATE_THRESHOLD  # cosine at or above: near-duplicates
+    checks: tuple[str, ...] = CHECKS
+
+    def __post_init__(self):
+        unknown = sorted(set(self.checks) - set(CHECKS))
+        if unknown or not self.checks:
+            raise DqauditError(f"unknown check {unknown[0]!r}; valid: {', '.join(CHECKS)}"
+                               if unknown else f"choose at least one check of {', '.join(CHECKS)}")
 
 
 @dataclass(frozen=True)

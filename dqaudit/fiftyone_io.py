@@ -16,6 +16,7 @@ import numpy as np
 from .dataset import SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot, printable
 from .errors import DqauditError, InputError
 from .headline import headline
+from .image_checks import IMAGE_ISSUES
 from .outputs import review_order_column
 
 
@@ -108,9 +109,11 @@ SUSPECTS_VIEW = "dq_suspects"
 AMBIGUOUS_VIEW = "dq_ambiguous"
 INFO_KEY = "dqaudit"
 RUN_KEY = "dqaudit"  # the dataset's run record (dataset.list_runs(), dataset.delete_run())
+IMAGES_VIEW = "dq_image_issues"
+IMAGE_FIELDS = tuple(f"dq_{k}_score" for k in IMAGE_ISSUES)
 FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_review_score", "dq_importance",
           "dq_label_error_probability", "dq_suggested", "dq_outlier", "dq_dup_group",
-          "dq_issues", "dq_flagged", "dq_embedding")
+          "dq_exact_dup_group", "dq_issues", "dq_flagged", "dq_embedding", *IMAGE_FIELDS)
 RUN_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
@@ -153,6 +156,10 @@ class RunNames:
     @property
     def ambiguous(self) -> str:
         return self.field(AMBIGUOUS_VIEW)
+
+    @property
+    def images(self) -> str:
+        return self.field(IMAGES_VIEW)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -232,6 +239,12 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         columns["dq_review_score"] = samples["review_score"].astype(float).tolist()
     if embeddings:
         columns["dq_embedding"] = [np.asarray(v, dtype=np.float32) for v in result.embeddings]
+    if "exact_dup_group" in samples.columns:  # audits from 2026-12-03 on: the image checks
+        columns["dq_exact_dup_group"] = [int(g) if g >= 0 else None
+                                         for g in samples["exact_dup_group"]]
+        for issue, fname in zip(IMAGE_ISSUES, IMAGE_FIELDS):
+            columns[fname] = [None if np.isnan(v) else float(v)
+                              for v in samples[f"{issue}_score"].astype(float)]
     _write_columns(fo, dataset, ids, columns, names)
 
     # review scores tie (a mean of two ranks); the queue and the report keep the samples' row
@@ -245,8 +258,12 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
     dataset.save_view(names.ambiguous, dataset.match(F(issues).contains("ambiguous"))
                       .sort_by(names.field("dq_ambiguity"), reverse=True), overwrite=True,
                       description=f"dqaudit: ambiguous samples{what}, most ambiguous first")
+    dataset.save_view(names.images, dataset.match(
+        F(issues).contains(["exact_duplicate", *IMAGE_ISSUES], all=False)), overwrite=True,
+        description=f"dqaudit: image issues{what} (blank, dark, bright, blurry, "
+                    "low-information, grayscale, odd size, exact duplicates)")
     s = result.summary
-    views = [names.suspects, names.ambiguous]
+    views = [names.suspects, names.ambiguous, names.images]
     fields = [names.field(f) for f in FIELDS if f in columns]
     dataset.info[names.key] = {
         "version": s["dqaudit_version"], "created_at": s["created_at"], "command": s["command"],
@@ -274,6 +291,7 @@ FIELD_TYPES = {
     "dq_priority": ("FloatField", {}), "dq_review_score": ("FloatField", {}),
     "dq_importance": ("FloatField", {}), "dq_label_error_probability": ("FloatField", {}),
     "dq_outlier": ("FloatField", {}), "dq_dup_group": ("IntField", {}),
+    "dq_exact_dup_group": ("IntField", {}), **{f: ("FloatField", {}) for f in IMAGE_FIELDS},
     "dq_issues": ("ListField", {"subfield": "StringField"}), "dq_flagged": ("BooleanField", {}),
     "dq_suggested": ("EmbeddedDocumentField", {"embedded_doc_type": "Classification"}),
     "dq_embedding": ("VectorField", {}),
@@ -320,7 +338,8 @@ def delete_results(name: str, *, run: str | None = None) -> dict:
                              f"{', '.join(runs) or 'none'}")
         schema = dataset.get_field_schema()
         fields = [f for f in names.fields if f in schema]
-        views = [v for v in (names.suspects, names.ambiguous) if dataset.has_saved_view(v)]
+        views = [v for v in (names.suspects, names.ambiguous, names.images)
+                 if dataset.has_saved_view(v)]
         tags, runs, info_keys = [], [k for k in runs if k == names.key], [names.key]
     else:
         fields = sorted(f for f in dataset.get_field_schema() if f.startswith("dq_"))

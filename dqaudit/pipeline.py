@@ -35,8 +35,9 @@ def log(quiet: bool, message: str) -> None:
 
 
 def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quiet: bool
-                  ) -> tuple[LabeledImages, np.ndarray, dict]:
-    """(dataset without its undecodable images, (N, D) embeddings, the embed stage's info)."""
+                  ) -> tuple[LabeledImages, np.ndarray, np.ndarray, dict]:
+    """(dataset without its undecodable images, (N, D) embeddings, (N, S) image statistics of
+    the decode workers, the embed stage's info)."""
     e = config.embed
     image_size = e.image_size
     if image_size == "auto":
@@ -62,9 +63,9 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
                f"({info['n_cached']} from cache, {info['n_failed']} undecodable)"
                + (f" at {info['images_per_second']} img/s" if info["images_per_second"] else ""))
     if not result.failures:
-        return data, result.embeddings, info
+        return data, result.embeddings, result.stats, info
     return (data.subset(result.ok, extra_skipped=result.failures),
-            result.embeddings[result.ok], info)
+            result.embeddings[result.ok], result.stats[result.ok], info)
 
 
 def prepared(data: LabeledImages, embeddings=None
@@ -134,12 +135,14 @@ def given_embeddings(data: LabeledImages, source) -> tuple[np.ndarray, dict]:
 
 
 def score(data: LabeledImages, embeddings: np.ndarray | None, config: AuditConfig, *,
-          device: str, pred_probs: np.ndarray | None = None) -> ScoredDataset:
+          device: str, pred_probs: np.ndarray | None = None,
+          image_stats: np.ndarray | None = None) -> ScoredDataset:
     """``scoring.score_dataset`` with the audit's score settings."""
     s = config.score
     return score_dataset(data, embeddings, pred_probs=pred_probs, seed=config.seed,
                          method=s.posterior_method, k=s.k, knn_method=s.knn_method,
-                         device=device, duplicate_threshold=s.duplicate_threshold)
+                         device=device, duplicate_threshold=s.duplicate_threshold,
+                         image_stats=image_stats, checks=s.checks)
 
 
 def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset, *,
@@ -200,6 +203,7 @@ def rescored(samples: pd.DataFrame, data: LabeledImages, kept: LabeledImages,
     full["issues"] = [v if isinstance(v, list) else [] for v in full["issues"]]
     full["flagged"] = full["flagged"].fillna(False).astype(bool)
     full["dup_group"] = full["dup_group"].fillna(-1).astype(np.int64)
+    full["exact_dup_group"] = full["exact_dup_group"].fillna(-1).astype(np.int64)
     return full
 
 

@@ -4,8 +4,9 @@ Six classes of shapes drawn with random colour, size, rotation, position and a n
 background. ``manifest.csv`` lists every image with a ``label`` in which a known fraction is
 deliberately corrupted (a uniformly random other class), the ``true_label`` beside it, a
 ``split`` and whether the label was corrupted. A few images are saved twice (duplicates),
-one of them with a conflicting label and one across splits, so every part of an audit has
-something to find.
+one of them with a conflicting label and one across splits, and a few are broken on purpose
+(``image_issue``: blank, dark, blurry, or an exact copy of another file), so every part of an
+audit has something to find.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _jpeg_bytes(img: Image.Image, quality: int) -> bytes:
 
 
 def generate(out_dir: str | os.PathLike, *, per_class: int = 50, noise_rate: float = 0.1,
-             test_fraction: float = 0.2, n_duplicates: int = 4, seed: int = 0) -> dict:
+             test_fraction: float = 0.2, n_duplicates: int = 4, broken: bool = True,
+             seed: int = 0) -> dict:
     """Write ``images/*.jpg`` and ``manifest.csv`` into ``out_dir``; return a short summary."""
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
@@ -111,9 +113,48 @@ def generate(out_dir: str | os.PathLike, *, per_class: int = 50, noise_rate: flo
         if j == 1:
             split = "test" if split == "train" else "train"
         dup_rows.append({"path": name, "true_label": true, "split": split, "label": label})
-    df = pd.concat([df, pd.DataFrame(dup_rows)], ignore_index=True)
+    df["image_issue"] = ""
+    df.loc[src, "image_issue"] = "exact_duplicate"
+    for row in dup_rows:
+        row["image_issue"] = "exact_duplicate"
+    broken_rows = _broken_images(out, df, np.setdiff1d(np.arange(n), np.r_[flip, src]), rng) \
+        if broken else []
+    df = pd.concat([df, pd.DataFrame(dup_rows), pd.DataFrame(broken_rows)], ignore_index=True)
     df["corrupted"] = df["label"] != df["true_label"]
-    df = df[["path", "label", "true_label", "split", "corrupted"]]
+    df = df[["path", "label", "true_label", "split", "corrupted", "image_issue"]]
     df.to_csv(out / "manifest.csv", index=False)
     return {"n_images": len(df), "classes": list(CLASSES),
-            "n_corrupted": int(df["corrupted"].sum()), "n_duplicates": n_duplicates}
+            "n_corrupted": int(df["corrupted"].sum()), "n_duplicates": n_duplicates,
+            "n_broken": len(broken_rows)}
+
+
+def _broken_images(out: Path, df: pd.DataFrame, pool: np.ndarray, rng) -> list[dict]:
+    """Images broken on purpose, with their truth in ``image_issue``: two blank (black, white),
+    two dark (x0.12 brightness), two blurry (Gaussian blur, radius 3) and one exact copy of
+    another file. Their label is their source's (blank: a random class) and counts as right."""
+    rows = []
+    picks = rng.choice(pool, size=5, replace=False)
+    for j, colour in enumerate(((0, 0, 0), (255, 255, 255))):
+        label = CLASSES[int(rng.integers(len(CLASSES)))]
+        name = f"images/broken_blank_{j}.png"
+        Image.new("RGB", (SIZE, SIZE), colour).save(out / name)
+        rows.append({"path": name, "label": label, "true_label": label, "split": "train",
+                     "image_issue": "blank"})
+    for j, (kind, i) in enumerate([("dark", picks[0]), ("dark", picks[1]),
+                                   ("blurry", picks[2]), ("blurry", picks[3])]):
+        with Image.open(out / df.loc[i, "path"]) as im:
+            im = im.convert("RGB")
+            im = im.point(lambda v: int(v * 0.12)) if kind == "dark" else \
+                im.filter(ImageFilter.GaussianBlur(3))
+        name = f"images/broken_{kind}_{j}_of_{Path(df.loc[i, 'path']).stem}.jpg"
+        (out / name).write_bytes(_jpeg_bytes(im, 90))
+        rows.append({"path": name, "label": df.loc[i, "label"],
+                     "true_label": df.loc[i, "true_label"], "split": df.loc[i, "split"],
+                     "image_issue": kind})
+    i = picks[4]
+    name = f"images/broken_copy_of_{Path(df.loc[i, 'path']).stem}.jpg"
+    (out / name).write_bytes((out / df.loc[i, "path"]).read_bytes())
+    df.loc[i, "image_issue"] = "exact_duplicate"
+    rows.append({"path": name, "label": df.loc[i, "label"], "true_label": df.loc[i, "true_label"],
+                 "split": df.loc[i, "split"], "image_issue": "exact_duplicate"})
+    return rows

@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 
 from . import calibration, scores
+from .config import CHECKS
 from .dataset import LabeledImages, label_distribution, printable
 from .errors import InputError
+from .image_checks import (IMAGE_ISSUES, JUNK_ISSUES, exact_duplicate_groups, image_flags,
+                           image_scores, stat_column)
 from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
                         knn_disagreement, outlier_flags, outlier_scores)
 from .posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
@@ -28,8 +31,8 @@ DEFAULT_SEED = 0
 MIN_CLASS_SAMPLES = 3
 # a sample is "ambiguous" when its posterior entropy is at least half the maximum, log C
 AMBIGUITY_THRESHOLD = 0.5
-ISSUE_NAMES = ("label_error", "ambiguous", "duplicate", "conflicting_duplicate", "leak",
-               "outlier")
+ISSUE_NAMES = ("label_error", "ambiguous", "duplicate", "exact_duplicate",
+               "conflicting_duplicate", "leak", "outlier", *IMAGE_ISSUES)
 
 
 @dataclass
@@ -46,7 +49,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                   pred_probs: np.ndarray | None = None, seed: int = DEFAULT_SEED,
                   method: str = DEFAULT_METHOD, k: int = 10,
                   duplicate_threshold: float | None = None,
-                  knn_method: str = "auto", device: str = "cpu", graph=None) -> ScoredDataset:
+                  knn_method: str = "auto", device: str = "cpu", graph=None,
+                  image_stats: np.ndarray | None = None, checks=CHECKS) -> ScoredDataset:
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
 
     ``embeddings`` (N, D) give the posteriors (K-fold probes, ``method``) and the kNN graph
@@ -55,9 +59,15 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     (cleanlab's convention: each row predicted by a model that did not train on that sample).
     With ``pred_probs`` alone the graph scores are left empty (NaN, -1, False). ``graph``: a
     kNN graph of ``embeddings`` already built (``dqaudit.neighbors.knn``) to reuse.
-    ``duplicate_threshold``: None takes ``neighbors.DUPLICATE_THRESHOLD``.
+    ``duplicate_threshold``: None takes ``neighbors.DUPLICATE_THRESHOLD``. ``image_stats``
+    (N, S): the decode workers' measurements (``image_checks.image_stats``), for the image
+    checks; None leaves them out (user embeddings, pred_probs). A junk image (blank,
+    low-information) gets no label-error flag and no suggested label. ``checks``: which of
+    ``config.CHECKS`` to report (the posteriors and scores are computed either way; a check
+    left out sets none of its issues).
     """
     n = len(data)
+    checked = tuple(checks)
     if embeddings is None and pred_probs is None:
         raise InputError("scoring needs embeddings, pred_probs or both")
     if pred_probs is not None:
@@ -90,11 +100,20 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     error_probability = calibration.power(disagreement, n_errors)
     review = scores.review_score_of(data.labels, review_probs, label_counts=data.label_counts)
     normalised_entropy = ambiguity / np.log(data.n_classes)
-    ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error
+    checks = _image_checks(image_stats if "images" in checked else None, n)
+    junk = np.zeros(n, dtype=bool)
+    for name in JUNK_ISSUES:
+        junk |= checks["flags"][name]
+    label_error = label_error & ~junk  # a black square is junk, not a mislabelled circle
+    if "labels" not in checked:
+        label_error = np.zeros(n, dtype=bool)
+    ambiguous = (normalised_entropy >= AMBIGUITY_THRESHOLD) & ~label_error & ~junk & (
+        "labels" in checked)
     if duplicate_threshold is None:
         duplicate_threshold = DUPLICATE_THRESHOLD
     if graph is not None:
-        dup_group = duplicate_groups(graph, threshold=duplicate_threshold)
+        dup_group = duplicate_groups(graph, threshold=duplicate_threshold) \
+            if "duplicates" in checked else np.full(n, -1, dtype=np.int64)
         outlier_score = outlier_scores(graph)
         outlier = outlier_flags(outlier_score)
         importance = scores.importance(x, data.labels, noisiness)
@@ -103,22 +122,31 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         dup_group = np.full(n, -1, dtype=np.int64)
         outlier_score = importance = neighbour_disagreement = np.full(n, np.nan)
         outlier = np.zeros(n, dtype=bool)
-    duplicate = dup_group >= 0
-    conflicting = group_flags(dup_group, data.labels)
-    leak = group_flags(dup_group, data.splits, ignore_empty=True)
+    exact_group = checks["exact_group"] if "duplicates" in checked else np.full(
+        n, -1, dtype=np.int64)
+    exact = exact_group >= 0
+    duplicate = (dup_group >= 0) | exact
+    conflicting = group_flags(dup_group, data.labels) | group_flags(exact_group, data.labels)
+    leak = group_flags(dup_group, data.splits, ignore_empty=True) | group_flags(
+        exact_group, data.splits, ignore_empty=True)
 
     names = list(ISSUE_NAMES)
-    masks = [label_error, ambiguous, duplicate, conflicting, leak, outlier]
+    image_masks = [checks["flags"][k] for k in IMAGE_ISSUES]
+    masks = [label_error, ambiguous, duplicate, exact, conflicting, leak, outlier, *image_masks]
     issues = _issue_lists(names, masks)
-    flagged = label_error | conflicting | leak | outlier | duplicate
+    flagged = label_error | conflicting | leak | outlier | duplicate | np.any(
+        image_masks, axis=0)
     classes = np.array(data.classes, dtype=object)
+    suggested_names = classes[suggested].copy()
+    suggested_names[junk] = ""  # no suggestion on junk: it would mislead the reviewer
+    confidence = np.where(junk, np.nan, confidence)
     table = pd.DataFrame({
         "noisiness": noisiness,
         "ambiguity": ambiguity,
         "priority": priority,
         "review_score": review,
         "importance": importance,
-        "suggested_label": classes[suggested],
+        "suggested_label": suggested_names,
         "suggested_confidence": confidence,
         "label_error_probability": error_probability,
         "given_label_disagreement": disagreement,
@@ -128,6 +156,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "outlier_percentile": 100.0 * pd.Series(outlier_score).rank(pct=True).to_numpy(),
         "flagged": flagged,
         "issues": issues,
+        **{f"{k}_score": checks["scores"][k] for k in IMAGE_ISSUES},
+        "exact_dup_group": exact_group,
     })
     per_class_noise = {}
     row_sums = joint.sum(axis=1)
@@ -153,7 +183,12 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "estimated_label_errors": n_errors,
         "estimated_noise_rate": round(n_errors / len(data), 4),
         "issue_counts": {name: int(m.sum()) for name, m in zip(names, masks)},
-        "duplicate_groups": int(dup_group.max() + 1) if duplicate.any() else 0,
+        "duplicate_groups": int(dup_group.max() + 1) if (dup_group >= 0).any() else 0,
+        "exact_duplicate_groups": int(exact_group.max() + 1) if exact.any() else 0,
+        "checks": list(checked),
+        "image_checks": "not run: left out by --checks" if "images" not in checked else
+        "decode statistics" if image_stats is not None else
+        "not run: no images were decoded (user embeddings or pred_probs)",
         "per_class_noise": per_class_noise,
         "estimated_transition_matrix": {
             "classes": list(data.classes),
@@ -171,6 +206,18 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                              "posteriors": "probes" if post is not None else "pred_probs"},
     }
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
+
+
+def _image_checks(image_stats, n: int) -> dict:
+    """Scores, flags and exact-duplicate groups of the image checks; all empty (NaN, False,
+    -1) without statistics."""
+    if image_stats is None:
+        return {"scores": {k: np.full(n, np.nan) for k in IMAGE_ISSUES},
+                "flags": {k: np.zeros(n, dtype=bool) for k in IMAGE_ISSUES},
+                "exact_group": np.full(n, -1, dtype=np.int64)}
+    scores = image_scores(image_stats)
+    return {"scores": scores, "flags": image_flags(scores),
+            "exact_group": exact_duplicate_groups(stat_column(image_stats, "pixel_hash"))}
 
 
 def _issue_lists(names: list[str], masks: list[np.ndarray]) -> list[list[str]]:

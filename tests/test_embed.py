@@ -211,7 +211,7 @@ def test_killed_process_resumes_from_cache(tmp_path):
 
 def test_partial_shard_is_never_loaded(tmp_path):
     cache = EmbeddingCache(tmp_path, "k")
-    cache.write(["a" * 40], np.ones((1, 3), np.float32))
+    cache.write(["a" * 40], np.ones((1, 3), np.float32), np.zeros((1, 9)))
     (cache.dir / "shard-broken.npz.tmp").write_bytes(b"PK\x03\x04 half written")
     (cache.dir / "shard-bad.npz").write_bytes(b"garbage")
     found = cache.load(["a" * 40, "b" * 40])

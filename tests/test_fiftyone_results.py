@@ -75,7 +75,7 @@ def test_rerun_replaces_instead_of_duplicating(mislabelled_tree, tmp_path, fo_na
     assert len(ds) == 12  # nothing duplicated; the removed file's sample stays, unscored
     stale = ds.match(fo.ViewField("filepath") == str(gone)).first()
     assert stale.dq_priority is None and stale.dq_flagged is None
-    assert ds.list_saved_views() == ["dq_suspects", "dq_ambiguous"]
+    assert ds.list_saved_views() == ["dq_suspects", "dq_ambiguous", "dq_image_issues"]
     assert ds.info["dqaudit"]["n_samples"] == 11
 
 

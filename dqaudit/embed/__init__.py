@@ -14,6 +14,7 @@ from ..dataset import file_digests
 from .cache import EmbeddingCache, default_cache_dir
 from .encoders import (DEFAULT_ENCODER, ENCODERS, Encoder, Preprocessing, auto_image_size,
                        load_encoder)
+from ..image_checks import N_STATS
 from .loader import ImageFolderDataset, collate
 
 __all__ = ["EmbeddingResult", "embed_images", "load_encoder", "Encoder", "Preprocessing",
@@ -26,12 +27,15 @@ class EmbeddingResult:
 
     embeddings: (N, D) float32, L2-normalised rows; rows of failed files are zero.
     ok: (N,) bool, False where the file could not be decoded.
+    stats: (N, N_STATS) float64 ``loader.image_stats`` per file, measured by the decode
+        workers (NaN where the file could not be decoded).
     failures: ``{"path", "reason"}`` for each failed file.
     info: model, device, dimension, counts and timings, for summary.json and the report.
     """
 
     embeddings: np.ndarray
     ok: np.ndarray
+    stats: np.ndarray
     failures: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
@@ -74,6 +78,7 @@ def embed_images(
     state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
     emb, ok, failures, keys, cache, todo = (state.embeddings, state.ok, state.failures,
                                              state.keys, state.cache, state.todo)
+    stats = state.stats
 
     batch_size = batch_size or default_batch_size(device)
     workers = default_num_workers(device) if num_workers is None else num_workers
@@ -94,7 +99,7 @@ def embed_images(
         bar = _progress(len(todo), encoder.name, device, enabled=progress)
         writer = _ShardWriter(cache, keys, shard_size)
         try:
-            for idx, batch, failed in loader:
+            for idx, batch, measured, failed in loader:
                 for i, reason in failed:
                     failures.append({"path": paths[i], "reason": reason})
                 if batch is not None:
@@ -103,8 +108,9 @@ def embed_images(
                     forward_seconds += time.perf_counter() - tf
                     rows = idx.numpy()
                     emb[rows] = feats
+                    stats[rows] = measured
                     ok[rows] = True
-                    writer.add(rows, feats)
+                    writer.add(rows, feats, measured)
                 bar.update(len(idx) + len(failed))
         finally:
             # an interrupted run keeps what it finished: the next run resumes from here
@@ -131,7 +137,7 @@ def embed_images(
         "forward_seconds": round(forward_seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),
     }
-    return EmbeddingResult(embeddings=emb, ok=ok, failures=failures, info=info)
+    return EmbeddingResult(embeddings=emb, ok=ok, stats=stats, failures=failures, info=info)
 
 
 @dataclass
@@ -140,6 +146,7 @@ class _Start:
 
     embeddings: np.ndarray
     ok: np.ndarray
+    stats: np.ndarray
     failures: list
     keys: list
     cache: EmbeddingCache | None
@@ -151,6 +158,7 @@ def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool,
            keys: list[str] | None = None) -> _Start:
     n = len(paths)
     emb = np.zeros((n, encoder.dim), dtype=np.float32)
+    stats = np.full((n, N_STATS), np.nan)
     ok = np.zeros(n, dtype=bool)
     cache = EmbeddingCache(cache_dir or default_cache_dir(), encoder.cache_key()) if use_cache \
         else None
@@ -161,13 +169,16 @@ def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool,
     cached = cache.load(keys) if cache else {}
     todo: list[int] = []
     for i, k in enumerate(keys):
-        vec = cached.get(k)
-        if vec is not None and vec.shape == (encoder.dim,):
+        vec, measured = cached.get(k, (None, None))
+        # a row cached before the image statistics existed is embedded again, to measure them
+        if vec is not None and vec.shape == (encoder.dim,) and measured is not None \
+                and measured.shape == (N_STATS,):
             emb[i] = vec
+            stats[i] = measured
             ok[i] = True
         else:
             todo.append(i)
-    return _Start(emb, ok, [], keys, cache, todo, n - len(todo))
+    return _Start(emb, ok, stats, [], keys, cache, todo, n - len(todo))
 
 
 FLUSH_SECONDS = 5.0  # a killed scan loses at most this much embedding work
@@ -183,14 +194,16 @@ class _ShardWriter:
         self.cache, self.keys, self.shard_size = cache, keys, shard_size
         self.pending_keys: list[str] = []
         self.pending_vecs: list[np.ndarray] = []
+        self.pending_stats: list[np.ndarray] = []
         self.last = time.monotonic()
 
-    def add(self, rows: np.ndarray, feats: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, feats: np.ndarray, stats: np.ndarray) -> None:
         if self.cache is None:
             return
         hashed = np.array([bool(self.keys[r]) for r in rows])  # "": could not be hashed
         self.pending_keys.extend(self.keys[r] for r in np.asarray(rows)[hashed])
         self.pending_vecs.append(feats[hashed])
+        self.pending_stats.append(np.asarray(stats)[hashed])
         if len(self.pending_keys) >= self.shard_size or \
                 time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
@@ -199,14 +212,15 @@ class _ShardWriter:
         self.last = time.monotonic()
         if self.cache is not None and self.pending_keys:
             try:
-                self.cache.write(self.pending_keys, np.concatenate(self.pending_vecs))
+                self.cache.write(self.pending_keys, np.concatenate(self.pending_vecs),
+                                 np.concatenate(self.pending_stats))
             except OSError as exc:
                 logging.getLogger("dqaudit").warning(
                     f"dqaudit: embedding cache {self.cache.dir} cannot be written "
                     f"({exc.strerror}); carrying on without caching (--cache-dir DIR to use "
                     "another)")
                 self.cache = None
-            self.pending_keys, self.pending_vecs = [], []
+            self.pending_keys, self.pending_vecs, self.pending_stats = [], [], []
 
 
 def encode_batch(encoder: Encoder, batch, device: str) -> np.ndarray:

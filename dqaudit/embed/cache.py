@@ -32,10 +32,11 @@ class EmbeddingCache:
         self.dir = Path(root) / encoder_key
         self._counter = 0
 
-    def load(self, keys: list[str]) -> dict[str, np.ndarray]:
-        """Embeddings for whichever of ``keys`` are cached."""
+    def load(self, keys: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """(embedding, image statistics or None) for whichever of ``keys`` are cached (shards
+        written before 2026-12-03 hold no statistics)."""
         wanted = set(keys)
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         if not self.dir.is_dir():
             return found
         for shard in sorted(self.dir.glob("shard-*.npz")):
@@ -45,14 +46,15 @@ class EmbeddingCache:
                     hit = np.flatnonzero([k in wanted for k in shard_keys])
                     if len(hit):
                         emb = data["embeddings"]
+                        stats = data["stats"] if "stats" in data.files else None
                         for j in hit:
-                            found[shard_keys[j]] = emb[j]
+                            found[shard_keys[j]] = (emb[j], None if stats is None else stats[j])
             except Exception:  # an unreadable shard is ignored; its files get re-embedded
                 continue
         return found
 
-    def write(self, keys: list[str], embeddings: np.ndarray) -> Path:
-        """Atomically add one shard."""
+    def write(self, keys: list[str], embeddings: np.ndarray, stats: np.ndarray) -> Path:
+        """Atomically add one shard: embeddings and the decode workers' image statistics."""
         assert len(keys) == len(embeddings)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._counter += 1
@@ -62,7 +64,8 @@ class EmbeddingCache:
         try:
             with open(tmp, "wb") as fh:
                 np.savez(fh, keys=np.array(keys, dtype="S40"),
-                         embeddings=embeddings.astype(np.float32))
+                         embeddings=embeddings.astype(np.float32),
+                         stats=np.asarray(stats, dtype=np.float64))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..image_checks import N_STATS, image_stats
 from .encoders import Preprocessing
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # larger: skipped as too large (a decompression bomb)
@@ -35,8 +36,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(path: str, prep: Preprocessing) -> np.ndarray:
-    """Read ``path`` and return a (3, S, S) uint8 array. Raises on unreadable images."""
+def decode(path: str, prep: Preprocessing, *, stats: bool = False):
+    """Read ``path`` and return a (3, S, S) uint8 array (with ``stats``: and its
+    ``image_stats``). Raises on unreadable images."""
     with Image.open(path) as img:
         # A truncated file must fail loudly (it is listed in skipped.csv), never decode half
         # grey. Other libraries (FiftyOne's among them) switch PIL's global to lenient, so set
@@ -48,6 +50,7 @@ def decode(path: str, prep: Preprocessing) -> np.ndarray:
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = lenient
         img = to_rgb(img)
+    measured = image_stats(img) if stats else None
     size = prep.image_size
     resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
     w, h = img.size
@@ -65,7 +68,8 @@ def decode(path: str, prep: Preprocessing) -> np.ndarray:
         img = img.resize((nw, nh), resample)
         left, top = (nw - size) // 2, (nh - size) // 2
         img = img.crop((left, top, left + size, top + size))
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+    arr = np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
+    return (arr, measured) if stats else arr
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -92,20 +96,22 @@ class ImageFolderDataset:
     def __getitem__(self, i: int):
         idx = self.indices[i]
         try:
-            return idx, decode(self.paths[idx], self.prep), ""
+            arr, stats = decode(self.paths[idx], self.prep, stats=True)
+            return idx, arr, stats, ""
         except Exception as exc:  # any decode failure is a per-file problem, never fatal
-            return idx, None, describe_failure(exc)
+            return idx, None, None, describe_failure(exc)
 
 
 def collate(items):
-    """Stack decoded images; keep failures aside."""
+    """Stack decoded images and their statistics; keep failures aside."""
     import torch
 
-    ok = [(i, a) for i, a, e in items if a is not None]
-    failed = [(i, e) for i, a, e in items if a is None]
+    ok = [(i, a, st) for i, a, st, e in items if a is not None]
+    failed = [(i, e) for i, a, st, e in items if a is None]
     if ok:
-        idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
-        batch = torch.from_numpy(np.stack([a for _, a in ok]))
+        idx = torch.tensor([i for i, _, _ in ok], dtype=torch.long)
+        batch = torch.from_numpy(np.stack([a for _, a, _ in ok]))
+        stats = np.stack([st for _, _, st in ok])
     else:
-        idx, batch = torch.zeros(0, dtype=torch.long), None
-    return idx, batch, failed
+        idx, batch, stats = torch.zeros(0, dtype=torch.long), None, np.zeros((0, N_STATS))
+    return idx, batch, stats, failed

@@ -23,6 +23,7 @@ from ..errors import DqauditError
 from . import (EmbeddingResult, _progress, _ShardWriter, _start, default_batch_size,
                encode_batch)
 from .encoders import DEFAULT_ENCODER, load_encoder
+from ..image_checks import N_STATS
 from .loader import decode, describe_failure
 
 
@@ -40,14 +41,16 @@ def _decode_batch(batch: dict, preprocessing) -> dict:
     """CPU stage: paths -> (B, 3, S, S) uint8 images; failures get a zero image and a reason."""
     size = preprocessing.image_size
     images = np.zeros((len(batch["index"]), 3, size, size), dtype=np.uint8)
+    stats = np.full((len(batch["index"]), N_STATS), np.nan)
     errors = []
     for j, path in enumerate(batch["path"]):
         try:
-            images[j] = decode(str(path), preprocessing)
+            images[j], stats[j] = decode(str(path), preprocessing, stats=True)
             errors.append("")
         except Exception as exc:  # a per-file problem, never fatal (as in the local engine)
             errors.append(describe_failure(exc))
-    return {"index": batch["index"], "image": images, "error": np.array(errors, dtype=object)}
+    return {"index": batch["index"], "image": images, "stats": stats,
+            "error": np.array(errors, dtype=object)}
 
 
 class _EncodeActor:
@@ -71,7 +74,8 @@ class _EncodeActor:
         emb = np.zeros((len(good), self.encoder.dim), dtype=np.float32)
         if good.any():
             emb[good] = encode_batch(self.encoder, batch["image"][good], self.device)
-        return {"index": batch["index"], "embedding": emb, "error": batch["error"]}
+        return {"index": batch["index"], "embedding": emb, "stats": batch["stats"],
+                "error": batch["error"]}
 
 
 def _quiet_ray_data(ray) -> None:
@@ -113,7 +117,7 @@ def embed_images_ray(
     t0 = time.perf_counter()
     encoder = load_encoder(model, image_size=image_size, flip_tta=flip_tta)
     state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
-    emb, ok, failures = state.embeddings, state.ok, state.failures
+    emb, ok, failures, stats = state.embeddings, state.ok, state.failures, state.stats
 
     todo = np.asarray(state.todo, dtype=np.int64)
     started_here = False
@@ -175,8 +179,9 @@ def embed_images_ray(
                     failed.extend(zip(rows[~good].tolist(), errors[~good].tolist()))
                     if good.any():
                         emb[rows[good]] = batch["embedding"][good]
+                        stats[rows[good]] = batch["stats"][good]
                         ok[rows[good]] = True
-                        writer.add(rows[good], batch["embedding"][good])
+                        writer.add(rows[good], batch["embedding"][good], batch["stats"][good])
                     bar.update(len(rows))
             finally:
                 writer.flush()
@@ -208,4 +213,4 @@ def embed_images_ray(
         "images_per_second": round(n_computed / seconds, 1) if n_computed and seconds > 0 else None,
         "total_seconds": round(time.perf_counter() - t0, 3),
     }
-    return EmbeddingResult(embeddings=emb, ok=ok, failures=failures, info=info)
+    return EmbeddingResult(embeddings=emb, ok=ok, stats=stats, failures=failures, info=info)

@@ -12,6 +12,7 @@ from PIL import Image
 from ..dataset import original_path
 from ..embed.loader import to_rgb
 from ..headline import headline
+from ..image_checks import IMAGE_ISSUE_TEXT, IMAGE_ISSUES, THRESHOLDS
 from ..outputs import review_order_column
 from . import figures
 
@@ -77,6 +78,16 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
     outliers = samples[issues.map(lambda v: "outlier" in v).to_numpy()].sort_values(
         "outlier_score", ascending=False, kind="stable")
 
+    image_issues = []
+    for issue in IMAGE_ISSUES:
+        hit = samples[issues.map(lambda v, k=issue: k in v).to_numpy()]
+        if len(hit):
+            hit = hit.sort_values(f"{issue}_score", ascending=False, kind="stable")
+            image_issues.append({"issue": issue, "n": int(len(hit)),
+                                 "threshold": THRESHOLDS[issue], "what": IMAGE_ISSUE_TEXT[issue],
+                                 "rows": _rows(hit.head(min(top_n, 5)),
+                                               ROW_COLUMNS + [f"{issue}_score"], redact)})
+
     groups = []
     dups = samples[samples["dup_group"] >= 0]
     # groups with a problem first (conflicting labels, leaks), then by size
@@ -117,6 +128,9 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "outliers": _rows(outliers.head(top_n), ROW_COLUMNS, redact),
         "n_outliers": int(len(outliers)),
         "duplicate_groups": groups,
+        "image_issues": image_issues,
+        "image_checks_ran": "blank_score" in samples.columns and bool(
+            samples["blank_score"].notna().any()),
         "figures": figs,
         "samples_csv": "samples.csv" if "paths" in redact else samples_csv,
         "location": _location(ds["source"], redact),
