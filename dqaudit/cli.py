@@ -67,9 +67,9 @@ def main() -> None:
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
-         num_workers, cache_dir, no_cache, engine, ray_address, num_gpus_per_worker, checks,
-         knn_method, duplicate_threshold, no_pdf, report_title, top_n, redact, page_size, no_report,
-         clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
+         num_workers, cache_dir, no_cache, backend, engine, ray_address, num_gpus_per_worker,
+         checks, knn_method, duplicate_threshold, no_pdf, report_title, top_n, redact, page_size,
+         no_report, clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
          fiftyone_dataset, verdict_thresholds, seed, quiet, as_json, fail_on):
     """Audit DATASET and write the results to --out.
 
@@ -90,7 +90,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         embed=EmbedConfig(model=model, image_size=image_size, flip_tta=flip_tta,
                           batch_size=batch_size, num_workers=num_workers, engine=engine,
                           ray_address=ray_address, num_gpus_per_worker=num_gpus_per_worker,
-                          use_cache=not no_cache, cache_dir=cache_dir),
+                          use_cache=not no_cache, cache_dir=cache_dir, backend=backend),
         score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold,
                           checks=checked),
         clr=None if no_clr or "labels" not in checked else ClrConfig(**given_options(

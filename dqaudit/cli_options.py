@@ -14,6 +14,7 @@ import threading
 import click
 
 from .clr import MODES, ClrConfig
+from .embed.backends import BACKENDS
 from .config import (ENGINES, PAGE_SIZES, REDACTIONS, AuditConfig, EmbedConfig, ReportConfig,
                      ScoreConfig, default)
 from .errors import DqauditError
@@ -146,6 +147,10 @@ def embedding_options(func):
                      help="Embedding cache [default: $DQAUDIT_CACHE_DIR or "
                           "~/.cache/dqaudit/embeddings]."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
+        click.option("--backend", type=click.Choice(BACKENDS),
+                     default=default(EmbedConfig, "backend"), show_default=True,
+                     help="What runs the encoder on CPU: torch, or OpenVINO in fp32 (the same "
+                          "embeddings, faster; auto takes it when installed, torch on GPUs)."),
     ]
     return _with_options(func, options)
 

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 
 from .clr import ClrConfig
+from .embed.backends import BACKENDS
 from .embed.encoders import DEFAULT_ENCODER
 from .errors import DqauditError
 from .neighbors import DUPLICATE_THRESHOLD
@@ -40,10 +41,13 @@ class EmbedConfig:
     num_gpus_per_worker: float | None = None
     use_cache: bool = True
     cache_dir: str | None = None  # None: $DQAUDIT_CACHE_DIR or ~/.cache/dqaudit/embeddings
+    backend: str = "auto"  # the CPU forward: auto, torch or openvino (dqaudit.embed.backends)
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise DqauditError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
+        if self.backend not in BACKENDS:
+            raise DqauditError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
 
 
 @dataclass(frozen=True)

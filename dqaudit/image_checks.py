@@ -37,7 +37,7 @@ N_STATS = len(STAT_NAMES)
 STATS_SIDE = 128  # the statistics are taken on the image shrunk to at most this side
 
 
-def image_stats(img: Image.Image) -> np.ndarray:
+def image_stats(img: Image.Image, *, size: tuple[int, int] | None = None) -> np.ndarray:
     """(N_STATS,) float64 of an RGB image: its size; the mean, 99th percentile, standard
     deviation and histogram entropy (bits) of its luminance; sharpness, the standard deviation
     of the Laplacian of the luminance (less 8-bit rounding noise) divided by the luminance's
@@ -45,11 +45,12 @@ def image_stats(img: Image.Image) -> np.ndarray:
     channels; and a 52-bit hash of the decoded pixels (exact duplicates share it; exactly
     representable in a float64), taken after an integer box reduction to under
     2 x ``STATS_SIDE`` for large images. The rest is measured on the image shrunk to
-    ``STATS_SIDE``."""
-    w, h = img.size
+    ``STATS_SIDE``. ``size``: the file's own (width, height) when ``img`` was decoded smaller
+    (JPEG draft, box reduction)."""
+    w, h = size if size is not None else img.size
     # an integer box reduction first (cheap in PIL): a 12-megapixel photo costs about 11 ms
     # here, against 134 ms to hash its full-size pixels
-    factor = max(1, max(w, h) // (2 * STATS_SIDE))
+    factor = max(1, max(img.size) // (2 * STATS_SIDE))
     base = img.reduce(factor) if factor > 1 else img
     digest = hashlib.blake2b(base.tobytes(), digest_size=8, person=b"dqpixels")
     digest.update(f"{w}x{h}".encode())

@@ -19,6 +19,7 @@ from .clr import ClrConfig, estimate_clr, take_subsample
 from .config import AuditConfig
 from .dataset import LabeledImages
 from .embed import auto_image_size, embed_images, load_encoder
+from .embed.backends import resolve_backend, with_backend
 from .errors import DqauditError, InputError
 from .ingest import files_fingerprint, fingerprint, median_image_side
 from .probes import project
@@ -46,6 +47,10 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
     if e.engine == "ray":
         from .embed.ray_engine import embed_images_ray
 
+        if e.backend == "openvino":
+            raise InputError("the Ray engine runs its encoders with torch; drop --backend "
+                             "openvino or use --engine local")
+
         result = embed_images_ray(data.paths, model=e.model, image_size=size,
                                   flip_tta=e.flip_tta, address=e.ray_address,
                                   num_gpus_per_worker=e.num_gpus_per_worker,
@@ -53,7 +58,9 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
                                   use_cache=e.use_cache, progress=not quiet,
                                   keys=data.digests)
     else:
-        encoder = load_encoder(e.model, image_size=size, flip_tta=e.flip_tta)
+        encoder = with_backend(load_encoder(e.model, image_size=size, flip_tta=e.flip_tta),
+                               resolve_backend(e.backend, device, model=e.model),
+                               required=e.backend == "openvino")
         result = embed_images(data.paths, model=encoder, device=device,
                               batch_size=e.batch_size, num_workers=e.num_workers,
                               cache_dir=e.cache_dir, use_cache=e.use_cache,

@@ -37,5 +37,7 @@ def class_tree(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
+def isolated_cache(tmp_path, monkeypatch, tmp_path_factory):
     monkeypatch.setenv("DQAUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    # converted models (OpenVINO) are shared by the session: converting lite0 takes seconds
+    monkeypatch.setenv("DQAUDIT_MODEL_CACHE", str(tmp_path_factory.getbasetemp() / "models"))

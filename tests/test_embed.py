@@ -257,3 +257,52 @@ def test_openclip_local_checkpoint(tmp_path, class_tree):
                                    atol=1e-5)
     with pytest.raises(DqauditError, match="local checkpoint"):
         load_encoder("openclip:dq-tiny-vit/no-such-tag")
+
+
+def test_a_photo_decodes_at_the_size_the_encoder_needs(tmp_path, monkeypatch):
+    """A 12-MP JPEG is decoded in the DCT domain at a fraction of its size (PIL draft), other
+    formats box-reduced first; the model input stays within a few grey levels of a full decode,
+    and the image checks still see the file's own size."""
+    from dqaudit.embed.encoders import Preprocessing
+    from dqaudit.embed.loader import decode
+
+    yy, xx = np.mgrid[0:1800, 0:2400]
+    arr = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    arr = np.asarray(Image.fromarray(arr).resize((240, 180)).resize((2400, 1800)))
+    prep = Preprocessing(image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    from PIL import JpegImagePlugin
+
+    drafts = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda self, *a: drafts.append(a) or real_draft(self, *a))
+    for name in ("photo.jpg", "photo.png"):
+        Image.fromarray(arr).save(tmp_path / name, quality=95)
+        fast, stats = decode(str(tmp_path / name), prep, stats=True)
+        with Image.open(tmp_path / name) as im:
+            full = im.convert("RGB").resize((299, 224), Image.Resampling.BICUBIC).crop(
+                (37, 0, 261, 224))
+        full = np.asarray(full, dtype=np.float64).transpose(2, 0, 1)
+        assert fast.shape == (3, 224, 224)
+        assert np.abs(fast - full).mean() < 4, name
+        assert tuple(stats[:2]) == (2400, 1800)
+    assert len(drafts) == 1 and min(drafts[0][1]) >= 448  # at least twice the input side
+
+
+def test_the_openvino_backend_gives_torchs_embeddings(tmp_path):
+    pytest.importorskip("openvino")
+    from dqaudit.embed import encode_batch
+    from dqaudit.embed.backends import resolve_backend, with_backend
+
+    torch_encoder = load_encoder("lite0", image_size=96)
+    fast = with_backend(torch_encoder, "openvino", cache_dir=tmp_path, required=True)
+    batch = np.random.default_rng(0).integers(0, 256, (5, 3, 96, 96), dtype=np.uint8)
+    a, b = encode_batch(torch_encoder, batch, "cpu"), encode_batch(fast, batch, "cpu")
+    assert ((a * b).sum(axis=1) >= 0.9999).all()
+    assert fast.cache_key() != torch_encoder.cache_key()  # cached apart from torch's
+    assert list((tmp_path / "openvino").glob("*.xml"))  # converted once, kept on disk
+    assert resolve_backend("auto", "cpu", model="lite0+lite2") == "openvino"
+    assert resolve_backend("auto", "cuda", model="lite0") == "torch"
+    assert resolve_backend("auto", "cpu", model="openclip:ViT-B-32/x") == "torch"
+    with pytest.raises(DqauditError, match="runs on the CPU"):
+        resolve_backend("openvino", "cuda")

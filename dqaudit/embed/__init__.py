@@ -122,6 +122,7 @@ def embed_images(
         "engine": "local",
         "model": encoder.name,
         "model_identity": encoder.identity,
+        "backend": encoder.backend,
         "embedding_dim": encoder.dim,
         "image_size": encoder.preprocessing.image_size,
         "flip_tta": encoder.flip_tta,

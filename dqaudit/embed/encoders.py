@@ -62,11 +62,13 @@ class Encoder:
     # of the image and its mirror. Measured on CIFAR-10 (1,500 images, 5-fold logistic probe):
     # 74.1% -> 77.0% accuracy for twice the forward passes.
     flip_tta: bool = True
+    backend: str = "torch"  # what runs ``forward``: torch, or openvino (embed.backends)
 
     def cache_key(self) -> str:
         """Key for the embedding cache: model identity + preprocessing + augmentation."""
         text = (f"{self.identity}\n{self.preprocessing.key()}\nflip_tta={self.flip_tta}"
-                "\nembed-v1")
+                "\nembed-v2"  # v2: images decoded no larger than twice the input
+                + ("" if self.backend == "torch" else f"\nbackend={self.backend}"))
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,77 @@
+"""CPU inference backends: torch against OpenVINO (fp32) for the bundled encoders.
+
+On CIFAR-10N images at the scan's settings (lite0+lite2, 160 px, flip TTA): the whole embed
+stage's images/s (no cache), the raw forward rate, the cosine between the two backends'
+embeddings per image, and the 5-fold linear-probe accuracy on the clean labels with each.
+
+    python benchmarks/cpu_backend.py [--n 1000] [--model lite0+lite2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cifar10n_table  # noqa: E402
+
+from dqaudit.embed import embed_images, encode_batch, load_encoder  # noqa: E402
+from dqaudit.embed.backends import with_backend  # noqa: E402
+
+
+def probe_accuracy(x: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    return float(cross_val_score(LogisticRegression(max_iter=2000), x, y, cv=5).mean())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--model", default="lite0+lite2")
+    ap.add_argument("--image-size", type=int, default=160)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    df = cifar10n_table().sample(n=args.n, random_state=0)
+    paths, y = list(df["path"]), df["clean"].to_numpy()
+    result = {"model": args.model, "image_size": args.image_size, "n": args.n}
+    embeddings = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in ("torch", "openvino"):
+            encoder = with_backend(load_encoder(args.model, image_size=args.image_size),
+                                   backend, cache_dir=tmp, required=True)
+            batch = np.random.default_rng(0).integers(
+                0, 256, (32, 3, args.image_size, args.image_size), dtype=np.uint8)
+            encode_batch(encoder, batch, "cpu")  # warm up (OpenVINO compiles here)
+            t = time.perf_counter()
+            for _ in range(3):
+                encode_batch(encoder, batch, "cpu")
+            raw = 96 / (time.perf_counter() - t)
+            t = time.perf_counter()
+            res = embed_images(paths, model=encoder, device="cpu", use_cache=False,
+                               progress=False)
+            stage = len(paths) / (time.perf_counter() - t)
+            embeddings[backend] = res.embeddings
+            result[backend] = {"raw_forward_images_per_s": round(raw, 1),
+                               "embed_stage_images_per_s": round(stage, 1),
+                               "probe_accuracy": round(probe_accuracy(res.embeddings, y), 4)}
+            print(backend, result[backend], flush=True)
+    cos = (embeddings["torch"] * embeddings["openvino"]).sum(axis=1)
+    result["cosine_min"] = float(cos.min())
+    result["cosine_median"] = float(np.median(cos))
+    result["stage_speedup"] = round(result["openvino"]["embed_stage_images_per_s"]
+                                    / result["torch"]["embed_stage_images_per_s"], 2)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Inference backends for the encoder's forward pass on CPU: torch, or OpenVINO (fp32).
+
+``with_backend`` swaps an ``Encoder``'s ``forward`` for an OpenVINO compiled model of the same
+network: converted once from the torch module (``openvino.convert_model``), saved in the model
+cache (``model_cache_dir()/openvino/<key>.xml``, keyed by model identity, input size and the
+OpenVINO version) and compiled for the CPU with fp32 inference precision, so the embeddings
+match torch's (cosine at least 0.9999 per image; benchmarks/RESULTS.md, "CPU inference
+backend"). ``auto`` takes OpenVINO on CPU when it is installed, torch otherwise and on GPUs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import DqauditError
+from .encoders import Encoder
+
+BACKENDS = ("auto", "torch", "openvino")
+ENV_MODEL_CACHE = "DQAUDIT_MODEL_CACHE"
+
+
+def model_cache_dir() -> Path:
+    """Where converted models are kept: ``$DQAUDIT_MODEL_CACHE``, else
+    ``~/.cache/dqaudit/models``."""
+    if os.environ.get(ENV_MODEL_CACHE):
+        return Path(os.environ[ENV_MODEL_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dqaudit" / "models"
+
+
+def resolve_backend(name: str, device: str, *, model: str = "lite0") -> str:
+    """The backend ``name`` stands for on ``device``: ``auto`` is OpenVINO on CPU for the lite
+    encoders (the ones measured) when the package is installed, else torch; OpenVINO asked for
+    on a GPU or without the package is an error that names the fix."""
+    if name not in BACKENDS:
+        raise DqauditError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    available = importlib.util.find_spec("openvino") is not None
+    if name == "auto":
+        lite = all(part.split(":")[0] in ("lite0", "lite1", "lite2") for part in model.split("+"))
+        return "openvino" if available and device == "cpu" and lite else "torch"
+    if name == "openvino" and device != "cpu":
+        raise DqauditError(f"--backend openvino runs on the CPU, not {device}; pass "
+                           "--device cpu or --backend torch")
+    if name == "openvino" and not available:
+        raise DqauditError("--backend openvino needs the openvino package: pip install openvino")
+    return name
+
+
+def with_backend(encoder: Encoder, backend: str, *, cache_dir: str | os.PathLike | None = None,
+                 required: bool = False) -> Encoder:
+    """``encoder`` running on ``backend`` (already resolved); torch returns it unchanged. A
+    network OpenVINO cannot convert runs on torch with a warning, or (``required``: the user
+    asked for OpenVINO by name) is an error."""
+    if backend == "torch":
+        return encoder
+    try:
+        forward = _openvino_forward(encoder, Path(cache_dir) if cache_dir else model_cache_dir())
+    except Exception as exc:  # noqa: BLE001 - any conversion failure falls back to torch
+        if required:
+            raise DqauditError(f"OpenVINO could not convert {encoder.name} "
+                               f"({str(exc).splitlines()[0][:200]}); use --backend torch"
+                               ) from exc
+        logging.getLogger("dqaudit").warning(
+            f"dqaudit: OpenVINO could not convert {encoder.name}; running it with torch")
+        return encoder
+    return replace(encoder, forward=forward, backend=backend)
+
+
+def _openvino_forward(encoder: Encoder, cache_dir: Path):
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    class Forward(torch.nn.Module):
+        """The encoder's forward callable as a module (what OpenVINO converts)."""
+
+        def __init__(self):
+            super().__init__()
+            self.module = encoder.module
+
+        def forward(self, x):
+            return encoder.forward(x)
+
+    side = encoder.preprocessing.image_size
+    key = hashlib.sha1(f"{encoder.identity}\n{side}\n{ov.__version__}".encode()).hexdigest()[:16]
+    path = cache_dir / "openvino" / f"{key}.xml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the conversion traces the module with torch.jit, which warns of its own deprecation
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(Forward().eval(), example_input=torch.zeros(1, 3, side, side),
+                                     input=[(-1, 3, side, side)])
+        tmp = path.with_name(f".{key}.{os.getpid()}.xml")
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp, path)  # the .xml last: its presence means both files are whole
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def forward(x):
+        out = compiled(np.ascontiguousarray(x.detach().float().contiguous().numpy()))[0]
+        return torch.from_numpy(np.asarray(out))
+
+    return forward
