@@ -265,3 +265,23 @@ def test_app_serves_localhost_and_refuses_an_unknown_view(mislabelled_tree, tmp_
     assert res.exit_code == 0, res.output
     assert seen["address"] == "127.0.0.1" and seen["n"] == len(
         fo.load_dataset(fo_name).load_saved_view("dq_suspects"))
+
+
+def test_the_audit_form_offers_its_targets_and_warns_when_small(fo_name):
+    import types
+
+    import fiftyone.operators as foo
+
+    ds = fo.Dataset(fo_name)
+    ds.add_samples([fo.Sample(filepath=f"/tmp/dq-form-{i}.png", ground_truth=fo.Classification(
+        label="a" if i % 2 else "b")) for i in range(10)])
+    ds.save_view("odd", ds.match(fo.ViewField("ground_truth.label") == "a"))
+    op = foo.get_operator("@dqaudit/dqaudit/run_audit")
+    for params, extra in (({}, set()), ({"target": "view"}, {"run"}),
+                          ({"target": "saved_view", "saved_view": "odd"},
+                           {"run", "saved_view"})):
+        form = op.resolve_input(types.SimpleNamespace(dataset=ds, view=ds.limit(4),
+                                                      params=params))
+        names = set(form.type.properties)
+        assert {"label_field", "target", "small"} <= names and extra <= names
+        assert not ({"run", "saved_view"} - extra) & names
