@@ -5,6 +5,7 @@ Benchmarks are run by hand (never in CI); each prints a table and can write it a
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -53,6 +54,21 @@ def embed(paths: list[str], *, model: str | None = None, image_size="auto", devi
     res = embed_images(paths, model=enc, device=device, progress=progress)
     assert res.ok.all(), res.failures[:3]
     return res.embeddings
+
+
+def probe_accuracy(x: np.ndarray, y: np.ndarray) -> float:
+    """5-fold cross-validated accuracy of a logistic-regression probe on features ``x``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    return float(cross_val_score(LogisticRegression(max_iter=2000), x, y, cv=5).mean())
+
+
+def report(result: dict, json_path: str | None) -> None:
+    """Print a benchmark's result as JSON, and write it to ``json_path`` when given."""
+    print(json.dumps(result, indent=1))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1))
 
 
 def labeled_images(paths, labels, classes=CLASSES, counts=None):

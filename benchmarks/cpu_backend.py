@@ -10,7 +10,6 @@ embeddings per image, and the 5-fold linear-probe accuracy on the clean labels w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -19,17 +18,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cifar10n_table  # noqa: E402
+from common import cifar10n_table, probe_accuracy, report  # noqa: E402
 
 from dqaudit.embed import embed_images, encode_batch, load_encoder  # noqa: E402
 from dqaudit.embed.backends import with_backend  # noqa: E402
-
-
-def probe_accuracy(x: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-
-    return float(cross_val_score(LogisticRegression(max_iter=2000), x, y, cv=5).mean())
 
 
 def main(argv=None) -> None:
@@ -68,9 +60,7 @@ def main(argv=None) -> None:
     result["cosine_median"] = float(np.median(cos))
     result["stage_speedup"] = round(result["openvino"]["embed_stage_images_per_s"]
                                     / result["torch"]["embed_stage_images_per_s"], 2)
-    print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(result, args.json)
 
 
 if __name__ == "__main__":

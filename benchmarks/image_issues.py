@@ -14,7 +14,6 @@ share of untouched images flagged. Also prints the score distributions that set 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, cifar10n_table  # noqa: E402
+from common import REPO, cifar10n_table, report  # noqa: E402
 
 from dqaudit.embed.loader import to_rgb  # noqa: E402
 from dqaudit.image_checks import (THRESHOLDS, exact_duplicate_groups, image_flags,  # noqa: E402
@@ -174,9 +173,7 @@ def main(argv=None) -> None:
                                                            >= t).mean()), 4) for name in mine}}
                         for t in grid}
     result["threshold_sweep"] = sweep
-    print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ forward rate on this machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cifar10n_table  # noqa: E402
+from common import cifar10n_table, probe_accuracy, report  # noqa: E402
 
 from dqaudit.embed import embed_images, encode_batch, load_encoder  # noqa: E402
 from dqaudit.embed.loader import decode, to_rgb  # noqa: E402
@@ -77,13 +76,6 @@ def embed_arrays(encoder, arrays, batch=32) -> np.ndarray:
     return np.concatenate(out)
 
 
-def probe_accuracy(x: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-
-    return float(cross_val_score(LogisticRegression(max_iter=2000, C=1.0), x, y, cv=5).mean())
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=40, help="images per set for speed and cosine")
@@ -134,9 +126,7 @@ def main(argv=None) -> None:
             arrays = [fn(p, prep) for p in paths]
             accs[label] = round(probe_accuracy(embed_arrays(encoder, arrays), y), 4)
         result["probe_accuracy_2mp"] = accs
-    print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(result, args.json)
 
 
 if __name__ == "__main__":

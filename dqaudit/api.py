@@ -31,22 +31,18 @@ from .headline import headline, verdict
 from .ingest import fingerprint, load_dataset
 from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
                        run_clr, score, scored_summary, timed)
-from .report import render_report
+from .report import REPORT_HTML, REPORT_PDF, render_report
 from .summary import per_class, per_split
 
-PROBS_NPY = "probs.npy"
-IMAGE_STATS_NPY = "image_stats.npy"
 # the files Audit.save writes; summary.json records a stamp of each (outputs.file_stamp)
+DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
+              outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, outputs.PROBS_NPY,
+              outputs.IMAGE_STATS_NPY)
 # a new scan into a folder with an earlier audit: its reviewers' work is kept (and the ledger
 # re-applied), its outputs removed
 EARLIER_WORK = (relabel.CORRECTIONS_CSV, relabel.CHANGELOG_CSV, relabel.QUEUE_CSV,
                 relabel.THUMBS_DIR, verify.VERIFY_SAMPLE_CSV, verify.VERIFY_FRAME)
-EARLIER_OUTPUTS = ("summary.json", "report.html", "report.pdf", "simulation.svg",
-                   outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
-                   outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, "probs.npy",
-                   "image_stats.npy")
-DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
-              outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, PROBS_NPY, IMAGE_STATS_NPY)
+EARLIER_OUTPUTS = (outputs.SUMMARY_JSON, REPORT_HTML, REPORT_PDF, "simulation.svg", *DATA_FILES)
 
 
 @dataclass
@@ -233,14 +229,14 @@ class Audit:
             paths=[original_path(p) for p in samples["path"]], ids=samples["id"].tolist(),
             splits=samples["split"].tolist(), source=summary["dataset"]["source"])
         emb = out / outputs.EMBEDDINGS_NPY
-        probs, stats = out / PROBS_NPY, out / IMAGE_STATS_NPY
+        probs, stats = out / outputs.PROBS_NPY, out / outputs.IMAGE_STATS_NPY
         return cls(dataset=data, samples=samples, summary=summary,
                    embeddings=np.load(emb, mmap_mode="r") if emb.exists() else None,
                    probs=np.load(probs) if probs.exists() else None,
                    image_stats=np.load(stats) if stats.exists() else None,
                    config=AuditConfig.from_summary(
-                       summary, report=(out / "report.html").exists(),
-                       pdf=(out / "report.pdf").exists()), out_dir=out, quiet=quiet)
+                       summary, report=(out / REPORT_HTML).exists(),
+                       pdf=(out / REPORT_PDF).exists()), out_dir=out, quiet=quiet)
 
     # ------------------------------------------------------------------ re-running
 
@@ -432,8 +428,9 @@ class Audit:
         table, the corrections ledger's summary and the config."""
         s = self.summary
         s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
-        s["per_split"] = per_split(self.samples, headline(s))
-        s["per_class"] = per_class(self.samples, headline(s), self.dataset.classes)
+        head = headline(s)
+        s["per_split"] = per_split(self.samples, head)
+        s["per_class"] = per_class(self.samples, head, self.dataset.classes)
         if self.out_dir is not None:
             s["corrections"] = relabel.corrections_summary(self.out_dir)
         s["config"] = self.config.to_dict()
@@ -462,14 +459,12 @@ class Audit:
         elif self.embeddings is None and emb.exists():
             emb.unlink()  # an earlier run's, not this audit's
         outputs.write_array(out, outputs.LABEL_COUNTS_NPY, self.dataset.label_counts)
-        if self.probs is not None:
-            outputs.write_array(out, PROBS_NPY, self.probs.astype(np.float32))
-        elif (out / PROBS_NPY).exists():
-            (out / PROBS_NPY).unlink()  # an earlier run's, not this audit's
-        if self.image_stats is not None:
-            outputs.write_array(out, IMAGE_STATS_NPY, self.image_stats)
-        elif (out / IMAGE_STATS_NPY).exists():
-            (out / IMAGE_STATS_NPY).unlink()
+        for name, array, dtype in ((outputs.PROBS_NPY, self.probs, np.float32),
+                                   (outputs.IMAGE_STATS_NPY, self.image_stats, np.float64)):
+            if array is not None:
+                outputs.write_array(out, name, array.astype(dtype))
+            elif (out / name).exists():
+                (out / name).unlink()  # an earlier run's, not this audit's
         self.out_dir = out
         # summary.json, written last, names the data files it goes with (Audit.load checks)
         self.summary["files"] = {name: outputs.file_stamp(out / name) for name in DATA_FILES

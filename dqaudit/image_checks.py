@@ -81,19 +81,22 @@ def image_stats(img: Image.Image, *, size: tuple[int, int] | None = None) -> np.
 
 IMAGE_ISSUES = ("blank", "dark", "bright", "blurry", "low_information", "grayscale", "odd_size")
 JUNK_ISSUES = ("blank", "low_information")
-IMAGE_ISSUE_TEXT = {  # what each check measures, for the report
-    "blank": "near-constant: luminance standard deviation under 0.8 grey levels (junk)",
-    "dark": "no bright pixel: the brightest 1% of pixels below 30% grey",
-    "bright": "washed out: mean luminance above 85% of white",
+# flag at score >= threshold: chosen by benchmarks/image_issues.py (see the module docstring)
+THRESHOLDS = {"blank": 0.9, "dark": 0.7, "bright": 0.85, "blurry": 0.85,
+              "low_information": 0.75, "grayscale": 0.95, "odd_size": 0.75}
+BLANK_STD = 8  # grey levels of luminance spread at which the blank score reaches 0
+IMAGE_ISSUE_TEXT = {  # what each check measures, for the report (numbers from THRESHOLDS)
+    "blank": "near-constant: luminance standard deviation under "
+             f"{BLANK_STD * (1 - THRESHOLDS['blank']):.1f} grey levels (junk)",
+    "dark": "no bright pixel: the brightest 1% of pixels below "
+            f"{100 * (1 - THRESHOLDS['dark']):.0f}% grey",
+    "bright": f"washed out: mean luminance above {100 * THRESHOLDS['bright']:.0f}% of white",
     "blurry": "edges too weak for the image's contrast (Laplacian / luminance spread)",
     "low_information": "a histogram of very few grey levels (junk)",
     "grayscale": "no colour in a dataset of colour images",
     "odd_size": "an aspect ratio beyond about 8:1, or a short side under a third of the "
                 "dataset's median",
 }
-# flag at score >= threshold: chosen by benchmarks/image_issues.py (see the module docstring)
-THRESHOLDS = {"blank": 0.9, "dark": 0.7, "bright": 0.85, "blurry": 0.85,
-              "low_information": 0.75, "grayscale": 0.95, "odd_size": 0.75}
 # a dataset is "colour" when most of its images are: then an image without colour stands out
 COLOUR_DATASET_SHARE = 0.5
 
@@ -112,7 +115,7 @@ def image_scores(stats: np.ndarray) -> dict[str, np.ndarray]:
     aspect = np.clip((long_ / np.maximum(short, 1) - 1) / 9, 0, 1)
     smallness = np.clip((median_short / np.maximum(short, 1) - 1) / 3, 0, 1)
     return {
-        "blank": np.clip(1 - stat_column(stats, "lum_std") / 8, 0, 1),
+        "blank": np.clip(1 - stat_column(stats, "lum_std") / BLANK_STD, 0, 1),
         "dark": np.clip(1 - stat_column(stats, "lum_p99") / 255, 0, 1),
         "bright": np.clip(stat_column(stats, "lum_mean") / 255, 0, 1),
         "blurry": np.clip(1 - stat_column(stats, "sharpness") / 1.5, 0, 1),

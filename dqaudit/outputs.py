@@ -26,6 +26,8 @@ SUMMARY_JSON = "summary.json"
 SKIPPED_CSV = "skipped.csv"
 EMBEDDINGS_NPY = "embeddings.npy"
 LABEL_COUNTS_NPY = "label_counts.npy"
+PROBS_NPY = "probs.npy"
+IMAGE_STATS_NPY = "image_stats.npy"
 
 
 def review_order_column(samples: pd.DataFrame) -> str:
@@ -51,12 +53,6 @@ def _replacing(path: Path):
 def write_json(path: Path, data: dict) -> None:
     with _replacing(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """``text`` (UTF-8) at ``path``, written to a temporary name and renamed."""
-    with _replacing(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def _json_default(obj):
@@ -181,6 +177,8 @@ def read_summary(out_dir: Path) -> dict:
 
 def read_samples(out_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(Path(out_dir) / SAMPLES_PARQUET)
+
+
 # ------------------------------------------------------------------ all or nothing
 
 ROLLBACK_DIR = ".rollback"

@@ -17,6 +17,7 @@ from .dataset import majority_labels, original_path
 from .errors import DqauditError
 from .fiftyone_io import import_fiftyone, tag_samples
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
+from .report import REPORT_HTML, REPORT_PDF
 from .report.context import thumbnail
 
 # --------------------------------------------------------------------------- review workflow
@@ -31,8 +32,8 @@ THUMBS_DIR = "review_thumbs"
 LEDGER_COLUMNS = ["id", "label", "annotator", "note", "time", "batch"]
 # the files a relabel apply changes, all or nothing (outputs.transaction)
 APPLY_FILES = (outputs.LABEL_COUNTS_NPY, CORRECTIONS_CSV, CHANGELOG_CSV, outputs.SAMPLES_PARQUET,
-               outputs.SAMPLES_CSV, outputs.SUMMARY_JSON, "probs.npy", "report.html",
-               "report.pdf")
+               outputs.SAMPLES_CSV, outputs.SUMMARY_JSON, outputs.PROBS_NPY, REPORT_HTML,
+               REPORT_PDF)
 
 
 def ledger(out_dir) -> pd.DataFrame:

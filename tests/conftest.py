@@ -26,14 +26,18 @@ def make_image(path, color, size=32, mode="RGB", fmt=None, seed=0):
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 
+def colour_tree(root, per_class=4, classes=COLORS):
+    """root/<class>/<class>_<k>.png: one noisy colour per class, ``per_class`` images each."""
+    for c, (name, color) in enumerate(classes.items()):
+        for k in range(per_class):
+            make_image(root / name / f"{name}_{k}.png", color, seed=10 * c + k)
+    return root
+
+
 @pytest.fixture
 def class_tree(tmp_path):
     """root/<class>/*.png: 3 classes x 4 images."""
-    root = tmp_path / "tree"
-    for c, (name, color) in enumerate(COLORS.items()):
-        for k in range(4):
-            make_image(root / name / f"{name}_{k}.png", color, seed=10 * c + k)
-    return root
+    return colour_tree(tmp_path / "tree")
 
 
 @pytest.fixture(autouse=True)

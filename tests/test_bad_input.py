@@ -21,7 +21,7 @@ from PIL import Image
 from dqaudit import outputs
 from dqaudit.cli import main
 
-from conftest import COLORS, make_image
+from conftest import COLORS, colour_tree, make_image
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-q", "--model", "lite0", "--num-workers", "0", "--no-pdf"]
@@ -56,16 +56,9 @@ def tree_digest(folder):
     return out
 
 
-def colour_tree(root, per_class=6, classes=COLORS):
-    for c, (name, color) in enumerate(classes.items()):
-        for k in range(per_class):
-            make_image(root / name / f"{name}_{k}.png", color, seed=10 * c + k)
-    return root
-
-
 @pytest.fixture
 def tree(tmp_path):
-    return colour_tree(tmp_path / "tree")
+    return colour_tree(tmp_path / "tree", per_class=6)
 
 
 @pytest.fixture
@@ -132,8 +125,8 @@ def test_missing_value_spellings_are_no_label_not_a_class(tree, tmp_path):
 
 
 def test_a_class_name_with_dollar_signs_renders(tmp_path):
-    root = colour_tree(tmp_path / "t", classes={"$\\frac{$": (220, 30, 30),
-                                                "b": (30, 40, 220)})
+    root = colour_tree(tmp_path / "t", per_class=6, classes={"$\\frac{$": (220, 30, 30),
+                                                             "b": (30, 40, 220)})
     out = tmp_path / "o"
     ok("scan", root, "--out", out, "--no-clr", *FAST)
     assert "$\\frac{$" in (out / "report.html").read_text()
