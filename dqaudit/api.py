@@ -81,6 +81,11 @@ class Audit:
         names the audit of part of a dataset (a view), whose results go under their own names
         (``fiftyone_io.RunNames``), never over the whole dataset's.
         """
+        if out_dir is not None and isinstance(source, (str, os.PathLike)) and \
+                Path(source).is_dir() and relabel.inside(Path(out_dir), Path(source)):
+            raise InputError(f"--out {out_dir} is inside the dataset {source}: the audit's "
+                             "files would be written into the input; choose a folder outside "
+                             "it")
         # one writer per folder, from the start: a second scan into it is refused at once,
         # not after hours of embedding
         with outputs.locked(Path(out_dir)) if out_dir is not None else nullcontext():

@@ -117,6 +117,8 @@ def canonical_order(*, digests: list[str], labels: np.ndarray, ids: list[str]) -
 
 def cheap_file_problem(path: Path) -> str | None:
     """A reason to skip the file that needs no decoding, or None."""
+    if path.is_dir():
+        return "a folder, not an image file"
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image file (extension {path.suffix or 'none'!r})"
     try:

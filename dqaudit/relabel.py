@@ -216,7 +216,8 @@ def safe_component(name: str) -> str:
     return "_" if text.strip(". ") == "" else text
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (links resolved)."""
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
 
@@ -233,7 +234,7 @@ def _check_destination(target: Path, summary: dict, sources: set[str], *, force:
         raise DqauditError(f"{target} is an input image; choose another destination")
     root = Path(str(source["location"])) if source.get("kind") == "folder" else (
         Path(os.path.commonpath([str(Path(p).parent) for p in sources])) if sources else None)
-    if root is not None and root.exists() and _inside(target, root):
+    if root is not None and root.exists() and inside(target, root):
         raise DqauditError(f"{target} is inside the input dataset's folder {root}; export "
                            "outside it, so the input stays as it was")
     if target.exists() and not force and (target.is_file() or any(target.iterdir())):
@@ -278,7 +279,7 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
             while str(dst) in taken:  # two ids that the same safe name stands for
                 dst = dst.with_name(dst.stem + "_" + dst.suffix)
             taken.add(str(dst))
-            if not _inside(dst, target) or str(dst.resolve()) in sources:
+            if not inside(dst, target) or str(dst.resolve()) in sources:
                 raise DqauditError(f"export path {dst} would leave {target} or overwrite an "
                                    "input file; nothing was written")
             plan.append((path, dst))

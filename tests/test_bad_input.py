@@ -380,3 +380,20 @@ def test_sigterm_runs_the_cleanup_and_exits_143(tmp_path):
     marker = tmp_path / "marker"
     res = subprocess.run([sys.executable, "-c", SIGTERMED, str(marker)])
     assert res.returncode == 143 and marker.read_text() == "cleaned up"
+
+
+def test_an_output_folder_inside_the_dataset_is_refused(tree, tmp_path):
+    before = tree_digest(tree)
+    for out in (tree, tree / "audit"):
+        one_line_error(invoke("scan", tree, "--out", out, *FAST), 3,
+                       "would be written into the input")
+    assert tree_digest(tree) == before and not (tree / "audit").exists()
+
+
+def test_a_folder_named_in_a_manifest_is_skipped_as_a_folder(tree, tmp_path):
+    rows = [{"path": str(p), "label": p.parent.name} for p in sorted(tree.rglob("*.png"))]
+    rows.append({"path": str(tree / "red"), "label": "red"})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    ok("scan", tmp_path / "m.csv", "--out", tmp_path / "o", "--no-clr", *FAST)
+    skipped = pd.read_csv(tmp_path / "o" / "skipped.csv").set_index("path")["reason"]
+    assert skipped[str(tree / "red")] == "a folder, not an image file"
