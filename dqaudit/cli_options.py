@@ -128,7 +128,9 @@ def embedding_options(func):
                           "Lite; :head for the classifier-head features) or several joined by "
                           "+ (features side by side; lite0 alone is 2x faster on CPU); or "
                           "openclip:ARCH/PRETRAINED (open_clip tag, or a local checkpoint "
-                          "path)."),
+                          "path); or timm:NAME (any timm model's pretrained weights, e.g. "
+                          "timm:vit_small_patch14_dinov2.lvd142m) or timm:NAME//weights.pth "
+                          "(a local file)."),
         click.option("--image-size", default=default(EmbedConfig, "image_size"),
                      show_default=True,
                      help="lite input resolution in pixels, or auto (160 for images of at "

@@ -306,3 +306,38 @@ def test_the_openvino_backend_gives_torchs_embeddings(tmp_path):
     assert resolve_backend("auto", "cpu", model="openclip:ViT-B-32/x") == "torch"
     with pytest.raises(DqauditError, match="runs on the CPU"):
         resolve_backend("openvino", "cuda")
+
+
+def test_timm_model_from_a_local_weights_file(tmp_path, class_tree):
+    """``timm:NAME//path``: any timm architecture with a local state dict (its classifier
+    ignored); the features are the saved model's pooled pre-logits; wrong names, missing files
+    and another architecture's weights are errors that say so."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=7).eval()
+    weights = tmp_path / "resnet10t.pth"
+    torch.save(model.state_dict(), weights)
+
+    enc = load_encoder(f"timm:resnet10t//{weights}")
+    assert enc.dim == model.num_features and enc.preprocessing.image_size == 224
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model.forward_head(model.forward_features(x), pre_logits=True)
+        np.testing.assert_allclose(enc.forward(x).numpy(), expected.numpy(), atol=1e-5)
+    paths = sorted(str(p) for p in class_tree.rglob("*.png"))[:6]
+    res = embed_images(paths, model=enc, device="cpu", use_cache=False, progress=False,
+                       num_workers=0)
+    assert res.ok.all() and res.embeddings.shape == (6, model.num_features)
+    # another file, another identity: the embedding cache cannot mix them up
+    other = tmp_path / "other.pth"
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), other)
+    assert load_encoder(f"timm:resnet10t//{other}").cache_key() != enc.cache_key()
+
+    with pytest.raises(DqauditError, match="unknown timm model"):
+        load_encoder("timm:no_such_net_9")
+    with pytest.raises(DqauditError, match="no weights file"):
+        load_encoder(f"timm:resnet10t//{tmp_path / 'missing.pth'}")
+    with pytest.raises(DqauditError, match="does not fit"):
+        load_encoder(f"timm:resnet18//{weights}")

@@ -11,6 +11,12 @@ Names:
                                     side (lite0+lite2: 1,304-d).
     ``openclip:ARCH/PRETRAINED``    an open_clip model; PRETRAINED is an open_clip tag (downloaded
                                     by open_clip, needs the network once) or a local checkpoint.
+    ``timm:NAME``                   any timm model with its pretrained weights (downloaded by timm
+                                    from the model hub, needs the network once), e.g.
+                                    ``timm:vit_small_patch14_dinov2.lvd142m``.
+    ``timm:NAME//path/weights``     the same architecture with a local weights file (a state dict,
+                                    .pth/.pt/.bin or .safetensors; a classifier in it is ignored).
+                                    Features: timm's pooled pre-logits.
 """
 
 from __future__ import annotations
@@ -250,12 +256,83 @@ def build_openclip(spec: str) -> Encoder:
                    dim=dim, forward=model.encode_image)
 
 
+def _load_state_dict(path: str) -> dict:
+    """A weights file as a flat state dict: safetensors, or a torch file holding the state dict
+    itself or under ``state_dict`` / ``model`` / ``module``."""
+    import torch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise DqauditError(f"{path}: not a state dict (found {type(state).__name__}); save the "
+                           "model with torch.save(model.state_dict(), path)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def build_timm(spec: str) -> Encoder:
+    """``NAME`` (timm's pretrained weights) or ``NAME//path`` (a local weights file); the
+    features are the pooled pre-logits (``num_classes=0``), the preprocessing timm's own data
+    config for the model (input size, mean, std, interpolation)."""
+    import timm
+
+    name, _, weights = spec.partition("//")
+    if not name:
+        raise DqauditError("timm encoder needs a model name: timm:NAME (pretrained, needs the "
+                           "network once) or timm:NAME//path/to/weights.pth")
+    arch = name.split(".")[0]  # a pretrained tag (vit_small_patch14_dinov2.lvd142m) aside
+    if not timm.is_model(arch):
+        raise DqauditError(f"unknown timm model {name!r}; see timm.list_models()")
+    if weights:
+        weights = os.path.abspath(os.path.expanduser(weights))
+        if not os.path.isfile(weights):
+            raise DqauditError(f"timm:{spec}: no weights file at {weights}")
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+        state = _load_state_dict(weights)
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise DqauditError(f"{weights} does not fit timm's {name}: {len(missing)} tensors "
+                               f"missing (first: {missing[0]}); is it this architecture's?")
+        bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+        if bad:
+            raise DqauditError(f"{weights}: tensor {bad[0]} has shape "
+                               f"{tuple(state[bad[0]].shape)}, {name} expects "
+                               f"{tuple(own[bad[0]].shape)}")
+        model.load_state_dict({k: state[k] for k in own})  # the classifier, if any, left out
+        identity = f"timm/{name}|{_file_identity(weights)}"
+    else:
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as exc:  # noqa: BLE001 - hub, network and format errors alike
+            raise DqauditError(f"timm could not load the pretrained weights of {name} "
+                               f"({str(exc).splitlines()[0][:160]}); offline, pass a local "
+                               "weights file: timm:NAME//path/to/weights.pth") from exc
+        identity = f"timm/{name}|pretrained={model.pretrained_cfg.get('tag') or 'default'}"
+    model.eval()
+    cfg = timm.data.resolve_data_config({}, model=model, use_test_size=True)
+    size = cfg["input_size"][-1]
+    prep = Preprocessing(image_size=int(size), mean=tuple(float(v) for v in cfg["mean"]),
+                         std=tuple(float(v) for v in cfg["std"]),
+                         interpolation=str(cfg.get("interpolation", "bicubic")),
+                         resize_mode="shortest")
+    return Encoder(name=f"timm:{spec}", identity=identity, module=model, preprocessing=prep,
+                   dim=int(model.num_features), forward=model)
+
+
 ENCODERS: dict[str, Callable[[str], Encoder]] = {
     **{f"lite{v}": (lambda spec, v=v: build_lite(v, spec)) for v in LITE_VERSIONS},
     "openclip": build_openclip,
+    "timm": build_timm,
 }
 VALID_NAMES = "lite0, lite1, lite2 (:head for the classifier-head features), " \
-              "openclip:ARCH/PRETRAINED, or lite encoders joined by + (e.g. lite0+lite2)"
+              "openclip:ARCH/PRETRAINED, timm:NAME (or timm:NAME//weights-file), or lite " \
+              "encoders joined by + (e.g. lite0+lite2)"
 
 
 _LITE_NAMES = frozenset(f"lite{v}" for v in LITE_VERSIONS)

@@ -81,7 +81,8 @@ class RunAudit(foo.Operator):
 
         inputs.str("model", default=default(EmbedConfig, "model"), label="Encoder",
                    description="Bundled, offline: lite0, lite1, lite2 or several joined by + "
-                               "(lite0 alone is fastest on CPU); or openclip:ARCH/PRETRAINED")
+                               "(lite0 alone is fastest on CPU); or openclip:ARCH/PRETRAINED, "
+                               "timm:NAME or timm:NAME//weights-file")
         inputs.enum("device", ["auto", "cpu", "cuda", "mps"],
                     default=default(AuditConfig, "device"), label="Device")
         inputs.bool("clr", default=True, label="Estimate the corrupted-label ratio",
