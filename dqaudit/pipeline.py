@@ -47,7 +47,7 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
     if e.engine == "ray":
         from .embed.ray_engine import embed_images_ray
 
-        if e.backend == "openvino":
+        if e.backend.startswith("openvino"):
             raise InputError("the Ray engine runs its encoders with torch; drop --backend "
                              "openvino or use --engine local")
 
@@ -60,7 +60,7 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
     else:
         encoder = with_backend(load_encoder(e.model, image_size=size, flip_tta=e.flip_tta),
                                resolve_backend(e.backend, device, model=e.model),
-                               required=e.backend == "openvino")
+                               required=e.backend.startswith("openvino"))
         result = embed_images(data.paths, model=encoder, device=device,
                               batch_size=e.batch_size, num_workers=e.num_workers,
                               cache_dir=e.cache_dir, use_cache=e.use_cache,

@@ -308,6 +308,33 @@ def test_the_openvino_backend_gives_torchs_embeddings(tmp_path):
         resolve_backend("openvino", "cuda")
 
 
+def test_the_bf16_backend_is_close_and_falls_back_to_fp32_without_bf16(tmp_path, monkeypatch,
+                                                                       caplog):
+    """``openvino-bf16``: close to torch's embeddings (not equal: bf16 keeps 8 bits of
+    mantissa), cached apart from fp32's; on a CPU without bf16 it runs fp32 and says so; auto
+    never picks it."""
+    pytest.importorskip("openvino")
+    from dqaudit.embed import backends, encode_batch
+
+    torch_encoder = load_encoder("lite0", image_size=96)
+    batch = np.random.default_rng(0).integers(0, 256, (5, 3, 96, 96), dtype=np.uint8)
+    a = encode_batch(torch_encoder, batch, "cpu")
+    if backends.cpu_has_bf16():
+        half = backends.with_backend(torch_encoder, "openvino-bf16", cache_dir=tmp_path)
+        assert half.backend == "openvino-bf16"
+        assert ((a * encode_batch(half, batch, "cpu")).sum(axis=1) >= 0.99).all()
+        assert half.cache_key() != backends.with_backend(
+            torch_encoder, "openvino", cache_dir=tmp_path).cache_key()
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="dqaudit"):
+        full = backends.with_backend(torch_encoder, "openvino-bf16", cache_dir=tmp_path)
+    assert full.backend == "openvino" and "no bf16 support" in caplog.text
+    assert ((a * encode_batch(full, batch, "cpu")).sum(axis=1) >= 0.9999).all()
+    assert backends.resolve_backend("auto", "cpu", model="lite0") == "openvino"
+    with pytest.raises(DqauditError, match="runs on the CPU"):
+        backends.resolve_backend("openvino-bf16", "cuda")
+
+
 def test_timm_model_from_a_local_weights_file(tmp_path, class_tree):
     """``timm:NAME//path``: any timm architecture with a local state dict (its classifier
     ignored); the features are the saved model's pooled pre-logits; wrong names, missing files

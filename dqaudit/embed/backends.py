@@ -1,4 +1,4 @@
-"""Inference backends for the encoder's forward pass on CPU: torch, or OpenVINO (fp32).
+"""Inference backends for the encoder's forward pass on CPU: torch, or OpenVINO (fp32 or bf16).
 
 ``with_backend`` swaps an ``Encoder``'s ``forward`` for an OpenVINO compiled model of the same
 network: converted once from the torch module (``openvino.convert_model``), saved in the model
@@ -6,6 +6,11 @@ cache (``model_cache_dir()/openvino/<key>.xml``, keyed by model identity, input 
 OpenVINO version) and compiled for the CPU with fp32 inference precision, so the embeddings
 match torch's (cosine at least 0.9999 per image; benchmarks/RESULTS.md, "CPU inference
 backend"). ``auto`` takes OpenVINO on CPU when it is installed, torch otherwise and on GPUs.
+
+``openvino-bf16`` compiles the same model with bf16 inference precision, on CPUs that have it
+(AVX512-BF16 or AMX; OpenVINO's ``OPTIMIZATION_CAPABILITIES``), fp32 with a warning elsewhere.
+It is never chosen by ``auto``: its embeddings differ from fp32's in the third decimal and
+depend on the CPU, so the same images would give different tables on different machines.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from pathlib import Path
 from ..errors import DqauditError
 from .encoders import Encoder
 
-BACKENDS = ("auto", "torch", "openvino")
+BACKENDS = ("auto", "torch", "openvino", "openvino-bf16")
+# the inference precision each OpenVINO backend compiles with
+_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}
 ENV_MODEL_CACHE = "DQAUDIT_MODEL_CACHE"
 
 
@@ -44,11 +51,11 @@ def resolve_backend(name: str, device: str, *, model: str = "lite0") -> str:
     if name == "auto":
         lite = all(part.split(":")[0] in ("lite0", "lite1", "lite2") for part in model.split("+"))
         return "openvino" if available and device == "cpu" and lite else "torch"
-    if name == "openvino" and device != "cpu":
-        raise DqauditError(f"--backend openvino runs on the CPU, not {device}; pass "
+    if name in _PRECISION and device != "cpu":
+        raise DqauditError(f"--backend {name} runs on the CPU, not {device}; pass "
                            "--device cpu or --backend torch")
-    if name == "openvino" and not available:
-        raise DqauditError("--backend openvino needs the openvino package: pip install openvino")
+    if name in _PRECISION and not available:
+        raise DqauditError(f"--backend {name} needs the openvino package: pip install openvino")
     return name
 
 
@@ -59,8 +66,13 @@ def with_backend(encoder: Encoder, backend: str, *, cache_dir: str | os.PathLike
     asked for OpenVINO by name) is an error."""
     if backend == "torch":
         return encoder
+    if _PRECISION[backend] == "bf16" and not cpu_has_bf16():
+        logging.getLogger("dqaudit").warning(
+            "dqaudit: this CPU has no bf16 support (AVX512-BF16 or AMX); running OpenVINO in fp32")
+        backend = "openvino"
     try:
-        forward = _openvino_forward(encoder, Path(cache_dir) if cache_dir else model_cache_dir())
+        forward = _openvino_forward(encoder, Path(cache_dir) if cache_dir else model_cache_dir(),
+                                    precision=_PRECISION[backend])
     except Exception as exc:  # noqa: BLE001 - any conversion failure falls back to torch
         if required:
             raise DqauditError(f"OpenVINO could not convert {encoder.name} "
@@ -72,7 +84,14 @@ def with_backend(encoder: Encoder, backend: str, *, cache_dir: str | os.PathLike
     return replace(encoder, forward=forward, backend=backend)
 
 
-def _openvino_forward(encoder: Encoder, cache_dir: Path):
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO can run bf16 on this CPU (AVX512-BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _openvino_forward(encoder: Encoder, cache_dir: Path, *, precision: str = "f32"):
     import numpy as np
     import openvino as ov
     import torch
@@ -101,7 +120,7 @@ def _openvino_forward(encoder: Encoder, cache_dir: Path):
         ov.save_model(model, str(tmp), compress_to_fp16=False)
         os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
         os.replace(tmp, path)  # the .xml last: its presence means both files are whole
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
 
     def forward(x):
         out = compiled(np.ascontiguousarray(x.detach().float().contiguous().numpy()))[0]
