@@ -19,7 +19,7 @@ from .clr import ClrConfig, estimate_clr, take_subsample
 from .config import AuditConfig
 from .dataset import LabeledImages
 from .embed import auto_image_size, embed_images, load_encoder
-from .embed.backends import resolve_backend, with_backend
+from .embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
 from .errors import DqauditError, InputError
 from .ingest import files_fingerprint, fingerprint, median_image_side
 from .probes import project
@@ -47,9 +47,9 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
     if e.engine == "ray":
         from .embed.ray_engine import embed_images_ray
 
-        if e.backend.startswith("openvino"):
-            raise InputError("the Ray engine runs its encoders with torch; drop --backend "
-                             "openvino or use --engine local")
+        if e.backend in OPENVINO_BACKENDS:
+            raise InputError(f"the Ray engine runs its encoders with torch; drop --backend "
+                             f"{e.backend} or use --engine local")
 
         result = embed_images_ray(data.paths, model=e.model, image_size=size,
                                   flip_tta=e.flip_tta, address=e.ray_address,
@@ -60,7 +60,7 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
     else:
         encoder = with_backend(load_encoder(e.model, image_size=size, flip_tta=e.flip_tta),
                                resolve_backend(e.backend, device, model=e.model),
-                               required=e.backend.startswith("openvino"))
+                               required=e.backend in OPENVINO_BACKENDS)
         result = embed_images(data.paths, model=encoder, device=device,
                               batch_size=e.batch_size, num_workers=e.num_workers,
                               cache_dir=e.cache_dir, use_cache=e.use_cache,

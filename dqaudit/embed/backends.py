@@ -29,6 +29,7 @@ from .encoders import Encoder
 BACKENDS = ("auto", "torch", "openvino", "openvino-bf16")
 # the inference precision each OpenVINO backend compiles with
 _PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}
+OPENVINO_BACKENDS = tuple(_PRECISION)
 ENV_MODEL_CACHE = "DQAUDIT_MODEL_CACHE"
 
 
@@ -51,10 +52,10 @@ def resolve_backend(name: str, device: str, *, model: str = "lite0") -> str:
     if name == "auto":
         lite = all(part.split(":")[0] in ("lite0", "lite1", "lite2") for part in model.split("+"))
         return "openvino" if available and device == "cpu" and lite else "torch"
-    if name in _PRECISION and device != "cpu":
+    if name in OPENVINO_BACKENDS and device != "cpu":
         raise DqauditError(f"--backend {name} runs on the CPU, not {device}; pass "
                            "--device cpu or --backend torch")
-    if name in _PRECISION and not available:
+    if name in OPENVINO_BACKENDS and not available:
         raise DqauditError(f"--backend {name} needs the openvino package: pip install openvino")
     return name
 
