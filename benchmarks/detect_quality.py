@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -30,16 +31,56 @@ def flag_metrics(err, flags):
             "n_flagged": int(flags.sum())}
 
 
-def main() -> None:
+def evaluate(data, clean, emb, *, method, pred_probs=None, cleanlab_probs=None):
+    """One row of the table: our scores and flag (posteriors ``method``, or ``pred_probs``
+    made by fine-tuning) and cleanlab's on ``cleanlab_probs`` (default: a plain logistic
+    regression's out-of-fold probabilities on the same embeddings)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     from dqaudit.scoring import score_dataset
 
+    err = data.labels != clean
+    t = time.perf_counter()
+    scored = score_dataset(data, emb, method=method, pred_probs=pred_probs,
+                           probs_source="finetune")
+    seconds = time.perf_counter() - t
+    tab = scored.table
+    ours_flag = tab["issues"].map(lambda v: "label_error" in v).to_numpy()
+    if cleanlab_probs is None:
+        cleanlab_probs = cross_val_predict(LogisticRegression(max_iter=1000), emb, data.labels,
+                                           cv=5, method="predict_proba")
+    cl_flag = find_label_issues(data.labels, cleanlab_probs)
+    cl_rank = -get_label_quality_scores(data.labels, cleanlab_probs)
+    top = tab["importance"].to_numpy() >= np.quantile(tab["importance"], 0.9)
+    return {
+        "noise_rate": round(float(err.mean()), 4),
+        "true_errors": int(err.sum()),
+        "estimated_errors": scored.stats["estimated_label_errors"],
+        # accuracy of the posteriors' argmax against the clean labels
+        "accuracy_vs_clean": round(float((scored.probs.argmax(1) == clean).mean()), 4),
+        "auroc": {"noisiness": round(roc_auc_score(err, tab["noisiness"]), 3),
+                  "priority": round(roc_auc_score(err, tab["priority"]), 3),
+                  "cleanlab": round(roc_auc_score(err, cl_rank), 3)},
+        "auprc": {"noisiness": round(average_precision_score(err, tab["noisiness"]), 3),
+                  "priority": round(average_precision_score(err, tab["priority"]), 3),
+                  "cleanlab": round(average_precision_score(err, cl_rank), 3)},
+        "flag": {"dqaudit": flag_metrics(err, ours_flag),
+                 "cleanlab": flag_metrics(err, cl_flag)},
+        "importance_top10_error_rate": round(float(err[top].mean()), 3),
+        "score_seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="encoder [default: dqaudit's default]")
     ap.add_argument("--method", default="linear")
+    ap.add_argument("--finetuned", default=None, metavar="DIR",
+                    help="also score the fine-tuned posteriors in DIR/cifar10n_<set>.npz "
+                         "(benchmarks/finetune_posteriors.py), cleanlab on the same ones")
+    ap.add_argument("--sets", nargs="*", default=common.NOISE_SETS)
     args = ap.parse_args()
     df = common.cifar10n_table()
     t = time.perf_counter()
@@ -47,41 +88,31 @@ def main() -> None:
     print(f"embeddings: {emb.shape} in {time.perf_counter() - t:.0f}s (cached after first run)")
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
     results = {}
-    for ns in common.NOISE_SETS:
+    for ns in args.sets:
         data = common.labeled_images(df["path"], df[ns])
-        err = data.labels != clean
-        t = time.perf_counter()
-        scored = score_dataset(data, emb, method=args.method)
-        seconds = time.perf_counter() - t
-        tab = scored.table
-        ours_flag = tab["issues"].map(lambda v: "label_error" in v).to_numpy()
-        lr = cross_val_predict(LogisticRegression(max_iter=1000), emb, data.labels, cv=5,
-                               method="predict_proba")
-        cl_flag = find_label_issues(data.labels, lr)
-        cl_rank = -get_label_quality_scores(data.labels, lr)
-        top = tab["importance"].to_numpy() >= np.quantile(tab["importance"], 0.9)
-        row = {
-            "noise_rate": round(float(err.mean()), 4),
-            "true_errors": int(err.sum()),
-            "estimated_errors": scored.stats["estimated_label_errors"],
-            "auroc": {"noisiness": round(roc_auc_score(err, tab["noisiness"]), 3),
-                      "priority": round(roc_auc_score(err, tab["priority"]), 3),
-                      "cleanlab": round(roc_auc_score(err, cl_rank), 3)},
-            "auprc": {"noisiness": round(average_precision_score(err, tab["noisiness"]), 3),
-                      "priority": round(average_precision_score(err, tab["priority"]), 3),
-                      "cleanlab": round(average_precision_score(err, cl_rank), 3)},
-            "flag": {"dqaudit": flag_metrics(err, ours_flag),
-                     "cleanlab": flag_metrics(err, cl_flag)},
-            "importance_top10_error_rate": round(float(err[top].mean()), 3),
-            "score_seconds": round(seconds, 1),
-        }
-        results[ns] = row
-        print(f"{ns:8s} noise={row['noise_rate']:.3f} true={row['true_errors']} "
-              f"est={row['estimated_errors']} | AUPRC noi={row['auprc']['noisiness']:.3f} "
-              f"pri={row['auprc']['priority']:.3f} cl={row['auprc']['cleanlab']:.3f} | F1 "
-              f"ours={row['flag']['dqaudit']['f1']:.3f} cl={row['flag']['cleanlab']['f1']:.3f}"
-              f" | top-10% importance error rate {row['importance_top10_error_rate']:.3f} "
-              f"| {seconds:.1f}s", flush=True)
+        rows = {args.method: evaluate(data, clean, emb, method=args.method)}
+        if args.finetuned:
+            path = Path(args.finetuned) / f"cifar10n_{ns}.npz"
+            if path.exists():
+                with np.load(path) as z:
+                    probs = z["probs"].astype(np.float64)
+                    info = json.loads(str(z["info"]))
+                rows["finetune"] = evaluate(data, clean, emb, method=args.method,
+                                            pred_probs=probs, cleanlab_probs=probs)
+                rows["finetune"]["finetune_seconds"] = info.get("seconds")
+                rows["finetune"]["finetune_device"] = info.get("device")
+                rows["finetune"]["finetune_train"] = info.get("train")
+            else:
+                print(f"{ns}: no {path}")
+        results[ns] = rows
+        for name, row in rows.items():
+            print(f"{ns:8s} {name:8s} noise={row['noise_rate']:.3f} true={row['true_errors']} "
+                  f"est={row['estimated_errors']} acc={row['accuracy_vs_clean']:.3f} | AUROC "
+                  f"noi={row['auroc']['noisiness']:.3f} cl={row['auroc']['cleanlab']:.3f} | "
+                  f"AUPRC noi={row['auprc']['noisiness']:.3f} cl={row['auprc']['cleanlab']:.3f}"
+                  f" | F1 ours={row['flag']['dqaudit']['f1']:.3f} "
+                  f"cl={row['flag']['cleanlab']['f1']:.3f} | {row['score_seconds']:.1f}s",
+                  flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

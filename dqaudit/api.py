@@ -152,7 +152,7 @@ class Audit:
                 out_dir, fiftyone_dataset, quiet, fiftyone_run=None, image_stats=None) -> Audit:
         with timed(timings, "score_seconds"):
             scored = score(data, embeddings, config, device=device, pred_probs=pred_probs,
-                           image_stats=image_stats)
+                           image_stats=image_stats, embed_info=info, quiet=quiet)
         stats = scored.stats
         log(quiet, f"dqaudit: {stats['label_error_count']} suspected label errors (estimated "
                    f"{stats['estimated_label_errors']}), {stats['flagged_count']} samples "
@@ -299,7 +299,8 @@ class Audit:
         with timed(timings, "rescore_seconds"):
             scored = score(kept, emb, self.config, pred_probs=given, device=device,
                            image_stats=None if self.image_stats is None
-                           else self.image_stats[keep])
+                           else self.image_stats[keep], embed_info=s.get("embedding"),
+                           quiet=self.quiet)
         self.samples = rescored(self.samples, data, kept, keep, scored, s)
         if "fingerprint_files" in s:  # audits from before 2026-12-03 keep their scan's
             s["fingerprint"] = fingerprint(data, files=s["fingerprint_files"],
@@ -329,7 +330,8 @@ class Audit:
         keep = self.kept
         s = self.summary
         probs = self.probs[keep] if self.probs is not None else score(
-            self.dataset.subset(keep), self.embeddings[keep], self.config, device=device).probs
+            self.dataset.subset(keep), self.embeddings[keep], self.config, device=device,
+            embed_info=s.get("embedding"), quiet=self.quiet).probs
         verified = (s.get("clr") or {}).get("verified")
         with timed(s.setdefault("timings", {}), "clr_seconds"):
             s["clr"] = run_clr(self.embeddings if keep.all() else self.embeddings[keep],

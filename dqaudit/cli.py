@@ -13,10 +13,12 @@ import click
 from .cli_options import (check_fail_on, clr_options, command_line, embedding_options,
                           exit_on_sigterm,
                           fail_on_option, given_options, ingest_options, library_errors,
-                          parse_thresholds, positive_int, prints_result, redactions,
+                          parse_thresholds, positive_int, posterior_options, prints_result,
+                          redactions,
                           report_options, scale_options, show_progress)
 from .clr import ClrConfig
 from .config import AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
+from .finetune import FinetuneConfig
 from .cli_fiftyone import app, fiftyone_group, plugin
 from .headline import headline
 from .version import __version__
@@ -43,6 +45,7 @@ def main() -> None:
 @ingest_options
 @embedding_options
 @scale_options
+@posterior_options
 @report_options
 @click.option("--no-report", is_flag=True, help="Write no HTML or PDF report.")
 @clr_options
@@ -67,8 +70,10 @@ def main() -> None:
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
-         num_workers, cache_dir, no_cache, backend, engine, ray_address, num_gpus_per_worker,
-         checks, knn_method, duplicate_threshold, no_pdf, report_title, top_n, redact, page_size,
+         num_workers, cache_dir, no_cache, decode, backend, engine, ray_address,
+         num_gpus_per_worker,
+         checks, knn_method, duplicate_threshold, posterior_method, finetune_train,
+         finetune_epochs, no_pdf, report_title, top_n, redact, page_size,
          no_report, clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
          fiftyone_dataset, verdict_thresholds, seed, quiet, as_json, fail_on):
     """Audit DATASET and write the results to --out.
@@ -90,9 +95,12 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         embed=EmbedConfig(model=model, image_size=image_size, flip_tta=flip_tta,
                           batch_size=batch_size, num_workers=num_workers, engine=engine,
                           ray_address=ray_address, num_gpus_per_worker=num_gpus_per_worker,
-                          use_cache=not no_cache, cache_dir=cache_dir, backend=backend),
+                          use_cache=not no_cache, cache_dir=cache_dir, backend=backend,
+                          decode=decode),
         score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold,
-                          checks=checked),
+                          checks=checked, posterior_method=posterior_method,
+                          finetune=FinetuneConfig(train=finetune_train,
+                                                  epochs=finetune_epochs)),
         clr=None if no_clr or "labels" not in checked else ClrConfig(**given_options(
             grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples)),
         report=ReportConfig(**given_options(title=report_title, top_n=top_n, page_size=page_size,

@@ -15,8 +15,10 @@ import click
 
 from .clr import MODES, ClrConfig
 from .embed.backends import BACKENDS
-from .config import (ENGINES, PAGE_SIZES, REDACTIONS, AuditConfig, EmbedConfig, ReportConfig,
-                     ScoreConfig, default)
+from .embed.gpu_decode import DECODERS
+from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, AuditConfig,
+                     EmbedConfig, ReportConfig, ScoreConfig, default)
+from .finetune import TRAIN_MODES, FinetuneConfig
 from .errors import DqauditError
 from .headline import VERDICT_LEVELS
 
@@ -149,6 +151,10 @@ def embedding_options(func):
                      help="Embedding cache [default: $DQAUDIT_CACHE_DIR or "
                           "~/.cache/dqaudit/embeddings]."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the cache."),
+        click.option("--decode", type=click.Choice(DECODERS),
+                     default=default(EmbedConfig, "decode"), show_default=True,
+                     help="Who decodes JPEGs: the CPU workers, or the GPU (nvjpeg, in "
+                          "batches; other formats stay on the CPU); auto: nvjpeg on CUDA."),
         click.option("--backend", type=click.Choice(BACKENDS),
                      default=default(EmbedConfig, "backend"), show_default=True,
                      help="What runs the encoder on CPU: torch, or OpenVINO in fp32 (the same "
@@ -187,6 +193,28 @@ def scale_options(func):
                      default=default(ScoreConfig, "knn_method"), show_default=True,
                      help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "
                           "to 0.95 on the data); auto is exact up to 20,000 samples."),
+    ]
+    return _with_options(func, options)
+
+
+def posterior_options(func):
+    """Which out-of-sample posteriors score the samples."""
+    options = [
+        click.option("--posteriors", "posterior_method", type=click.Choice(POSTERIOR_CHOICES),
+                     default=default(ScoreConfig, "posterior_method"), show_default=True,
+                     help="Out-of-sample class probabilities: linear (robust probes on the "
+                          "embeddings), graph, ensemble, or finetune (the encoder fine-tuned "
+                          "K times, each fold scored by the model trained on the others; "
+                          "minutes on a GPU, far longer on a CPU)."),
+        click.option("--finetune-train", type=click.Choice(TRAIN_MODES),
+                     default=default(FinetuneConfig, "train"), show_default=True,
+                     help="With fine-tuning: all layers, or only the last two stages of the "
+                          "lite encoders (affordable on a CPU); auto: all on CUDA, last "
+                          "elsewhere."),
+        click.option("--finetune-epochs", type=click.IntRange(min=1),
+                     default=default(FinetuneConfig, "epochs"), show_default=True,
+                     help="With fine-tuning: epochs per fold (the best by inner-split "
+                          "agreement is kept)."),
     ]
     return _with_options(func, options)
 

@@ -16,9 +16,16 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from .clr import ClrConfig
 from .embed.backends import BACKENDS
 from .embed.encoders import DEFAULT_ENCODER
+from .embed.gpu_decode import DECODERS
 from .errors import DqauditError
+from .finetune import FinetuneConfig
 from .neighbors import DUPLICATE_THRESHOLD
-from .posteriors import DEFAULT_METHOD
+from .posteriors import DEFAULT_METHOD, POSTERIOR_METHODS
+
+# the posteriors a scan can use: the probes on the embeddings (``posteriors.POSTERIOR_METHODS``)
+# or the encoder fine-tuned per fold (``finetune``: measured below the linear probe so far, so
+# asked for by name; benchmarks/RESULTS.md, "Cross-fitted fine-tuning")
+POSTERIOR_CHOICES = (*POSTERIOR_METHODS, "finetune")
 
 ENGINES = ("local", "ray")
 PAGE_SIZES = ("A4", "Letter")  # the report templates' print sizes
@@ -42,12 +49,15 @@ class EmbedConfig:
     use_cache: bool = True
     cache_dir: str | None = None  # None: $DQAUDIT_CACHE_DIR or ~/.cache/dqaudit/embeddings
     backend: str = "auto"  # the CPU forward: auto, torch or openvino (dqaudit.embed.backends)
+    decode: str = "auto"  # JPEGs: auto (nvjpeg on CUDA), cpu or nvjpeg (dqaudit.embed.gpu_decode)
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise DqauditError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
         if self.backend not in BACKENDS:
             raise DqauditError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.decode not in DECODERS:
+            raise DqauditError(f"unknown decoder {self.decode!r}; valid: {', '.join(DECODERS)}")
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,12 @@ class ScoreConfig:
     knn_method: str = "auto"
     duplicate_threshold: float = DUPLICATE_THRESHOLD  # cosine at or above: near-duplicates
     checks: tuple[str, ...] = CHECKS
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
+        if self.posterior_method not in POSTERIOR_CHOICES:
+            raise DqauditError(f"unknown posteriors {self.posterior_method!r}; valid: "
+                               f"{', '.join(POSTERIOR_CHOICES)}")
         unknown = sorted(set(self.checks) - set(CHECKS))
         if unknown or not self.checks:
             raise DqauditError(f"unknown check {unknown[0]!r}; valid: {', '.join(CHECKS)}"
@@ -115,7 +129,8 @@ class AuditConfig:
         if "config" in summary:
             return cls.from_dict(summary["config"])
         thresholds = tuple((summary.get("verdict") or {}).get("thresholds", {}).values())
-        score = {"posterior_method": summary.get("posterior_method"),
+        method = summary.get("posterior_method")
+        score = {"posterior_method": method if method in POSTERIOR_CHOICES else None,
                  "duplicate_threshold": (summary.get("score_parameters") or {}).get(
                      "duplicate_threshold")}
         legacy = {"seed": summary.get("seed", 0),

@@ -7,6 +7,7 @@ the functions here take and return plain data and write nothing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +20,14 @@ from .clr import ClrConfig, estimate_clr, take_subsample
 from .config import AuditConfig
 from .dataset import LabeledImages
 from .embed import auto_image_size, embed_images, load_encoder
+from .embed import default_num_workers
 from .embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
+from .embed.cache import default_cache_dir
+from .embed.gpu_decode import resolve_decoder
 from .errors import DqauditError, InputError
+from .finetune import FinetuneResult, decode_images, finetune_posteriors
 from .ingest import files_fingerprint, fingerprint, median_image_side
+from .posteriors import DEFAULT_METHOD, stratified_folds
 from .probes import project
 from .scoring import MIN_CLASS_SAMPLES, ScoredDataset, base_samples_table, score_dataset
 from .summary import build_summary, plan_fields
@@ -64,7 +70,8 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
         result = embed_images(data.paths, model=encoder, device=device,
                               batch_size=e.batch_size, num_workers=e.num_workers,
                               cache_dir=e.cache_dir, use_cache=e.use_cache,
-                              progress=not quiet, keys=data.digests)
+                              progress=not quiet, keys=data.digests,
+                              decoder=resolve_decoder(e.decode, device))
     info = result.info
     log(quiet, f"dqaudit: embedded {info['n_embedded']} images "
                f"({info['n_cached']} from cache, {info['n_failed']} undecodable)"
@@ -143,13 +150,69 @@ def given_embeddings(data: LabeledImages, source) -> tuple[np.ndarray, dict]:
 
 def score(data: LabeledImages, embeddings: np.ndarray | None, config: AuditConfig, *,
           device: str, pred_probs: np.ndarray | None = None,
-          image_stats: np.ndarray | None = None) -> ScoredDataset:
-    """``scoring.score_dataset`` with the audit's score settings."""
+          image_stats: np.ndarray | None = None, embed_info: dict | None = None,
+          quiet: bool = True) -> ScoredDataset:
+    """``scoring.score_dataset`` with the audit's score settings; the posteriors chosen by
+    ``choose_posteriors`` (fine-tuned ones computed here, from the image files). ``embed_info``:
+    the embed stage's record (None or a user's embeddings: no images to fine-tune on)."""
     s = config.score
-    return score_dataset(data, embeddings, pred_probs=pred_probs, seed=config.seed,
-                         method=s.posterior_method, k=s.k, knn_method=s.knn_method,
-                         device=device, duplicate_threshold=s.duplicate_threshold,
-                         image_stats=image_stats, checks=s.checks)
+    choice = None
+    if pred_probs is None:
+        choice = choose_posteriors(data, config, embed_info=embed_info)
+        if choice["method"] == "finetune":
+            log(quiet, f"dqaudit: posteriors: {choice['reason']}")
+            result = finetuned(data, config, device=device, image_size=embed_info["image_size"],
+                               quiet=quiet)
+            pred_probs, choice["finetune"] = result.probs, result.info
+    scored = score_dataset(data, embeddings, pred_probs=pred_probs, seed=config.seed,
+                           method=choice["method"] if choice else s.posterior_method, k=s.k,
+                           knn_method=s.knn_method, device=device,
+                           duplicate_threshold=s.duplicate_threshold,
+                           image_stats=image_stats, checks=s.checks,
+                           probs_source="finetune" if choice and choice["method"] == "finetune"
+                           else "pred_probs")
+    if choice is not None:
+        scored.stats["posteriors"] = {"requested": s.posterior_method, **choice}
+    return scored
+
+
+def has_images(data: LabeledImages, embed_info: dict | None) -> bool:
+    """Whether the samples' image files were embedded by dqaudit and can be read again (not a
+    user's embeddings or arrays)."""
+    if not embed_info or not embed_info.get("image_size") or data.source.get("kind") == "arrays":
+        return False
+    return all(os.path.isfile(p) for p in data.paths)
+
+
+def choose_posteriors(data: LabeledImages, config: AuditConfig, *,
+                      embed_info: dict | None) -> dict:
+    """``{"method", "reason"}``: the posteriors ``config.score.posterior_method`` names;
+    ``finetune`` needs the image files dqaudit embedded (an InputError names the fix)."""
+    method = config.score.posterior_method
+    if method == "finetune" and not has_images(data, embed_info):
+        raise InputError("--posteriors finetune needs the image files dqaudit embedded (not a "
+                         "user's embeddings or arrays, and the files still in place); use "
+                         "--posteriors linear")
+    default = method == DEFAULT_METHOD
+    return {"method": method, "reason": "the default" if default else
+            f"asked for (--posteriors {method})"}
+
+
+def finetuned(data: LabeledImages, config: AuditConfig, *, device: str, image_size: int,
+              quiet: bool) -> FinetuneResult:
+    """Cross-fitted fine-tuned posteriors of ``data`` (``dqaudit.finetune``) on the first fold
+    split of the linear probe; folds finished earlier are taken from the checkpoint folder
+    beside the embedding cache."""
+    e = config.embed
+    folds = stratified_folds(data.labels, n_folds=5, seed=config.seed)
+    images = decode_images(data.paths, image_size=int(image_size),
+                           num_workers=e.num_workers if e.num_workers is not None
+                           else default_num_workers(device))
+    checkpoints = Path(e.cache_dir or default_cache_dir()) / "finetune" if e.use_cache else None
+    return finetune_posteriors(images, data.label_counts, folds, encoder=e.model,
+                               config=config.score.finetune, device=device, seed=config.seed,
+                               checkpoint_dir=checkpoints, digests=data.digests,
+                               progress=not quiet)
 
 
 def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset, *,

@@ -50,7 +50,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                   method: str = DEFAULT_METHOD, k: int = 10,
                   duplicate_threshold: float | None = None,
                   knn_method: str = "auto", device: str = "cpu", graph=None,
-                  image_stats: np.ndarray | None = None, checks=CHECKS) -> ScoredDataset:
+                  image_stats: np.ndarray | None = None, checks=CHECKS,
+                  probs_source: str = "pred_probs") -> ScoredDataset:
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
 
     ``embeddings`` (N, D) give the posteriors (K-fold probes, ``method``) and the kNN graph
@@ -64,7 +65,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     checks; None leaves them out (user embeddings, pred_probs). A junk image (blank,
     low-information) gets no label-error flag and no suggested label. ``checks``: which of
     ``config.CHECKS`` to report (the posteriors and scores are computed either way; a check
-    left out sets none of its issues).
+    left out sets none of its issues). ``probs_source``: what made ``pred_probs``, for the
+    summary (``pred_probs``: the user's model; ``finetune``: ``dqaudit.finetune``).
     """
     n = len(data)
     checked = tuple(checks)
@@ -171,7 +173,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         }
     transition = joint / np.maximum(row_sums[:, None], 1e-12)
     stats = {
-        "posterior_method": method if post is not None else "pred_probs",
+        "posterior_method": method if post is not None else probs_source,
         "label_error_probability": {
             "calibration": "power",
             "description": "P(given label is wrong): 1 - p(given label) under the "
@@ -199,11 +201,12 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "score_parameters": {"k": graph.k if graph is not None else None,
                              "duplicate_threshold": duplicate_threshold,
                              "ambiguity_threshold": AMBIGUITY_THRESHOLD,
-                             "n_folds": 5 if post is not None else None,
+                             "n_folds": 5 if post is not None or probs_source == "finetune"
+                             else None,
                              "fold_splits": post.fold_splits if post is not None else None,
                              "pca_dim": int(x.shape[1]) if x is not None else None,
                              "knn": graph.info if graph is not None else None,
-                             "posteriors": "probes" if post is not None else "pred_probs"},
+                             "posteriors": "probes" if post is not None else probs_source},
     }
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
 

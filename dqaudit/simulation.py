@@ -71,6 +71,16 @@ def solve_temperature(dist: np.ndarray, noise_rate: float) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
+def initial_labels(dist: np.ndarray, *, noise_rate: float, seed: int,
+                   temperature: float | None = None) -> np.ndarray:
+    """(N,) the noisy initial labels of simulation seed ``seed``: one draw per row of ``dist``
+    tempered to ``noise_rate`` expected noise (``temperature``: the solved one, if known)."""
+    if temperature is None:
+        temperature = solve_temperature(dist, noise_rate)
+    rng = np.random.default_rng([seed, 0])
+    return np.array([rng.choice(dist.shape[1], p=row) for row in tempered(dist, temperature)])
+
+
 @dataclass
 class Run:
     annotations: np.ndarray   # cumulative re-annotations after each reviewed sample
@@ -162,9 +172,8 @@ def simulate(embeddings: np.ndarray, dist: np.ndarray, *, noise_rate: float = 0.
     curves: dict[str, list[np.ndarray]] = {s: [] for s in selectors}
     start = []
     for seed in range(seeds):
-        init_rng = np.random.default_rng([seed, 0])
-        p_init = tempered(dist, temperature)
-        initial = np.array([init_rng.choice(dist.shape[1], p=row) for row in p_init])
+        initial = initial_labels(dist, noise_rate=noise_rate, seed=seed,
+                                 temperature=temperature)
         start.append(float((initial == truth).mean()))
         folds = stratified_folds(initial, seed=seed)
         for name in selectors:

@@ -368,3 +368,70 @@ def test_timm_model_from_a_local_weights_file(tmp_path, class_tree):
         load_encoder(f"timm:resnet10t//{tmp_path / 'missing.pth'}")
     with pytest.raises(DqauditError, match="does not fit"):
         load_encoder(f"timm:resnet18//{weights}")
+
+
+def test_the_gpu_decoder_path_matches_the_cpu_decoder(tmp_path, lite0):
+    """embed.gpu_decode, run on the CPU (torchvision's decode_jpeg takes the same batched call
+    there): JPEGs go through the batched decode and the device-side resize, other formats
+    through the workers, a file nvjpeg cannot decode falls back to the CPU decoder, and one
+    that fails there too is reported with the CPU decoder's reason."""
+    import torch
+
+    from dqaudit.embed.gpu_decode import RawJpegDataset, collate_raw, decode_batch
+    from dqaudit.embed.loader import ImageFolderDataset, collate
+    from dqaudit.image_checks import STAT_NAMES
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, (w, h) in enumerate([(640, 480), (300, 500), (900, 120), (64, 64)]):
+        arr = (rng.random((h, w, 3)) * 60 + np.linspace(0, 180, w)[None, :, None]).astype(
+            np.uint8)
+        p = tmp_path / f"img{k}.jpg"
+        Image.fromarray(arr).save(p, quality=92)
+        paths.append(str(p))
+    paths.append(str(make_image(tmp_path / "plain.png", (200, 40, 40))))
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (80, 60), (0, 80, 160, 0)).save(cmyk)
+    paths.append(str(cmyk))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(open(paths[0], "rb").read()[:300])
+    paths.append(str(broken))
+    prep = lite0.preprocessing
+    todo = list(range(len(paths)))
+    gpu_items = collate_raw([RawJpegDataset(paths, todo, prep)[i] for i in todo])
+    idx, images, stats, failed = decode_batch(gpu_items, paths, prep, "cpu")
+    cpu_idx, cpu_images, cpu_stats, cpu_failed = collate(
+        [ImageFolderDataset(paths, todo, prep)[i] for i in todo])
+    assert [i for i, _ in failed] == [6] and failed[0][1] == cpu_failed[0][1]
+    order = np.argsort(idx)
+    assert sorted(idx.tolist()) == cpu_idx.tolist() == [0, 1, 2, 3, 4, 5]
+    got = images[torch.as_tensor(order)].float()
+    diff = (got - cpu_images.float()).abs().mean(dim=(1, 2, 3))
+    assert images.dtype == torch.uint8 and images.shape[1:] == (3, 224, 224)
+    assert (diff < 6).all(), diff  # resampling detail only (the scenes are identical)
+    s = {k: j for j, k in enumerate(STAT_NAMES)}
+    for name in ("width", "height"):
+        np.testing.assert_array_equal(stats[order][:, s[name]], cpu_stats[:, s[name]])
+    np.testing.assert_allclose(stats[order][:, s["lum_mean"]], cpu_stats[:, s["lum_mean"]],
+                               atol=3)
+
+
+def test_embedding_with_the_gpu_decoder_path_keeps_its_own_cache(tmp_path, lite0):
+    paths = [str(make_image(tmp_path / f"{k}.jpg", (30 * k, 100, 200), size=48, seed=k))
+             for k in range(4)]
+    cpu = embed_images(paths, model=lite0, cache_dir=tmp_path / "c", progress=False)
+    gpu = embed_images(paths, model=lite0, cache_dir=tmp_path / "c", progress=False,
+                       decoder="nvjpeg")
+    assert gpu.info["decoder"] == "nvjpeg" and gpu.info["n_cached"] == 0  # not the CPU's rows
+    assert (np.sum(cpu.embeddings * gpu.embeddings, axis=1) > 0.98).all()
+    again = embed_images(paths, model=lite0, cache_dir=tmp_path / "c", progress=False,
+                         decoder="nvjpeg")
+    assert again.info["n_cached"] == 4
+
+
+def test_asking_for_nvjpeg_without_a_gpu_names_the_fix():
+    from dqaudit.embed.gpu_decode import resolve_decoder
+
+    assert resolve_decoder("auto", "cpu") == "cpu"
+    with pytest.raises(DqauditError, match="--decode cpu"):
+        resolve_decoder("nvjpeg", "cpu")

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from .cache import EmbeddingCache, default_cache_dir
 from .encoders import (DEFAULT_ENCODER, ENCODERS, Encoder, Preprocessing, auto_image_size,
                        load_encoder)
 from ..image_checks import N_STATS
+from .gpu_decode import RawJpegDataset, collate_raw, decode_batch
 from .loader import ImageFolderDataset, collate
 
 __all__ = ["EmbeddingResult", "embed_images", "load_encoder", "Encoder", "Preprocessing",
@@ -64,17 +65,21 @@ def embed_images(
     shard_size: int = 1024,
     progress: bool = True,
     keys: list[str] | None = None,
+    decoder: str = "cpu",
 ) -> EmbeddingResult:
     """Embed every file in ``paths`` with ``model`` on ``device`` (already resolved).
 
     Cached embeddings are reused; new ones are written to the cache every ``shard_size`` images
     so an interrupted run resumes where it stopped. ``keys``: the files' cache keys
-    (``dataset.file_digest``) when already computed.
+    (``dataset.file_digest``) when already computed. ``decoder``: ``cpu`` (the DataLoader
+    workers decode) or ``nvjpeg`` (JPEGs decoded on the CUDA device, ``embed.gpu_decode``).
     """
     import torch
 
     t0 = time.perf_counter()
     encoder = load_encoder(model) if isinstance(model, str) else model
+    if decoder != encoder.decoder:
+        encoder = replace(encoder, decoder=decoder)
     state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
     emb, ok, failures, keys, cache, todo = (state.embeddings, state.ok, state.failures,
                                              state.keys, state.cache, state.todo)
@@ -82,7 +87,7 @@ def embed_images(
 
     batch_size = batch_size or default_batch_size(device)
     workers = default_num_workers(device) if num_workers is None else num_workers
-    forward_seconds = 0.0
+    forward_seconds = decode_seconds = 0.0
     t_embed = time.perf_counter()
     if todo:
         module = encoder.module.to(device)
@@ -90,23 +95,34 @@ def embed_images(
             # channels-last weights: 1.7x the forward rate of contiguous ones on an H100 in fp16,
             # about 1.5x on this project's 2-core CPU (benchmarks/RESULTS.md)
             module = module.to(memory_format=torch.channels_last)
+        gpu = decoder == "nvjpeg"
+        dataset = (RawJpegDataset if gpu else ImageFolderDataset)(paths, todo,
+                                                                  encoder.preprocessing)
         loader = torch.utils.data.DataLoader(
-            ImageFolderDataset(paths, todo, encoder.preprocessing), batch_size=batch_size,
-            shuffle=False, num_workers=workers, collate_fn=collate,
-            pin_memory=device.startswith("cuda"), persistent_workers=False,
+            dataset, batch_size=batch_size,
+            shuffle=False, num_workers=workers, collate_fn=collate_raw if gpu else collate,
+            pin_memory=device.startswith("cuda") and not gpu, persistent_workers=False,
             prefetch_factor=4 if workers > 0 else None,
             worker_init_fn=_worker_init if workers > 0 else None)
         bar = _progress(len(todo), encoder.name, device, enabled=progress)
         writer = _ShardWriter(cache, keys, shard_size)
         try:
-            for idx, batch, measured, failed in loader:
+            for item in loader:
+                if gpu:
+                    tf = time.perf_counter()
+                    idx, batch, measured, failed = decode_batch(item, paths,
+                                                                encoder.preprocessing, device)
+                    decode_seconds += time.perf_counter() - tf
+                    idx = np.zeros(0, np.int64) if idx is None else idx
+                else:
+                    idx, batch, measured, failed = item
                 for i, reason in failed:
                     failures.append({"path": paths[i], "reason": reason})
                 if batch is not None:
                     tf = time.perf_counter()
                     feats = encode_batch(encoder, batch, device)
                     forward_seconds += time.perf_counter() - tf
-                    rows = idx.numpy()
+                    rows = np.asarray(idx)
                     emb[rows] = feats
                     stats[rows] = measured
                     ok[rows] = True
@@ -123,6 +139,7 @@ def embed_images(
         "model": encoder.name,
         "model_identity": encoder.identity,
         "backend": encoder.backend,
+        "decoder": encoder.decoder,
         "embedding_dim": encoder.dim,
         "image_size": encoder.preprocessing.image_size,
         "flip_tta": encoder.flip_tta,
@@ -136,6 +153,7 @@ def embed_images(
         "embed_seconds": round(seconds, 3),
         "images_per_second": round(n_computed / seconds, 1) if n_computed and seconds > 0 else None,
         "forward_seconds": round(forward_seconds, 3),
+        "gpu_decode_seconds": round(decode_seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),
     }
     return EmbeddingResult(embeddings=emb, ok=ok, stats=stats, failures=failures, info=info)

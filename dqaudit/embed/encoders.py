@@ -69,12 +69,14 @@ class Encoder:
     # 74.1% -> 77.0% accuracy for twice the forward passes.
     flip_tta: bool = True
     backend: str = "torch"  # what runs ``forward``: torch, or openvino (embed.backends)
+    decoder: str = "cpu"  # what decodes JPEGs: cpu, or nvjpeg (embed.gpu_decode)
 
     def cache_key(self) -> str:
         """Key for the embedding cache: model identity + preprocessing + augmentation."""
         text = (f"{self.identity}\n{self.preprocessing.key()}\nflip_tta={self.flip_tta}"
                 "\nembed-v2"  # v2: images decoded no larger than twice the input
-                + ("" if self.backend == "torch" else f"\nbackend={self.backend}"))
+                + ("" if self.backend == "torch" else f"\nbackend={self.backend}")
+                + ("" if self.decoder == "cpu" else f"\ndecoder={self.decoder}"))
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
