@@ -141,7 +141,7 @@ def test_scan_with_finetuned_posteriors_records_them(tmp_path, class_tree):
 
     colour_tree(class_tree, per_class=8)
     out = tmp_path / "audit"
-    res = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(out), "--no-report",
+    res = CliRunner().invoke(main, ["scan", str(class_tree), "--out", str(out), "--no-pdf",
                                     "--no-clr", "--posteriors", "finetune",
                                     "--finetune-epochs", "2", "--model", "lite0"],
                              catch_exceptions=False)
@@ -151,6 +151,8 @@ def test_scan_with_finetuned_posteriors_records_them(tmp_path, class_tree):
     assert summary["posterior_method"] == "finetune" and block["method"] == "finetune"
     assert block["finetune"]["train"] == "last" and len(block["finetune"]["epochs_chosen"]) == 5
     assert summary["config"]["score"]["finetune"]["epochs"] == 2
+    method = (out / "report.html").read_text()
+    assert "the encoder itself, fine-tuned" in method and "robust logistic" not in method
     probs = np.load(out / "probs.npy")
     assert probs.shape == (24, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # the checkpoints beside the embedding cache make a re-rank with unchanged labels cheap,
