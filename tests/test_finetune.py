@@ -173,3 +173,25 @@ def test_a_default_scan_says_which_posteriors_it_used(tmp_path, class_tree):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["posteriors"] == {"requested": "linear", "method": "linear",
                                      "reason": "the default"}
+
+
+def test_other_encoders_fine_tune_every_layer_and_refuse_the_last_stages_mode(tmp_path):
+    """timm (and open_clip) encoders take the generic path: the encoder's own forward with a
+    head, every layer trained; ``last`` is for the lite encoders and says so."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet10t.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict(),
+               weights)
+    images, labels = squares(n_per_class=5)
+    folds = stratified_folds(labels, n_folds=3, seed=0)
+    encoder = f"timm:resnet10t//{weights}"
+    res = finetune_posteriors(images, one_hot(labels, 3), folds, encoder=encoder,
+                              config=FinetuneConfig(train="all", **TINY), progress=False)
+    assert res.probs.shape == (15, 3) and np.isfinite(res.probs).all()
+    assert res.info["train"] == "all" and res.info["encoder"] == encoder
+    with pytest.raises(InputError, match="--finetune-train all"):
+        finetune_posteriors(images, one_hot(labels, 3), folds, encoder=encoder,
+                            config=FinetuneConfig(train="last", **TINY), progress=False)

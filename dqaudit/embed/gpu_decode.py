@@ -28,7 +28,7 @@ from PIL import Image, ImageFile
 
 from ..image_checks import N_STATS, STATS_SIDE, image_stats
 from .encoders import Preprocessing
-from .loader import MAX_ASPECT, decode, describe_failure, to_rgb
+from .loader import MAX_ASPECT, ImageFolderDataset, decode, describe_failure, to_rgb
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 DECODERS = ("auto", "cpu", "nvjpeg")
@@ -60,16 +60,10 @@ def resolve_decoder(name: str, device: str) -> str:
     return name
 
 
-class RawJpegDataset:
+class RawJpegDataset(ImageFolderDataset):
     """Yields ``(index, kind, payload, stats, error)``: JPEGs as their raw bytes (``kind``
     ``jpeg``, payload a uint8 array, decoded later on the GPU), other files decoded here on the
     CPU (``pixels``, payload (3, S, S) uint8 and its statistics), failures with their reason."""
-
-    def __init__(self, paths: list[str], indices: list[int], prep: Preprocessing):
-        self.paths, self.indices, self.prep = paths, indices, prep
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def __getitem__(self, i: int):
         idx = self.indices[i]
