@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N images only (smoke test)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--deadline", type=float, default=1e9)
+    ap.add_argument("--checkpoints", default=None, metavar="DIR",
+                    help="keep each finished fold here (a killed run resumes; partial runs "
+                         "can be scored fold by fold)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t_start = time.perf_counter()
@@ -65,7 +68,8 @@ def main() -> None:
         counts = one_hot(labels, 10) if counts is None else counts
         folds = stratified_folds(labels, n_folds=5, seed=0)
         res = finetune_posteriors(images, counts, folds, encoder=DEFAULT_ENCODER, config=config,
-                                  device=device, seed=0, progress=True)
+                                  device=device, seed=0, progress=True,
+                                  checkpoint_dir=args.checkpoints)
         seconds = time.perf_counter() - t
         res.info["wall_seconds"] = round(seconds, 1)
         np.savez(out / f"{name}.npz", probs=res.probs.astype(np.float32), rows=rows,

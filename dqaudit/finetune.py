@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import label_distribution, majority_labels
-from .embed.encoders import DEFAULT_ENCODER, LITE_STAGES, LITE_VERSIONS
+from .embed.encoders import DEFAULT_ENCODER, LITE_STAGES, Preprocessing, all_lite, load_encoder
+from .embed.loader import ImageFolderDataset, collate
 from .errors import DqauditError, InputError
 
 logger = logging.getLogger("dqaudit")
@@ -95,11 +96,9 @@ def train_mode(config: FinetuneConfig, device: str) -> str:
 
 def decode_images(paths: list[str], *, image_size: int, num_workers: int = 0) -> np.ndarray:
     """(N, 3, S, S) uint8: every file decoded and resized as the embed stage does
-    (``embed.loader.decode``). A file that fails here (it decoded at the scan) is an error."""
+    (``embed.loader.decode``), held in memory (150 KB an image at 224 px). A file that fails
+    here (it decoded at the scan) is an error."""
     import torch
-
-    from .embed.loader import ImageFolderDataset, collate
-    from .embed.encoders import Preprocessing
 
     prep = Preprocessing(image_size=image_size, mean=(0.5,) * 3, std=(0.5,) * 3)
     out = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
@@ -137,24 +136,19 @@ def random_crops(n: int, *, min_area: float, rng: np.random.Generator) -> np.nda
 
 def _lite_models(encoder) -> list | None:
     """The timm EfficientNet-Lite networks inside a lite encoder (one per ``+`` part, in
-    order); None for other encoders."""
-    parts = encoder.name.split("+")
-    if not all(p.partition(":")[0] in {f"lite{v}" for v in LITE_VERSIONS} for p in parts):
+    order); None for other encoders and for lite head features (the generic path)."""
+    if not all_lite(encoder.name) or ":" in encoder.name:
         return None
-    if any(":" in p for p in parts):
-        return None  # head features: fine-tuned through the generic path
     module = encoder.module
-    return list(module) if len(parts) > 1 else [module]
+    return list(module) if "+" in encoder.name else [module]
 
 
 def _build_net(encoder_name: str, image_size: int, n_classes: int, mode: str):
-    """A fresh copy of the pretrained encoder with a zero-initialised linear head, split into
-    a frozen trunk and a trained rest."""
+    """A fresh copy of the pretrained encoder with a linear head (zero until the probe fits
+    it), split into a frozen trunk and a trained rest."""
     import torch
 
-    from .embed.encoders import load_encoder
-
-    encoder = load_encoder(encoder_name, image_size=image_size if _is_lite(encoder_name)
+    encoder = load_encoder(encoder_name, image_size=image_size if all_lite(encoder_name)
                            else None, flip_tta=False)
     lite = _lite_models(encoder)
     if mode == "last" and lite is None:
@@ -233,11 +227,6 @@ def _pool(a):
     import torch
 
     return torch.nn.functional.normalize(a.float().mean((2, 3)), dim=1)
-
-
-def _is_lite(name: str) -> bool:
-    return all(p.partition(":")[0] in {f"lite{v}" for v in LITE_VERSIONS}
-               for p in name.split("+"))
 
 
 # --------------------------------------------------------------------------- cross-fitting

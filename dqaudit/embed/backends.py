@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import DqauditError
-from .encoders import Encoder
+from .encoders import Encoder, all_lite
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-bf16")
 # the inference precision each OpenVINO backend compiles with
@@ -50,8 +50,7 @@ def resolve_backend(name: str, device: str, *, model: str = "lite0") -> str:
         raise DqauditError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     available = importlib.util.find_spec("openvino") is not None
     if name == "auto":
-        lite = all(part.split(":")[0] in ("lite0", "lite1", "lite2") for part in model.split("+"))
-        return "openvino" if available and device == "cpu" and lite else "torch"
+        return "openvino" if available and device == "cpu" and all_lite(model) else "torch"
     if name in OPENVINO_BACKENDS and device != "cpu":
         raise DqauditError(f"--backend {name} runs on the CPU, not {device}; pass "
                            "--device cpu or --backend torch")

@@ -340,7 +340,7 @@ VALID_NAMES = "lite0, lite1, lite2 (:head for the classifier-head features), " \
 _LITE_NAMES = frozenset(f"lite{v}" for v in LITE_VERSIONS)
 
 
-def _all_lite(name: str) -> bool:
+def all_lite(name: str) -> bool:
     """True when every ``+``-joined part of ``name`` is a lite encoder (lite2, lite0:head)."""
     return all(part.partition(":")[0] in _LITE_NAMES for part in name.split("+"))
 
@@ -350,7 +350,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, image_size: int | None = None,
     """Build the encoder called ``name`` (see module docstring); ``image_size`` overrides the
     model's input resolution (lite encoders only); ``flip_tta`` averages each image's
     features with its mirror image's."""
-    lite = _all_lite(name)
+    lite = all_lite(name)
     if lite and "+" in name:
         encoder = build_combined(name.split("+"))
     else:
@@ -375,6 +375,6 @@ SMALL_IMAGE_INPUT = 160
 
 def auto_image_size(encoder_name: str, median_side: float | None) -> int | None:
     """Input resolution for ``--image-size auto``: None keeps the model's own."""
-    if _all_lite(encoder_name) and median_side and median_side <= SMALL_IMAGE_SIDE:
+    if all_lite(encoder_name) and median_side and median_side <= SMALL_IMAGE_SIDE:
         return SMALL_IMAGE_INPUT
     return None
