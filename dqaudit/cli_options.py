@@ -209,8 +209,8 @@ def posterior_options(func):
         click.option("--finetune-train", type=click.Choice(TRAIN_MODES),
                      default=default(FinetuneConfig, "train"), show_default=True,
                      help="With fine-tuning: all layers, or only the last two stages of the "
-                          "lite encoders (affordable on a CPU); auto: all on CUDA, last "
-                          "elsewhere."),
+                          "lite encoders (the CPU mode, still slow: 23 minutes for 1,000 "
+                          "images on 2 cores); auto: all on CUDA, last elsewhere."),
         click.option("--finetune-epochs", type=click.IntRange(min=1),
                      default=default(FinetuneConfig, "epochs"), show_default=True,
                      help="With fine-tuning: epochs per fold (the best by inner-split "

@@ -19,8 +19,9 @@ a drop of inner agreement.
 Two ways to train (``FinetuneConfig.train``):
     ``all``   every layer (a GPU's job); crops drawn on the device each step.
     ``last``  the lite encoders' last two stages and the head: the frozen trunk's activations
-              (image and mirror) are computed once, then each fold trains only the rest, so
-              a CPU can afford it; mirror images are its only augmentation.
+              (image and mirror) are computed once, then each fold trains only the rest (a
+              CPU's share of the work, though still 23 minutes for 1,000 images on 2 cores;
+              benchmarks/RESULTS.md); mirror images are its only augmentation.
     ``auto``  ``all`` on CUDA, ``last`` elsewhere.
 
 Shapes: ``images`` (N, 3, S, S) uint8, ``label_counts`` (N, C), ``folds`` (N,) int in 0..K-1;
