@@ -419,13 +419,16 @@ def test_the_gpu_decoder_path_matches_the_cpu_decoder(tmp_path, lite0):
 def test_embedding_with_the_gpu_decoder_path_keeps_its_own_cache(tmp_path, lite0):
     paths = [str(make_image(tmp_path / f"{k}.jpg", (30 * k, 100, 200), size=48, seed=k))
              for k in range(4)]
-    cpu = embed_images(paths, model=lite0, cache_dir=tmp_path / "c", progress=False)
+    # no worker processes: forking one after the bf16 test's OpenVINO runtime has started
+    # later made this process segfault in a subprocess call (tests/test_layers.py)
+    cpu = embed_images(paths, model=lite0, cache_dir=tmp_path / "c", progress=False,
+                       num_workers=0)
     gpu = embed_images(paths, model=lite0, cache_dir=tmp_path / "c", progress=False,
-                       decoder="nvjpeg")
+                       decoder="nvjpeg", num_workers=0)
     assert gpu.info["decoder"] == "nvjpeg" and gpu.info["n_cached"] == 0  # not the CPU's rows
     assert (np.sum(cpu.embeddings * gpu.embeddings, axis=1) > 0.98).all()
     again = embed_images(paths, model=lite0, cache_dir=tmp_path / "c", progress=False,
-                         decoder="nvjpeg")
+                         decoder="nvjpeg", num_workers=0)
     assert again.info["n_cached"] == 4
 
 
