@@ -248,13 +248,15 @@ def inner_split(labels: np.ndarray, train: np.ndarray, *, seed: int) -> np.ndarr
 
 
 def run_key(*, encoder: str, image_size: int, mode: str, config: FinetuneConfig,
-            label_counts: np.ndarray, folds: np.ndarray, digests: list[str], seed: int) -> str:
+            label_counts: np.ndarray, labels: np.ndarray, folds: np.ndarray,
+            digests: list[str], seed: int) -> str:
     """What a fold's saved probabilities depend on: a run with the same key may reuse them."""
     h = hashlib.sha1()
     h.update(json.dumps({"encoder": encoder, "image_size": image_size, "mode": mode,
                          "config": asdict(config), "seed": seed, "v": 1},
                         sort_keys=True).encode())
     h.update(np.ascontiguousarray(label_counts, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     h.update(np.ascontiguousarray(folds, dtype=np.int64).tobytes())
     h.update("\n".join(digests).encode())
     return h.hexdigest()[:20]
@@ -264,12 +266,14 @@ def finetune_posteriors(images: np.ndarray, label_counts: np.ndarray, folds: np.
                         encoder: str = DEFAULT_ENCODER, config: FinetuneConfig = FinetuneConfig(),
                         device: str = "cpu", seed: int = 0,
                         checkpoint_dir: str | os.PathLike | None = None,
-                        digests: list[str] | None = None, progress: bool = True
-                        ) -> FinetuneResult:
+                        digests: list[str] | None = None, progress: bool = True,
+                        labels: np.ndarray | None = None) -> FinetuneResult:
     """(N, C) out-of-fold probabilities of ``encoder`` fine-tuned K times (see module
     docstring). ``digests``: the files' content hashes, for the checkpoint key (None: the
-    pixels are hashed). Deterministic under ``seed`` on a CPU; on CUDA up to the GPU's own
-    nondeterminism (atomic adds in the backward convolutions)."""
+    pixels are hashed). ``labels``: the given labels, for the inner split's strata and
+    agreement (None: by the one tie rule, ``dataset.majority_labels``, as the linear probe).
+    Deterministic under ``seed`` on a CPU; on CUDA up to the GPU's own nondeterminism (atomic
+    adds in the backward convolutions)."""
     import torch
 
     n, c = label_counts.shape
@@ -278,13 +282,14 @@ def finetune_posteriors(images: np.ndarray, label_counts: np.ndarray, folds: np.
     k = int(folds.max()) + 1
     mode = train_mode(config, device)
     size = int(images.shape[-1])
-    labels = majority_labels(label_counts)
+    labels = majority_labels(label_counts) if labels is None else np.asarray(labels)
     dist = label_distribution(np.asarray(label_counts, dtype=np.float64))
     if digests is None:
         digests = [hashlib.blake2b(images[i].tobytes(), digest_size=8).hexdigest()
                    for i in range(n)]
     key = run_key(encoder=encoder, image_size=size, mode=mode, config=config,
-                  label_counts=label_counts, folds=folds, digests=digests, seed=seed)
+                  label_counts=label_counts, labels=labels, folds=folds, digests=digests,
+                  seed=seed)
     ckpt = Path(checkpoint_dir) / key if checkpoint_dir is not None else None
     probs = np.full((n, c), np.nan)
     fold_info = []
@@ -408,7 +413,7 @@ def _fit_fold(images, dist, labels, held, *, encoder, mode, config, device, seed
             _train_epoch(net, acts_of, rng.permutation(fit_rows), targets, opt, sched,
                          batch=batch, autocast=autocast, device=device,
                          frozen_trunk=cached is not None)
-        if 0 < epoch < first_eval and epoch < config.epochs:
+        if 0 < epoch < first_eval:
             _log(progress, f"dqaudit: fine-tune fold {fold[0] + 1}/{fold[1]} epoch {epoch}/"
                            f"{config.epochs}")
             continue

@@ -157,20 +157,20 @@ def score(data: LabeledImages, embeddings: np.ndarray | None, config: AuditConfi
     the embed stage's record (None or a user's embeddings: no images to fine-tune on)."""
     s = config.score
     choice = None
+    fine_tuned = False
     if pred_probs is None:
         choice = choose_posteriors(data, config, embed_info=embed_info)
-        if choice["method"] == "finetune":
+        fine_tuned = s.posterior_method == "finetune"
+        if fine_tuned:
             log(quiet, f"dqaudit: posteriors: {choice['reason']}")
             result = finetuned(data, config, device=device, image_size=embed_info["image_size"],
                                quiet=quiet)
             pred_probs, choice["finetune"] = result.probs, result.info
     scored = score_dataset(data, embeddings, pred_probs=pred_probs, seed=config.seed,
-                           method=choice["method"] if choice else s.posterior_method, k=s.k,
-                           knn_method=s.knn_method, device=device,
-                           duplicate_threshold=s.duplicate_threshold,
+                           method=s.posterior_method, k=s.k, knn_method=s.knn_method,
+                           device=device, duplicate_threshold=s.duplicate_threshold,
                            image_stats=image_stats, checks=s.checks,
-                           probs_source="finetune" if choice and choice["method"] == "finetune"
-                           else "pred_probs")
+                           probs_source="finetune" if fine_tuned else "pred_probs")
     if choice is not None:
         scored.stats["posteriors"] = {"requested": s.posterior_method, **choice}
     return scored
@@ -212,7 +212,7 @@ def finetuned(data: LabeledImages, config: AuditConfig, *, device: str, image_si
     return finetune_posteriors(images, data.label_counts, folds, encoder=e.model,
                                config=config.score.finetune, device=device, seed=config.seed,
                                checkpoint_dir=checkpoints, digests=data.digests,
-                               progress=not quiet)
+                               progress=not quiet, labels=data.labels)
 
 
 def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset, *,

@@ -113,7 +113,6 @@ def embed_images(
                     idx, batch, measured, failed = decode_batch(item, paths,
                                                                 encoder.preprocessing, device)
                     decode_seconds += time.perf_counter() - tf
-                    idx = np.zeros(0, np.int64) if idx is None else idx
                 else:
                     idx, batch, measured, failed = item
                 for i, reason in failed:

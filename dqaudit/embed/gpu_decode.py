@@ -24,11 +24,13 @@ import io
 import math
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 from ..image_checks import N_STATS, STATS_SIDE, image_stats
 from .encoders import Preprocessing
-from .loader import MAX_ASPECT, ImageFolderDataset, decode, describe_failure, to_rgb
+from ..errors import DqauditError
+from .loader import (MAX_ASPECT, ImageFolderDataset, decode, describe_failure, load_strict,
+                     to_rgb)
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 DECODERS = ("auto", "cpu", "nvjpeg")
@@ -48,8 +50,6 @@ def nvjpeg_available(device: str) -> bool:
 
 def resolve_decoder(name: str, device: str) -> str:
     """``auto``: nvjpeg on a CUDA device where torchvision has it, else the CPU workers."""
-    from ..errors import DqauditError
-
     if name not in DECODERS:
         raise DqauditError(f"unknown decoder {name!r}; valid: {', '.join(DECODERS)}")
     if name == "nvjpeg" and not nvjpeg_available(device):
@@ -86,12 +86,7 @@ def jpeg_stats(data: bytes) -> np.ndarray:
         size = img.size
         scale = min(1.0, 2 * STATS_SIDE / max(size))
         img.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
-        lenient = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False  # as loader.decode: truncated files fail
-        try:
-            img.load()
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+        load_strict(img)
         return image_stats(to_rgb(img), size=size)
 
 
@@ -113,7 +108,7 @@ def decode_batch(items, paths: list[str], prep: Preprocessing, device: str):
     if jpegs:
         done.extend(_gpu_jpegs(jpegs, paths, prep, device, failed))
     if not done:
-        return None, None, np.zeros((0, N_STATS)), failed
+        return np.zeros(0, dtype=np.int64), None, np.zeros((0, N_STATS)), failed
     idx = np.array([i for i, _, _ in done], dtype=np.int64)
     images = torch.stack([im for _, im, _ in done])
     stats = np.stack([st for _, _, st in done])

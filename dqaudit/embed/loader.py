@@ -38,6 +38,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def load_strict(img: Image.Image) -> None:
+    """``img.load()`` that fails on a truncated file, which must be listed in skipped.csv,
+    never decoded half grey. Other libraries (FiftyOne's among them) switch PIL's global to
+    lenient, so it is set for this call only; decoding is single-threaded within a process."""
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        img.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+
+
 def decode(path: str, prep: Preprocessing, *, stats: bool = False):
     """Read ``path`` and return a (3, S, S) uint8 array (with ``stats``: and its
     ``image_stats``). Raises on unreadable images."""
@@ -50,15 +62,7 @@ def decode(path: str, prep: Preprocessing, *, stats: bool = False):
         if img.format == "JPEG" and min(original) > 2 * size:
             scale = 2 * size / min(original)
             img.draft(img.mode, (math.ceil(original[0] * scale), math.ceil(original[1] * scale)))
-        # A truncated file must fail loudly (it is listed in skipped.csv), never decode half
-        # grey. Other libraries (FiftyOne's among them) switch PIL's global to lenient, so set
-        # it for this call only; decoding is single-threaded within a process.
-        lenient = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            img.load()
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+        load_strict(img)
         img = to_rgb(img)
     factor = min(img.size) // (2 * size)
     if factor >= 2:  # other formats (and what draft left): an integer box reduction first
