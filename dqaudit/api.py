@@ -29,6 +29,7 @@ from .devices import resolve_device
 from .errors import DqauditError, InputError
 from .headline import headline, verdict
 from .ingest import fingerprint, load_dataset
+from .objects import OBJECT_COLUMNS
 from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
                        run_clr, score, scored_summary, timed)
 from .report import REPORT_HTML, REPORT_PDF, render_report
@@ -94,6 +95,8 @@ class Audit:
                 fiftyone_io.RunNames(fiftyone_run)  # a bad name fails before the work
             timings: dict[str, float] = {}
             with timed(timings, "ingest_seconds"):
+                if config.embed.cache_dir and "cache_dir" not in ingest_options:
+                    ingest_options["cache_dir"] = config.embed.cache_dir  # crops beside it
                 data, embeddings, info = prepared(
                     source if isinstance(source, LabeledImages) else
                     load_dataset(source, **ingest_options), embeddings)
@@ -101,7 +104,9 @@ class Audit:
             stats = None
             with timed(timings, "embed_seconds"):
                 if embeddings is None:
-                    log(quiet, f"dqaudit: {len(data)} images, {data.n_classes} classes; model "
+                    what = (f"{len(data)} boxes of {data.source.get('n_images')} images"
+                            if data.unit == "object" else f"{len(data)} images")
+                    log(quiet, f"dqaudit: {what}, {data.n_classes} classes; model "
                                f"{config.embed.model} on "
                                f"{device if config.embed.engine == 'local' else 'Ray'}")
                     data, embeddings, stats, info = embed_dataset(data, config, device=device,
@@ -233,6 +238,9 @@ class Audit:
             label_counts=np.load(out / outputs.LABEL_COUNTS_NPY),
             paths=[original_path(p) for p in samples["path"]], ids=samples["id"].tolist(),
             splits=samples["split"].tolist(), source=summary["dataset"]["source"])
+        if summary["dataset"]["source"].get("unit") == "object":
+            data.objects = samples[[c for c in OBJECT_COLUMNS if c in samples.columns]
+                                   ].reset_index(drop=True)
         emb = out / outputs.EMBEDDINGS_NPY
         probs, stats = out / outputs.PROBS_NPY, out / outputs.IMAGE_STATS_NPY
         return cls(dataset=data, samples=samples, summary=summary,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .errors import InputError
 
@@ -145,6 +146,9 @@ class LabeledImages:
         source: how the dataset was given (kind, location, columns), for the report.
         skipped: files that were left out, as dicts ``{"path", "reason"}``.
         digests: (N,) ``file_digest`` per file, or None (not computed, or no files).
+        objects: for an object-level audit (``dqaudit.objects``: every box of a detection
+            dataset a sample, ``paths`` its crops), N rows of the boxes' own columns
+            (``objects.OBJECT_COLUMNS``: image, box, box checks); None for an image audit.
     """
 
     paths: list[str]
@@ -156,6 +160,7 @@ class LabeledImages:
     source: dict = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
     digests: list[str] | None = None
+    objects: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         n, c = len(self.paths), len(self.classes)
@@ -169,8 +174,9 @@ class LabeledImages:
             problems.append(f"label_counts have shape {self.label_counts.shape}, expected "
                             f"({n}, {c}) (samples x classes)")
         if self.splits.shape != (n,) or len(self.ids) != n or (
-                self.digests is not None and len(self.digests) != n):
-            problems.append(f"splits, ids and digests need one entry per path ({n})")
+                self.digests is not None and len(self.digests) != n) or (
+                self.objects is not None and len(self.objects) != n):
+            problems.append(f"splits, ids, digests and objects need one entry per path ({n})")
         if problems:
             raise InputError("inconsistent dataset: " + "; ".join(problems))
         if n and (self.labels.min() < 0 or self.labels.max() >= c):
@@ -237,6 +243,11 @@ class LabeledImages:
         return len(self.classes)
 
     @property
+    def unit(self) -> str:
+        """What one sample is: ``object`` (a box of a detection dataset) or ``image``."""
+        return "object" if self.objects is not None else "image"
+
+    @property
     def has_multiple_annotations(self) -> bool:
         return bool((self.label_counts.sum(axis=1) > 1).any())
 
@@ -262,6 +273,8 @@ class LabeledImages:
             ids=[self.ids[i] for i in idx],
             skipped=list(self.skipped) + list(extra_skipped or []),
             digests=None if self.digests is None else [self.digests[i] for i in idx],
+            objects=None if self.objects is None else
+            self.objects.iloc[idx].reset_index(drop=True),
         )
 
     def without_small_classes(self, min_samples: int) -> tuple[LabeledImages, np.ndarray]:

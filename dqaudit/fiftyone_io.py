@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+import pandas as pd
+
+from .boxes import MISSING_CONFIDENCE, match_predictions
 from .dataset import SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot, printable
 from .errors import DqauditError, InputError
 from .headline import headline
@@ -66,14 +69,7 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
                          "classes among its samples; an audit needs at least two")
     index = {c: j for j, c in enumerate(classes)}
     y = np.array([index[str(labels[i])] for i in keep], dtype=np.int64)
-    splits = []
-    for i in keep:
-        split = ""
-        for t in tags[i] or []:
-            if t.lower() in SPLIT_NAMES:
-                split = SPLIT_NAMES[t.lower()]
-                break
-        splits.append(split)
+    splits = [_split_of(tags[i]) for i in keep]
     return LabeledImages(
         paths=[filepaths[i] for i in keep],
         labels=y,
@@ -85,6 +81,99 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
                 "view": None if view is dataset else view_description(view)},
         skipped=skipped,
     )
+
+
+def _split_of(tags) -> str:
+    for t in tags or []:
+        if t.lower() in SPLIT_NAMES:
+            return SPLIT_NAMES[t.lower()]
+    return ""
+
+
+def _detections_field(fo, schema, name: str) -> bool:
+    field = schema.get(name)
+    return isinstance(field, fo.core.fields.EmbeddedDocumentField) and issubclass(
+        field.document_type, fo.Detections)
+
+
+def load_fiftyone_boxes(name: str, *, label_field: str = "ground_truth", view=None,
+                        pred_field: str | None = None):
+    """The boxes of a FiftyOne ``Detections`` field as a box table (``dqaudit.objects``):
+    (table, classes, skipped, source), or None when ``label_field`` is not ``Detections``.
+
+    Object ids are the Detections' ids, image ids the samples'; boxes are FiftyOne's relative
+    ``bounding_box``. With ``pred_field`` (a detector's ``Detections``), each image's
+    predictions are matched to its boxes (``boxes.match_predictions``): the table gains
+    ``possible_spurious`` (a box no prediction matches), the source the ``possible_missing``
+    predictions (confidence above ``boxes.MISSING_CONFIDENCE``, matching no box).
+    """
+    fo = import_fiftyone()
+    if view is None:
+        if not fo.dataset_exists(name):
+            known = ", ".join(fo.list_datasets()[:10]) or "none"
+            raise InputError(f"FiftyOne dataset {name!r} does not exist (datasets: {known}); "
+                             "check the name with `fiftyone datasets list`")
+        view = fo.load_dataset(name)
+    dataset = root_dataset(view)
+    schema = dataset.get_field_schema()
+    if not _detections_field(fo, schema, label_field):
+        return None
+    if pred_field and not _detections_field(fo, schema, pred_field):
+        raise InputError(f"--pred-field {pred_field!r}: FiftyOne dataset {name!r} has no "
+                         f"Detections field of that name; fields are {', '.join(sorted(schema))}")
+    fields = ["id", "filepath", "tags", f"{label_field}.detections"] + (
+        [f"{pred_field}.detections"] if pred_field else [])
+    values = view.values(fields)
+    rows, skipped, spurious, missing, n_pred = [], [], [], [], 0
+    for k, (sid, fp, tags, dets) in enumerate(zip(*values[:4])):
+        reason = cheap_file_problem(Path(fp))
+        if reason:
+            skipped.append({"path": fp, "reason": reason})
+            continue
+        split = _split_of(tags)
+        good = []
+        for det in dets or []:
+            if det.label is None or str(det.label) == "":
+                skipped.append({"path": f"{fp} box {det.id}",
+                                "reason": f"no label on the box in field {label_field!r}"})
+                continue
+            box = list(det.bounding_box or [np.nan] * 4)
+            rows.append((fp, sid, det.id, str(det.label), split, *box, np.nan, np.nan))
+            good.append(det)
+        if not pred_field:
+            continue
+        preds = [p for p in (values[4][k] or []) if p.bounding_box is not None]
+        n_pred += len(preds)
+        g_hit, p_hit = match_predictions(
+            np.array([d.bounding_box for d in good], dtype=np.float64).reshape(-1, 4),
+            [d.label for d in good],
+            np.array([p.bounding_box for p in preds], dtype=np.float64).reshape(-1, 4),
+            [p.label for p in preds], [p.confidence or 0.0 for p in preds])
+        spurious.extend(~g_hit)
+        for p, hit in zip(preds, p_hit):
+            if not hit and (p.confidence or 0.0) > MISSING_CONFIDENCE:
+                missing.append({"image_id": sid, "image_path": printable(fp),
+                                "prediction_id": p.id, "label": str(p.label),
+                                "confidence": float(p.confidence),
+                                "box": [float(v) for v in p.bounding_box]})
+    if not rows:
+        raise InputError(f"FiftyOne dataset {name!r}: field {label_field!r} holds no labeled "
+                         "boxes")
+    table = pd.DataFrame(rows, columns=["image_path", "image_id", "object_id", "label", "split",
+                                        "x", "y", "w", "h", "image_width", "image_height"])
+    if pred_field:
+        table["possible_spurious"] = np.array(spurious, dtype=bool)
+    classes = sorted(set(table["label"]))
+    if len(classes) < 2:
+        raise InputError(f"FiftyOne dataset {name!r}: field {label_field!r} has fewer than two "
+                         "classes among its boxes; an audit needs at least two")
+    source = {"kind": "fiftyone", "location": dataset.name, "label_field": label_field,
+              "view": None if view is dataset else view_description(view), "relative": True}
+    if pred_field:
+        source["predictions"] = {"field": pred_field, "n_predictions": n_pred,
+                                 "possible_missing": missing,
+                                 "possible_spurious": int(np.sum(spurious))}
+    return table, classes, skipped, source
 
 
 def root_dataset(view):

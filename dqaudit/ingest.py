@@ -18,7 +18,8 @@ import pandas as pd
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_problem,
                       file_digests, majority_labels, one_hot, printable)
 from .errors import InputError
-from .fiftyone_io import load_fiftyone_dataset, load_view
+from .fiftyone_io import load_fiftyone_boxes, load_fiftyone_dataset, load_view
+from .objects import DEFAULT_MARGIN, is_coco, is_yolo, load_coco, load_yolo, object_dataset
 
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
                           "image_path")
@@ -41,27 +42,52 @@ def load_dataset(
     label_field: str = "ground_truth",
     from_fiftyone: bool = False,
     saved_view: str | None = None,
+    box_margin: float | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    pred_field: str | None = None,
 ) -> LabeledImages:
     """Load a labeled image dataset from a folder tree, a manifest file or a FiftyOne dataset.
 
     ``source`` is a directory (class folders, optionally under train/val/test), a ``.csv`` or
     ``.parquet`` manifest, or with ``from_fiftyone=True`` the name of a FiftyOne dataset.
+    A detection dataset (a COCO instances ``.json``, a YOLO folder, a FiftyOne ``Detections``
+    field) is audited object by object (``dqaudit.objects``): every box a sample, its crop
+    with ``box_margin`` of context (default ``objects.DEFAULT_MARGIN``) kept in the crop
+    cache under ``cache_dir`` (default: the embedding cache's). ``pred_field``: a FiftyOne
+    ``Detections`` field of a detector's predictions, for possible missing and spurious boxes.
     """
+    margin = DEFAULT_MARGIN if box_margin is None else float(box_margin)
     if from_fiftyone:
         view = load_view(str(source), saved_view=saved_view) if saved_view else None
+        boxes = load_fiftyone_boxes(str(source), label_field=label_field, view=view,
+                                    pred_field=pred_field)
+        if boxes is not None:
+            table, classes, skipped, info = boxes
+            return object_dataset(table, classes=classes, source=info, skipped=skipped,
+                                  margin=margin, cache_dir=cache_dir)
+        if pred_field:
+            raise InputError(f"--pred-field {pred_field}: predictions are matched to boxes, and "
+                             f"field {label_field!r} holds no Detections")
         return load_fiftyone_dataset(str(source), label_field=label_field, view=view)
+    if pred_field:
+        raise InputError("--pred-field names a FiftyOne field: use it with --from-fiftyone")
     path = Path(source).expanduser()
     if not path.exists():
         raise InputError(f"{path}: no such file or directory; pass a class-folder tree, a .csv or "
-                         ".parquet manifest, or --from-fiftyone NAME")
+                         ".parquet manifest, a COCO .json, a YOLO folder, or --from-fiftyone NAME")
+    if is_coco(path) or is_yolo(path):
+        table, classes, skipped, info = load_coco(path, image_root=image_root) \
+            if is_coco(path) else load_yolo(path)
+        return object_dataset(table, classes=classes, source=info, skipped=skipped,
+                              margin=margin, cache_dir=cache_dir)
     if path.is_dir():
         return load_folder(path)
     if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
         return load_manifest(path, path_column=path_column, label_column=label_column,
                              split_column=split_column, count_prefix=count_prefix,
                              image_root=image_root)
-    raise InputError(f"{path}: not a folder, .csv or .parquet manifest; pass a class-folder tree "
-                     "or a manifest with a path and a label column")
+    raise InputError(f"{path}: not a folder, .csv or .parquet manifest, or COCO .json; pass a "
+                     "class-folder tree or a manifest with a path and a label column")
 
 
 # --------------------------------------------------------------------------- folder trees

@@ -266,9 +266,13 @@ def rescored(samples: pd.DataFrame, data: LabeledImages, kept: LabeledImages,
     summary["class_counts"] = kept.class_counts()
     summary["n_dropped"] = int((~keep).sum())
     summary.update(plan_fields(table, scored.stats["estimated_label_errors"]))
-    full = samples[["id", "path", "split"]].copy()
+    # the identity columns (and an object audit's box columns) stay as they are, every row
+    identity = ["id", "path", "split"] + (
+        list(data.objects.columns) if data.objects is not None else [])
+    full = samples[identity].copy()
     full.insert(2, "label", [data.classes[i] for i in data.labels])
-    full = full.merge(table.drop(columns=["path", "label", "split"]), on="id", how="left")
+    full = full.merge(table.drop(columns=[c for c in identity if c != "id"] + ["label"]),
+                      on="id", how="left")
     full["dropped"] = ~keep
     full["issues"] = [v if isinstance(v, list) else [] for v in full["issues"]]
     full["flagged"] = full["flagged"].fillna(False).astype(bool)

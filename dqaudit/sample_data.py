@@ -12,6 +12,7 @@ audit has something to find.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -158,3 +159,93 @@ def _broken_images(out: Path, df: pd.DataFrame, pool: np.ndarray, rng) -> list[d
     rows.append({"path": name, "label": df.loc[i, "label"], "true_label": df.loc[i, "true_label"],
                  "split": df.loc[i, "split"], "image_issue": "exact_duplicate"})
     return rows
+
+
+SCENE_SIZE = 256
+
+
+def _draw_object(d: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, rot: float,
+                 fg: tuple) -> None:
+    width = max(3, int(r / 3))
+    if kind == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
+    elif kind == "ring":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fg, width=width)
+    elif kind in ("square", "triangle", "star"):
+        n, scale, inner = {"square": (4, 1.2, None), "triangle": (3, 1.2, None),
+                           "star": (5, 1.25, r * 0.5)}[kind]
+        d.polygon(_polygon(cx, cy, r * scale, n, rot, inner=inner), fill=fg)
+    else:  # cross
+        for a in (rot, rot + math.pi / 2):
+            dx, dy = r * math.cos(a), r * math.sin(a)
+            d.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=fg, width=width + 2)
+
+
+def generate_scenes(out_dir: str | os.PathLike, *, n_images: int = 60, objects: tuple = (3, 6),
+                    noise_rate: float = 0.1, seed: int = 0) -> dict:
+    """A detection dataset of shapes with known box-label truth: ``images/*.png`` of
+    SCENE_SIZE px with ``objects`` (min, max) shapes each, boxes at their places, and
+    ``scenes.json`` (COCO instances) in which ``noise_rate`` of the box labels are corrupted
+    (a random other class). Each annotation also carries ``true_label`` and ``corrupted``.
+    Three boxes are wrong on purpose for the box checks: one drawn twice (the copy's label
+    is right), one reaching past the image's edge, one of 5 px (``box_issue`` says which)."""
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for k in range(n_images):
+        bg = rng.integers(0, 256, 3)
+        noise = rng.normal(0, 18, (SCENE_SIZE, SCENE_SIZE, 3))
+        img = Image.fromarray(np.clip(bg[None, None, :] + noise, 0, 255).astype(np.uint8), "RGB")
+        d = ImageDraw.Draw(img)
+        placed: list[tuple[float, float, float]] = []
+        for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+            for _attempt in range(30):  # objects may touch, not hide each other
+                r = rng.uniform(14, 34)
+                cx, cy = rng.uniform(r * 1.3, SCENE_SIZE - r * 1.3, 2)
+                if all(math.hypot(cx - px, cy - py) > 0.9 * (r + pr) for px, py, pr in placed):
+                    break
+            else:
+                continue
+            placed.append((cx, cy, r))
+            kind = CLASSES[int(rng.integers(len(CLASSES)))]
+            fg = tuple(int(v) for v in (bg + rng.integers(90, 166, 3)) % 256)
+            _draw_object(d, kind, cx, cy, r, rng.uniform(0, 2 * math.pi), fg)
+            half = r * 1.25
+            annotations.append({"image_id": k + 1, "true_label": kind,
+                                "bbox": [round(cx - half, 1), round(cy - half, 1),
+                                         round(2 * half, 1), round(2 * half, 1)]})
+        name = f"images/scene_{k:03d}.png"
+        img.filter(ImageFilter.GaussianBlur(0.6)).save(out / name)
+        images.append({"id": k + 1, "file_name": name, "width": SCENE_SIZE,
+                       "height": SCENE_SIZE})
+    n = len(annotations)
+    flip = set(rng.choice(n, size=int(round(noise_rate * n)), replace=False).tolist())
+    for i, ann in enumerate(annotations):
+        ann["id"] = i + 1
+        ann["category_id"] = CLASSES.index(ann["true_label"]) + 1
+        if i in flip:
+            others = [c for c in CLASSES if c != ann["true_label"]]
+            ann["category_id"] = CLASSES.index(others[int(rng.integers(len(others)))]) + 1
+        ann["corrupted"] = i in flip
+        ann["box_issue"] = ""
+        x, y, w, h = ann["bbox"]
+        ann["area"] = round(w * h, 1)
+        ann["iscrowd"] = 0
+    clean = [a for a in annotations if not a["corrupted"]]
+    twice, edge = clean[0], clean[1]
+    copy = {**twice, "id": n + 1, "box_issue": "duplicate_box",
+            "bbox": [v + 1.5 for v in twice["bbox"][:2]] + twice["bbox"][2:]}
+    twice["box_issue"] = "duplicate_box"
+    edge["bbox"] = [edge["bbox"][0], edge["bbox"][1], SCENE_SIZE + 20 - edge["bbox"][0],
+                    edge["bbox"][3]]
+    edge["box_issue"] = "box_outside"
+    tiny = {**clean[2], "id": n + 2, "bbox": [2.0, 2.0, 5.0, 5.0], "area": 25.0,
+            "box_issue": "tiny_box"}
+    annotations += [copy, tiny]
+    doc = {"info": {"description": "dqaudit synthetic shapes scenes"},
+           "images": images, "annotations": annotations,
+           "categories": [{"id": j + 1, "name": c} for j, c in enumerate(CLASSES)]}
+    (out / "scenes.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return {"n_images": n_images, "n_boxes": len(annotations), "classes": list(CLASSES),
+            "n_corrupted": len(flip)}

@@ -33,6 +33,10 @@ MIN_CLASS_SAMPLES = 3
 AMBIGUITY_THRESHOLD = 0.5
 ISSUE_NAMES = ("label_error", "ambiguous", "duplicate", "exact_duplicate",
                "conflicting_duplicate", "leak", "outlier", *IMAGE_ISSUES)
+# an object audit's own checks of its boxes (dqaudit.objects, dqaudit.boxes): a box that
+# reached outside its image, the same object boxed twice, and (with a detector's predictions)
+# a box no prediction matches
+BOX_ISSUES = ("box_outside", "duplicate_box", "possible_spurious")
 
 
 @dataclass
@@ -135,9 +139,12 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     names = list(ISSUE_NAMES)
     image_masks = [checks["flags"][k] for k in IMAGE_ISSUES]
     masks = [label_error, ambiguous, duplicate, exact, conflicting, leak, outlier, *image_masks]
+    box_masks = box_flags(data.objects) if data.objects is not None else {}
+    names += list(box_masks)
+    masks += list(box_masks.values())
     issues = _issue_lists(names, masks)
     flagged = label_error | conflicting | leak | outlier | duplicate | np.any(
-        image_masks, axis=0)
+        image_masks + list(box_masks.values()), axis=0)
     classes = np.array(data.classes, dtype=object)
     suggested_names = classes[suggested].copy()
     suggested_names[junk] = ""  # no suggestion on junk: it would mislead the reviewer
@@ -211,6 +218,16 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
 
 
+def box_flags(objects: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The box checks of an object audit as (N,) bool masks by issue name (``BOX_ISSUES``;
+    ``possible_spurious`` only when a detector's predictions were matched)."""
+    out = {"box_outside": objects["box_outside"].to_numpy(dtype=bool),
+           "duplicate_box": (objects["duplicate_box_of"].astype(str) != "").to_numpy()}
+    if "possible_spurious" in objects.columns:
+        out["possible_spurious"] = objects["possible_spurious"].to_numpy(dtype=bool)
+    return out
+
+
 def _image_checks(image_stats, n: int) -> dict:
     """Scores, flags and exact-duplicate groups of the image checks; all empty (NaN, False,
     -1) without statistics."""
@@ -234,14 +251,19 @@ def _issue_lists(names: list[str], masks: list[np.ndarray]) -> list[list[str]]:
 
 
 def base_samples_table(data: LabeledImages) -> pd.DataFrame:
-    """The identity columns of the samples table: id, path, label (class name), split. A path
-    that is not UTF-8 shows its odd bytes as ``\\xNN`` (``dataset.printable``)."""
-    return pd.DataFrame({
+    """The identity columns of the samples table: id, path, label (class name), split, and for
+    an object audit the box's own columns (``objects.OBJECT_COLUMNS``: its image, where it
+    lies, the box checks; ``path`` is then its crop). A path that is not UTF-8 shows its odd
+    bytes as ``\\xNN`` (``dataset.printable``)."""
+    table = pd.DataFrame({
         "id": data.ids,
         "path": [printable(p) for p in data.paths],
         "label": [data.classes[i] for i in data.labels],
         "split": list(data.splits),
     })
+    if data.objects is not None:
+        table = pd.concat([table, data.objects.reset_index(drop=True)], axis=1)
+    return table
 
 
 
