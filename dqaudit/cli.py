@@ -17,7 +17,7 @@ from .cli_options import (check_fail_on, clr_options, command_line, embedding_op
                           redactions,
                           report_options, scale_options, show_progress)
 from .clr import ClrConfig
-from .config import AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
+from .config import EXPORT_TARGETS, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
 from .finetune import FinetuneConfig
 from .cli_fiftyone import app, fiftyone_group, plugin
 from .headline import headline
@@ -69,9 +69,9 @@ def main() -> None:
 @fail_on_option
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
-         from_fiftyone, label_field, saved_view, model, image_size, flip_tta, device, batch_size,
-         num_workers, cache_dir, no_cache, decode, backend, engine, ray_address,
-         num_gpus_per_worker,
+         from_fiftyone, label_field, saved_view, box_margin, pred_field, model, image_size,
+         flip_tta, device, batch_size, num_workers, cache_dir, no_cache, decode, backend,
+         engine, ray_address, num_gpus_per_worker,
          checks, knn_method, duplicate_threshold, posterior_method, finetune_train,
          finetune_epochs, no_pdf, report_title, top_n, redact, page_size,
          no_report, clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
@@ -80,11 +80,14 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
 
     DATASET is a class-folder tree (root/<class>/*.jpg, optionally root/<split>/<class>/...),
     a CSV or Parquet manifest, or with --from-fiftyone the name of a FiftyOne dataset.
+    A detection dataset (a COCO instances .json, a YOLO folder with data.yaml, images/ and
+    labels/, or a FiftyOne Detections field) is audited box by box: every box is a sample.
 
     \b
     Examples:
       dqaudit scan ./images --out ./audit
       dqaudit scan labels.csv --label-column noisy_label --out ./audit
+      dqaudit scan instances_val.json --out ./audit-boxes
     """
     from .api import Audit
 
@@ -112,7 +115,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         fiftyone_dataset=fiftyone_dataset, quiet=quiet or as_json, command=command_line(),
         path_column=path_column, label_column=label_column, split_column=split_column,
         count_prefix=count_prefix, image_root=image_root, from_fiftyone=from_fiftyone,
-        label_field=label_field, saved_view=saved_view)
+        label_field=label_field, saved_view=saved_view, box_margin=box_margin,
+        pred_field=pred_field)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=str))
     elif not quiet:
@@ -243,8 +247,11 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
 
 @relabel.command("export")
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--to", "to", type=click.Choice(["folder", "csv", "fiftyone"]), required=True)
-@click.option("--dest", required=True, help="Folder, CSV path or FiftyOne dataset name.")
+@click.option("--to", "to", type=click.Choice(list(EXPORT_TARGETS)), required=True,
+              help="folder, csv or fiftyone for an image audit; coco or fiftyone for an "
+                   "object audit (boxes of a detection dataset).")
+@click.option("--dest", required=True,
+              help="Folder, CSV path, COCO JSON path or FiftyOne dataset name.")
 @click.option("--keep-junk", is_flag=True, help="Keep samples marked DROP.")
 @click.option("--force", is_flag=True,
               help="Write into an existing DEST (never over an input file).")

@@ -21,6 +21,7 @@ from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, AuditCo
 from .finetune import TRAIN_MODES, FinetuneConfig
 from .errors import DqauditError
 from .headline import VERDICT_LEVELS
+from .objects import DEFAULT_MARGIN
 
 
 # exit codes: 0 done, 1 an unexpected failure (a bug: the traceback is shown), 2 a usage error
@@ -232,9 +233,17 @@ def ingest_options(func):
         click.option("--from-fiftyone", is_flag=True,
                      help="DATASET is the name of a FiftyOne dataset."),
         click.option("--label-field", default="ground_truth", show_default=True,
-                     help="FiftyOne Classification field with the labels."),
+                     help="FiftyOne field with the labels: a Classification, or Detections "
+                          "(then every box is audited as a sample)."),
         click.option("--saved-view", default=None,
                      help="With --from-fiftyone: audit only this saved view of the dataset."),
+        click.option("--box-margin", type=click.FloatRange(0, 2), default=None,
+                     help="Detection datasets: context around each box, as a fraction of its "
+                          f"side on each side [default: {DEFAULT_MARGIN:g}]."),
+        click.option("--pred-field", default=None,
+                     help="With --from-fiftyone and a Detections --label-field: a detector's "
+                          "Detections, matched to the boxes for possible missing and spurious "
+                          "boxes."),
     ]
     return _with_options(func, options)
 

@@ -33,6 +33,8 @@ REDACTIONS = ("paths", "thumbnails")  # what a shareable report can leave out
 # what a scan checks: label errors (and ambiguity), near and exact duplicates, broken images
 CHECKS = ("labels", "duplicates", "images")
 
+# where `dqaudit relabel export` writes the cleaned dataset (coco: an object audit's boxes)
+EXPORT_TARGETS = ("folder", "csv", "fiftyone", "coco")
 
 @dataclass(frozen=True)
 class EmbedConfig:

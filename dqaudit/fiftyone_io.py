@@ -302,6 +302,8 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
 
     names = RunNames(run)
     data, samples = result.dataset, result.samples
+    if data.unit == "object":
+        return _write_object_results(fo, result, name, label_field=label_field, names=names)
     dataset, ids = _target_dataset(fo, name, data, label_field)
     for fname in names.fields:
         if dataset.has_sample_field(fname):
@@ -351,9 +353,18 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         F(issues).contains(["exact_duplicate", *IMAGE_ISSUES], all=False)), overwrite=True,
         description=f"dqaudit: image issues{what} (blank, dark, bright, blurry, "
                     "low-information, grayscale, odd size, exact duplicates)")
-    s = result.summary
     views = [names.suspects, names.ambiguous, names.images]
     fields = [names.field(f) for f in FIELDS if f in columns]
+    _record_run(dataset, result, names, label_field=label_field, fields=fields, views=views)
+    return {"dataset": dataset.name, "n_samples": len(ids), "views": views, "run": run}
+
+
+def _record_run(dataset, result, names: RunNames, *, label_field: str, fields: list[str],
+                views: list[str]) -> None:
+    """The run's parameters and headline numbers in ``dataset.info[key]``, and the run record
+    with its config (``dataset.get_run_info(key)``; ``list_results``, ``delete_results``)."""
+    s = result.summary
+    run = names.run
     dataset.info[names.key] = {
         "version": s["dqaudit_version"], "created_at": s["created_at"], "command": s["command"],
         "out_dir": str(result.out_dir) if result.out_dir else None, "run": run,
@@ -372,7 +383,109 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
                               label_field=label_field, fields=fields, views=views,
                               run=run, audit_config=s.get("config"))
     dataset.register_run(names.key, config, overwrite=True)
-    return {"dataset": dataset.name, "n_samples": len(ids), "views": views, "run": run}
+
+
+# an object audit's results live on the boxes: attributes of each Detection of the label field
+OBJECT_ATTRIBUTES = ("dq_noisiness", "dq_ambiguity", "dq_review_score",
+                     "dq_label_error_probability", "dq_suggested", "dq_suggested_confidence",
+                     "dq_outlier", "dq_issues", "dq_flagged", "dq_object_id")
+OBJECTS_VIEW = "dq_suspect_objects"
+OBJECT_ID = "dq_object_id"  # boxes dqaudit itself wrote (from COCO, YOLO) carry their audit id
+
+
+def _object_values(samples) -> dict[str, list]:
+    return {
+        "dq_noisiness": samples["noisiness"].astype(float).tolist(),
+        "dq_ambiguity": samples["ambiguity"].astype(float).tolist(),
+        "dq_review_score": samples["review_score"].astype(float).tolist(),
+        "dq_label_error_probability": samples["label_error_probability"].astype(float).tolist(),
+        "dq_suggested": samples["suggested_label"].astype(str).tolist(),
+        "dq_suggested_confidence": [None if not np.isfinite(v) else float(v)
+                                    for v in samples["suggested_confidence"].astype(float)],
+        "dq_outlier": samples["outlier_score"].astype(float).tolist(),
+        "dq_issues": [list(v) for v in samples["issues"]],
+        "dq_flagged": samples["flagged"].astype(bool).tolist(),
+        "dq_object_id": samples["id"].astype(str).tolist(),
+    }
+
+
+def _write_object_results(fo, result, name: str, *, label_field: str, names: RunNames) -> dict:
+    """An object audit into FiftyOne: each audited box's ``dq_*`` attributes on its Detection
+    (``OBJECT_ATTRIBUTES``, under the run's names), a sample field counting its flagged
+    boxes, the saved patches view of suspect boxes in review order (``dq_suspect_objects``),
+    the saved view of images holding one, and with a detector's predictions
+    ``dq_possible_missing`` on the predictions that match no box.
+
+    Boxes that came from this FiftyOne dataset are written in place (by Detection id); boxes
+    of a COCO or YOLO file become the label field's Detections of samples matched (or added)
+    by file path, each carrying its audit id (``dq_object_id``)."""
+    from fiftyone import ViewField as F
+
+    data, samples = result.dataset, result.samples
+    source = data.source or {}
+    values = _object_values(samples)
+    attrs = {a: names.field(a) for a in OBJECT_ATTRIBUTES}
+    if source.get("kind") == "fiftyone" and source.get("location") == name:
+        dataset = fo.load_dataset(name)
+        det_ids = [i for row in dataset.values(f"{label_field}.detections.id") or []
+                   for i in (row or [])]
+        for attr in OBJECT_ATTRIBUTES:
+            column = {i: None for i in det_ids}  # a box left out of this audit keeps no value
+            column.update(zip(samples["id"].astype(str), values[attr]))
+            dataset.set_label_values(f"{label_field}.detections.{attrs[attr]}", column)
+    else:
+        dataset = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(
+            name, persistent=True)
+        objects = data.objects
+        by_image: dict[str, list] = {}
+        for k in range(len(samples)):
+            ob = objects.iloc[k]
+            w, h = float(ob["image_width"]), float(ob["image_height"])
+            det = fo.Detection(label=data.classes[int(data.labels[k])],
+                               bounding_box=[ob["box_x"] / w, ob["box_y"] / h,
+                                             ob["box_w"] / w, ob["box_h"] / h])
+            for attr in OBJECT_ATTRIBUTES:
+                det[attrs[attr]] = values[attr][k]
+            by_image.setdefault(str(ob["image_path"]), []).append(det)
+        existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
+        new = [fo.Sample(filepath=p) for p in by_image if p not in existing]
+        if new:
+            for sample_id, sample in zip(dataset.add_samples(new, progress=False), new):
+                existing[sample.filepath] = sample_id
+        # the audited boxes and labels are the truth of record of this dataset's label field
+        dataset.set_values(label_field, {existing[p]: fo.Detections(detections=dets)
+                                         for p, dets in by_image.items()}, key_field="id")
+    flagged = F(attrs["dq_flagged"]) == True  # noqa: E712
+    count = names.field("dq_flagged_objects")
+    dataset.add_sample_field(count, fo.IntField)
+    dataset.set_field(count, F(f"{label_field}.detections").filter(flagged).length()).save(count)
+    patches = dataset.filter_labels(label_field, flagged).to_patches(label_field)
+    dataset.save_view(names.field(OBJECTS_VIEW), patches.sort_by(
+        f"{label_field}.{attrs['dq_review_score']}", reverse=True), overwrite=True,
+        description="dqaudit: flagged boxes, one patch each, in review order (the order of "
+                    "dqaudit relabel queue)")
+    dataset.save_view(names.suspects, dataset.match(F(count) > 0).sort_by(count, reverse=True),
+                      overwrite=True, description="dqaudit: images holding flagged boxes, "
+                                                  "most first")
+    views = [names.field(OBJECTS_VIEW), names.suspects]
+    pred = source.get("predictions")
+    if pred and source.get("kind") == "fiftyone" and source.get("location") == name:
+        missing = names.field("dq_possible_missing")
+        pred_ids = [i for row in dataset.values(f"{pred['field']}.detections.id") or []
+                    for i in (row or [])]
+        column = dict.fromkeys(pred_ids, False)
+        column.update(dict.fromkeys((m["prediction_id"] for m in pred["possible_missing"]), True))
+        dataset.set_label_values(f"{pred['field']}.detections.{missing}", column)
+        dataset.save_view(names.field("dq_possible_missing"), dataset.filter_labels(
+            pred["field"], F(missing) == True).to_patches(pred["field"]).sort_by(  # noqa: E712
+            f"{pred['field']}.confidence", reverse=True), overwrite=True,
+            description="dqaudit: confident predictions matching no box (possible missing "
+                        "boxes), most confident first")
+        views.append(names.field("dq_possible_missing"))
+    fields = [f"{label_field}.detections.{a}" for a in attrs.values()] + [count]
+    _record_run(dataset, result, names, label_field=label_field, fields=fields, views=views)
+    return {"dataset": dataset.name, "n_samples": len(samples), "views": views,
+            "run": names.run, "unit": "object"}
 
 
 FIELD_TYPES = {
@@ -435,6 +548,9 @@ def delete_results(name: str, *, run: str | None = None) -> dict:
         views = sorted(v for v in dataset.list_saved_views() if v.startswith("dq_"))
         tags = [t for t in dataset.distinct("tags") if t.startswith("dq_")]
         info_keys = [k for k in dataset.info if k == INFO_KEY or k.startswith(INFO_KEY + "_")]
+    # an object audit's attributes on the boxes (``label_field.detections.dq_*``)
+    fields += [f for key in info_keys for f in (dataset.info.get(key) or {}).get("fields", [])
+               if "." in f and f not in fields and dataset.get_field(f) is not None]
     for field in fields:
         dataset.delete_sample_field(field)
     for view in views:

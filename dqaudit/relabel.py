@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import outputs
+from .config import EXPORT_TARGETS
 from .dataset import majority_labels, original_path
 from .errors import DqauditError
 from .fiftyone_io import import_fiftyone, tag_samples
@@ -206,7 +207,7 @@ def corrections_summary(out_dir) -> dict | None:
             "first": str(book["time"].min()), "last": str(book["time"].max())}
 
 
-EXPORT_TARGETS = ("folder", "csv", "fiftyone")
+OBJECT_EXPORT_TARGETS = ("coco", "fiftyone")  # an object audit's boxes stay boxes
 
 
 def safe_component(name: str) -> str:
@@ -248,6 +249,8 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
 
     ``to``: ``folder`` (DEST/<split>/<label>/<file>, files copied), ``csv`` (a manifest DEST
     with absolute paths, label, split) or ``fiftyone`` (a new FiftyOne dataset named DEST).
+    An object audit exports its boxes: ``coco`` (an instances JSON DEST, file names absolute,
+    annotation ids the audit's) or ``fiftyone`` (Detections in ``ground_truth``).
     Samples marked ``DROP`` are left out when ``drop_junk``. ``changelog.csv`` is copied beside
     a folder or CSV export. Labels, splits and ids become file names through
     ``safe_component`` and every file is checked to land inside DEST; a DEST that is the input
@@ -259,8 +262,17 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
     out = Path(out_dir)
     samples = read_samples(out)
     summary = read_summary(out)
+    objects = summary["dataset"]["source"].get("unit") == "object"
+    if objects != (to == "coco") and not (objects and to == "fiftyone"):
+        raise DqauditError(
+            f"--to {to}: an object audit (boxes of a detection dataset) exports its boxes: use "
+            f"--to {' or --to '.join(OBJECT_EXPORT_TARGETS)}" if objects else
+            "--to coco exports the boxes of an object audit; this audit is of images")
     if drop_junk and "dropped" in samples.columns:
         samples = samples[~samples["dropped"].astype(bool)]
+    if objects:
+        return _export_boxes(samples, summary, to=to, dest=dest, changelog=out / CHANGELOG_CSV,
+                             force=force)
     paths = [original_path(p) for p in samples["path"]]
     sources = {str(Path(p).resolve()) for p in paths}
     changelog = out / CHANGELOG_CSV
@@ -305,4 +317,55 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
                   ground_truth=fo.Classification(label=lab))
         for p, lab, s in zip(samples["path"], samples["label"], samples["split"])],
         progress=False)
+    return {"to": "fiftyone", "dest": dest, "n_samples": len(samples)}
+
+
+def _export_boxes(samples: pd.DataFrame, summary: dict, *, to: str, dest: str,
+                  changelog: Path, force: bool) -> dict:
+    """The cleaned boxes of an object audit as a COCO instances file or a FiftyOne dataset
+    (boxes that were never audited, listed in skipped.csv, are not in it)."""
+    classes = summary["dataset"]["classes"]
+    images = {p: k + 1 for k, p in enumerate(dict.fromkeys(samples["image_path"]))}
+    first = samples.drop_duplicates("image_path").set_index("image_path")
+    if to == "coco":
+        target = Path(dest)
+        if target.exists() and not force:
+            raise DqauditError(f"{target} exists; pass --force to replace it")
+        sources = {str(Path(original_path(p)).resolve()) for p in images}
+        if str(target.resolve()) in sources or target.resolve() == Path(
+                summary["dataset"]["source"].get("location", "")).resolve():
+            raise DqauditError(f"{target} is an input file; export to a new file")
+        doc = {"info": {"description": f"cleaned by dqaudit {summary.get('dqaudit_version')}"},
+               "images": [{"id": k, "file_name": original_path(p),
+                           "width": int(first.loc[p, "image_width"]),
+                           "height": int(first.loc[p, "image_height"])}
+                          for p, k in images.items()],
+               "annotations": [{"id": int(i) if str(i).isdigit() else str(i),
+                                "image_id": images[p], "category_id": classes.index(lab) + 1,
+                                "bbox": [round(float(v), 2) for v in (x, y, w, h)],
+                                "area": round(float(w * h), 2), "iscrowd": 0}
+                               for i, p, lab, x, y, w, h in zip(
+                                   samples["id"], samples["image_path"], samples["label"],
+                                   samples["box_x"], samples["box_y"], samples["box_w"],
+                                   samples["box_h"])],
+               "categories": [{"id": j + 1, "name": c} for j, c in enumerate(classes)]}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        outputs.write_json(target, doc)
+        if changelog.exists():
+            shutil.copy2(changelog, target.with_name(target.stem + "." + CHANGELOG_CSV))
+        return {"to": "coco", "dest": str(target), "n_samples": len(samples)}
+    fo = import_fiftyone()
+    if fo.dataset_exists(dest):
+        raise DqauditError(f"FiftyOne dataset {dest!r} exists; choose a new name")
+    dataset = fo.Dataset(dest, persistent=True)
+    dets: dict[str, list] = {p: [] for p in images}
+    for i, p, lab, x, y, w, h in zip(samples["id"], samples["image_path"], samples["label"],
+                                     samples["box_x"], samples["box_y"], samples["box_w"],
+                                     samples["box_h"]):
+        iw, ih = float(first.loc[p, "image_width"]), float(first.loc[p, "image_height"])
+        dets[p].append(fo.Detection(label=lab, bounding_box=[x / iw, y / ih, w / iw, h / ih],
+                                    dq_object_id=str(i)))
+    dataset.add_samples([fo.Sample(filepath=original_path(p),
+                                   ground_truth=fo.Detections(detections=d))
+                         for p, d in dets.items()], progress=False)
     return {"to": "fiftyone", "dest": dest, "n_samples": len(samples)}
