@@ -425,14 +425,17 @@ def _write_object_results(fo, result, name: str, *, label_field: str, names: Run
     source = data.source or {}
     values = _object_values(samples)
     attrs = {a: names.field(a) for a in OBJECT_ATTRIBUTES}
-    if source.get("kind") == "fiftyone" and source.get("location") == name:
+    in_place = source.get("kind") == "fiftyone" and source.get("location") == name
+    if in_place:
         dataset = fo.load_dataset(name)
         det_ids = [i for row in dataset.values(f"{label_field}.detections.id") or []
                    for i in (row or [])]
         for attr in OBJECT_ATTRIBUTES:
             column = {i: None for i in det_ids}  # a box left out of this audit keeps no value
             column.update(zip(samples["id"].astype(str), values[attr]))
-            dataset.set_label_values(f"{label_field}.detections.{attrs[attr]}", column)
+            # dynamic: declared in the schema, so the App's sidebar filters by them
+            dataset.set_label_values(f"{label_field}.detections.{attrs[attr]}", column,
+                                     dynamic=True)
     else:
         dataset = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(
             name, persistent=True)
@@ -454,7 +457,8 @@ def _write_object_results(fo, result, name: str, *, label_field: str, names: Run
                 existing[sample.filepath] = sample_id
         # the audited boxes and labels are the truth of record of this dataset's label field
         dataset.set_values(label_field, {existing[p]: fo.Detections(detections=dets)
-                                         for p, dets in by_image.items()}, key_field="id")
+                                         for p, dets in by_image.items()}, key_field="id",
+                           dynamic=True)
     flagged = F(attrs["dq_flagged"]) == True  # noqa: E712
     count = names.field("dq_flagged_objects")
     dataset.add_sample_field(count, fo.IntField)
@@ -469,20 +473,22 @@ def _write_object_results(fo, result, name: str, *, label_field: str, names: Run
                                                   "most first")
     views = [names.field(OBJECTS_VIEW), names.suspects]
     pred = source.get("predictions")
-    if pred and source.get("kind") == "fiftyone" and source.get("location") == name:
+    if pred and in_place:
         missing = names.field("dq_possible_missing")
         pred_ids = [i for row in dataset.values(f"{pred['field']}.detections.id") or []
                     for i in (row or [])]
         column = dict.fromkeys(pred_ids, False)
         column.update(dict.fromkeys((m["prediction_id"] for m in pred["possible_missing"]), True))
-        dataset.set_label_values(f"{pred['field']}.detections.{missing}", column)
+        dataset.set_label_values(f"{pred['field']}.detections.{missing}", column, dynamic=True)
         dataset.save_view(names.field("dq_possible_missing"), dataset.filter_labels(
             pred["field"], F(missing) == True).to_patches(pred["field"]).sort_by(  # noqa: E712
             f"{pred['field']}.confidence", reverse=True), overwrite=True,
             description="dqaudit: confident predictions matching no box (possible missing "
                         "boxes), most confident first")
         views.append(names.field("dq_possible_missing"))
-    fields = [f"{label_field}.detections.{a}" for a in attrs.values()] + [count]
+    fields = [f"{label_field}.detections.{a}" for a in attrs.values()] + [count] + (
+        [f"{pred['field']}.detections.{names.field('dq_possible_missing')}"]
+        if pred and in_place else [])
     _record_run(dataset, result, names, label_field=label_field, fields=fields, views=views)
     return {"dataset": dataset.name, "n_samples": len(samples), "views": views,
             "run": names.run, "unit": "object"}

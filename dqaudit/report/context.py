@@ -7,7 +7,7 @@ import base64
 import io
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ..dataset import original_path
 from ..embed.loader import to_rgb
@@ -17,10 +17,14 @@ from ..outputs import review_order_column
 from . import figures
 
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
+BOX_COLOUR = (255, 0, 170)  # an object audit's box on its crop: a colour photos rarely hold
+CROP_BOX = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")
 
 
-def thumbnail(path: str) -> str | None:
-    """A PNG data URI of the image, or None when it cannot be read."""
+def thumbnail(path: str, box: tuple | None = None) -> str | None:
+    """A PNG data URI of the image, or None when it cannot be read. ``box``: (x0, y0, x1, y1)
+    as fractions of the image, drawn on it (an object audit's crop shows its box in its
+    context)."""
     try:
         with Image.open(original_path(path)) as img:
             img.load()
@@ -33,6 +37,11 @@ def thumbnail(path: str) -> str | None:
         img = img.resize((w * factor, h * factor), Image.Resampling.NEAREST)
     else:
         img.thumbnail((THUMB * 4 // 3, THUMB * 4 // 3), Image.Resampling.BICUBIC)
+    if box is not None and all(pd.notna(v) for v in box):
+        w, h = img.size
+        ImageDraw.Draw(img).rectangle(
+            [box[0] * w, box[1] * h, box[2] * w - 1, box[3] * h - 1], outline=BOX_COLOUR,
+            width=max(1, round(min(w, h) / 48)))
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -43,9 +52,11 @@ def _rows(df: pd.DataFrame, columns: list[str], redact=()) -> list[dict]:
     for row_number, rec in zip(df.index, df.to_dict("records")):
         row = {c: rec[c] for c in columns if c in rec}
         row["issues"] = list(rec.get("issues", []))
-        row["thumb"] = None if "thumbnails" in redact else thumbnail(rec["path"])
+        box = tuple(rec[c] for c in CROP_BOX) if CROP_BOX[0] in rec else None
+        row["thumb"] = None if "thumbnails" in redact else thumbnail(rec["path"], box)
         if "paths" in redact:  # ids are often file names: the row of samples.csv instead
             row["id"] = row["path"] = f"samples.csv row {int(row_number) + 1}"
+            row.pop("image_id", None)
         out.append(row)
     return out
 
@@ -60,7 +71,7 @@ def _location(source: dict, redact) -> str:
 ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_confidence",
                "noisiness", "ambiguity", "priority", "review_score", "importance",
                "outlier_score", "outlier_percentile", "dup_group", "label_error_probability",
-               "given_label_disagreement"]
+               "given_label_disagreement", "image_id"]
 
 
 def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, top_n: int,
@@ -102,6 +113,7 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
                        "leak": bool(members["split"][members["split"] != ""].nunique() > 1)})
 
     ds = summary["dataset"]
+    box_checks = _box_checks(summary, samples, top_n=top_n, redact=redact)
     class_counts = summary["class_counts"]
     flagged_per_class = [summary["per_class_noise"][c]["flagged_label_errors"]
                          for c in ds["classes"]]
@@ -140,4 +152,34 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "page_size": page_size,
         "skipped_examples": [] if "paths" in redact else summary.get("skipped_examples", []),
         "has_splits": bool(ds["splits"]),
+        "objects": ds["source"].get("unit") == "object",
+        "unit": "boxes" if ds["source"].get("unit") == "object" else "samples",
+        "box_checks": box_checks,
+        "predictions": ds["source"].get("predictions"),
     }
+
+
+BOX_CHECK_TEXT = {
+    "duplicate_box": "the same object boxed twice: two boxes of one image overlapping at IoU "
+                     "≥ {iou:g} (same class or not)",
+    "box_outside": "reached outside its image (audited clipped to the image)",
+    "possible_spurious": "no prediction of the detector matches it (IoU ≥ 0.5): possibly "
+                         "nothing there",
+}
+
+
+def _box_checks(summary: dict, samples: pd.DataFrame, *, top_n: int, redact) -> list[dict]:
+    """An object audit's box checks: per check, how many boxes and the first few."""
+    source = summary["dataset"]["source"]
+    if source.get("unit") != "object":
+        return []
+    out = []
+    issues = samples["issues"].map(list)
+    for issue, text in BOX_CHECK_TEXT.items():
+        if issue == "possible_spurious" and not source.get("predictions"):
+            continue
+        hit = samples[issues.map(lambda v, k=issue: k in v).to_numpy()]
+        out.append({"issue": issue, "n": int(len(hit)),
+                    "what": text.format(iou=source.get("duplicate_box_iou", 0)),
+                    "rows": _rows(hit.head(min(top_n, 6)), ROW_COLUMNS, redact)})
+    return out

@@ -1,0 +1,305 @@
+"""Object-level audits of detection datasets: box maths, COCO/YOLO/FiftyOne ingest, crops,
+box checks, the audit, relabel by object id, export, FiftyOne attributes and patches view."""
+
+import json
+import os
+import shutil
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+from bson import ObjectId
+from click.testing import CliRunner
+from PIL import Image
+
+from dqaudit import Audit
+from dqaudit.boxes import box_problems, duplicate_boxes, iou, match_predictions
+from dqaudit.cli import main
+from dqaudit.config import AuditConfig, EmbedConfig, ReportConfig
+from dqaudit.errors import DqauditError, InputError
+from dqaudit.ingest import load_dataset
+from dqaudit.sample_data import generate_scenes
+
+FAST = AuditConfig(clr=None, embed=EmbedConfig(model="lite0", num_workers=0),
+                   report=ReportConfig(enabled=False))
+
+
+# --------------------------------------------------------------------------- box maths
+
+def test_iou_of_known_boxes():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5], [0, 0, 0, 0]])
+    np.testing.assert_allclose(iou(a, b)[0], [1.0, 50 / 150, 0.0, 0.0])
+
+
+def test_box_problems_name_each_reason_and_clip():
+    boxes = np.array([[10, 10, 30, 30], [0, 0, 0, 5], [200, 200, 10, 10], [1, 1, 4, 30],
+                      [90, 10, 30, 30], [np.nan, 0, 5, 5]])
+    clipped, reasons, outside = box_problems(boxes, np.tile([100, 100], (6, 1)))
+    assert reasons[0] == "" and reasons[4] == ""
+    assert "degenerate" in reasons[1] and "degenerate" in reasons[5]
+    assert "wholly outside" in reasons[2]
+    assert "too small" in reasons[3]
+    assert outside.tolist() == [False, False, True, False, True, False]
+    np.testing.assert_allclose(clipped[4], [90, 10, 10, 30])
+
+
+def test_duplicate_boxes_pair_within_an_image_only():
+    boxes = np.array([[0, 0, 10, 10], [0.5, 0, 10, 10], [0, 0, 10, 10], [50, 50, 10, 10]])
+    partner, best = duplicate_boxes(boxes, np.array(["a", "a", "b", "a"], dtype=object))
+    assert partner.tolist() == [1, 0, -1, -1]
+    assert best[0] == pytest.approx(best[1]) and best[0] > 0.9
+
+
+def test_match_predictions_greedy_by_confidence():
+    gt = np.array([[0, 0, 10, 10], [50, 50, 10, 10]])
+    pred = np.array([[0, 0, 10, 10], [1, 0, 10, 10], [80, 80, 5, 5]])
+    g, p = match_predictions(gt, ["a", "b"], pred, ["b", "a", "a"], [0.6, 0.9, 0.99])
+    # class-agnostic: the 0.9 prediction takes box 0, the 0.6 one finds nothing left
+    assert g.tolist() == [True, False] and p.tolist() == [False, True, False]
+    g, p = match_predictions(gt, ["a", "b"], pred, ["b", "a", "a"], [0.6, 0.9, 0.99],
+                             classwise=True)
+    assert g.tolist() == [True, False] and p.tolist() == [False, True, False]
+
+
+# --------------------------------------------------------------------------- ingest
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    info = generate_scenes(root, n_images=24, seed=3)
+    return root, info
+
+
+def truth_of(root):
+    doc = json.loads((root / "scenes.json").read_text())
+    return {str(a["id"]): a for a in doc["annotations"]}
+
+
+def test_coco_boxes_become_samples_with_their_checks(scenes):
+    root, info = scenes
+    data = load_dataset(root / "scenes.json")
+    truth = truth_of(root)
+    assert data.unit == "object" and len(data) == info["n_boxes"] - 1  # the 5 px box
+    assert data.source["kind"] == "coco" and data.source["n_images"] == 24
+    (tiny,) = [s for s in data.skipped if "too small" in s["reason"]]
+    assert "box" in tiny["path"]
+    ob = data.objects.set_index(pd.Index(data.ids))
+    edge = [i for i, a in truth.items() if a["box_issue"] == "box_outside"]
+    assert ob.loc[edge, "box_outside"].all() and ob["box_outside"].sum() == 1
+    twice = sorted(i for i, a in truth.items() if a["box_issue"] == "duplicate_box")
+    assert sorted(ob.index[ob["duplicate_box_of"] != ""]) == twice
+    assert ob.loc[twice[0], "duplicate_box_of"] == twice[1]
+    # labels are the annotation's category, crops are images of the box with its context
+    for i in data.ids[:5]:
+        a = truth[i]
+        assert data.classes[data.labels[data.ids.index(i)]] in {a["true_label"]} | (
+            {c for c in data.classes} if a["corrupted"] else set())
+    with Image.open(data.paths[0]) as crop:
+        assert crop.size[0] == crop.size[1]  # squared with context
+    x0, y0, x1, y1 = ob.iloc[0][["crop_x0", "crop_y0", "crop_x1", "crop_y1"]]
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+
+
+def test_crops_are_cached_by_image_box_and_margin(scenes):
+    root, _ = scenes
+    first = load_dataset(root / "scenes.json")
+    stamp = {p: os.stat(p).st_mtime_ns for p in first.paths[:10]}
+    again = load_dataset(root / "scenes.json")
+    assert again.paths == first.paths
+    assert all(os.stat(p).st_mtime_ns == t for p, t in stamp.items())
+    wider = load_dataset(root / "scenes.json", box_margin=0.5)
+    assert not set(wider.paths) & set(first.paths)
+
+
+def test_yolo_folder_gives_the_same_boxes_as_coco(scenes, tmp_path):
+    root, _ = scenes
+    doc = json.loads((root / "scenes.json").read_text())
+    names = [c["name"] for c in doc["categories"]]
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "data.yaml").write_text("names: [" + ", ".join(names) + "]\n")
+    sizes = {}
+    for img in doc["images"]:
+        src = root / img["file_name"]
+        (tmp_path / "images" / "train" / src.name).write_bytes(src.read_bytes())
+        sizes[img["id"]] = (img["width"], img["height"], src.stem)
+    lines: dict = {}
+    for a in doc["annotations"]:
+        w, h, stem = sizes[a["image_id"]]
+        x, y, bw, bh = a["bbox"]
+        lines.setdefault(stem, []).append(
+            f"{a['category_id'] - 1} {(x + bw / 2) / w} {(y + bh / 2) / h} {bw / w} {bh / h}")
+    for stem, rows in lines.items():
+        (tmp_path / "labels" / "train" / f"{stem}.txt").write_text("\n".join(rows) + "\nbad\n")
+    coco = load_dataset(root / "scenes.json")
+    yolo = load_dataset(tmp_path)
+    assert yolo.source["kind"] == "yolo" and len(yolo) == len(coco)
+    assert set(yolo.splits) == {"train"}
+    assert sorted(yolo.labels.tolist()) == sorted(coco.labels.tolist())
+    assert any(s["reason"].startswith("not 'class") for s in yolo.skipped)
+
+
+def test_bad_detection_inputs_name_the_fix(tmp_path, scenes):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"images\": []}")
+    with pytest.raises(InputError, match="not a COCO instances file"):
+        load_dataset(bad)
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="cannot read it as JSON"):
+        load_dataset(bad)
+    root, _ = scenes
+    moved = tmp_path / "moved.json"
+    moved.write_text((root / "scenes.json").read_text())
+    with pytest.raises(InputError, match="--image-root"):
+        load_dataset(moved)
+    assert len(load_dataset(moved, image_root=root)) > 0
+    with pytest.raises(InputError, match="--from-fiftyone"):
+        load_dataset(root / "scenes.json", pred_field="predictions")
+
+
+# --------------------------------------------------------------------------- the audit
+
+@pytest.fixture(scope="module")
+def scanned(scenes, tmp_path_factory):
+    root, _ = scenes
+    out = tmp_path_factory.mktemp("audit") / "a"
+    res = CliRunner().invoke(main, ["scan", str(root / "scenes.json"), "--out", str(out), "-q",
+                                    "--model", "lite0", "--num-workers", "0", "--no-pdf",
+                                    "--no-clr"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return root, out
+
+
+def test_scan_flags_the_corrupted_boxes_and_the_box_checks(scanned):
+    root, out = scanned
+    truth = truth_of(root)
+    samples = pd.read_parquet(out / "samples.parquet")
+    corrupted = samples["id"].map(lambda i: truth[i]["corrupted"]).to_numpy()
+    flagged = samples["issues"].map(lambda v: "label_error" in v).to_numpy()
+    # shapes are easy: most corrupted boxes are found, few clean ones are flagged
+    assert flagged[corrupted].mean() >= 0.6 and flagged[~corrupted].mean() <= 0.1
+    issues = samples["issues"].map(list)
+    assert issues.map(lambda v: "duplicate_box" in v).sum() == 2
+    assert issues.map(lambda v: "box_outside" in v).sum() == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"]["source"]["unit"] == "object"
+    assert summary["issue_counts"]["duplicate_box"] == 2
+    assert "too small" in open(out / "skipped.csv").read()
+    html = (out / "report.html").read_text()
+    assert "Box checks" in html and "boxes of 24 images" in html
+
+
+def test_relabel_by_object_id_keeps_the_boxes_and_exports_coco(scanned, tmp_path):
+    root, out = scanned
+    work = tmp_path / "a"
+    shutil.copytree(out, work)
+    audit = Audit.load(work)
+    assert audit.dataset.unit == "object"
+    row = audit.samples.sort_values("review_score", ascending=False).iloc[0]
+    pd.DataFrame({"id": [row["id"]], "label": [row["suggested_label"]]}).to_csv(
+        tmp_path / "c.csv", index=False)
+    res = CliRunner().invoke(main, ["relabel", "apply", str(work), str(tmp_path / "c.csv"),
+                                    "--annotator", "ana"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    after = Audit.load(work)
+    changed = after.samples.set_index("id").loc[row["id"]]
+    assert changed["label"] == row["suggested_label"]
+    assert changed["box_w"] == row["box_w"] and changed["image_id"] == row["image_id"]
+    assert after.dataset.objects is not None
+    with pytest.raises(DqauditError, match="--to coco"):
+        after.export(to="folder", dest=str(tmp_path / "f"))
+    after.export(to="coco", dest=str(tmp_path / "clean.json"))
+    doc = json.loads((tmp_path / "clean.json").read_text())
+    ann = next(a for a in doc["annotations"] if str(a["id"]) == row["id"])
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    assert names[ann["category_id"]] == row["suggested_label"]
+    assert len(doc["annotations"]) == len(after.samples)
+    # the cleaned file is a dataset dqaudit reads again
+    assert len(load_dataset(tmp_path / "clean.json")) == len(after.samples)
+
+
+# --------------------------------------------------------------------------- FiftyOne
+
+@pytest.fixture
+def fo_name():
+    from dqaudit.fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    name = f"dqaudit-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scenes, fo_name,
+                                                                            tmp_path):
+    from fiftyone import ViewField as F
+
+    from dqaudit.fiftyone_io import delete_results, import_fiftyone
+
+    fo = import_fiftyone()
+    root, _ = scenes
+    doc = json.loads((root / "scenes.json").read_text())
+    cats = {c["id"]: c["name"] for c in doc["categories"]}
+    ds = fo.Dataset(fo_name)
+    samples = []
+    for k, img in enumerate(doc["images"]):
+        anns = [a for a in doc["annotations"] if a["image_id"] == img["id"]]
+        rel = lambda a: [a["bbox"][0] / 256, a["bbox"][1] / 256,  # noqa: E731
+                         a["bbox"][2] / 256, a["bbox"][3] / 256]
+        gt = [fo.Detection(label=cats[a["category_id"]], bounding_box=rel(a)) for a in anns]
+        pred = [fo.Detection(label=d.label, bounding_box=d.bounding_box, confidence=0.99)
+                for d in gt]
+        if k == 0:  # one box the detector does not see, one object nobody boxed
+            pred = pred[1:] + [fo.Detection(label="star", bounding_box=[0.9, 0.9, 0.05, 0.05],
+                                            confidence=0.98)]
+        samples.append(fo.Sample(filepath=str(root / img["file_name"]), tags=["train"],
+                                 ground_truth=fo.Detections(detections=gt),
+                                 predictions=fo.Detections(detections=pred)))
+    ds.add_samples(samples, progress=False)
+    first_box = ds.first().ground_truth.detections[0].id
+    audit = Audit.scan(fo_name, from_fiftyone=True, label_field="ground_truth",
+                       pred_field="predictions", config=FAST, out_dir=tmp_path / "a",
+                       quiet=True)
+    assert audit.dataset.unit == "object" and first_box in set(audit.samples["id"])
+    assert "possible_spurious" in list(audit.samples.set_index("id").loc[first_box, "issues"])
+    assert audit.summary["issue_counts"]["possible_spurious"] == 1
+    missing = audit.summary["dataset"]["source"]["predictions"]["possible_missing"]
+    assert len(missing) == 1 and missing[0]["label"] == "star"
+    ds.reload()
+    assert set(ds.list_saved_views()) >= {"dq_suspect_objects", "dq_suspects",
+                                           "dq_possible_missing"}
+    patches = ds.load_saved_view("dq_suspect_objects")
+    n_flagged = int(audit.samples["flagged"].sum())
+    assert len(patches) == n_flagged
+    scores = patches.values("ground_truth.dq_review_score")
+    assert scores == sorted(scores, reverse=True)
+    det = ds.filter_labels("ground_truth", F("_id") == ObjectId(first_box)
+                           ).first().ground_truth.detections[0]
+    row = audit.samples.set_index("id").loc[first_box]
+    assert det["dq_noisiness"] == pytest.approx(row["noisiness"])
+    assert det["dq_suggested"] == row["suggested_label"]
+    assert sum(ds.values("dq_flagged_objects")) == n_flagged
+    assert len(ds.load_saved_view("dq_possible_missing")) == 1
+    removed = delete_results(fo_name)
+    assert "ground_truth.detections.dq_noisiness" in removed["fields"]
+    assert "dq_noisiness" not in ds.first().ground_truth.detections[0].field_names
+
+
+def test_coco_scan_into_fiftyone_adds_the_boxes(scanned, fo_name, tmp_path):
+    from dqaudit.fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    root, out = scanned
+    audit = Audit.load(out)
+    audit.out_dir = None  # write FiftyOne only
+    written = audit.to_fiftyone(fo_name)
+    assert written["unit"] == "object"
+    ds = fo.load_dataset(fo_name)
+    assert len(ds) == 24 and ds.count("ground_truth.detections") == len(audit.samples)
+    ids = set(ds.values("ground_truth.detections.dq_object_id", unwind=True))
+    assert ids == set(audit.samples["id"])
+    assert len(ds.load_saved_view("dq_suspect_objects")) == int(audit.samples["flagged"].sum())
