@@ -121,7 +121,10 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         click.echo(json.dumps(result.summary, indent=2, default=str))
     elif not quiet:
         s = result.summary
-        click.echo(f"{s['n_samples']} samples, {s['dataset']['n_classes']} classes, "
+        source = s["dataset"]["source"]
+        what = (f"{s['n_samples']} boxes of {source.get('n_images')} images"
+                if source.get("unit") == "object" else f"{s['n_samples']} samples")
+        click.echo(f"{what}, {s['dataset']['n_classes']} classes, "
                    f"{s['n_skipped']} skipped; {s['label_error_count']} flagged for review as "
                    f"label errors, {s['flagged_count']} flagged in all -> {out_dir}")
         click.echo(f"noise: {headline(s)['text']}")
@@ -165,12 +168,20 @@ def report(out_dir, no_pdf, report_title, top_n, redact, page_size, quiet, as_js
 @click.option("--noise-rate", type=float, default=0.1, show_default=True,
               help="Fraction of manifest labels deliberately corrupted.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--scenes", is_flag=True,
+              help="A detection dataset instead: scenes of several shapes each, boxes in "
+                   "scenes.json (COCO), --noise-rate of the box labels corrupted.")
 @library_errors
 @prints_result
-def sample_data(out_dir, per_class, noise_rate, seed):
+def sample_data(out_dir, per_class, noise_rate, seed, scenes):
     """Generate the synthetic shapes dataset with known label truth into OUT_DIR."""
-    from .sample_data import generate
+    from .sample_data import generate, generate_scenes
 
+    if scenes:
+        info = generate_scenes(out_dir, noise_rate=noise_rate, seed=seed)
+        return info, [f"wrote {info['n_boxes']} boxes in {info['n_images']} images to "
+                      f"{out_dir}; scenes.json has {info['n_corrupted']} corrupted box labels "
+                      "(truth in each annotation's 'true_label')"]
     info = generate(out_dir, per_class=per_class, noise_rate=noise_rate, seed=seed)
     return info, [f"wrote {info['n_images']} images of {len(info['classes'])} classes to "
                   f"{out_dir}; manifest.csv has {info['n_corrupted']} corrupted labels (truth "

@@ -183,7 +183,7 @@ def _draw_object(d: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: flo
 
 def generate_scenes(out_dir: str | os.PathLike, *, n_images: int = 60, objects: tuple = (3, 6),
                     noise_rate: float = 0.1, seed: int = 0) -> dict:
-    """A detection dataset of shapes with known box-label truth: ``images/*.png`` of
+    """A detection dataset of shapes with known box-label truth: ``images/*.jpg`` of
     SCENE_SIZE px with ``objects`` (min, max) shapes each, boxes at their places, and
     ``scenes.json`` (COCO instances) in which ``noise_rate`` of the box labels are corrupted
     (a random other class). Each annotation also carries ``true_label`` and ``corrupted``.
@@ -215,8 +215,8 @@ def generate_scenes(out_dir: str | os.PathLike, *, n_images: int = 60, objects: 
             annotations.append({"image_id": k + 1, "true_label": kind,
                                 "bbox": [round(cx - half, 1), round(cy - half, 1),
                                          round(2 * half, 1), round(2 * half, 1)]})
-        name = f"images/scene_{k:03d}.png"
-        img.filter(ImageFilter.GaussianBlur(0.6)).save(out / name)
+        name = f"images/scene_{k:03d}.jpg"
+        (out / name).write_bytes(_jpeg_bytes(img.filter(ImageFilter.GaussianBlur(0.6)), 90))
         images.append({"id": k + 1, "file_name": name, "width": SCENE_SIZE,
                        "height": SCENE_SIZE})
     n = len(annotations)

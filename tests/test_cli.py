@@ -106,6 +106,15 @@ def test_committed_sample_data_matches_generator(tmp_path):
     assert names == sorted(p.name for p in (tmp_path / "g" / "images").iterdir())
 
 
+def test_committed_scenes_match_generator(tmp_path):
+    """sample_data/scenes is exactly what `dqaudit sample-data --scenes` writes."""
+    run("sample-data", "--scenes", tmp_path / "s")
+    committed = REPO / "sample_data" / "scenes"
+    assert (committed / "scenes.json").read_text() == (tmp_path / "s" / "scenes.json").read_text()
+    names = sorted(p.name for p in (committed / "images").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "s" / "images").iterdir())
+
+
 def test_fail_on_gates_a_release_with_its_own_exit_code(tmp_path, class_tree):
     (class_tree / "red" / "red_0.png").rename(class_tree / "blue" / "really_red.png")
     out = tmp_path / "o"
