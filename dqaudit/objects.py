@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,7 +49,7 @@ DEFAULT_MARGIN = 0.0
 # crops are stored no larger than this on their longer side: the loader decodes at twice an
 # encoder's input size (448 px for 224), so more would be stored and never seen
 MAX_CROP_SIDE = 512
-CROP_VERSION = 1  # bump when the cropping itself changes: every crop is cut again
+CROP_VERSION = 2  # bump when the cropping itself changes: every crop is cut again
 
 
 def crop_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -329,14 +330,14 @@ def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, rela
                 except Exception as exc:
                     img.close()
                     return [f"its image cannot be decoded ({exc})"] * n
-            crop = loaded.crop(tuple(int(round(v)) for v in region))
+            crop = loaded.crop(region)
             if max(crop.size) > MAX_CROP_SIDE:
                 crop.thumbnail((MAX_CROP_SIDE, MAX_CROP_SIDE), Image.Resampling.BICUBIC)
             crop_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = crop_path.with_name(f".{key}.{os.getpid()}.tmp.png")
             crop.save(tmp, format="PNG")
             os.replace(tmp, crop_path)
-        rx0, ry0, rx1, ry1 = (round(v) for v in region)
+        rx0, ry0, rx1, ry1 = region
         cw, ch = max(rx1 - rx0, 1), max(ry1 - ry0, 1)
         out_rows.append({"crop": str(crop_path), "box": clipped[k], "size": size,
                          "outside": bool(outside[k]),
@@ -347,11 +348,14 @@ def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, rela
 
 
 def _context(x: float, y: float, w: float, h: float, *, margin: float, size) -> tuple:
-    """The crop around a box: ``margin`` of its side on each side, then widened to a square
-    (an encoder centre-crops a long box and would cut its ends off), clipped to the image."""
+    """The crop around a box, in whole pixels (x0, y0, x1, y1): ``margin`` of its side on each
+    side, then widened to a square (an encoder centre-crops a long box and would cut its ends
+    off), clipped to the image."""
     x0, y0, x1, y1 = x - margin * w, y - margin * h, x + w * (1 + margin), y + h * (1 + margin)
     side = max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     x0, x1 = cx - side / 2, cx + side / 2
     y0, y1 = cy - side / 2, cy + side / 2
-    return (max(0.0, x0), max(0.0, y0), min(float(size[0]), x1), min(float(size[1]), y1))
+    # whole pixels that hold the box: outwards, so the crop never cuts the box's edge
+    return (max(0, math.floor(x0)), max(0, math.floor(y0)), min(int(size[0]), math.ceil(x1)),
+            min(int(size[1]), math.ceil(y1)))
