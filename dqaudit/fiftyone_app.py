@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DqauditError
-from .fiftyone_io import (INFO_KEY, RunNames, import_fiftyone, load_fiftyone_dataset,
-                          root_dataset)
+from .fiftyone_io import (INFO_KEY, OBJECT_ID, RunNames, import_fiftyone,
+                          is_detections_field, root_dataset)
+from .ingest import load_fiftyone
 from .api import Audit
 from .clr import ClrConfig
 from .config import AuditConfig
@@ -58,7 +59,8 @@ def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None,
                    **options) -> Audit:
     """Run the audit on a FiftyOne dataset or view and write the results back to it, under
     run name ``run`` (None: the dataset's own results; see ``audit_target``)."""
-    data = load_fiftyone_dataset(root_dataset(view).name, label_field=label_field, view=view)
+    data = load_fiftyone(root_dataset(view).name, label_field=label_field, view=view,
+                         cache_dir=(config or AuditConfig()).embed.cache_dir)
     # the audit writes the results back to the dataset the samples came from: once
     return Audit.scan(data, out_dir=out_dir, config=config, fiftyone_run=run, **options)
 
@@ -142,6 +144,53 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
                                            annotator=annotator)
 
 
+def selected_objects(view, selected: list[str], selected_labels: list[dict], *,
+                     label_field: str) -> list[str]:
+    """The Detection ids the reviewer picked in the App: labels selected on a sample, and the
+    patches selected in a patches view (``dq_suspect_objects``)."""
+    fo = import_fiftyone()
+    if not is_detections_field(fo, root_dataset(view).get_field_schema(), label_field):
+        return []  # an image audit reviews samples
+    ids = [d["label_id"] for d in selected_labels or [] if d.get("field") in (None, label_field)]
+    field = view.get_field(label_field) if selected else None
+    if field is not None and issubclass(getattr(field, "document_type", type(None)),
+                                        fo.Detection):
+        ids += [i for i in view.select(selected).values(f"{label_field}.id") if i]
+    return list(dict.fromkeys(ids))
+
+
+def _annotate_objects(dataset, object_ids: list[str], labels: list[str] | None, *,
+                      annotator: str | None, label_field: str) -> pd.DataFrame:
+    """``_annotate`` for an object audit: one annotation per selected box (Detection ids),
+    then the boxes' labels set to what the ledger now gives them, ``dq_reviewed`` on each."""
+    out = Path(_run_dir(dataset))
+    audit = Audit.load(out)
+    # boxes dqaudit wrote from a COCO or YOLO file carry their audit id; FiftyOne's own boxes
+    # are audited under their Detection id
+    det_ids = dataset.values(f"{label_field}.detections.id", unwind=True)
+    audit_ids = dataset.values(f"{label_field}.detections.{OBJECT_ID}", unwind=True) \
+        if dataset.get_field(f"{label_field}.detections.{OBJECT_ID}") is not None else det_ids
+    to_audit = {d: (a or d) for d, a in zip(det_ids, audit_ids)}
+    known = set(audit.samples["id"])
+    ids = [to_audit.get(o, o) for o in object_ids]
+    outside = [o for o in ids if o not in known]
+    if outside:
+        raise DqauditError(f"{len(outside)} selected boxes are not in the last audit (first: "
+                           f"{outside[0]}); select boxes of the audited field {label_field!r}")
+    before = audit.samples.set_index("id")
+    given = [str(before.at[i, "label"]) for i in ids]
+    audit.apply_corrections(pd.DataFrame({"id": ids, "label": labels or given}),
+                            annotator=annotator or "FiftyOne App")
+    now = audit.samples.set_index("id")
+    dataset.set_label_values(f"{label_field}.detections.label",
+                             {d: str(now.at[i, "label"]) for d, i in zip(object_ids, ids)})
+    dataset.set_label_values(f"{label_field}.detections.dq_reviewed",
+                             dict.fromkeys(object_ids, True), dynamic=True)
+    dataset.set_label_values(f"{label_field}.detections.dq_previous_label",
+                             dict(zip(object_ids, given)), dynamic=True)
+    return pd.DataFrame({"id": ids, "given": given})
+
+
 def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
               annotator: str | None, label_field: str) -> pd.DataFrame:
     """Record one annotation per selected sample in the audit's corrections ledger (the one
@@ -169,9 +218,14 @@ def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
 
 
 def mark_reviewed(dataset, sample_ids: list[str], *, annotator: str | None = None,
-                  label_field: str = "ground_truth") -> int:
+                  label_field: str = "ground_truth", object_ids: list[str] | None = None
+                  ) -> int:
     """The reviewer confirms the selected samples' given labels: one annotation each in the
-    corrections ledger, then ``dq_reviewed`` and the tag ``dq_reviewed``."""
+    corrections ledger, then ``dq_reviewed`` and the tag ``dq_reviewed``. ``object_ids``
+    (an object audit: the selected boxes' Detection ids) are confirmed instead."""
+    if object_ids:
+        return len(_annotate_objects(dataset, object_ids, None, annotator=annotator,
+                                     label_field=label_field))
     if not sample_ids:
         return 0
     return len(_annotate(dataset, sample_ids, None, annotator=annotator,
@@ -179,13 +233,18 @@ def mark_reviewed(dataset, sample_ids: list[str], *, annotator: str | None = Non
 
 
 def apply_label(dataset, sample_ids: list[str], label: str, *,
-                label_field: str = "ground_truth", annotator: str | None = None) -> int:
+                label_field: str = "ground_truth", annotator: str | None = None,
+                object_ids: list[str] | None = None) -> int:
     """A reviewer's corrected label for the selected samples, through the audit's corrections
     ledger (as ``dqaudit relabel apply``: the label becomes the majority of the annotations,
     ties to the newest); the label before is kept in ``dq_previous_label``. Marks them
-    reviewed. The image files are never touched."""
+    reviewed. The image files are never touched. ``object_ids`` (an object audit: the
+    selected boxes' Detection ids) are relabelled instead, on the boxes."""
     if not label or not str(label).strip():
         raise DqauditError("the corrected label is empty")
+    if object_ids:
+        return len(_annotate_objects(dataset, object_ids, [str(label).strip()] * len(
+            object_ids), annotator=annotator, label_field=label_field))
     if not sample_ids:
         return 0
     done = _annotate(dataset, sample_ids, [str(label).strip()] * len(sample_ids),

@@ -90,7 +90,8 @@ def _split_of(tags) -> str:
     return ""
 
 
-def _detections_field(fo, schema, name: str) -> bool:
+def is_detections_field(fo, schema, name: str) -> bool:
+    """Whether field ``name`` of a dataset's ``schema`` holds ``Detections``."""
     field = schema.get(name)
     return isinstance(field, fo.core.fields.EmbeddedDocumentField) and issubclass(
         field.document_type, fo.Detections)
@@ -116,9 +117,9 @@ def load_fiftyone_boxes(name: str, *, label_field: str = "ground_truth", view=No
         view = fo.load_dataset(name)
     dataset = root_dataset(view)
     schema = dataset.get_field_schema()
-    if not _detections_field(fo, schema, label_field):
+    if not is_detections_field(fo, schema, label_field):
         return None
-    if pred_field and not _detections_field(fo, schema, pred_field):
+    if pred_field and not is_detections_field(fo, schema, pred_field):
         raise InputError(f"--pred-field {pred_field!r}: FiftyOne dataset {name!r} has no "
                          f"Detections field of that name; fields are {', '.join(sorted(schema))}")
     fields = ["id", "filepath", "tags", f"{label_field}.detections"] + (

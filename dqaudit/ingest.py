@@ -59,16 +59,8 @@ def load_dataset(
     margin = DEFAULT_MARGIN if box_margin is None else float(box_margin)
     if from_fiftyone:
         view = load_view(str(source), saved_view=saved_view) if saved_view else None
-        boxes = load_fiftyone_boxes(str(source), label_field=label_field, view=view,
-                                    pred_field=pred_field)
-        if boxes is not None:
-            table, classes, skipped, info = boxes
-            return object_dataset(table, classes=classes, source=info, skipped=skipped,
-                                  margin=margin, cache_dir=cache_dir)
-        if pred_field:
-            raise InputError(f"--pred-field {pred_field}: predictions are matched to boxes, and "
-                             f"field {label_field!r} holds no Detections")
-        return load_fiftyone_dataset(str(source), label_field=label_field, view=view)
+        return load_fiftyone(str(source), label_field=label_field, view=view,
+                             pred_field=pred_field, box_margin=margin, cache_dir=cache_dir)
     if pred_field:
         raise InputError("--pred-field names a FiftyOne field: use it with --from-fiftyone")
     path = Path(source).expanduser()
@@ -88,6 +80,23 @@ def load_dataset(
                              image_root=image_root)
     raise InputError(f"{path}: not a folder, .csv or .parquet manifest, or COCO .json; pass a "
                      "class-folder tree or a manifest with a path and a label column")
+
+
+def load_fiftyone(name: str, *, label_field: str = "ground_truth", view=None,
+                  pred_field: str | None = None, box_margin: float | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> LabeledImages:
+    """A FiftyOne dataset (or ``view`` of it): a ``Classification`` field gives an image audit,
+    a ``Detections`` field an object audit (every box a sample; see ``load_dataset``)."""
+    boxes = load_fiftyone_boxes(name, label_field=label_field, view=view, pred_field=pred_field)
+    if boxes is not None:
+        table, classes, skipped, info = boxes
+        return object_dataset(table, classes=classes, source=info, skipped=skipped,
+                              margin=DEFAULT_MARGIN if box_margin is None else box_margin,
+                              cache_dir=cache_dir)
+    if pred_field:
+        raise InputError(f"--pred-field {pred_field}: predictions are matched to boxes, and "
+                         f"field {label_field!r} holds no Detections")
+    return load_fiftyone_dataset(name, label_field=label_field, view=view)
 
 
 # --------------------------------------------------------------------------- folder trees

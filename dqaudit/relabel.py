@@ -19,7 +19,7 @@ from .errors import DqauditError
 from .fiftyone_io import import_fiftyone, tag_samples
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
 from .report import REPORT_HTML, REPORT_PDF
-from .report.context import thumbnail
+from .report.context import CROP_BOX, thumbnail
 
 # --------------------------------------------------------------------------- review workflow
 
@@ -67,15 +67,18 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     queue = pending.sort_values(review_order_column(pending), ascending=False,
                                 kind="stable").head(budget)
     columns = ["id", "path", "label", "suggested_label", "suggested_confidence", "review_score",
-               "priority", "noisiness", "ambiguity", "issues"]
+               "priority", "noisiness", "ambiguity", "issues",
+               # an object audit: which image the box is in, where (pixels)
+               "image_id", "image_path", "box_x", "box_y", "box_w", "box_h"]
+    boxes = queue[list(CROP_BOX)].to_numpy() if CROP_BOX[0] in queue.columns else None
     queue = queue[[c for c in columns if c in queue.columns]].reset_index(drop=True)
     queue.insert(0, "rank", range(1, len(queue) + 1))
     queue["correct_label"] = ""
     if thumbnails:
         (out / THUMBS_DIR).mkdir(exist_ok=True)
         paths = []
-        for rank, path in zip(queue["rank"], queue["path"]):
-            uri = thumbnail(path)
+        for k, (rank, path) in enumerate(zip(queue["rank"], queue["path"])):
+            uri = thumbnail(path, None if boxes is None else tuple(boxes[k]))
             target = out / THUMBS_DIR / f"{rank:05d}.png"
             if uri:
                 target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
@@ -83,8 +86,9 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
         queue["thumbnail"] = paths
     samples_for_csv(queue).to_csv(out / QUEUE_CSV, index=False, float_format="%.4g")
     fo_name = read_summary(out).get("fiftyone_dataset")
-    if fo_name:
-        tag_samples(fo_name, list(queue["path"]), "dq_review")
+    if fo_name:  # an object audit tags the images that hold the queued boxes
+        tag_samples(fo_name, list(queue["image_path" if "image_path" in queue.columns
+                                        else "path"]), "dq_review")
     return queue
 
 

@@ -207,6 +207,10 @@ def test_relabel_by_object_id_keeps_the_boxes_and_exports_coco(scanned, tmp_path
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     after = Audit.load(work)
+    queue = after.review_queue(budget=3)
+    assert row["id"] not in set(queue["id"])  # reviewed
+    assert {"image_id", "box_x", "box_w"} <= set(queue.columns)
+    assert all(os.path.exists(p) for p in queue["thumbnail"])
     changed = after.samples.set_index("id").loc[row["id"]]
     assert changed["label"] == row["suggested_label"]
     assert changed["box_w"] == row["box_w"] and changed["image_id"] == row["image_id"]
@@ -240,6 +244,7 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
                                                                             tmp_path):
     from fiftyone import ViewField as F
 
+    from dqaudit.fiftyone_app import apply_label, selected_objects
     from dqaudit.fiftyone_io import delete_results, import_fiftyone
 
     fo = import_fiftyone()
@@ -286,6 +291,18 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
     assert det["dq_suggested"] == row["suggested_label"]
     assert sum(ds.values("dq_flagged_objects")) == n_flagged
     assert len(ds.load_saved_view("dq_possible_missing")) == 1
+    # the App's review acts on boxes: patches picked in dq_suspect_objects, or labels
+    top = patches.first()
+    picked = selected_objects(patches, [top.id], [], label_field="ground_truth")
+    assert picked == [top.ground_truth.id]
+    assert selected_objects(ds, [], [{"label_id": first_box, "field": "ground_truth"}],
+                            label_field="ground_truth") == [first_box]
+    new = next(c for c in audit.dataset.classes if c != top.ground_truth.label)
+    assert apply_label(ds, [], new, object_ids=picked) == 1
+    det = ds.filter_labels("ground_truth", F("_id") == ObjectId(picked[0])
+                           ).first().ground_truth.detections[0]
+    assert det.label == new and det["dq_previous_label"] == top.ground_truth.label
+    assert Audit.load(tmp_path / "a").samples.set_index("id").at[picked[0], "label"] == new
     removed = delete_results(fo_name)
     assert "ground_truth.detections.dq_noisiness" in removed["fields"]
     assert "dq_noisiness" not in ds.first().ground_truth.detections[0].field_names

@@ -19,6 +19,15 @@ def _label_fields(ctx):
     return sorted(name for name in schema if not name.startswith("dq_"))
 
 
+def _objects(ctx, label_field):
+    """The boxes selected in the App (labels, or patches of dq_suspect_objects): an object
+    audit's review acts on them; none selected, the samples are reviewed."""
+    from dqaudit.fiftyone_app import selected_objects
+
+    return selected_objects(ctx.view, list(ctx.selected), list(ctx.selected_labels or []),
+                            label_field=label_field)
+
+
 def _fail(ctx, exc):
     ctx.ops.notify(f"dqaudit: {exc}", variant="error")
     return {"error": str(exc)}
@@ -228,7 +237,8 @@ class MarkReviewed(foo.Operator):
         from dqaudit.fiftyone_app import mark_reviewed
 
         try:
-            n = mark_reviewed(ctx.dataset, list(ctx.selected))
+            n = mark_reviewed(ctx.dataset, list(ctx.selected),
+                              object_ids=_objects(ctx, "ground_truth"))
         except DqauditError as exc:
             return _fail(ctx, exc)
         ctx.ops.reload_dataset()
@@ -251,9 +261,10 @@ class ApplyLabel(foo.Operator):
         from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import apply_label
 
+        field = ctx.params.get("label_field", "ground_truth")
         try:
             n = apply_label(ctx.dataset, list(ctx.selected), ctx.params["label"],
-                            label_field=ctx.params.get("label_field", "ground_truth"))
+                            label_field=field, object_ids=_objects(ctx, field))
         except DqauditError as exc:
             return _fail(ctx, exc)
         ctx.ops.reload_dataset()
