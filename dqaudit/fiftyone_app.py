@@ -124,19 +124,27 @@ def draw_verification_for(dataset, *, size: int) -> dict:
 
 
 def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
-                    annotator: str | None = None) -> dict:
+                    annotator: str | None = None, object_ids: list[str] | None = None,
+                    label_field: str = "ground_truth") -> dict:
     """Record that the selected samples' correct label is ``label`` (None: the given label is
     right), then estimate once every stratum has a verified sample (``verify.record_verified``).
-    Samples are matched to the audit's verification sample by file path."""
+    Samples are matched to the audit's verification sample by file path; ``object_ids`` (an
+    object audit: the selected boxes' Detection ids) by the boxes' audit ids."""
     out = Path(_run_dir(dataset))
     sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False) \
         if (out / VERIFY_SAMPLE_CSV).exists() else None
     if sample is None:
         raise DqauditError("no verification sample yet: run 'dqaudit: draw verification "
                            "sample' first")
-    by_path = dict(zip(sample["path"], zip(sample["id"], sample["given_label"])))
-    paths = dataset.select(sample_ids).values("filepath") if sample_ids else []
-    rows = [(by_path[p][0], label or by_path[p][1]) for p in paths if p in by_path]
+    if object_ids:
+        given = dict(zip(sample["id"], sample["given_label"]))
+        ids = [i for i in _audit_ids(dataset, object_ids, label_field=label_field)
+               if i in given]
+        rows = [(i, label or given[i]) for i in ids]
+    else:
+        by_path = dict(zip(sample["path"], zip(sample["id"], sample["given_label"])))
+        paths = dataset.select(sample_ids).values("filepath") if sample_ids else []
+        rows = [(by_path[p][0], label or by_path[p][1]) for p in paths if p in by_path]
     if not rows:
         raise DqauditError("none of the selected samples is in the verification sample "
                            "(saved view dq_verify)")
@@ -159,20 +167,24 @@ def selected_objects(view, selected: list[str], selected_labels: list[dict], *,
     return list(dict.fromkeys(ids))
 
 
+def _audit_ids(dataset, object_ids: list[str], *, label_field: str) -> list[str]:
+    """The audit's ids of these Detections: boxes dqaudit wrote from a COCO or YOLO file carry
+    theirs (``dq_object_id``); FiftyOne's own boxes are audited under their Detection id."""
+    det_ids = dataset.values(f"{label_field}.detections.id", unwind=True)
+    audit_ids = dataset.values(f"{label_field}.detections.{OBJECT_ID}", unwind=True) \
+        if dataset.get_field(f"{label_field}.detections.{OBJECT_ID}") is not None else det_ids
+    to_audit = {d: (a or d) for d, a in zip(det_ids, audit_ids)}
+    return [to_audit.get(o, o) for o in object_ids]
+
+
 def _annotate_objects(dataset, object_ids: list[str], labels: list[str] | None, *,
                       annotator: str | None, label_field: str) -> pd.DataFrame:
     """``_annotate`` for an object audit: one annotation per selected box (Detection ids),
     then the boxes' labels set to what the ledger now gives them, ``dq_reviewed`` on each."""
     out = Path(_run_dir(dataset))
     audit = Audit.load(out)
-    # boxes dqaudit wrote from a COCO or YOLO file carry their audit id; FiftyOne's own boxes
-    # are audited under their Detection id
-    det_ids = dataset.values(f"{label_field}.detections.id", unwind=True)
-    audit_ids = dataset.values(f"{label_field}.detections.{OBJECT_ID}", unwind=True) \
-        if dataset.get_field(f"{label_field}.detections.{OBJECT_ID}") is not None else det_ids
-    to_audit = {d: (a or d) for d, a in zip(det_ids, audit_ids)}
     known = set(audit.samples["id"])
-    ids = [to_audit.get(o, o) for o in object_ids]
+    ids = _audit_ids(dataset, object_ids, label_field=label_field)
     outside = [o for o in ids if o not in known]
     if outside:
         raise DqauditError(f"{len(outside)} selected boxes are not in the last audit (first: "

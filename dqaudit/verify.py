@@ -176,7 +176,11 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
         result["n_more_for_half_width"] = max(0, needed - int(chosen.sum()))
     fo_name = summary.get("fiftyone_dataset")
     if fo_name:
-        tag_view(fo_name, list(table["path"]), VERIFY_TAG, view_name=VERIFY_TAG)
+        paths = list(table["path"])
+        if summary["dataset"]["source"].get("unit") == "object":  # the images holding the boxes
+            where = outputs.read_samples(out).set_index("id")["image_path"]
+            paths = list(dict.fromkeys(where.loc[table["id"]]))
+        tag_view(fo_name, paths, VERIFY_TAG, view_name=VERIFY_TAG)
     return result
 
 

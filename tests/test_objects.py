@@ -244,7 +244,8 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
                                                                             tmp_path):
     from fiftyone import ViewField as F
 
-    from dqaudit.fiftyone_app import apply_label, selected_objects
+    from dqaudit.fiftyone_app import (apply_label, draw_verification_for, selected_objects,
+                                      verify_selected)
     from dqaudit.fiftyone_io import delete_results, import_fiftyone
 
     fo = import_fiftyone()
@@ -303,6 +304,13 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
                            ).first().ground_truth.detections[0]
     assert det.label == new and det["dq_previous_label"] == top.ground_truth.label
     assert Audit.load(tmp_path / "a").samples.set_index("id").at[picked[0], "label"] == new
+    # the verification sample: the images holding its boxes are tagged, a box is verified
+    drawn = draw_verification_for(ds, size=8)
+    table = pd.read_csv(drawn["csv"], dtype=str, keep_default_na=False)
+    holding = set(audit.samples.set_index("id").loc[table["id"], "image_path"])
+    assert set(ds.match_tags("dq_verify").values("filepath")) == holding
+    res = verify_selected(ds, [], None, object_ids=[table["id"].iloc[0]])
+    assert res["recorded"] == 1 and not res["estimated"]
     removed = delete_results(fo_name)
     assert "ground_truth.detections.dq_noisiness" in removed["fields"]
     assert "dq_noisiness" not in ds.first().ground_truth.detections[0].field_names

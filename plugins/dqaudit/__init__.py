@@ -321,7 +321,8 @@ class VerifySelected(foo.Operator):
         try:
             res = verify_selected(ctx.dataset, list(ctx.selected),
                                   (ctx.params.get("label") or "").strip() or None,
-                                  annotator=ctx.params.get("annotator") or None)
+                                  annotator=ctx.params.get("annotator") or None,
+                                  object_ids=_objects(ctx, "ground_truth"))
         except DqauditError as exc:
             return _fail(ctx, exc)
         if res["estimated"]:
