@@ -11,6 +11,8 @@ flag precision, recall and F1 of label_error against label != clean, AUPRC of th
 label-error probability. Repeated for each box margin (--margins) and scene seed (--seeds).
 
     python benchmarks/detect_boxes.py --out /tmp/boxes --json boxes.json
+    python benchmarks/detect_boxes.py --out /tmp/sizes --sizes 4,6,8,12,16,32 --margins 0 \
+        --seeds 0 --sets random1 --json sizes.json
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ SETS = ("aggre", "random1", "worst")
 CANVAS = 256
 
 
-def compose(df, out: Path, *, seed: int) -> list[dict]:
-    """Paste every image of ``df`` once into scenes; returns one record per box."""
+def compose(df, out: Path, *, seed: int, sides: tuple[int, int] = (32, 96)) -> list[dict]:
+    """Paste every image of ``df`` once into scenes, at sides ``sides`` (lowest, highest)
+    px; returns one record per box."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(df))
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,7 @@ def compose(df, out: Path, *, seed: int) -> list[dict]:
             if k >= len(order):
                 break
             for _attempt in range(50):  # boxes may not overlap: each box is one image
-                side = int(rng.integers(32, 97))
+                side = int(rng.integers(sides[0], sides[1] + 1))
                 x, y = (int(v) for v in rng.integers(0, CANVAS - side + 1, 2))
                 if all(x + side <= px or px + ps <= x or y + side <= py or py + ps <= y
                        for px, py, ps in placed):
@@ -126,6 +129,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="first N images only (a quick run)")
     ap.add_argument("--fiftyone", action="store_true",
                     help="also audit the first seed's scenes as a FiftyOne dataset")
+    ap.add_argument("--sizes", default="",
+                    help="instead: the box-size sweep, every box pasted at each of these "
+                         "sides (px), audited with no size floor (which floor the encoder "
+                         "needs: boxes.MIN_BOX_SIDE)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -137,6 +144,8 @@ def main() -> None:
     if args.limit:
         df = df.head(args.limit).reset_index(drop=True)
     sets = args.sets.split(",")
+    if args.sizes:
+        return size_sweep(df, args, config, sets)
     margins = [float(m) for m in args.margins.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     result = {"n_images": len(df), "margins": margins, "seeds": seeds, "image": {}, "boxes": []}
@@ -197,6 +206,34 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+def size_sweep(df, args, config, sets) -> None:
+    """Box-level flags when every box has the same small side: where the encoder stops
+    seeing what a box holds."""
+    from dqaudit import Audit
+
+    seed = int(args.seeds.split(",")[0])
+    margin = float(args.margins.split(",")[0])
+    truth = {noise: dict(zip(map(str, df["idx"]), (df[noise] != df["clean"]).to_numpy()))
+             for noise in sets}
+    rows = []
+    for side in (int(v) for v in args.sizes.split(",")):
+        root = Path(args.out) / f"side{side}"
+        records = compose(df, root, seed=seed, sides=(side, side))
+        for noise in sets:
+            t = time.time()
+            audit = Audit.scan(str(write_coco(df, records, root, noise)), config=config,
+                               quiet=True, box_margin=margin, min_box_side=1)
+            row = {"side": side, "set": noise, **audit_metrics(audit, truth[noise]),
+                   "base_rate": round(float(np.mean(list(truth[noise].values()))), 3),
+                   "image_size": audit.summary["embedding"].get("image_size"),
+                   "seconds": round(time.time() - t, 1)}
+            rows.append(row)
+            print(f"side   {row}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"n_images": len(df), "margin": margin,
+                                               "seed": seed, "sizes": rows}, indent=1))
 
 
 def _cifar_ids(name: str) -> list[str]:

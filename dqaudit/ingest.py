@@ -19,6 +19,7 @@ from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_p
                       file_digests, majority_labels, one_hot, printable)
 from .errors import InputError
 from .fiftyone_io import load_fiftyone_boxes, load_fiftyone_dataset, load_view
+from .boxes import MIN_BOX_SIDE
 from .objects import DEFAULT_MARGIN, is_coco, is_yolo, load_coco, load_yolo, object_dataset
 
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
@@ -45,6 +46,7 @@ def load_dataset(
     box_margin: float | None = None,
     cache_dir: str | os.PathLike | None = None,
     pred_field: str | None = None,
+    min_box_side: float = MIN_BOX_SIDE,
 ) -> LabeledImages:
     """Load a labeled image dataset from a folder tree, a manifest file or a FiftyOne dataset.
 
@@ -55,12 +57,14 @@ def load_dataset(
     with ``box_margin`` of context (default ``objects.DEFAULT_MARGIN``) kept in the crop
     cache under ``cache_dir`` (default: the embedding cache's). ``pred_field``: a FiftyOne
     ``Detections`` field of a detector's predictions, for possible missing and spurious boxes.
+    Boxes under ``min_box_side`` px on their shorter side are listed, not audited.
     """
     margin = DEFAULT_MARGIN if box_margin is None else float(box_margin)
     if from_fiftyone:
         view = load_view(str(source), saved_view=saved_view) if saved_view else None
         return load_fiftyone(str(source), label_field=label_field, view=view,
-                             pred_field=pred_field, box_margin=margin, cache_dir=cache_dir)
+                             pred_field=pred_field, box_margin=margin, cache_dir=cache_dir,
+                             min_box_side=min_box_side)
     if pred_field:
         raise InputError("--pred-field names a FiftyOne field: use it with --from-fiftyone")
     path = Path(source).expanduser()
@@ -71,7 +75,7 @@ def load_dataset(
         table, classes, skipped, info = load_coco(path, image_root=image_root) \
             if is_coco(path) else load_yolo(path)
         return object_dataset(table, classes=classes, source=info, skipped=skipped,
-                              margin=margin, cache_dir=cache_dir)
+                              margin=margin, cache_dir=cache_dir, min_side=min_box_side)
     if path.is_dir():
         return load_folder(path)
     if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
@@ -84,7 +88,8 @@ def load_dataset(
 
 def load_fiftyone(name: str, *, label_field: str = "ground_truth", view=None,
                   pred_field: str | None = None, box_margin: float | None = None,
-                  cache_dir: str | os.PathLike | None = None) -> LabeledImages:
+                  cache_dir: str | os.PathLike | None = None,
+                  min_box_side: float = MIN_BOX_SIDE) -> LabeledImages:
     """A FiftyOne dataset (or ``view`` of it): a ``Classification`` field gives an image audit,
     a ``Detections`` field an object audit (every box a sample; see ``load_dataset``)."""
     boxes = load_fiftyone_boxes(name, label_field=label_field, view=view, pred_field=pred_field)
@@ -92,7 +97,7 @@ def load_fiftyone(name: str, *, label_field: str = "ground_truth", view=None,
         table, classes, skipped, info = boxes
         return object_dataset(table, classes=classes, source=info, skipped=skipped,
                               margin=DEFAULT_MARGIN if box_margin is None else box_margin,
-                              cache_dir=cache_dir)
+                              cache_dir=cache_dir, min_side=min_box_side)
     if pred_field:
         raise InputError(f"--pred-field {pred_field}: predictions are matched to boxes, and "
                          f"field {label_field!r} holds no Detections")

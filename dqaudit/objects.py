@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .boxes import DUPLICATE_BOX_IOU, box_problems, duplicate_boxes
+from .boxes import DUPLICATE_BOX_IOU, MIN_BOX_SIDE, box_problems, duplicate_boxes
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, file_digest, one_hot,
                       printable)
 from .embed.cache import default_cache_dir
@@ -210,11 +210,12 @@ def load_yolo(root: Path) -> tuple[pd.DataFrame, list[str], list[dict], dict]:
 
 def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
                    skipped: list[dict] | None = None, margin: float = DEFAULT_MARGIN,
-                   cache_dir: str | os.PathLike | None = None, workers: int = 8
-                   ) -> LabeledImages:
+                   cache_dir: str | os.PathLike | None = None, workers: int = 8,
+                   min_side: float = MIN_BOX_SIDE) -> LabeledImages:
     """The box table -> ``LabeledImages`` of crops (``objects``: the per-box columns of
     ``OBJECT_COLUMNS``). Boxes are read in pixels, or 0-1 of their image when
-    ``source["relative"]``; image sizes missing from the table are read from the files."""
+    ``source["relative"]``; image sizes missing from the table are read from the files.
+    Boxes under ``min_side`` px on their shorter side are listed in ``skipped``."""
     if margin < 0 or margin > 2:
         raise InputError(f"box margin {margin}: use a fraction of the box side, 0 to 2")
     skipped = list(skipped or [])
@@ -229,7 +230,7 @@ def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
     def one(item):
         path, idx = item
         return idx, _crop_image(path, table.loc[idx], margin=margin, out=crops,
-                                relative=bool(source.get("relative")))
+                                relative=bool(source.get("relative")), min_side=min_side)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for idx, res in pool.map(one, by_image.items()):
@@ -281,13 +282,14 @@ def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
         label_counts=one_hot(labels, len(classes)),
         splits=table["split"].iloc[keep].to_numpy(dtype=object),
         ids=table["object_id"].iloc[keep].astype(str).tolist(),
-        source={**source, "unit": "object", "box_margin": margin,
+        source={**source, "unit": "object", "box_margin": margin, "min_box_side": min_side,
                 "duplicate_box_iou": DUPLICATE_BOX_IOU,
                 "n_boxes": int(len(table)), "n_images": int(len(by_image))},
         skipped=skipped, objects=objects)
 
 
-def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, relative: bool):
+def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, relative: bool,
+                min_side: float):
     """Per box of one image, a dict (crop path, clipped box, its place in the crop, image
     size, outside flag) or the reason it cannot be audited."""
     from .embed.loader import load_strict, to_rgb
@@ -309,7 +311,7 @@ def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, rela
     b = rows[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)
     if relative:
         b = b * np.array([size[0], size[1], size[0], size[1]], dtype=np.float64)
-    clipped, reasons, outside = box_problems(b, np.tile(size, (n, 1)))
+    clipped, reasons, outside = box_problems(b, np.tile(size, (n, 1)), min_side=min_side)
     loaded = None
     out_rows = []
     for k in range(n):
