@@ -30,6 +30,7 @@ from .boxes import DUPLICATE_BOX_IOU, MIN_BOX_SIDE, box_problems, duplicate_boxe
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, file_digest, one_hot,
                       printable)
 from .embed.cache import default_cache_dir
+from .embed.loader import describe_failure, load_strict, to_rgb
 from .errors import InputError
 
 BOX_COLUMNS = ("image_path", "image_id", "object_id", "label", "split", "x", "y", "w", "h",
@@ -292,17 +293,15 @@ def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, rela
                 min_side: float):
     """Per box of one image, a dict (crop path, clipped box, its place in the crop, image
     size, outside flag) or the reason it cannot be audited."""
-    from .embed.loader import load_strict, to_rgb
-
     n = len(rows)
     try:
         digest = file_digest(path)
         img = Image.open(path)
         size = img.size
     except Exception as exc:  # an unreadable image: each of its boxes says so
-        text = getattr(exc, "strerror", None) or (str(exc).splitlines() or [
-            type(exc).__name__])[0]
-        return [f"its image cannot be read ({text})"] * n
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            describe_failure(exc)
+        return [f"its image cannot be read: {text}"] * n
     declared = rows[["image_width", "image_height"]].to_numpy(dtype=np.float64)
     if np.isfinite(declared).all() and (np.abs(declared - size).max() > 0.5):
         img.close()
@@ -331,7 +330,7 @@ def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, rela
                     loaded = to_rgb(img)
                 except Exception as exc:
                     img.close()
-                    return [f"its image cannot be decoded ({exc})"] * n
+                    return [f"its image cannot be read: {describe_failure(exc)}"] * n
             crop = loaded.crop(region)
             if max(crop.size) > MAX_CROP_SIDE:
                 crop.thumbnail((MAX_CROP_SIDE, MAX_CROP_SIDE), Image.Resampling.BICUBIC)
