@@ -159,6 +159,26 @@ def test_bad_detection_inputs_name_the_fix(tmp_path, scenes):
     assert len(load_dataset(moved, image_root=root)) > 0
     with pytest.raises(InputError, match="--from-fiftyone"):
         load_dataset(root / "scenes.json", pred_field="predictions")
+    # per-box problems are listed with their reason and the rest is audited
+    work = tmp_path / "work"
+    shutil.copytree(root, work)
+    doc = json.loads((work / "scenes.json").read_text())
+    (work / doc["images"][0]["file_name"]).write_bytes(b"not an image")
+    doc["images"][1]["width"] = 999
+    second = [a for a in doc["annotations"] if a["image_id"] == doc["images"][2]["id"]]
+    second[0]["bbox"] = "oops"
+    (work / "scenes.json").write_text(json.dumps(doc))
+    data = load_dataset(work / "scenes.json")
+    reasons = [s["reason"] for s in data.skipped]
+    per_image = lambda k: sum(a["image_id"] == doc["images"][k]["id"]  # noqa: E731
+                              for a in doc["annotations"])
+    assert reasons.count("its image cannot be read: not a decodable image (unknown or corrupt "
+                         "format)") == per_image(0)
+    assert sum("size in the annotations" in r for r in reasons) == per_image(1)
+    assert "degenerate box (a coordinate is not a number)" in reasons
+    clean = load_dataset(root / "scenes.json")
+    assert len(data) + len(data.skipped) == len(clean) + len(clean.skipped)  # none lost
+    assert len(data) < len(clean)
 
 
 # --------------------------------------------------------------------------- the audit
