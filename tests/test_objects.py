@@ -350,3 +350,28 @@ def test_coco_scan_into_fiftyone_adds_the_boxes(scanned, fo_name, tmp_path):
     ids = set(ds.values("ground_truth.detections.dq_object_id", unwind=True))
     assert ids == set(audit.samples["id"])
     assert len(ds.load_saved_view("dq_suspect_objects")) == int(audit.samples["flagged"].sum())
+
+
+def test_the_app_audits_a_detections_field_box_by_box(scenes, fo_name, tmp_path):
+    import fiftyone.operators as foo
+
+    from dqaudit.fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    root, _ = scenes
+    doc = json.loads((root / "scenes.json").read_text())
+    cats = {c["id"]: c["name"] for c in doc["categories"]}
+    ds = fo.Dataset(fo_name)
+    ds.add_samples([fo.Sample(filepath=str(root / img["file_name"]), ground_truth=fo.Detections(
+        detections=[fo.Detection(label=cats[a["category_id"]],
+                                 bounding_box=[v / 256 for v in a["bbox"]])
+                    for a in doc["annotations"] if a["image_id"] == img["id"]]))
+        for img in doc["images"]], progress=False)
+    result = foo.execute_operator("@dqaudit/dqaudit/run_audit", ctx={
+        "dataset": ds, "view": ds.view(),
+        "params": {"label_field": "ground_truth", "model": "lite0", "device": "cpu",
+                   "pdf": False, "clr": False, "out_dir": str(tmp_path / "app")}}).result
+    assert result["suspects_view"] == "dq_suspect_objects"
+    assert result["n_samples"] == ds.count("ground_truth.detections") - 1  # the 5 px box
+    ds.reload()
+    assert len(ds.load_saved_view("dq_suspect_objects")) == result["flagged_count"]

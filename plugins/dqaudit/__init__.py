@@ -15,7 +15,8 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 def _label_fields(ctx):
     import fiftyone as fo
 
-    schema = ctx.dataset.get_field_schema(embedded_doc_type=fo.Classification)
+    # a Classification field: an image audit; Detections: every box audited as a sample
+    schema = ctx.dataset.get_field_schema(embedded_doc_type=[fo.Classification, fo.Detections])
     return sorted(name for name in schema if not name.startswith("dq_"))
 
 
@@ -51,7 +52,8 @@ class RunAudit(foo.Operator):
         inputs = types.Object()
         fields = _label_fields(ctx)
         if not fields:
-            inputs.view("none", types.Warning(label="This dataset has no Classification field"))
+            inputs.view("none", types.Warning(
+                label="This dataset has no Classification or Detections field"))
             return types.Property(inputs)
         inputs.enum("label_field", fields, required=True,
                     default="ground_truth" if "ground_truth" in fields else fields[0],
@@ -108,7 +110,7 @@ class RunAudit(foo.Operator):
         from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import (audit_fiftyone, audit_target, default_out_dir,
                                           form_config)
-        from dqaudit.fiftyone_io import RunNames
+        from dqaudit.fiftyone_io import OBJECTS_VIEW, RunNames
 
         p = ctx.params
         try:
@@ -123,9 +125,13 @@ class RunAudit(foo.Operator):
         from dqaudit.headline import headline
 
         s = result.summary
+        names = RunNames(run)
+        # an object audit opens on its patches view of suspect boxes
+        suspects = names.field(OBJECTS_VIEW) if result.dataset.unit == "object" else \
+            names.suspects
         if not ctx.delegated:
             ctx.ops.reload_dataset()
-            ctx.ops.set_view(name=RunNames(run).suspects)
+            ctx.ops.set_view(name=suspects)
             if s["verdict"].get("small_sample"):
                 ctx.ops.notify(f"dqaudit: {s['verdict']['text']}", variant="warning")
         # the one headline share of wrong labels (as the report's cover), not the raw count
@@ -133,7 +139,7 @@ class RunAudit(foo.Operator):
                 "flagged_count": s["flagged_count"],
                 "estimated_noise_rate": headline(s)["rate"],
                 "verdict": f"{s['verdict']['level']}: {s['verdict']['text']}",
-                "run": run or "", "suspects_view": RunNames(run).suspects,
+                "run": run or "", "suspects_view": suspects,
                 "out_dir": str(result.out_dir)}
 
     def resolve_output(self, ctx):
