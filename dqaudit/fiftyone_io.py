@@ -31,6 +31,17 @@ def import_fiftyone():
     return fo
 
 
+def _view_of(fo, name: str, view):
+    """``view``, or the dataset ``name`` (an error naming the fix when there is none)."""
+    if view is not None:
+        return view
+    if not fo.dataset_exists(name):
+        known = ", ".join(fo.list_datasets()[:10]) or "none"
+        raise InputError(f"FiftyOne dataset {name!r} does not exist (datasets: {known}); "
+                         "check the name with `fiftyone datasets list`")
+    return fo.load_dataset(name)
+
+
 def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=None):
     """A FiftyOne dataset (or ``view`` of it) with a ``Classification`` field -> LabeledImages.
 
@@ -38,12 +49,7 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
     from the tags train/val/test. Samples without a label are listed in ``skipped``.
     """
     fo = import_fiftyone()
-    if view is None:
-        if not fo.dataset_exists(name):
-            known = ", ".join(fo.list_datasets()[:10]) or "none"
-            raise InputError(f"FiftyOne dataset {name!r} does not exist (datasets: {known}); "
-                             "check the name with `fiftyone datasets list`")
-        view = fo.load_dataset(name)
+    view = _view_of(fo, name, view)
     dataset = root_dataset(view)
     schema = dataset.get_field_schema()
     if label_field not in schema:
@@ -109,12 +115,7 @@ def load_fiftyone_boxes(name: str, *, label_field: str = "ground_truth", view=No
     predictions (confidence above ``boxes.MISSING_CONFIDENCE``, matching no box).
     """
     fo = import_fiftyone()
-    if view is None:
-        if not fo.dataset_exists(name):
-            known = ", ".join(fo.list_datasets()[:10]) or "none"
-            raise InputError(f"FiftyOne dataset {name!r} does not exist (datasets: {known}); "
-                             "check the name with `fiftyone datasets list`")
-        view = fo.load_dataset(name)
+    view = _view_of(fo, name, view)
     dataset = root_dataset(view)
     schema = dataset.get_field_schema()
     if not is_detections_field(fo, schema, label_field):

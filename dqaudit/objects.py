@@ -249,8 +249,9 @@ def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
     box = np.array([r["box"] if r else [np.nan] * 4 for r in rows], dtype=np.float64)
     image_ids = table["image_id"].to_numpy(dtype=object)
     ok = np.array([r is not None for r in rows])
+    # a box left out overlaps nothing: its own image id, one no real image can have
     partner, overlap = duplicate_boxes(np.where(ok[:, None], box, 0.0), np.where(
-        ok, image_ids, np.arange(len(ok)).astype(str)))
+        ok, image_ids, np.array([f"\x00left out {i}" for i in range(len(ok))], dtype=object)))
     partner_id = np.array([table["object_id"].iat[j] if j >= 0 else "" for j in partner],
                           dtype=object)
     for i in np.flatnonzero(~ok):
