@@ -309,13 +309,9 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
         outputs.write_csv(target, samples[["path", "label", "split", "id"]])
-        if changelog.exists():
-            shutil.copy2(changelog, target.with_name(target.stem + "." + CHANGELOG_CSV))
+        _changelog_beside(changelog, target)
         return {"to": "csv", "dest": str(target), "n_samples": len(samples)}
-    fo = import_fiftyone()
-    if fo.dataset_exists(dest):
-        raise DqauditError(f"FiftyOne dataset {dest!r} exists; choose a new name")
-    dataset = fo.Dataset(dest, persistent=True)
+    fo, dataset = _new_fiftyone_dataset(dest)
     dataset.add_samples([
         fo.Sample(filepath=p, tags=[s] if s else [],
                   ground_truth=fo.Classification(label=lab))
@@ -355,13 +351,9 @@ def _export_boxes(samples: pd.DataFrame, summary: dict, *, to: str, dest: str,
                "categories": [{"id": j + 1, "name": c} for j, c in enumerate(classes)]}
         target.parent.mkdir(parents=True, exist_ok=True)
         outputs.write_json(target, doc)
-        if changelog.exists():
-            shutil.copy2(changelog, target.with_name(target.stem + "." + CHANGELOG_CSV))
+        _changelog_beside(changelog, target)
         return {"to": "coco", "dest": str(target), "n_samples": len(samples)}
-    fo = import_fiftyone()
-    if fo.dataset_exists(dest):
-        raise DqauditError(f"FiftyOne dataset {dest!r} exists; choose a new name")
-    dataset = fo.Dataset(dest, persistent=True)
+    fo, dataset = _new_fiftyone_dataset(dest)
     dets: dict[str, list] = {p: [] for p in images}
     for i, p, lab, x, y, w, h in zip(samples["id"], samples["image_path"], samples["label"],
                                      samples["box_x"], samples["box_y"], samples["box_w"],
@@ -369,7 +361,23 @@ def _export_boxes(samples: pd.DataFrame, summary: dict, *, to: str, dest: str,
         iw, ih = float(first.loc[p, "image_width"]), float(first.loc[p, "image_height"])
         dets[p].append(fo.Detection(label=lab, bounding_box=[x / iw, y / ih, w / iw, h / ih],
                                     dq_object_id=str(i)))
-    dataset.add_samples([fo.Sample(filepath=original_path(p),
-                                   ground_truth=fo.Detections(detections=d))
+    splits = dict(zip(first.index, first["split"]))
+    dataset.add_samples([fo.Sample(filepath=original_path(p), tags=[splits[p]] if splits[p]
+                                   else [], ground_truth=fo.Detections(detections=d))
                          for p, d in dets.items()], progress=False)
     return {"to": "fiftyone", "dest": dest, "n_samples": len(samples)}
+
+
+def _changelog_beside(changelog: Path, target: Path) -> None:
+    """The corrections' changelog copied beside an exported file (``<stem>.changelog.csv``)."""
+    if changelog.exists():
+        shutil.copy2(changelog, target.with_name(target.stem + "." + CHANGELOG_CSV))
+
+
+def _new_fiftyone_dataset(name: str):
+    """(fiftyone, a new persistent dataset ``name``): an export never writes into an existing
+    dataset."""
+    fo = import_fiftyone()
+    if fo.dataset_exists(name):
+        raise DqauditError(f"FiftyOne dataset {name!r} exists; choose a new name")
+    return fo, fo.Dataset(name, persistent=True)
