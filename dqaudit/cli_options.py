@@ -21,7 +21,7 @@ from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, AuditCo
 from .finetune import TRAIN_MODES, FinetuneConfig
 from .errors import DqauditError
 from .headline import VERDICT_LEVELS
-from .objects import DEFAULT_MARGIN
+from .boxes import DEFAULT_MARGIN
 
 
 # exit codes: 0 done, 1 an unexpected failure (a bug: the traceback is shown), 2 a usage error

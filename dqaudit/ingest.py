@@ -19,8 +19,8 @@ from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_p
                       file_digests, majority_labels, one_hot, printable)
 from .errors import InputError
 from .fiftyone_io import load_fiftyone_boxes, load_fiftyone_dataset, load_view
-from .boxes import MIN_BOX_SIDE
-from .objects import DEFAULT_MARGIN, is_coco, is_yolo, load_coco, load_yolo, object_dataset
+from .boxes import DEFAULT_MARGIN, MIN_BOX_SIDE
+from .objects import is_coco, is_yolo, load_coco, load_yolo, object_dataset
 
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
                           "image_path")

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .boxes import DUPLICATE_BOX_IOU, MIN_BOX_SIDE, box_problems, duplicate_boxes
+from .boxes import (DEFAULT_MARGIN, DUPLICATE_BOX_IOU, MIN_BOX_SIDE, box_problems,
+                    duplicate_boxes)
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, file_digest, one_hot,
                       printable)
 from .embed.cache import default_cache_dir
@@ -41,12 +42,6 @@ BOX_COLUMNS = ("image_path", "image_id", "object_id", "label", "split", "x", "y"
 OBJECT_COLUMNS = ("image_path", "image_id", "box_x", "box_y", "box_w", "box_h", "image_width",
                   "image_height", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "box_outside",
                   "duplicate_box_of", "duplicate_box_iou", "possible_spurious")
-# context around a box, as a fraction of its side on each side; chosen by
-# benchmarks/detect_boxes.py (RESULTS.md "Object-level audit"): on pasted CIFAR-10N scenes 0
-# kept box-level F1 within 0.01 of image-level, 0.1 lost 0.02-0.03 on every noise set. CIFAR
-# images carry their own context, so the benchmark favours no margin; a crop is still widened
-# to a square (context around a long box)
-DEFAULT_MARGIN = 0.0
 # crops are stored no larger than this on their longer side: the loader decodes at twice an
 # encoder's input size (448 px for 224), so more would be stored and never seen
 MAX_CROP_SIDE = 512
