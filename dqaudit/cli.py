@@ -69,9 +69,9 @@ def main() -> None:
 @fail_on_option
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
-         from_fiftyone, label_field, saved_view, box_margin, pred_field, model, image_size,
-         flip_tta, device, batch_size, num_workers, cache_dir, no_cache, decode, backend,
-         engine, ray_address, num_gpus_per_worker,
+         from_fiftyone, label_field, saved_view, box_margin, min_box_side, pred_field, model,
+         image_size, flip_tta, device, batch_size, num_workers, cache_dir, no_cache, decode,
+         backend, engine, ray_address, num_gpus_per_worker,
          checks, knn_method, duplicate_threshold, posterior_method, finetune_train,
          finetune_epochs, no_pdf, report_title, top_n, redact, page_size,
          no_report, clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
@@ -116,7 +116,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         path_column=path_column, label_column=label_column, split_column=split_column,
         count_prefix=count_prefix, image_root=image_root, from_fiftyone=from_fiftyone,
         label_field=label_field, saved_view=saved_view, box_margin=box_margin,
-        pred_field=pred_field)
+        min_box_side=min_box_side, pred_field=pred_field)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=str))
     elif not quiet:

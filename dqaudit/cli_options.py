@@ -21,7 +21,7 @@ from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, AuditCo
 from .finetune import TRAIN_MODES, FinetuneConfig
 from .errors import DqauditError
 from .headline import VERDICT_LEVELS
-from .boxes import DEFAULT_MARGIN
+from .boxes import DEFAULT_MARGIN, MIN_BOX_SIDE
 
 
 # exit codes: 0 done, 1 an unexpected failure (a bug: the traceback is shown), 2 a usage error
@@ -240,6 +240,11 @@ def ingest_options(func):
         click.option("--box-margin", type=click.FloatRange(0, 2), default=None,
                      help="Detection datasets: context around each box, as a fraction of its "
                           f"side on each side [default: {DEFAULT_MARGIN:g}]."),
+        click.option("--min-box-side", type=click.FloatRange(min=1), default=MIN_BOX_SIDE,
+                     show_default=True,
+                     help="Detection datasets: boxes under this many pixels on their shorter "
+                          "side are listed in skipped.csv, not audited (measured: smaller "
+                          "ones get mostly false flags)."),
         click.option("--pred-field", default=None,
                      help="With --from-fiftyone and a Detections --label-field: a detector's "
                           "Detections, matched to the boxes for possible missing and spurious "

@@ -34,15 +34,15 @@ def test_iou_of_known_boxes():
 
 
 def test_box_problems_name_each_reason_and_clip():
-    boxes = np.array([[10, 10, 30, 30], [0, 0, 0, 5], [200, 200, 10, 10], [1, 1, 4, 30],
-                      [90, 10, 30, 30], [np.nan, 0, 5, 5]])
+    boxes = np.array([[10, 10, 30, 30], [0, 0, 0, 5], [200, 200, 10, 10], [1, 1, 12, 30],
+                      [80, 10, 30, 30], [np.nan, 0, 5, 5]])
     clipped, reasons, outside = box_problems(boxes, np.tile([100, 100], (6, 1)))
     assert reasons[0] == "" and reasons[4] == ""
     assert "degenerate" in reasons[1] and "degenerate" in reasons[5]
     assert "wholly outside" in reasons[2]
     assert "too small" in reasons[3]
     assert outside.tolist() == [False, False, True, False, True, False]
-    np.testing.assert_allclose(clipped[4], [90, 10, 10, 30])
+    np.testing.assert_allclose(clipped[4], [80, 10, 20, 30])
 
 
 def test_duplicate_boxes_pair_within_an_image_only():
