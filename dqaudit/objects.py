@@ -37,11 +37,11 @@ from .errors import InputError
 BOX_COLUMNS = ("image_path", "image_id", "object_id", "label", "split", "x", "y", "w", "h",
                "image_width", "image_height")
 # the samples table's columns of an object audit (Audit.load rebuilds ``objects`` from them):
-# where the box lies in its image (pixels), where it lies in its crop (0-1: the report draws
-# it), the box checks (``possible_spurious`` only with a detector's predictions)
+# where the box lies in its image (pixels: the report and the review queue show it there),
+# the box checks (``possible_spurious`` only with a detector's predictions)
 OBJECT_COLUMNS = ("image_path", "image_id", "box_x", "box_y", "box_w", "box_h", "image_width",
-                  "image_height", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "box_outside",
-                  "duplicate_box_of", "duplicate_box_iou", "possible_spurious")
+                  "image_height", "box_outside", "duplicate_box_of", "duplicate_box_iou",
+                  "possible_spurious")
 # crops are stored no larger than this on their longer side: the loader decodes at twice an
 # encoder's input size (448 px for 224), so more would be stored and never seen
 MAX_CROP_SIDE = 512
@@ -265,8 +265,6 @@ def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
         "box_h": box[keep, 3],
         "image_width": [rows[i]["size"][0] for i in keep],
         "image_height": [rows[i]["size"][1] for i in keep],
-        **{name: [rows[i]["in_crop"][k] for i in keep]
-           for k, name in enumerate(("crop_x0", "crop_y0", "crop_x1", "crop_y1"))},
         "box_outside": [bool(rows[i]["outside"]) for i in keep],
         "duplicate_box_of": partner_id[keep],
         "duplicate_box_iou": overlap[keep],
@@ -287,8 +285,8 @@ def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
 
 def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, relative: bool,
                 min_side: float):
-    """Per box of one image, a dict (crop path, clipped box, its place in the crop, image
-    size, outside flag) or the reason it cannot be audited."""
+    """Per box of one image, a dict (crop path, clipped box, image size, outside flag) or the
+    reason it cannot be audited."""
     n = len(rows)
     try:
         digest = file_digest(path)
@@ -314,7 +312,7 @@ def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, rela
             out_rows.append(reasons[k])
             continue
         x, y, w, h = clipped[k]
-        region = _context(x, y, w, h, margin=margin, size=size)
+        region = context_region(x, y, w, h, margin=margin, size=size)
         key = hashlib.blake2b(
             f"{digest}|{x:.2f},{y:.2f},{w:.2f},{h:.2f}|{margin:g}|{MAX_CROP_SIDE}|"
             f"{CROP_VERSION}".encode(), digest_size=16).hexdigest()
@@ -334,17 +332,13 @@ def _crop_image(path: str, rows: pd.DataFrame, *, margin: float, out: Path, rela
             tmp = crop_path.with_name(f".{key}.{os.getpid()}.tmp.png")
             crop.save(tmp, format="PNG")
             os.replace(tmp, crop_path)
-        rx0, ry0, rx1, ry1 = region
-        cw, ch = max(rx1 - rx0, 1), max(ry1 - ry0, 1)
         out_rows.append({"crop": str(crop_path), "box": clipped[k], "size": size,
-                         "outside": bool(outside[k]),
-                         "in_crop": ((x - rx0) / cw, (y - ry0) / ch, (x + w - rx0) / cw,
-                                     (y + h - ry0) / ch)})
+                         "outside": bool(outside[k])})
     img.close()
     return out_rows
 
 
-def _context(x: float, y: float, w: float, h: float, *, margin: float, size) -> tuple:
+def context_region(x: float, y: float, w: float, h: float, *, margin: float, size) -> tuple:
     """The crop around a box, in whole pixels (x0, y0, x1, y1): ``margin`` of its side on each
     side, then widened to a square (an encoder centre-crops a long box and would cut its ends
     off), clipped to the image."""

@@ -19,7 +19,7 @@ from .errors import DqauditError
 from .fiftyone_io import import_fiftyone, tag_samples
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
 from .report import REPORT_HTML, REPORT_PDF
-from .report.context import CROP_BOX, thumbnail
+from .report.context import row_thumbnail
 
 # --------------------------------------------------------------------------- review workflow
 
@@ -70,15 +70,14 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
                "priority", "noisiness", "ambiguity", "issues",
                # an object audit: which image the box is in, where (pixels)
                "image_id", "image_path", "box_x", "box_y", "box_w", "box_h"]
-    boxes = queue[list(CROP_BOX)].to_numpy() if CROP_BOX[0] in queue.columns else None
     queue = queue[[c for c in columns if c in queue.columns]].reset_index(drop=True)
     queue.insert(0, "rank", range(1, len(queue) + 1))
     queue["correct_label"] = ""
     if thumbnails:
         (out / THUMBS_DIR).mkdir(exist_ok=True)
         paths = []
-        for k, (rank, path) in enumerate(zip(queue["rank"], queue["path"])):
-            uri = thumbnail(path, None if boxes is None else tuple(boxes[k]))
+        for rank, rec in zip(queue["rank"], queue.to_dict("records")):
+            uri = row_thumbnail(rec)
             target = out / THUMBS_DIR / f"{rank:05d}.png"
             if uri:
                 target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))

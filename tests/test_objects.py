@@ -1,6 +1,8 @@
 """Object-level audits of detection datasets: box maths, COCO/YOLO/FiftyOne ingest, crops,
 box checks, the audit, relabel by object id, export, FiftyOne attributes and patches view."""
 
+import base64
+import io
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ from dqaudit.cli import main
 from dqaudit.config import AuditConfig, EmbedConfig, ReportConfig
 from dqaudit.errors import DqauditError, InputError
 from dqaudit.ingest import load_dataset
+from dqaudit.report.context import BOX_COLOUR, box_thumbnail
 from dqaudit.sample_data import generate_scenes
 
 FAST = AuditConfig(clr=None, embed=EmbedConfig(model="lite0", num_workers=0),
@@ -98,10 +101,12 @@ def test_coco_boxes_become_samples_with_their_checks(scenes):
             {c for c in data.classes} if a["corrupted"] else set())
     with Image.open(data.paths[0]) as crop:
         assert crop.size[0] == crop.size[1]  # squared with context
-    # every box lies inside its crop (the crop is cut outwards to whole pixels)
-    place = ob[["crop_x0", "crop_y0", "crop_x1", "crop_y1"]].to_numpy()
-    assert (place >= 0).all() and (place <= 1).all()
-    assert (place[:, 0] < place[:, 2]).all() and (place[:, 1] < place[:, 3]).all()
+    # the report shows a box in its image with the box drawn (magenta at its edge)
+    row = ob.iloc[0]
+    uri = box_thumbnail(row["image_path"], row[["box_x", "box_y", "box_w", "box_h"]].tolist())
+    thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
+    arr = np.asarray(thumb)
+    assert (np.all(arr == BOX_COLOUR, axis=2)).sum() > 2 * min(thumb.size)
 
 
 def test_crops_are_cached_by_image_box_and_margin(scenes):

@@ -12,32 +12,62 @@ from PIL import Image, ImageDraw
 from ..dataset import original_path
 from ..embed.loader import to_rgb
 from ..headline import headline
+from ..objects import context_region
 from ..image_checks import IMAGE_ISSUE_TEXT, IMAGE_ISSUES, THRESHOLDS
 from ..outputs import review_order_column
 from . import figures
 
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
-BOX_COLOUR = (255, 0, 170)  # an object audit's box on its crop: a colour photos rarely hold
-CROP_BOX = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")
+BOX_COLOUR = (255, 0, 170)  # an object audit's box in its image: a colour photos rarely hold
+BOX_CONTEXT = 0.5  # a box is shown with half its side of its image around it
+SAMPLE_BOX = ("box_x", "box_y", "box_w", "box_h")  # an object audit's box, px in its image
 
 
-def thumbnail(path: str, box: tuple | None = None) -> str | None:
-    """A PNG data URI of the image, or None when it cannot be read. ``box``: (x0, y0, x1, y1)
-    as fractions of the image, drawn on it (an object audit's crop shows its box in its
-    context)."""
+def thumbnail(path: str) -> str | None:
+    """A PNG data URI of the image, or None when it cannot be read."""
+    img = _open_rgb(path)
+    return None if img is None else _data_uri(img)
+
+
+def box_thumbnail(image_path: str, box) -> str | None:
+    """A PNG data URI of a box (x, y, w, h px) in its image: the box with ``BOX_CONTEXT`` of
+    its side around it, squared within the image, the box drawn; None when unreadable."""
+    img = _open_rgb(image_path)
+    if img is None or not all(pd.notna(v) for v in box):
+        return None
+    x, y, w, h = (float(v) for v in box)
+    x0, y0, x1, y1 = context_region(x, y, w, h, margin=BOX_CONTEXT, size=img.size)
+    view = img.crop((x0, y0, x1, y1))
+    fw, fh = max(x1 - x0, 1), max(y1 - y0, 1)
+    return _data_uri(view, ((x - x0) / fw, (y - y0) / fh, (x + w - x0) / fw, (y + h - y0) / fh))
+
+
+def row_thumbnail(rec: dict) -> str | None:
+    """The thumbnail of a samples-table row: its image, or an object audit's box in its image."""
+    if "image_path" in rec and "box_x" in rec:
+        return box_thumbnail(rec["image_path"], [rec[c] for c in SAMPLE_BOX])
+    return thumbnail(rec["path"])
+
+
+def _open_rgb(path: str):
     try:
         with Image.open(original_path(path)) as img:
             img.load()
-            img = to_rgb(img)
+            return to_rgb(img)
     except Exception:  # a moved or deleted file shows as a grey box, not a crash
         return None
+
+
+def _data_uri(img, box: tuple | None = None) -> str:
+    """``img`` scaled to thumbnail size as a PNG data URI; ``box`` (x0, y0, x1, y1 as
+    fractions of it) drawn on it."""
     w, h = img.size
     if max(w, h) <= THUMB:
         factor = max(1, THUMB // max(w, h))
         img = img.resize((w * factor, h * factor), Image.Resampling.NEAREST)
     else:
         img.thumbnail((THUMB * 4 // 3, THUMB * 4 // 3), Image.Resampling.BICUBIC)
-    if box is not None and all(pd.notna(v) for v in box):
+    if box is not None:
         w, h = img.size
         ImageDraw.Draw(img).rectangle(
             [box[0] * w, box[1] * h, box[2] * w - 1, box[3] * h - 1], outline=BOX_COLOUR,
@@ -52,8 +82,7 @@ def _rows(df: pd.DataFrame, columns: list[str], redact=()) -> list[dict]:
     for row_number, rec in zip(df.index, df.to_dict("records")):
         row = {c: rec[c] for c in columns if c in rec}
         row["issues"] = list(rec.get("issues", []))
-        box = tuple(rec[c] for c in CROP_BOX) if CROP_BOX[0] in rec else None
-        row["thumb"] = None if "thumbnails" in redact else thumbnail(rec["path"], box)
+        row["thumb"] = None if "thumbnails" in redact else row_thumbnail(rec)
         if "paths" in redact:  # ids are often file names: the row of samples.csv instead
             row["id"] = row["path"] = f"samples.csv row {int(row_number) + 1}"
             row.pop("image_id", None)
