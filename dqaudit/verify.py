@@ -28,6 +28,8 @@ VERIFY_TAG = "dq_verify"
 VERIFIED_NOTE = "verified sample"
 SCORE_COLUMN = "label_error_probability"
 TARGET_HALF_WIDTH = 0.02  # the cover says how many verified labels give +-2 points
+# an object audit's verification sample says which box to check
+BOX_PLACE = ("image_path", "box_x", "box_y", "box_w", "box_h")
 
 
 def _now() -> str:
@@ -150,6 +152,12 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
     table["design"] = design_id
     table = table[["id", "path", "given_label", "stratum", "inclusion_probability", "draw",
                    "design", "verified_label"]]
+    objects = summary["dataset"]["source"].get("unit") == "object"
+    if objects:  # which box to check: its image and where it lies there (pixels)
+        where = outputs.read_samples(out).set_index("id")[list(BOX_PLACE)]
+        table = table.join(where, on="id")
+        table = table[["id", "path", *BOX_PLACE] + [c for c in table.columns
+                                                    if c not in ("id", "path", *BOX_PLACE)]]
     frame.to_parquet(out / VERIFY_FRAME, index=False)
     outputs.write_csv(sample_path, table)
     predicted = survey.predicted_half_width(q, strata, n_strata, size, **share)
@@ -177,9 +185,8 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
     fo_name = summary.get("fiftyone_dataset")
     if fo_name:
         paths = list(table["path"])
-        if summary["dataset"]["source"].get("unit") == "object":  # the images holding the boxes
-            where = outputs.read_samples(out).set_index("id")["image_path"]
-            paths = list(dict.fromkeys(where.loc[table["id"]]))
+        if objects:  # the images holding the boxes
+            paths = list(dict.fromkeys(table["image_path"]))
         tag_view(fo_name, paths, VERIFY_TAG, view_name=VERIFY_TAG)
     return result
 

@@ -252,6 +252,26 @@ def test_relabel_by_object_id_keeps_the_boxes_and_exports_coco(scanned, tmp_path
     assert len(load_dataset(tmp_path / "clean.json")) == len(after.samples)
 
 
+def test_verified_estimate_at_box_level(scanned, tmp_path):
+    root, out = scanned
+    work = tmp_path / "a"
+    shutil.copytree(out, work)
+    truth = truth_of(root)
+    run = lambda *a: CliRunner().invoke(main, [str(v) for v in a],  # noqa: E731
+                                        catch_exceptions=False)
+    assert run("verify", work, "--size", 30).exit_code == 0
+    sample = pd.read_csv(work / "verify_sample.csv", dtype=str, keep_default_na=False)
+    assert sample["image_path"].str.endswith(".jpg").all()
+    sample["verified_label"] = sample["id"].map(lambda i: truth[i]["true_label"])
+    sample.to_csv(tmp_path / "checked.csv", index=False)
+    res = run("verify", work, "--apply", tmp_path / "checked.csv", "--json")
+    assert res.exit_code == 0, res.output
+    verified = json.loads((work / "summary.json").read_text())["clr"]["verified"]
+    wrong = (sample["verified_label"] != sample["given_label"]).sum()
+    assert verified["n_verified"] == 30 and verified["n_errors_found"] == wrong
+    assert verified["ci_low_at_draw"] <= verified["estimate_at_draw"] <= verified["ci_high_at_draw"]
+
+
 # --------------------------------------------------------------------------- FiftyOne
 
 @pytest.fixture
@@ -332,6 +352,7 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
     # the verification sample: the images holding its boxes are tagged, a box is verified
     drawn = draw_verification_for(ds, size=8)
     table = pd.read_csv(drawn["csv"], dtype=str, keep_default_na=False)
+    assert {"image_path", "box_x", "box_w"} <= set(table.columns)  # which box to check
     holding = set(audit.samples.set_index("id").loc[table["id"], "image_path"])
     assert set(ds.match_tags("dq_verify").values("filepath")) == holding
     res = verify_selected(ds, [], None, object_ids=[table["id"].iloc[0]])
