@@ -221,7 +221,7 @@ def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
     by_image = table.groupby("image_path", sort=True).indices
     crops = crop_cache_dir(cache_dir)
     crops.mkdir(parents=True, exist_ok=True)
-    results: dict[int, tuple] = {}
+    results: dict[int, object] = {}  # per box: its crop's dict, or why it has none
 
     def one(item):
         path, idx = item
@@ -256,8 +256,11 @@ def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
                         "reason": reasons[i]})
     keep = np.flatnonzero(ok)
     if len(keep) == 0:
-        raise InputError(f"{source.get('location')}: no box could be audited (first reason: "
-                         f"{reasons[0]}); see the reasons above")
+        raise InputError(f"{source.get('location')}: none of its {len(table)} boxes can be "
+                         f"audited (the first: {reasons[0]})")
+    # categories no audited box has (COCO files often list unused ones) are not classes here
+    used = set(table["label"].iloc[keep])
+    classes = [c for c in classes if c in used]
     index = {c: j for j, c in enumerate(classes)}
     labels = np.array([index[v] for v in table["label"].iloc[keep]], dtype=np.int64)
     objects = pd.DataFrame({

@@ -164,6 +164,11 @@ def test_bad_detection_inputs_name_the_fix(tmp_path, scenes):
     assert len(load_dataset(moved, image_root=root)) > 0
     with pytest.raises(InputError, match="--from-fiftyone"):
         load_dataset(root / "scenes.json", pred_field="predictions")
+    # a category no box uses is not a class of the audit
+    extra = json.loads((root / "scenes.json").read_text())
+    extra["categories"].append({"id": 99, "name": "unused"})
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    assert "unused" not in load_dataset(tmp_path / "extra.json", image_root=root).classes
     # per-box problems are listed with their reason and the rest is audited
     work = tmp_path / "work"
     shutil.copytree(root, work)
