@@ -406,3 +406,31 @@ def test_the_app_audits_a_detections_field_box_by_box(scenes, fo_name, tmp_path)
     assert result["n_samples"] == ds.count("ground_truth.detections") - 1  # the 5 px box
     ds.reload()
     assert len(ds.load_saved_view("dq_suspect_objects")) == result["flagged_count"]
+
+
+def test_a_sub_audit_of_a_view_writes_its_boxes_under_its_own_names(scenes, fo_name, tmp_path):
+    from dqaudit.fiftyone_app import audit_fiftyone
+    from dqaudit.fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    root, _ = scenes
+    doc = json.loads((root / "scenes.json").read_text())
+    cats = {c["id"]: c["name"] for c in doc["categories"]}
+    ds = fo.Dataset(fo_name)
+    ds.add_samples([fo.Sample(filepath=str(root / img["file_name"]), ground_truth=fo.Detections(
+        detections=[fo.Detection(label=cats[a["category_id"]],
+                                 bounding_box=[v / 256 for v in a["bbox"]])
+                    for a in doc["annotations"] if a["image_id"] == img["id"]]))
+        for img in doc["images"]], progress=False)
+    part = ds.limit(16)
+    audit = audit_fiftyone(part, run="first16", config=FAST, out_dir=tmp_path / "a",
+                           quiet=True)
+    assert audit.dataset.unit == "object"
+    ds.reload()
+    assert "dq_first16_suspect_objects" in ds.list_saved_views()
+    assert "dq_suspect_objects" not in ds.list_saved_views()  # the whole dataset's: untouched
+    audited = [d for s in part for d in s.ground_truth.detections]
+    assert all(d["dq_first16_noisiness"] is not None for d in audited if d.id in
+               set(audit.samples["id"]))
+    outside = [d for s in ds.skip(16) for d in s.ground_truth.detections]
+    assert all(d.get_field("dq_first16_noisiness") is None for d in outside)
