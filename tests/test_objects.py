@@ -279,6 +279,25 @@ def test_verified_estimate_at_box_level(scanned, tmp_path):
 
 # --------------------------------------------------------------------------- FiftyOne
 
+def scene_boxes(fo, root) -> list[tuple[str, list]]:
+    """Per image of the scenes in ``root``: its path and its boxes as FiftyOne Detections
+    (scenes.json's boxes, relative to the 256 px image)."""
+    doc = json.loads((root / "scenes.json").read_text())
+    cats = {c["id"]: c["name"] for c in doc["categories"]}
+    return [(str(root / img["file_name"]),
+             [fo.Detection(label=cats[a["category_id"]], bounding_box=[v / 256 for v in a["bbox"]])
+              for a in doc["annotations"] if a["image_id"] == img["id"]])
+            for img in doc["images"]]
+
+
+def scenes_dataset(fo, name: str, root):
+    """FiftyOne dataset ``name`` of the scenes, their boxes in ``ground_truth``."""
+    ds = fo.Dataset(name)
+    ds.add_samples([fo.Sample(filepath=path, ground_truth=fo.Detections(detections=gt))
+                    for path, gt in scene_boxes(fo, root)], progress=False)
+    return ds
+
+
 @pytest.fixture
 def fo_name():
     from dqaudit.fiftyone_io import import_fiftyone
@@ -300,21 +319,15 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
 
     fo = import_fiftyone()
     root, _ = scenes
-    doc = json.loads((root / "scenes.json").read_text())
-    cats = {c["id"]: c["name"] for c in doc["categories"]}
     ds = fo.Dataset(fo_name)
     samples = []
-    for k, img in enumerate(doc["images"]):
-        anns = [a for a in doc["annotations"] if a["image_id"] == img["id"]]
-        rel = lambda a: [a["bbox"][0] / 256, a["bbox"][1] / 256,  # noqa: E731
-                         a["bbox"][2] / 256, a["bbox"][3] / 256]
-        gt = [fo.Detection(label=cats[a["category_id"]], bounding_box=rel(a)) for a in anns]
+    for k, (path, gt) in enumerate(scene_boxes(fo, root)):
         pred = [fo.Detection(label=d.label, bounding_box=d.bounding_box, confidence=0.99)
                 for d in gt]
         if k == 0:  # one box the detector does not see, one object nobody boxed
             pred = pred[1:] + [fo.Detection(label="star", bounding_box=[0.9, 0.9, 0.05, 0.05],
                                             confidence=0.98)]
-        samples.append(fo.Sample(filepath=str(root / img["file_name"]), tags=["train"],
+        samples.append(fo.Sample(filepath=path, tags=["train"],
                                  ground_truth=fo.Detections(detections=gt),
                                  predictions=fo.Detections(detections=pred)))
     ds.add_samples(samples, progress=False)
@@ -390,14 +403,7 @@ def test_the_app_audits_a_detections_field_box_by_box(scenes, fo_name, tmp_path)
 
     fo = import_fiftyone()
     root, _ = scenes
-    doc = json.loads((root / "scenes.json").read_text())
-    cats = {c["id"]: c["name"] for c in doc["categories"]}
-    ds = fo.Dataset(fo_name)
-    ds.add_samples([fo.Sample(filepath=str(root / img["file_name"]), ground_truth=fo.Detections(
-        detections=[fo.Detection(label=cats[a["category_id"]],
-                                 bounding_box=[v / 256 for v in a["bbox"]])
-                    for a in doc["annotations"] if a["image_id"] == img["id"]]))
-        for img in doc["images"]], progress=False)
+    ds = scenes_dataset(fo, fo_name, root)
     result = foo.execute_operator("@dqaudit/dqaudit/run_audit", ctx={
         "dataset": ds, "view": ds.view(),
         "params": {"label_field": "ground_truth", "model": "lite0", "device": "cpu",
@@ -414,14 +420,7 @@ def test_a_sub_audit_of_a_view_writes_its_boxes_under_its_own_names(scenes, fo_n
 
     fo = import_fiftyone()
     root, _ = scenes
-    doc = json.loads((root / "scenes.json").read_text())
-    cats = {c["id"]: c["name"] for c in doc["categories"]}
-    ds = fo.Dataset(fo_name)
-    ds.add_samples([fo.Sample(filepath=str(root / img["file_name"]), ground_truth=fo.Detections(
-        detections=[fo.Detection(label=cats[a["category_id"]],
-                                 bounding_box=[v / 256 for v in a["bbox"]])
-                    for a in doc["annotations"] if a["image_id"] == img["id"]]))
-        for img in doc["images"]], progress=False)
+    ds = scenes_dataset(fo, fo_name, root)
     part = ds.limit(16)
     audit = audit_fiftyone(part, run="first16", config=FAST, out_dir=tmp_path / "a",
                            quiet=True)
