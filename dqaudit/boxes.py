@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# a box table, one row per ground-truth box (dqaudit.objects reads COCO and YOLO into it,
+# dqaudit.fiftyone_io a Detections field): ``object_id`` is the sample id (unique in the
+# dataset); ``x, y, w, h`` pixels from the top-left corner (0-1 of the image when the source
+# says ``relative``); ``image_width``, ``image_height`` NaN when the file has to say
+BOX_COLUMNS = ("image_path", "image_id", "object_id", "label", "split", "x", "y", "w", "h",
+               "image_width", "image_height")
+
 # context around a box, as a fraction of its side on each side; chosen by
 # benchmarks/detect_boxes.py (RESULTS.md "Object-level audit"): on pasted CIFAR-10N scenes
 # (two seeds) 0 kept box-level F1 within 0.01 of image-level, 0.1 lost 0.02-0.07 and 0.25

@@ -170,8 +170,9 @@ def selected_objects(view, selected: list[str], selected_labels: list[dict], *,
 def _audit_ids(dataset, object_ids: list[str], *, label_field: str) -> list[str]:
     """The audit's ids of these Detections: boxes dqaudit wrote from a COCO or YOLO file carry
     theirs (``dq_object_id``); FiftyOne's own boxes are audited under their Detection id."""
-    det_ids = dataset.values(f"{label_field}.detections.id", unwind=True)
-    audit_ids = dataset.values(f"{label_field}.detections.{OBJECT_ID}", unwind=True) \
+    picked = dataset.select_labels(ids=list(object_ids), fields=label_field)  # these boxes only
+    det_ids = picked.values(f"{label_field}.detections.id", unwind=True)
+    audit_ids = picked.values(f"{label_field}.detections.{OBJECT_ID}", unwind=True) \
         if dataset.get_field(f"{label_field}.detections.{OBJECT_ID}") is not None else det_ids
     to_audit = {d: (a or d) for d, a in zip(det_ids, audit_ids)}
     return [to_audit.get(o, o) for o in object_ids]

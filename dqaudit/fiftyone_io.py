@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 
-from .boxes import MISSING_CONFIDENCE, match_predictions
+from .boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
 from .dataset import SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot, printable
 from .errors import DqauditError, InputError
 from .headline import headline
@@ -161,8 +160,7 @@ def load_fiftyone_boxes(name: str, *, label_field: str = "ground_truth", view=No
     if not rows:
         raise InputError(f"FiftyOne dataset {name!r}: field {label_field!r} holds no labeled "
                          "boxes")
-    table = pd.DataFrame(rows, columns=["image_path", "image_id", "object_id", "label", "split",
-                                        "x", "y", "w", "h", "image_width", "image_height"])
+    table = pd.DataFrame(rows, columns=list(BOX_COLUMNS))
     if pred_field:
         table["possible_spurious"] = np.array(spurious, dtype=bool)
     classes = sorted(set(table["label"]))
@@ -173,6 +171,8 @@ def load_fiftyone_boxes(name: str, *, label_field: str = "ground_truth", view=No
               "view": None if view is dataset else view_description(view), "relative": True}
     if pred_field:
         source["predictions"] = {"field": pred_field, "n_predictions": n_pred,
+                                 "match_iou": MATCH_IOU,
+                                 "missing_confidence": MISSING_CONFIDENCE,
                                  "possible_missing": missing,
                                  "possible_spurious": int(np.sum(spurious))}
     return table, classes, skipped, source
@@ -430,8 +430,7 @@ def _write_object_results(fo, result, name: str, *, label_field: str, names: Run
     in_place = source.get("kind") == "fiftyone" and source.get("location") == name
     if in_place:
         dataset = fo.load_dataset(name)
-        det_ids = [i for row in dataset.values(f"{label_field}.detections.id") or []
-                   for i in (row or [])]
+        det_ids = dataset.values(f"{label_field}.detections.id", unwind=True)
         for attr in OBJECT_ATTRIBUTES:
             column = {i: None for i in det_ids}  # a box left out of this audit keeps no value
             column.update(zip(samples["id"].astype(str), values[attr]))
@@ -477,8 +476,7 @@ def _write_object_results(fo, result, name: str, *, label_field: str, names: Run
     pred = source.get("predictions")
     if pred and in_place:
         missing = names.field("dq_possible_missing")
-        pred_ids = [i for row in dataset.values(f"{pred['field']}.detections.id") or []
-                    for i in (row or [])]
+        pred_ids = dataset.values(f"{pred['field']}.detections.id", unwind=True)
         column = dict.fromkeys(pred_ids, False)
         column.update(dict.fromkeys((m["prediction_id"] for m in pred["possible_missing"]), True))
         dataset.set_label_values(f"{pred['field']}.detections.{missing}", column, dynamic=True)

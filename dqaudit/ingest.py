@@ -18,8 +18,8 @@ import pandas as pd
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_problem,
                       file_digests, majority_labels, one_hot, printable)
 from .errors import InputError
+from .boxes import MIN_BOX_SIDE
 from .fiftyone_io import load_fiftyone_boxes, load_fiftyone_dataset, load_view
-from .boxes import DEFAULT_MARGIN, MIN_BOX_SIDE
 from .objects import is_coco, is_yolo, load_coco, load_yolo, object_dataset
 
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
@@ -54,16 +54,15 @@ def load_dataset(
     ``.parquet`` manifest, or with ``from_fiftyone=True`` the name of a FiftyOne dataset.
     A detection dataset (a COCO instances ``.json``, a YOLO folder, a FiftyOne ``Detections``
     field) is audited object by object (``dqaudit.objects``): every box a sample, its crop
-    with ``box_margin`` of context (default ``objects.DEFAULT_MARGIN``) kept in the crop
+    with ``box_margin`` of context (default ``boxes.DEFAULT_MARGIN``) kept in the crop
     cache under ``cache_dir`` (default: the embedding cache's). ``pred_field``: a FiftyOne
     ``Detections`` field of a detector's predictions, for possible missing and spurious boxes.
     Boxes under ``min_box_side`` px on their shorter side are listed, not audited.
     """
-    margin = DEFAULT_MARGIN if box_margin is None else float(box_margin)
     if from_fiftyone:
         view = load_view(str(source), saved_view=saved_view) if saved_view else None
         return load_fiftyone(str(source), label_field=label_field, view=view,
-                             pred_field=pred_field, box_margin=margin, cache_dir=cache_dir,
+                             pred_field=pred_field, box_margin=box_margin, cache_dir=cache_dir,
                              min_box_side=min_box_side)
     if pred_field:
         raise InputError("--pred-field names a FiftyOne field: use it with --from-fiftyone")
@@ -75,7 +74,7 @@ def load_dataset(
         table, classes, skipped, info = load_coco(path, image_root=image_root) \
             if is_coco(path) else load_yolo(path)
         return object_dataset(table, classes=classes, source=info, skipped=skipped,
-                              margin=margin, cache_dir=cache_dir, min_side=min_box_side)
+                              margin=box_margin, cache_dir=cache_dir, min_side=min_box_side)
     if path.is_dir():
         return load_folder(path)
     if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
@@ -96,8 +95,7 @@ def load_fiftyone(name: str, *, label_field: str = "ground_truth", view=None,
     if boxes is not None:
         table, classes, skipped, info = boxes
         return object_dataset(table, classes=classes, source=info, skipped=skipped,
-                              margin=DEFAULT_MARGIN if box_margin is None else box_margin,
-                              cache_dir=cache_dir, min_side=min_box_side)
+                              margin=box_margin, cache_dir=cache_dir, min_side=min_box_side)
     if pred_field:
         raise InputError(f"--pred-field {pred_field}: predictions are matched to boxes, and "
                          f"field {label_field!r} holds no Detections")

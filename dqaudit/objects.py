@@ -7,10 +7,7 @@ and the cropping settings; the crops are then the ``LabeledImages`` every stage 
 the box table riding along as ``LabeledImages.objects``. Boxes that cannot be audited
 (degenerate, outside their image, too small to see) are listed in ``skipped`` with the reason.
 
-The box table's columns (``BOX_COLUMNS``): ``image_path``, ``image_id``, ``object_id`` (the
-sample id: unique in the dataset), ``label``, ``split``, ``x, y, w, h`` (pixels, top-left
-corner; relative 0-1 when ``relative``), ``image_width``, ``image_height`` (NaN: read from
-the file).
+The box table's columns: ``boxes.BOX_COLUMNS``.
 """
 
 from __future__ import annotations
@@ -24,18 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from PIL import Image
 
-from .boxes import (DEFAULT_MARGIN, DUPLICATE_BOX_IOU, MIN_BOX_SIDE, box_problems,
-                    duplicate_boxes)
+from .boxes import (BOX_COLUMNS, DEFAULT_MARGIN, DUPLICATE_BOX_IOU, MIN_BOX_SIDE,
+                    box_problems, duplicate_boxes)
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, file_digest, one_hot,
                       printable)
 from .embed.cache import default_cache_dir
 from .embed.loader import describe_failure, load_strict, to_rgb
 from .errors import InputError
 
-BOX_COLUMNS = ("image_path", "image_id", "object_id", "label", "split", "x", "y", "w", "h",
-               "image_width", "image_height")
 # the samples table's columns of an object audit (Audit.load rebuilds ``objects`` from them):
 # where the box lies in its image (pixels: the report and the review queue show it there),
 # the box checks (``possible_spurious`` only with a detector's predictions)
@@ -145,8 +141,6 @@ def is_yolo(root: Path) -> bool:
 def _yolo_names(root: Path) -> list[str]:
     for name in YOLO_YAMLS:
         if (root / name).is_file():
-            import yaml
-
             try:
                 doc = yaml.safe_load((root / name).read_text(encoding="utf-8")) or {}
             except Exception as exc:  # a broken YAML file names itself
@@ -205,13 +199,15 @@ def load_yolo(root: Path) -> tuple[pd.DataFrame, list[str], list[dict], dict]:
 
 
 def object_dataset(table: pd.DataFrame, *, classes: list[str], source: dict,
-                   skipped: list[dict] | None = None, margin: float = DEFAULT_MARGIN,
+                   skipped: list[dict] | None = None, margin: float | None = None,
                    cache_dir: str | os.PathLike | None = None, workers: int = 8,
                    min_side: float = MIN_BOX_SIDE) -> LabeledImages:
     """The box table -> ``LabeledImages`` of crops (``objects``: the per-box columns of
     ``OBJECT_COLUMNS``). Boxes are read in pixels, or 0-1 of their image when
     ``source["relative"]``; image sizes missing from the table are read from the files.
-    Boxes under ``min_side`` px on their shorter side are listed in ``skipped``."""
+    Boxes under ``min_side`` px on their shorter side are listed in ``skipped``; ``margin``
+    None is ``boxes.DEFAULT_MARGIN``."""
+    margin = DEFAULT_MARGIN if margin is None else float(margin)
     if margin < 0 or margin > 2:
         raise InputError(f"box margin {margin}: use a fraction of the box side, 0 to 2")
     skipped = list(skipped or [])

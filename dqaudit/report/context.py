@@ -142,7 +142,9 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
                        "leak": bool(members["split"][members["split"] != ""].nunique() > 1)})
 
     ds = summary["dataset"]
-    box_checks = _box_checks(summary, samples, top_n=top_n, redact=redact)
+    objects = ds["source"].get("unit") == "object"
+    box_checks = _box_checks(ds["source"], samples, top_n=top_n, redact=redact) \
+        if objects else []
     class_counts = summary["class_counts"]
     flagged_per_class = [summary["per_class_noise"][c]["flagged_label_errors"]
                          for c in ds["classes"]]
@@ -181,8 +183,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "page_size": page_size,
         "skipped_examples": [] if "paths" in redact else summary.get("skipped_examples", []),
         "has_splits": bool(ds["splits"]),
-        "objects": ds["source"].get("unit") == "object",
-        "unit": "boxes" if ds["source"].get("unit") == "object" else "samples",
+        "objects": objects,
+        "unit": "boxes" if objects else "samples",
         "box_checks": box_checks,
         "predictions": ds["source"].get("predictions"),
     }
@@ -192,23 +194,23 @@ BOX_CHECK_TEXT = {
     "duplicate_box": "the same object boxed twice: two boxes of one image overlapping at IoU "
                      "≥ {iou:g} (same class or not)",
     "box_outside": "reached outside its image (audited clipped to the image)",
-    "possible_spurious": "no prediction of the detector matches it (IoU ≥ 0.5): possibly "
-                         "nothing there",
+    "possible_spurious": "no prediction of the detector matches it (IoU ≥ {match_iou:g}): "
+                         "possibly nothing there",
 }
 
 
-def _box_checks(summary: dict, samples: pd.DataFrame, *, top_n: int, redact) -> list[dict]:
-    """An object audit's box checks: per check, how many boxes and the first few."""
-    source = summary["dataset"]["source"]
-    if source.get("unit") != "object":
-        return []
+def _box_checks(source: dict, samples: pd.DataFrame, *, top_n: int, redact) -> list[dict]:
+    """An object audit's box checks (``source``: the dataset's source block): per check, how
+    many boxes and the first few."""
     out = []
+    predictions = source.get("predictions") or {}
     issues = samples["issues"].map(list)
     for issue, text in BOX_CHECK_TEXT.items():
-        if issue == "possible_spurious" and not source.get("predictions"):
+        if issue == "possible_spurious" and not predictions:
             continue
         hit = samples[issues.map(lambda v, k=issue: k in v).to_numpy()]
         out.append({"issue": issue, "n": int(len(hit)),
-                    "what": text.format(iou=source.get("duplicate_box_iou", 0)),
+                    "what": text.format(iou=source.get("duplicate_box_iou", 0),
+                                        match_iou=predictions.get("match_iou", 0)),
                     "rows": _rows(hit.head(min(top_n, 6)), ROW_COLUMNS, redact)})
     return out
