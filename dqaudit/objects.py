@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def load_coco(path: Path, *, image_root: str | os.PathLike | None = None
         raise InputError(f"{path}: two categories share a name; give every category its own")
     roots = [Path(image_root).expanduser().resolve()] if image_root else [
         path.parent, path.parent / "images"]
+    repeated = [i for i, k in Counter(img.get("id") for img in doc["images"]).items() if k > 1]
+    if repeated:
+        repeated = repeated[0]
+        raise InputError(f"{path}: image id {repeated!r} is given to more than one image; "
+                         "every image needs its own id (its boxes would be cut from the wrong "
+                         "file)")
     images = {}
     for img in doc["images"]:
         rel = str(img.get("file_name", ""))
@@ -133,8 +140,9 @@ YOLO_YAMLS = ("data.yaml", "dataset.yaml")
 
 
 def is_yolo(root: Path) -> bool:
-    """A YOLO export: ``data.yaml`` / ``classes.txt`` with ``images/`` and ``labels/``."""
-    return root.is_dir() and (root / "labels").is_dir() and (root / "images").is_dir() and (
+    """A YOLO export: ``data.yaml`` / ``classes.txt`` with ``labels/`` (and ``images/``: when
+    that is missing, ``load_yolo`` says so)."""
+    return root.is_dir() and (root / "labels").is_dir() and (
         any((root / y).is_file() for y in YOLO_YAMLS) or (root / "classes.txt").is_file())
 
 
@@ -159,6 +167,9 @@ def load_yolo(root: Path) -> tuple[pd.DataFrame, list[str], list[dict], dict]:
     """A YOLO folder -> (box table, classes, skipped, source): ``images/[split/]*.jpg``,
     ``labels/[split/]*.txt`` with one ``class cx cy w h`` line per box (0-1 of the image)."""
     root = root.resolve()
+    if not (root / "images").is_dir():
+        raise InputError(f"{root}: a YOLO export (class names, labels/) keeps its images in "
+                         f"{root / 'images'}, which is missing; put them there")
     names = _yolo_names(root)
     if len(names) < 2:
         raise InputError(f"{root}: the class list has {len(names)} name(s); an audit needs two")

@@ -164,6 +164,17 @@ def test_bad_detection_inputs_name_the_fix(tmp_path, scenes):
     assert len(load_dataset(moved, image_root=root)) > 0
     with pytest.raises(InputError, match="--from-fiftyone"):
         load_dataset(root / "scenes.json", pred_field="predictions")
+    # two images with one id: their boxes would be cut from the wrong file
+    twin = json.loads((root / "scenes.json").read_text())
+    twin["images"].append(dict(twin["images"][0], file_name=twin["images"][1]["file_name"]))
+    (tmp_path / "twin.json").write_text(json.dumps(twin))
+    with pytest.raises(InputError, match="image id 1 is given to more than one image"):
+        load_dataset(tmp_path / "twin.json", image_root=root)
+    # a YOLO export without its images/ folder
+    (tmp_path / "yolo" / "labels").mkdir(parents=True)
+    (tmp_path / "yolo" / "data.yaml").write_text("names: [a, b]\n")
+    with pytest.raises(InputError, match="keeps its images in"):
+        load_dataset(tmp_path / "yolo")
     # a category no box uses is not a class of the audit
     extra = json.loads((root / "scenes.json").read_text())
     extra["categories"].append({"id": 99, "name": "unused"})
