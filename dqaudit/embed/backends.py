@@ -15,6 +15,7 @@ depend on the CPU, so the same images would give different tables on different m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -86,9 +87,23 @@ def with_backend(encoder: Encoder, backend: str, *, cache_dir: str | os.PathLike
 
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO can run bf16 on this CPU (AVX512-BF16 or AMX)."""
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@functools.lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one ``openvino.Core``, kept until the process exits.
+
+    Each Core loads its own CPU plugin, and the plugin (OpenVINO 2026.4 at least) points the
+    calling thread's alternate signal stack (``sigaltstack``) at a buffer of its own, putting
+    back the stack it found when it is destroyed. Two Cores destroyed in the order they were
+    made leave the thread on the first plugin's unmapped buffer, and the next signal handled in
+    Python (SIGCHLD from a DataLoader worker or any subprocess) kills the process with SIGSEGV.
+    One Core that lives as long as the process makes that order impossible.
+    """
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ov.Core()
 
 
 def _openvino_forward(encoder: Encoder, cache_dir: Path, *, precision: str = "f32"):
@@ -120,7 +135,8 @@ def _openvino_forward(encoder: Encoder, cache_dir: Path, *, precision: str = "f3
         ov.save_model(model, str(tmp), compress_to_fp16=False)
         os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
         os.replace(tmp, path)  # the .xml last: its presence means both files are whole
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    compiled = openvino_core().compile_model(str(path), "CPU",
+                                             {"INFERENCE_PRECISION_HINT": precision})
 
     def forward(x):
         out = compiled(np.ascontiguousarray(x.detach().float().contiguous().numpy()))[0]
