@@ -6,17 +6,48 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+#
+# By default it installs requirements/dev.lock: the exact versions (hashed) the suite passed
+# with, so the same commands give the same environment tomorrow. `--latest` installs the newest
+# releases pyproject.toml's ranges allow instead (scripts/check_latest.sh runs the suite on
+# them); `scripts/lock.sh` then writes the lock anew from that venv.
+
 PYTHON=${PYTHON:-python3}
 VENV=${DQAUDIT_VENV:-.venv}
+LOCK=requirements/dev.lock
+PIP_VERSION=26.3  # the pip the lock was installed and tested with
+
+latest=0
+for arg in "$@"; do
+    case "$arg" in
+        --latest) latest=1 ;;
+        -h|--help) echo "usage: scripts/setup.sh [--latest]"; exit 0 ;;
+        *) echo "setup: unknown option $arg (usage: scripts/setup.sh [--latest])" >&2; exit 2 ;;
+    esac
+done
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip
-# dev includes the optional Ray extra, so its tests run. setuptools warns on every editable
-# install of a package whose data folders are mapped in (report_templates/, plugins/): silenced.
-PYTHONWARNINGS="ignore::UserWarning" "${PIP[@]}" install -q -e ".[dev]"
+# the lock is resolved for CPython 3.11 on Linux x86_64; elsewhere the ranges are all there is
+platform=$("$VENV/bin/python" -c 'import platform, sys; print(f"{platform.system()}-{platform.machine()}-{sys.version_info[0]}.{sys.version_info[1]}")')
+if [ "$latest" = 0 ] && [ "$platform" != "Linux-x86_64-3.11" ]; then
+    echo "setup: $LOCK is for Linux-x86_64-3.11, this is $platform: installing the newest releases pyproject.toml allows" >&2
+    latest=1
+fi
+# setuptools warns on every editable install of a package whose data folders are mapped in
+# (report_templates/, plugins/): silenced.
+if [ "$latest" = 1 ]; then
+    "${PIP[@]}" install -q --upgrade pip
+    # dev includes the optional Ray extra, so its tests run
+    PYTHONWARNINGS="ignore::UserWarning" "${PIP[@]}" install -q --upgrade \
+        --upgrade-strategy eager -e ".[dev]"
+else
+    "${PIP[@]}" install -q "pip==$PIP_VERSION"
+    "${PIP[@]}" install -q --require-hashes -r "$LOCK"
+    PYTHONWARNINGS="ignore::UserWarning" "${PIP[@]}" install -q --no-deps -e .
+fi
 
 export FIFTYONE_DO_NOT_TRACK=true
 if "$VENV/bin/python" scripts/check_fiftyone_db.py; then
