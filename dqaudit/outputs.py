@@ -128,8 +128,11 @@ def locked(out_dir: Path):
         raise DqauditError(f"{out}: cannot write there ({exc.strerror}); choose a folder you "
                            "can write to") from None
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        # a POSIX record lock, owned by this process: unlike flock's, it is not inherited by
+        # forked children (DataLoader workers, a database server), which would otherwise keep
+        # the folder locked after this command has finished, against the next command
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
         fh.seek(0)
         holder = fh.read().strip() or "another process"
         fh.close()

@@ -330,6 +330,27 @@ def test_a_second_writer_is_refused(tree, tmp_path):
     assert "being written by another dqaudit command" in res.stderr
 
 
+def test_a_forked_child_never_keeps_the_folder_locked(tmp_path):
+    """A process forked while a command held the folder (a DataLoader worker, a database
+    server) must not hold it for the next command after the first has finished."""
+    out = tmp_path / "o"
+    release_r, release_w = os.pipe()
+    with outputs.locked(out):
+        pid = os.fork()
+        if pid == 0:  # the child: alive, holding every descriptor it inherited, until told
+            os.read(release_r, 1)
+            os._exit(0)
+    try:
+        res = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                              "from dqaudit import outputs\n"
+                              "with outputs.locked(Path(sys.argv[1])): print('got it')",
+                              str(out)], capture_output=True, text=True)
+    finally:
+        os.write(release_w, b"x")
+        os.waitpid(pid, 0)
+    assert res.returncode == 0 and "got it" in res.stdout, res.stderr[-1000:]
+
+
 def test_concurrent_writes_of_one_file_never_collide(tmp_path):
     errors = []
 
