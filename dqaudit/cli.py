@@ -71,9 +71,9 @@ def main() -> None:
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
          from_fiftyone, label_field, saved_view, box_margin, min_box_side, pred_field, model,
          image_size, flip_tta, device, batch_size, num_workers, cache_dir, no_cache, decode,
-         backend, engine, ray_address, num_gpus_per_worker,
+         dicom_window, dicom_frame, backend, engine, ray_address, num_gpus_per_worker,
          checks, knn_method, duplicate_threshold, posterior_method, finetune_train,
-         finetune_epochs, no_pdf, report_title, top_n, redact, page_size,
+         finetune_epochs, no_pdf, report_title, top_n, redact, thumbnails, page_size,
          no_report, clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
          fiftyone_dataset, verdict_thresholds, seed, quiet, as_json, fail_on):
     """Audit DATASET and write the results to --out.
@@ -99,7 +99,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                           batch_size=batch_size, num_workers=num_workers, engine=engine,
                           ray_address=ray_address, num_gpus_per_worker=num_gpus_per_worker,
                           use_cache=not no_cache, cache_dir=cache_dir, backend=backend,
-                          decode=decode),
+                          decode=decode, dicom_window=dicom_window, dicom_frame=dicom_frame),
         score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold,
                           checks=checked, posterior_method=posterior_method,
                           finetune=FinetuneConfig(train=finetune_train,
@@ -107,7 +107,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         clr=None if no_clr or "labels" not in checked else ClrConfig(**given_options(
             grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples)),
         report=ReportConfig(**given_options(title=report_title, top_n=top_n, page_size=page_size,
-                                            redact=redactions(redact)),
+                                            redact=redactions(redact), thumbnails=thumbnails),
                             enabled=not no_report, pdf=not no_pdf,
                             verdict_thresholds=parse_thresholds(verdict_thresholds)))
     result = Audit.scan(
@@ -139,7 +139,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
 @click.option("--json", "as_json", is_flag=True, help="Print the paths and the verdict as JSON.")
 @fail_on_option
 @library_errors
-def report(out_dir, no_pdf, report_title, top_n, redact, page_size, quiet, as_json, fail_on):
+def report(out_dir, no_pdf, report_title, top_n, redact, thumbnails, page_size, quiet, as_json,
+           fail_on):
     """Re-render report.html and report.pdf of an audit folder from its saved outputs.
 
     Nothing is recomputed: the report is built from summary.json and samples.parquet. The
@@ -150,7 +151,7 @@ def report(out_dir, no_pdf, report_title, top_n, redact, page_size, quiet, as_js
     audit = Audit.load(out_dir)
     config = replace(audit.config.report, enabled=True, pdf=not no_pdf,
                      **given_options(title=report_title, top_n=top_n, page_size=page_size,
-                                     redact=redactions(redact)))
+                                     redact=redactions(redact), thumbnails=thumbnails))
     paths = audit.render_report(config)
     if as_json:
         click.echo(json.dumps({**paths, "verdict": audit.summary["verdict"],
@@ -171,12 +172,27 @@ def report(out_dir, no_pdf, report_title, top_n, redact, page_size, quiet, as_js
 @click.option("--scenes", is_flag=True,
               help="A detection dataset instead: scenes of several shapes each, boxes in "
                    "scenes.json (COCO), --noise-rate of the box labels corrupted.")
+@click.option("--dicom", is_flag=True,
+              help="A small DICOM set instead (made-up patients): the shapes in grey, 16-bit "
+                   "with rescale and window, some MONOCHROME1, some without extension, every "
+                   "compressed transfer syntax; manifest.csv lists them (--per-class: 12).")
 @library_errors
 @prints_result
-def sample_data(out_dir, per_class, noise_rate, seed, scenes):
+def sample_data(out_dir, per_class, noise_rate, seed, scenes, dicom):
     """Generate the synthetic shapes dataset with known label truth into OUT_DIR."""
     from .sample_data import generate, generate_scenes
 
+    if scenes and dicom:
+        raise click.UsageError("--scenes and --dicom are two different datasets: choose one")
+    if dicom:
+        from .sample_dicom import generate_dicom
+
+        per = per_class if click.get_current_context().get_parameter_source(
+            "per_class") == click.core.ParameterSource.COMMANDLINE else 12
+        info = generate_dicom(out_dir, per_class=per, noise_rate=noise_rate, seed=seed)
+        return info, [f"wrote {info['n_files']} DICOM files to {out_dir} ({info['n_unauditable']} "
+                      f"that cannot be audited, on purpose); manifest.csv has "
+                      f"{info['n_corrupted']} corrupted labels (truth in column 'true_label')"]
     if scenes:
         info = generate_scenes(out_dir, noise_rate=noise_rate, seed=seed)
         return info, [f"wrote {info['n_boxes']} boxes in {info['n_images']} images to "

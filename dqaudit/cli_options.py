@@ -14,9 +14,11 @@ import threading
 import click
 
 from .clr import MODES, ClrConfig
+from .dicom import DicomRead
 from .embed.backends import BACKENDS
 from .embed.gpu_decode import DECODERS
-from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, AuditConfig,
+from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, THUMBNAIL_POLICIES,
+                     AuditConfig,
                      EmbedConfig, ReportConfig, ScoreConfig, default)
 from .finetune import TRAIN_MODES, FinetuneConfig
 from .errors import DqauditError
@@ -156,6 +158,14 @@ def embedding_options(func):
                      default=default(EmbedConfig, "decode"), show_default=True,
                      help="Who decodes JPEGs: the CPU workers, or the GPU (nvjpeg, in "
                           "batches; other formats stay on the CPU); auto: nvjpeg on CUDA."),
+        click.option("--dicom-window", default=default(EmbedConfig, "dicom_window"),
+                     show_default=True, callback=_dicom_setting("window"),
+                     help="DICOM files: the file's own window (or VOI LUT), minmax (the "
+                          "image's range), or CENTER,WIDTH in modality units (e.g. 40,400)."),
+        click.option("--dicom-frame", default=default(EmbedConfig, "dicom_frame"),
+                     show_default=True, callback=_dicom_setting("frame"),
+                     help="Multi-frame DICOM files: the frame audited (middle, first or a "
+                          "0-based number); one sample per file."),
         click.option("--backend", type=click.Choice(BACKENDS),
                      default=default(EmbedConfig, "backend"), show_default=True,
                      help="What runs the encoder on CPU: torch, or OpenVINO in fp32 (the same "
@@ -268,6 +278,10 @@ def report_options(func):
                           "locations, names and the command line; samples named by their row "
                           "in samples.csv) and/or thumbnails; repeatable; none clears the "
                           "audit's [default: the audit's, else nothing]."),
+        click.option("--thumbnails", type=click.Choice(THUMBNAIL_POLICIES), default=None,
+                     help="safe: DICOM images that may carry burned-in patient text (header, "
+                          "ultrasound, secondary capture) get no thumbnail; burned-in: show "
+                          "them [default: the audit's, else safe]."),
         click.option("--page-size", type=click.Choice(PAGE_SIZES), default=None,
                      help="PDF page size [default: the audit's, else "
                           f"{default(ReportConfig, 'page_size')}]."),
@@ -311,6 +325,18 @@ def _grid(ctx, param, value):
 def given_options(**options) -> dict:
     """The options the user gave (not None), for ``dataclasses.replace`` on a config."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _dicom_setting(which: str):
+    """A click callback checking --dicom-window / --dicom-frame at the door."""
+    def check(ctx, param, value):
+        try:
+            DicomRead(**{"window": "file", "frame": "middle", which: value})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return value
+
+    return check
 
 
 def redactions(values: tuple[str, ...]) -> tuple[str, ...] | None:

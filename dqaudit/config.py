@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 
 from .clr import ClrConfig
+from .dicom import DicomRead
 from .embed.backends import BACKENDS
 from .embed.encoders import DEFAULT_ENCODER
 from .embed.gpu_decode import DECODERS
@@ -30,6 +31,7 @@ POSTERIOR_CHOICES = (*POSTERIOR_METHODS, "finetune")
 ENGINES = ("local", "ray")
 PAGE_SIZES = ("A4", "Letter")  # the report templates' print sizes
 REDACTIONS = ("paths", "thumbnails")  # what a shareable report can leave out
+THUMBNAIL_POLICIES = ("safe", "burned-in")  # burned-in: DICOM images with burned-in text shown
 # what a scan checks: label errors (and ambiguity), near and exact duplicates, broken images
 CHECKS = ("labels", "duplicates", "images")
 
@@ -52,8 +54,16 @@ class EmbedConfig:
     cache_dir: str | None = None  # None: $DQAUDIT_CACHE_DIR or ~/.cache/dqaudit/embeddings
     backend: str = "auto"  # the CPU forward: auto, torch or openvino (dqaudit.embed.backends)
     decode: str = "auto"  # JPEGs: auto (nvjpeg on CUDA), cpu or nvjpeg (dqaudit.embed.gpu_decode)
+    # DICOM files (dqaudit.dicom): the window (file, minmax or "CENTER,WIDTH") and the frame of a
+    # multi-frame file (middle, first or a 0-based number)
+    dicom_window: str = "file"
+    dicom_frame: str = "middle"
 
     def __post_init__(self):
+        try:
+            DicomRead(window=self.dicom_window, frame=str(self.dicom_frame))
+        except ValueError as exc:
+            raise DqauditError(f"DICOM {exc}") from None
         if self.engine not in ENGINES:
             raise DqauditError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
         if self.backend not in BACKENDS:
@@ -96,8 +106,14 @@ class ReportConfig:
     # "paths": no file-system location, file name or command line in the document (samples are
     # named by their row in samples.csv); "thumbnails": no image content
     redact: tuple[str, ...] = ()
+    # DICOM images that may carry burned-in patient text (dqaudit.dicom.burned_in) get no
+    # thumbnail unless this is "burned-in"
+    thumbnails: str = "safe"
 
     def __post_init__(self):
+        if self.thumbnails not in THUMBNAIL_POLICIES:
+            raise DqauditError(f"unknown thumbnail policy {self.thumbnails!r}; valid: "
+                               f"{', '.join(THUMBNAIL_POLICIES)}")
         unknown = sorted(set(self.redact) - set(REDACTIONS))
         if unknown:
             raise DqauditError(f"unknown redaction {unknown[0]!r}; valid: {', '.join(REDACTIONS)}")

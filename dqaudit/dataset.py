@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .dicom import DICOM_EXTENSIONS, is_dicom
 from .errors import InputError
 
 if TYPE_CHECKING:  # pandas is not loaded for `dqaudit --help`
@@ -119,12 +120,20 @@ def canonical_order(*, digests: list[str], labels: np.ndarray, ids: list[str]) -
                     dtype=np.int64)
 
 
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is read as DICOM: by content (``dicom.is_dicom``), for any file not
+    named as another image format (PACS exports often have no extension)."""
+    return Path(path).suffix.lower() not in IMAGE_EXTENSIONS and is_dicom(path)
+
+
 def cheap_file_problem(path: Path) -> str | None:
     """A reason to skip the file that needs no decoding, or None."""
     if path.is_dir():
         return "a folder, not an image file"
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return f"not an image file (extension {path.suffix or 'none'!r})"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS and not is_dicom(path):
+        if path.suffix.lower() in DICOM_EXTENSIONS:
+            return "not a DICOM file (no DICM marker after the 128-byte preamble)"
+        return f"not an image file (extension {path.suffix or 'none'!r}, and not DICOM)"
     try:
         size = path.stat().st_size
     except OSError as exc:

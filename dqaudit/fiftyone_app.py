@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DqauditError
-from .fiftyone_io import (INFO_KEY, OBJECT_ID, RunNames, import_fiftyone,
+from .fiftyone_io import (INFO_KEY, OBJECT_ID, RunNames, audited_paths, import_fiftyone,
                           is_detections_field, root_dataset)
 from .ingest import load_fiftyone
 from .api import Audit
@@ -143,7 +143,7 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
         rows = [(i, label or given[i]) for i in ids]
     else:
         by_path = dict(zip(sample["path"], zip(sample["id"], sample["given_label"])))
-        paths = dataset.select(sample_ids).values("filepath") if sample_ids else []
+        paths = audited_paths(dataset.select(sample_ids)) if sample_ids else []
         rows = [(by_path[p][0], label or by_path[p][1]) for p in paths if p in by_path]
     if not rows:
         raise DqauditError("none of the selected samples is in the verification sample "
@@ -211,7 +211,7 @@ def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
     and set ``label_field`` of the samples to the label the ledger now gives them."""
     out = Path(_run_dir(dataset))
     view = dataset.select(sample_ids)
-    paths = view.values("filepath")
+    paths = audited_paths(view)
     audit = Audit.load(out)
     samples = audit.samples.set_index("path")
     outside = [p for p in paths if p not in samples.index]

@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 
 from .boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
-from .dataset import SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot, printable
+from .dataset import (SPLIT_NAMES, LabeledImages, cheap_file_problem, file_digest,
+                      is_dicom_file, one_hot, printable)
+from .dicom import DicomRead
+from .embed.loader import open_rgb
 from .errors import DqauditError, InputError
 from .headline import headline
 from .image_checks import IMAGE_ISSUES
@@ -257,11 +260,45 @@ class RunNames:
         return tuple(self.field(f) for f in FIELDS)
 
 
-def _target_dataset(fo, name: str, data, label_field: str):
+DICOM_RENDERINGS = "dicom_png"  # an audit folder's PNGs of its DICOM files, for the App
+SOURCE_PATH = "dq_source_path"  # the DICOM file a rendering shows
+
+
+def viewable_paths(data, *, out_dir, dicom: DicomRead) -> tuple[list[str], list[str | None]]:
+    """The file FiftyOne shows for each sample, and the DICOM file it renders (None for the
+    others). The App cannot show DICOM: each DICOM file is written once as the picture the audit
+    saw (its window and frame), ``<out_dir>/dicom_png/<digest>-<settings>.png``, never beside
+    the input; other files are shown as they are."""
+    shown, sources = [], []
+    for i, path in enumerate(data.paths):
+        if not is_dicom_file(path):
+            shown.append(path)
+            sources.append(None)
+            continue
+        if out_dir is None:
+            raise DqauditError("an audit of DICOM files goes into FiftyOne with its audit folder "
+                               "(the App shows PNG renderings written there): give --out")
+        digest = data.digests[i] if data.digests else file_digest(path)
+        settings = re.sub(r"[^0-9A-Za-z.-]+", "_", dicom.key())
+        target = Path(out_dir) / DICOM_RENDERINGS / f"{digest}-{settings}.png"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            open_rgb(path, dicom).save(tmp, format="PNG")
+            os.replace(tmp, target)
+        shown.append(str(target))
+        sources.append(path)
+    return shown, sources
+
+
+def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
+                    dicom: DicomRead | None = None):
     """The FiftyOne dataset to write to, and the sample id of every audited sample.
 
     Samples that came from this same FiftyOne dataset keep their ids; otherwise samples are
-    matched by file path, and missing ones are added with their label and split tag.
+    matched by file path (a DICOM file's: its rendering, ``viewable_paths``), and missing ones
+    are added with their label and split tag (and a DICOM file's own path in
+    ``dq_source_path``).
     """
     source = data.source or {}
     if source.get("kind") == "fiftyone" and source.get("location") == name:
@@ -272,10 +309,14 @@ def _target_dataset(fo, name: str, data, label_field: str):
         dataset = fo.Dataset(name, persistent=True)
     existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
     new = []
-    paths = [printable(p) for p in data.paths]  # FiftyOne stores UTF-8 text
-    for path, label, split in zip(paths, data.labels, data.splits):
+    shown, sources = viewable_paths(data, out_dir=out_dir,
+                                    dicom=dicom or DicomRead(window="file", frame="middle"))
+    paths = [printable(p) for p in shown]  # FiftyOne stores UTF-8 text
+    for path, original, label, split in zip(paths, sources, data.labels, data.splits):
         if path not in existing:
             sample = fo.Sample(filepath=path, tags=[split] if split else [])
+            if original is not None:
+                sample[SOURCE_PATH] = printable(original)
             sample[label_field] = fo.Classification(label=data.classes[int(label)])
             new.append(sample)
     if new:
@@ -306,7 +347,10 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
     data, samples = result.dataset, result.samples
     if data.unit == "object":
         return _write_object_results(fo, result, name, label_field=label_field, names=names)
-    dataset, ids = _target_dataset(fo, name, data, label_field)
+    embed = result.config.embed
+    dataset, ids = _target_dataset(fo, name, data, label_field, out_dir=result.out_dir,
+                                   dicom=DicomRead(window=embed.dicom_window,
+                                                   frame=str(embed.dicom_frame)))
     for fname in names.fields:
         if dataset.has_sample_field(fname):
             dataset.delete_sample_field(fname)
@@ -637,9 +681,22 @@ def tag_samples(name: str, filepaths: list[str], tag: str) -> int:
     from fiftyone import ViewField as F
 
     dataset = load_view(name)
-    view = dataset.match(F("filepath").is_in(list(filepaths)))
+    wanted = list(filepaths)
+    match = F("filepath").is_in(wanted)
+    if dataset.has_sample_field(SOURCE_PATH):  # a DICOM audit: the App shows renderings
+        match = match | F(SOURCE_PATH).is_in(wanted)
+    view = dataset.match(match)
     view.tag_samples(tag)
     return len(view)
+
+
+def audited_paths(view) -> list[str]:
+    """The audit's path of each sample of ``view``: its file, or for a DICOM file shown as a
+    rendering (``viewable_paths``) the DICOM file's own path."""
+    paths = view.values("filepath")
+    if not view.has_sample_field(SOURCE_PATH):
+        return paths
+    return [src or path for path, src in zip(paths, view.values(SOURCE_PATH))]
 
 
 def tag_view(name: str, filepaths: list[str], tag: str, *, view_name: str) -> int:

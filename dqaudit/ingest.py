@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_problem,
-                      file_digests, majority_labels, one_hot, printable)
+                      file_digests, is_dicom_file, majority_labels, one_hot, printable)
+from .dicom import header_size
 from .errors import InputError
 from .boxes import MIN_BOX_SIDE
 from .fiftyone_io import load_fiftyone_boxes, load_fiftyone_dataset, load_view
@@ -213,6 +214,11 @@ def median_image_side(paths: list[str], *, sample: int = 200, seed: int = 0) -> 
     pick = rng.choice(len(paths), size=min(sample, len(paths)), replace=False)
     sides = []
     for i in sorted(pick):
+        if is_dicom_file(paths[i]):
+            size = header_size(paths[i])
+            if size:
+                sides.append(min(size))
+            continue
         try:
             with Image.open(paths[i]) as img:
                 sides.append(min(img.size))

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import pandas as pd
 from . import calibration
 from .clr import ClrConfig, estimate_clr, take_subsample
 from .config import AuditConfig
-from .dataset import LabeledImages
+from . import dicom
+from .dataset import IMAGE_EXTENSIONS, LabeledImages
+from .dicom import DicomRead
 from .embed import auto_image_size, embed_images, load_encoder
 from .embed import default_num_workers
 from .embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
@@ -57,6 +60,9 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
             raise InputError(f"the Ray engine runs its encoders with torch; drop --backend "
                              f"{e.backend} or use --engine local")
 
+        if (e.dicom_window, str(e.dicom_frame)) != ("file", "middle"):
+            raise InputError("the Ray engine reads DICOM files with their own window and middle "
+                             "frame; drop --dicom-window/--dicom-frame or use --engine local")
         result = embed_images_ray(data.paths, model=e.model, image_size=size,
                                   flip_tta=e.flip_tta, address=e.ray_address,
                                   num_gpus_per_worker=e.num_gpus_per_worker,
@@ -64,7 +70,10 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
                                   use_cache=e.use_cache, progress=not quiet,
                                   keys=data.digests)
     else:
-        encoder = with_backend(load_encoder(e.model, image_size=size, flip_tta=e.flip_tta),
+        encoder = load_encoder(e.model, image_size=size, flip_tta=e.flip_tta)
+        encoder = replace(encoder, preprocessing=replace(
+            encoder.preprocessing, dicom_window=e.dicom_window, dicom_frame=str(e.dicom_frame)))
+        encoder = with_backend(encoder,
                                resolve_backend(e.backend, device, model=e.model),
                                required=e.backend in OPENVINO_BACKENDS)
         result = embed_images(data.paths, model=encoder, device=device,
@@ -228,6 +237,10 @@ def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset,
     summary.update(scored.stats)
     summary.update(plan_fields(samples, scored.stats["estimated_label_errors"]))
     summary["label_changes"] = 0
+    e = config.embed
+    summary["dicom"] = None if data.source.get("kind") == "arrays" else dicom.summarize(
+        [p for p in data.paths if Path(p).suffix.lower() not in IMAGE_EXTENSIONS],
+        DicomRead(window=e.dicom_window, frame=str(e.dicom_frame)))
     return samples, summary
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from . import outputs
 from .config import EXPORT_TARGETS
 from .dataset import majority_labels, original_path
+from .dicom import DicomRead
 from .errors import DqauditError
 from .fiftyone_io import import_fiftyone, tag_samples
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
@@ -75,9 +76,12 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     queue["correct_label"] = ""
     if thumbnails:
         (out / THUMBS_DIR).mkdir(exist_ok=True)
+        embed = (read_summary(out).get("config") or {}).get("embed") or {}
+        dicom = DicomRead(window=embed.get("dicom_window", "file"),
+                          frame=str(embed.get("dicom_frame", "middle")))  # the audit's picture
         paths = []
         for rank, rec in zip(queue["rank"], queue.to_dict("records")):
-            uri = row_thumbnail(rec)
+            uri = row_thumbnail(rec, dicom)
             target = out / THUMBS_DIR / f"{rank:05d}.png"
             if uri:
                 target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))

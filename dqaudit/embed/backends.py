@@ -90,7 +90,7 @@ def cpu_has_bf16() -> bool:
     return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def openvino_core():
     """The process's one ``openvino.Core``, kept until the process exits.
 

@@ -49,9 +49,21 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
+    # how a DICOM file's pixels become a picture (dqaudit.dicom): its own window, middle frame
+    dicom_window: str = "file"
+    dicom_frame: str = "middle"
 
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        for name, default in (("dicom_window", "file"), ("dicom_frame", "middle")):
+            if fields[name] == default:  # keys of audits without DICOM settings unchanged
+                del fields[name]
+        return json.dumps(fields, sort_keys=True)
+
+    def dicom(self):
+        from ..dicom import DicomRead
+
+        return DicomRead(window=self.dicom_window, frame=self.dicom_frame)
 
 
 @dataclass

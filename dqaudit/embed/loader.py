@@ -10,6 +10,8 @@ import math
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..dataset import is_dicom_file
+from ..dicom import DicomRead, DicomSkip, read_dicom
 from ..image_checks import N_STATS, image_stats
 from .encoders import Preprocessing
 
@@ -50,20 +52,39 @@ def load_strict(img: Image.Image) -> None:
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
+def open_rgb(path: str, dicom: DicomRead, *, min_side: int | None = None) -> Image.Image:
+    """The one way dqaudit opens an image file: a loaded ``RGB`` PIL image.
+
+    DICOM files (by content, ``dataset.is_dicom_file``) through ``dicom.read_dicom`` with the
+    audit's window and frame; every other file through PIL, strictly (a truncated file raises)
+    and converted by ``to_rgb``. ``min_side``: a JPEG may be decoded in the DCT domain at the
+    smallest scale that keeps its short side at least that long. Raises on unreadable files
+    (``describe_failure`` says why)."""
+    return _open(path, dicom, min_side)[0]
+
+
+def _open(path: str, dicom: DicomRead, min_side: int | None) -> tuple[Image.Image, tuple]:
+    """``open_rgb`` and the (width, height) of the file's full picture."""
+    if is_dicom_file(path):
+        img = read_dicom(path, dicom)[0]
+        return img, img.size
+    with Image.open(path) as img:
+        original = img.size
+        if min_side and img.format == "JPEG" and min(original) > min_side:
+            scale = min_side / min(original)
+            img.draft(img.mode, (math.ceil(original[0] * scale), math.ceil(original[1] * scale)))
+        load_strict(img)
+        return to_rgb(img), original
+
+
 def decode(path: str, prep: Preprocessing, *, stats: bool = False):
     """Read ``path`` and return a (3, S, S) uint8 array (with ``stats``: and its
     ``image_stats``). Raises on unreadable images."""
     size = prep.image_size
-    with Image.open(path) as img:
-        original = img.size
-        # decode no larger than needed: a JPEG in the DCT domain at the smallest scale that
-        # keeps the short side at least twice the model's input (a 12-MP photo then decodes at
-        # 1/8 scale); the final resample below is unchanged
-        if img.format == "JPEG" and min(original) > 2 * size:
-            scale = 2 * size / min(original)
-            img.draft(img.mode, (math.ceil(original[0] * scale), math.ceil(original[1] * scale)))
-        load_strict(img)
-        img = to_rgb(img)
+    # decode no larger than needed: a JPEG in the DCT domain at the smallest scale that keeps
+    # the short side at least twice the model's input (a 12-MP photo then decodes at 1/8
+    # scale); the final resample below is unchanged
+    img, original = _open(path, prep.dicom(), 2 * size)
     factor = min(img.size) // (2 * size)
     if factor >= 2:  # other formats (and what draft left): an integer box reduction first
         img = img.reduce(factor)
@@ -89,6 +110,8 @@ def decode(path: str, prep: Preprocessing, *, stats: bool = False):
 
 
 def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, DicomSkip):
+        return str(exc)
     if isinstance(exc, Image.DecompressionBombError):
         return (f"image too large to decode safely (above {Image.MAX_IMAGE_PIXELS:,} pixels, "
                 "PIL's decompression-bomb limit)")

@@ -75,7 +75,8 @@ def render_report(out_dir: str | os.PathLike, config: ReportConfig | None = None
     samples = read_samples(out)
     context = build_context(summary, samples, title=config.title, top_n=config.top_n,
                             samples_csv=str((out / SAMPLES_CSV).resolve()),
-                            page_size=config.page_size, redact=tuple(config.redact))
+                            page_size=config.page_size, redact=tuple(config.redact),
+                            burned_in_thumbnails=config.thumbnails == "burned-in")
     html = render_html(context)
     paths = {"html": out / REPORT_HTML}
     tmp = paths["html"].with_name(REPORT_HTML + ".tmp")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass
 
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from ..dataset import original_path
-from ..embed.loader import to_rgb
+from ..dataset import is_dicom_file, original_path
+from ..dicom import DicomRead, header_record
+from ..embed.loader import open_rgb
 from ..headline import headline
 from ..objects import context_region
 from ..image_checks import IMAGE_ISSUE_TEXT, IMAGE_ISSUES, THRESHOLDS
@@ -23,16 +25,19 @@ BOX_CONTEXT = 0.5  # a box is shown with half its side of its image around it
 SAMPLE_BOX = ("box_x", "box_y", "box_w", "box_h")  # an object audit's box, px in its image
 
 
-def thumbnail(path: str) -> str | None:
+DEFAULT_READ = DicomRead(window="file", frame="middle")
+
+
+def thumbnail(path: str, dicom: DicomRead = DEFAULT_READ) -> str | None:
     """A PNG data URI of the image, or None when it cannot be read."""
-    img = _open_rgb(path)
+    img = _open_rgb(path, dicom)
     return None if img is None else _data_uri(img)
 
 
-def box_thumbnail(image_path: str, box) -> str | None:
+def box_thumbnail(image_path: str, box, dicom: DicomRead = DEFAULT_READ) -> str | None:
     """A PNG data URI of a box (x, y, w, h px) in its image: the box with ``BOX_CONTEXT`` of
     its side around it, squared within the image, the box drawn; None when unreadable."""
-    img = _open_rgb(image_path)
+    img = _open_rgb(image_path, dicom)
     if img is None or not all(pd.notna(v) for v in box):
         return None
     x, y, w, h = (float(v) for v in box)
@@ -42,18 +47,37 @@ def box_thumbnail(image_path: str, box) -> str | None:
     return _data_uri(view, ((x - x0) / fw, (y - y0) / fh, (x + w - x0) / fw, (y + h - y0) / fh))
 
 
-def row_thumbnail(rec: dict) -> str | None:
+def row_thumbnail(rec: dict, dicom: DicomRead = DEFAULT_READ) -> str | None:
     """The thumbnail of a samples-table row: its image, or an object audit's box in its image."""
     if "image_path" in rec and "box_x" in rec:
-        return box_thumbnail(rec["image_path"], [rec[c] for c in SAMPLE_BOX])
-    return thumbnail(rec["path"])
+        return box_thumbnail(rec["image_path"], [rec[c] for c in SAMPLE_BOX], dicom)
+    return thumbnail(rec["path"], dicom)
 
 
-def _open_rgb(path: str):
+@dataclass
+class Thumbnails:
+    """The report's thumbnails: none when redacted; a DICOM image that may carry burned-in
+    patient text (``dicom.burned_in``) withheld unless ``burned_in`` allows it."""
+
+    dicom: DicomRead = DEFAULT_READ
+    burned_in: bool = False
+    redacted: bool = False
+
+    def of(self, rec: dict) -> tuple[str | None, bool]:
+        """(data URI or None, whether it was withheld for burned-in text)."""
+        if self.redacted:
+            return None, False
+        path = original_path(str(rec.get("image_path") or rec["path"]))
+        if not self.burned_in and is_dicom_file(path):
+            record = header_record(path)
+            if record is None or record["burned_in"]:
+                return None, True
+        return row_thumbnail(rec, self.dicom), False
+
+
+def _open_rgb(path: str, dicom: DicomRead):
     try:
-        with Image.open(original_path(path)) as img:
-            img.load()
-            return to_rgb(img)
+        return open_rgb(original_path(path), dicom)
     except Exception:  # a moved or deleted file shows as a grey box, not a crash
         return None
 
@@ -77,12 +101,14 @@ def _data_uri(img, box: tuple | None = None) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _rows(df: pd.DataFrame, columns: list[str], redact=()) -> list[dict]:
+def _rows(df: pd.DataFrame, columns: list[str], redact=(), thumbs: Thumbnails | None = None
+          ) -> list[dict]:
+    thumbs = thumbs or Thumbnails(redacted="thumbnails" in redact)
     out = []
     for row_number, rec in zip(df.index, df.to_dict("records")):
         row = {c: rec[c] for c in columns if c in rec}
         row["issues"] = list(rec.get("issues", []))
-        row["thumb"] = None if "thumbnails" in redact else row_thumbnail(rec)
+        row["thumb"], row["withheld"] = thumbs.of(rec)
         if "paths" in redact:  # ids are often file names: the row of samples.csv instead
             row["id"] = row["path"] = f"samples.csv row {int(row_number) + 1}"
             row.pop("image_id", None)
@@ -105,8 +131,12 @@ ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_con
 
 def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, top_n: int,
                   page_size: str, samples_csv: str = "", max_duplicate_groups: int = 12,
-                  redact: tuple[str, ...] = ()) -> dict:
+                  redact: tuple[str, ...] = (), burned_in_thumbnails: bool = False) -> dict:
     """Everything the templates show."""
+    embed = (summary.get("config") or {}).get("embed") or {}
+    thumbs = Thumbnails(dicom=DicomRead(window=embed.get("dicom_window", "file"),
+                                        frame=str(embed.get("dicom_frame", "middle"))),
+                        burned_in=burned_in_thumbnails, redacted="thumbnails" in redact)
     if "dropped" in samples.columns:  # samples a reviewer marked as junk are out of the audit
         samples = samples[~samples["dropped"].astype(bool)]
     issues = samples["issues"].map(list)
@@ -126,7 +156,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
             image_issues.append({"issue": issue, "n": int(len(hit)),
                                  "threshold": THRESHOLDS[issue], "what": IMAGE_ISSUE_TEXT[issue],
                                  "rows": _rows(hit.head(min(top_n, 5)),
-                                               ROW_COLUMNS + [f"{issue}_score"], redact)})
+                                               ROW_COLUMNS + [f"{issue}_score"], redact,
+                                               thumbs)})
 
     groups = []
     dups = samples[samples["dup_group"] >= 0]
@@ -137,7 +168,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         keyed.append(("conflicting_duplicate" not in member_issues, "leak" not in member_issues,
                       -len(members), gid, members))
     for *_, gid, members in sorted(keyed, key=lambda k: k[:4])[:max_duplicate_groups]:
-        groups.append({"group": int(gid), "members": _rows(members.head(6), ROW_COLUMNS, redact),
+        groups.append({"group": int(gid),
+                       "members": _rows(members.head(6), ROW_COLUMNS, redact, thumbs),
                        "conflicting": bool(members["label"].nunique() > 1),
                        "leak": bool(members["split"][members["split"] != ""].nunique() > 1)})
 
@@ -164,11 +196,11 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "head": headline(summary),
         "title": title or f"Dataset audit: {summary['dataset_name']}",
         "top_n": top_n,
-        "suspects": _rows(suspects.head(top_n), ROW_COLUMNS, redact),
+        "suspects": _rows(suspects.head(top_n), ROW_COLUMNS, redact, thumbs),
         "n_suspects": int(len(suspects)),
-        "ambiguous": _rows(ambiguous.head(top_n), ROW_COLUMNS, redact),
+        "ambiguous": _rows(ambiguous.head(top_n), ROW_COLUMNS, redact, thumbs),
         "n_ambiguous": int(len(ambiguous)),
-        "outliers": _rows(outliers.head(top_n), ROW_COLUMNS, redact),
+        "outliers": _rows(outliers.head(top_n), ROW_COLUMNS, redact, thumbs),
         "n_outliers": int(len(outliers)),
         "duplicate_groups": groups,
         "image_issues": image_issues,
@@ -187,6 +219,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "unit": "boxes" if objects else "samples",
         "box_checks": box_checks,
         "predictions": ds["source"].get("predictions"),
+        "dicom": summary.get("dicom"),
+        "burned_in_shown": burned_in_thumbnails,
     }
 
 
