@@ -98,29 +98,45 @@ def mono_cosine(df: pd.DataFrame, root: Path, *, n: int, model: str) -> dict:
             "mean_cosine": round(float(cos.mean()), 6)}
 
 
-def speed(df: pd.DataFrame, root: Path, *, n: int, side: int, model: str) -> dict:
-    """Embed rate (images/s, cold cache) of the same pictures at ``side`` px as PNG, as 16-bit
-    uncompressed DICOM and as JPEG 2000 DICOM."""
+def speed(df: pd.DataFrame, root: Path, *, n: int, model: str) -> dict:
+    """The decode workers' cost per image (``loader.decode``, ms, one core) of the same pictures
+    at 512 and 2048 px as PNG, JPEG and DICOM (uncompressed 16-bit, RLE, JPEG 2000, JPEG-LS),
+    and the embed stage's rate (images/s, cold cache) at 512 px for PNG and DICOM."""
     from dqaudit.embed import embed_images, load_encoder
+    from dqaudit.embed.encoders import Preprocessing
+    from dqaudit.embed.loader import decode
 
-    sets = {"png": [], "dicom_explicit": [], "dicom_jpeg2000": []}
-    for k, row in enumerate(df.head(n).itertuples()):
-        with Image.open(row.path) as img:
-            grey = np.asarray(img.convert("L").resize((side, side), Image.Resampling.BICUBIC))
-        p = root / "speed" / f"{k:05d}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(grey, "L").save(p)
-        sets["png"].append(str(p))
-        sets["dicom_explicit"].append(str(write_dicom(root / "speed" / f"{k:05d}_e.dcm", grey)))
-        sets["dicom_jpeg2000"].append(str(write_dicom(root / "speed" / f"{k:05d}_j.dcm", grey,
-                                                      syntax="jpeg2000")))
-    enc = load_encoder(model, image_size=224)
-    out = {}
-    for name, paths in sets.items():
-        res = embed_images(paths, model=enc, use_cache=False, progress=False)
-        out[name] = res.info["images_per_second"]
-    out["side"] = side
-    out["n"] = n
+    prep = Preprocessing(image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    out = {"decode_ms": {}, "embed_images_per_second_512px": {}}
+    for side in (512, 2048):
+        sets = {k: [] for k in ("png", "jpeg", "dicom", "dicom_rle", "dicom_jpeg2000",
+                                "dicom_jpeg_ls")}
+        for k, row in enumerate(df.head(n if side == 512 else 20).itertuples()):
+            with Image.open(row.path) as img:
+                grey = img.convert("L").resize((side, side), Image.Resampling.BICUBIC)
+            base = root / f"speed{side}" / f"{k:05d}"
+            base.parent.mkdir(parents=True, exist_ok=True)
+            grey.save(f"{base}.png")
+            grey.save(f"{base}.jpg", quality=90)
+            sets["png"].append(f"{base}.png")
+            sets["jpeg"].append(f"{base}.jpg")
+            g = np.asarray(grey)
+            for name, syntax in (("dicom", "explicit"), ("dicom_rle", "rle"),
+                                 ("dicom_jpeg2000", "jpeg2000"), ("dicom_jpeg_ls", "jpeg-ls")):
+                sets[name].append(str(write_dicom(f"{base}_{syntax}.dcm", g, syntax=syntax)))
+        out["decode_ms"][side] = {}
+        for name, paths in sets.items():
+            t0 = time.perf_counter()
+            for p in paths[:20]:
+                decode(p, prep, stats=True)
+            out["decode_ms"][side][name] = round(1000 * (time.perf_counter() - t0)
+                                                 / len(paths[:20]), 1)
+        if side == 512:
+            enc = load_encoder(model, image_size=224)
+            for name in ("png", "dicom", "dicom_jpeg2000"):
+                res = embed_images(sets[name], model=enc, use_cache=False, progress=False)
+                out["embed_images_per_second_512px"][name] = res.info["images_per_second"]
+    out["n_embed"] = n
     return out
 
 
@@ -149,8 +165,7 @@ def main():
                 result["runs"].append(run)
                 print(run, flush=True)
         result["mono1_vs_mono2"] = mono_cosine(table, Path(tmp), n=200, model="lite0")
-        result["speed_512px_lite0"] = speed(table, Path(tmp), n=args.speed_n, side=512,
-                                            model="lite0")
+        result["speed_lite0"] = speed(table, Path(tmp), n=args.speed_n, model="lite0")
     report(result, args.json)
 
 
