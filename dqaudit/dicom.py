@@ -43,6 +43,7 @@ MAGIC_OFFSET = 128
 # document and slide-microscopy captures
 BURNED_IN_MODALITIES = frozenset({"US", "OT", "SC", "ES", "XC", "DOC", "SM", "GM"})
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR
 WINDOWS = ("file", "minmax")  # or "CENTER,WIDTH"
 FRAMES = ("middle", "first")  # or a frame number (0-based)
 CODEC_PACKAGES = "python-gdcm (or pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg)"
@@ -397,6 +398,10 @@ def _ts_name(ds) -> str:
 
 
 def _sop_name(ds) -> str:
-    sop = ds.get("SOPClassUID")
+    sop = ds.get("SOPClassUID") or (ds.file_meta.get("MediaStorageSOPClassUID")
+                                    if hasattr(ds, "file_meta") else None)
+    if str(sop) == MEDIA_STORAGE_DIRECTORY:
+        return "a DICOMDIR: the index of a DICOM volume; the images it lists are audited as " \
+               "files of the tree or manifest"
     name = getattr(sop, "name", "") if sop is not None else ""
     return name if name and name != str(sop) else "unknown SOP class"

@@ -264,13 +264,14 @@ DICOM_RENDERINGS = "dicom_png"  # an audit folder's PNGs of its DICOM files, for
 SOURCE_PATH = "dq_source_path"  # the DICOM file a rendering shows
 
 
-def viewable_paths(data, *, out_dir, dicom: DicomRead) -> tuple[list[str], list[str | None]]:
+def viewable_paths(paths: list[str], *, out_dir, dicom: DicomRead,
+                   digests: list[str] | None = None) -> tuple[list[str], list[str | None]]:
     """The file FiftyOne shows for each sample, and the DICOM file it renders (None for the
     others). The App cannot show DICOM: each DICOM file is written once as the picture the audit
     saw (its window and frame), ``<out_dir>/dicom_png/<digest>-<settings>.png``, never beside
     the input; other files are shown as they are."""
     shown, sources = [], []
-    for i, path in enumerate(data.paths):
+    for i, path in enumerate(paths):
         if not is_dicom_file(path):
             shown.append(path)
             sources.append(None)
@@ -278,7 +279,7 @@ def viewable_paths(data, *, out_dir, dicom: DicomRead) -> tuple[list[str], list[
         if out_dir is None:
             raise DqauditError("an audit of DICOM files goes into FiftyOne with its audit folder "
                                "(the App shows PNG renderings written there): give --out")
-        digest = data.digests[i] if data.digests else file_digest(path)
+        digest = digests[i] if digests else file_digest(path)
         settings = re.sub(r"[^0-9A-Za-z.-]+", "_", dicom.key())
         target = Path(out_dir) / DICOM_RENDERINGS / f"{digest}-{settings}.png"
         if not target.exists():
@@ -309,7 +310,7 @@ def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
         dataset = fo.Dataset(name, persistent=True)
     existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
     new = []
-    shown, sources = viewable_paths(data, out_dir=out_dir,
+    shown, sources = viewable_paths(data.paths, out_dir=out_dir, digests=data.digests,
                                     dicom=dicom or DicomRead(window="file", frame="middle"))
     paths = [printable(p) for p in shown]  # FiftyOne stores UTF-8 text
     for path, original, label, split in zip(paths, sources, data.labels, data.splits):

@@ -17,7 +17,7 @@ from .config import EXPORT_TARGETS
 from .dataset import majority_labels, original_path
 from .dicom import DicomRead
 from .errors import DqauditError
-from .fiftyone_io import import_fiftyone, tag_samples
+from .fiftyone_io import SOURCE_PATH, import_fiftyone, tag_samples, viewable_paths
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
 from .report import REPORT_HTML, REPORT_PDF
 from .report.context import row_thumbnail
@@ -315,11 +315,19 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
         _changelog_beside(changelog, target)
         return {"to": "csv", "dest": str(target), "n_samples": len(samples)}
     fo, dataset = _new_fiftyone_dataset(dest)
-    dataset.add_samples([
-        fo.Sample(filepath=p, tags=[s] if s else [],
-                  ground_truth=fo.Classification(label=lab))
-        for p, lab, s in zip(samples["path"], samples["label"], samples["split"])],
-        progress=False)
+    embed = (summary.get("config") or {}).get("embed") or {}
+    shown, sources = viewable_paths(  # a DICOM file as the PNG the audit saw, in its folder
+        [original_path(p) for p in samples["path"]], out_dir=out_dir,
+        dicom=DicomRead(window=embed.get("dicom_window", "file"),
+                        frame=str(embed.get("dicom_frame", "middle"))))
+    new = []
+    for p, src, lab, s in zip(shown, sources, samples["label"], samples["split"]):
+        sample = fo.Sample(filepath=p, tags=[s] if s else [],
+                           ground_truth=fo.Classification(label=lab))
+        if src is not None:
+            sample[SOURCE_PATH] = src
+        new.append(sample)
+    dataset.add_samples(new, progress=False)
     return {"to": "fiftyone", "dest": dest, "n_samples": len(samples)}
 
 

@@ -29,6 +29,8 @@ MADE_UP = {
     "StudyID": "STZQX4412",
     "StudyDescription": "Wibblethorpe chest survey",
     "OperatorsName": "Plimsoll^Xandor",
+    "StudyDate": "19020304",
+    "StudyTime": "101112",
 }
 SYNTAXES = ("explicit", "implicit", "rle", "jpeg-baseline", "jpeg-lossless", "jpeg-ls",
             "jpeg2000")
@@ -66,6 +68,7 @@ def write_dicom(path: str | os.PathLike, grey: np.ndarray, *, photometric: str =
     for key, value in MADE_UP.items():
         setattr(ds, key, value)
     ds.Modality = modality
+    ds.SeriesNumber, ds.InstanceNumber = 1, seed + 1
     if burned_in is not None:
         ds.BurnedInAnnotation = burned_in
     h, w = grey.shape

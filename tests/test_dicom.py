@@ -107,6 +107,15 @@ def test_dicom_is_recognised_by_content_in_a_class_tree(tmp_path, grey):
             g = np.asarray(draw_shape(kind, rng).convert("L"))
             # PACS exports: no extension at all, or .dcm
             write_dicom(tree / kind / (f"IM{k:04d}" if k % 2 else f"{k}.dcm"), g, seed=k)
+    # a class folder holding a DICOM volume: DICOMDIR and the files it lists in nested folders
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    volume = FileSet()
+    for k in range(6):
+        g = np.asarray(draw_shape("ring", rng).convert("L"))
+        volume.add(pydicom.dcmread(write_dicom(tmp_path / "staging" / f"{k}.dcm", g, seed=k)))
+    volume.write(tree / "ring")
     (tree / "circle" / "fake.dcm").write_bytes(b"\x89PNG not dicom")
     (tree / "circle" / "notes.txt").write_text("a note")
     out = tmp_path / "audit"
@@ -115,8 +124,9 @@ def test_dicom_is_recognised_by_content_in_a_class_tree(tmp_path, grey):
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_samples"] == 12 and summary["dicom"]["n_files"] == 12
+    assert summary["n_samples"] == 18 and summary["dicom"]["n_files"] == 18
     reasons = dict(pd.read_csv(out / "skipped.csv")[["path", "reason"]].values)
+    assert "a DICOMDIR: the index of a DICOM volume" in reasons[str(tree / "ring" / "DICOMDIR")]
     assert "no DICM marker" in reasons[str(tree / "circle" / "fake.dcm")]
     assert "not an image file" in reasons[str(tree / "circle" / "notes.txt")]
 
@@ -261,6 +271,23 @@ def test_burned_in_images_get_no_thumbnail_unless_asked(tmp_path):
     assert again.exit_code == 0, again.output
     html = (out / "report.html").read_text()
     assert "are shown, as asked" in html and "file paths not shown (redacted)" in html
+    # the cleaned export into FiftyOne shows the audit's pictures too, the DICOM files beside
+    from dqaudit.fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    name = f"dqaudit-dicom-export-{uuid.uuid4().hex[:8]}"
+    try:
+        res = CliRunner().invoke(main, ["relabel", "export", str(out), "--to", "fiftyone",
+                                        "--dest", name], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        exported = fo.load_dataset(name)
+        assert all(Path(p).suffix == ".png" and Path(p).is_relative_to(out)
+                   for p in exported.values("filepath"))
+        assert sorted(exported.values("dq_source_path")) == sorted(
+            str(p) for p in pd.read_parquet(out / "samples.parquet")["path"])
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
 
 
 def test_sample_data_makes_a_dicom_set(tmp_path, monkeypatch):
