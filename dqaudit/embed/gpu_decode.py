@@ -30,7 +30,7 @@ from ..image_checks import N_STATS, STATS_SIDE, image_stats
 from .encoders import Preprocessing
 from ..errors import DqauditError
 from .loader import (MAX_ASPECT, ImageFolderDataset, decode, describe_failure, load_strict,
-                     to_rgb)
+                     orientation, to_rgb)
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 DECODERS = ("auto", "cpu", "nvjpeg")
@@ -71,12 +71,19 @@ class RawJpegDataset(ImageFolderDataset):
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            if data[:3] == JPEG_MAGIC:
+            # a JPEG stored rotated (EXIF Orientation) is turned upright by the CPU decoder
+            if data[:3] == JPEG_MAGIC and _upright(data):
                 return idx, "jpeg", np.frombuffer(data, dtype=np.uint8), jpeg_stats(data), ""
             arr, stats = decode(path, self.prep, stats=True)
             return idx, "pixels", arr, stats, ""
         except Exception as exc:  # any read or decode failure is a per-file problem
             return idx, "failed", None, None, describe_failure(exc)
+
+
+def _upright(data: bytes) -> bool:
+    """Whether a JPEG needs no EXIF rotation (nvjpeg decodes the stored pixels as they are)."""
+    with Image.open(io.BytesIO(data)) as img:
+        return orientation(img) == 1
 
 
 def jpeg_stats(data: bytes) -> np.ndarray:

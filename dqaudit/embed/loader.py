@@ -74,7 +74,31 @@ def _open(path: str, dicom: DicomRead, min_side: int | None) -> tuple[Image.Imag
             scale = min_side / min(original)
             img.draft(img.mode, (math.ceil(original[0] * scale), math.ceil(original[1] * scale)))
         load_strict(img)
-        return to_rgb(img), original
+        turn = orientation(img)
+        img = to_rgb(img)
+    if turn in TRANSPOSE:  # upright, as a viewer shows it (EXIF Orientation 2-8)
+        img = img.transpose(TRANSPOSE[turn])
+        if turn >= 5:
+            original = original[::-1]
+    return img, original
+
+
+# EXIF Orientation -> the PIL transpose that shows the image upright (what ImageOps.exif_transpose
+# does, without copying the EXIF block into the result)
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+             6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}
+EXIF_ORIENTATION = 0x0112
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF Orientation tag of an opened image (1, upright, when absent or unreadable)."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+        return int(value) if value in TRANSPOSE or value == 1 else 1
+    except Exception:  # noqa: BLE001 - a damaged EXIF block does not make the image unreadable
+        return 1
 
 
 def decode(path: str, prep: Preprocessing, *, stats: bool = False):
