@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +44,8 @@ DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
 EARLIER_WORK = (relabel.CORRECTIONS_CSV, relabel.CHANGELOG_CSV, relabel.QUEUE_CSV,
                 relabel.THUMBS_DIR, verify.VERIFY_SAMPLE_CSV, verify.VERIFY_FRAME)
 EARLIER_OUTPUTS = (outputs.SUMMARY_JSON, REPORT_HTML, REPORT_PDF, "simulation.svg", *DATA_FILES)
+# the files a rescan replaces, all or none (the review thumbnails folder follows its queue)
+RESCAN_FILES = tuple(n for n in EARLIER_WORK + EARLIER_OUTPUTS if n != relabel.THUMBS_DIR)
 
 
 @dataclass
@@ -173,35 +175,52 @@ class Audit:
             res._estimate_clr(config.clr, device=device)
         if res.out_dir is None:
             return res.finish()
-        with outputs.locked(res.out_dir):
-            ledger = res._clear_earlier_audit()
-            if ledger is None:
-                return res.finish()
-            res._reapply(ledger)
+        # one transaction from the earlier audit to the new one: a kill, a full disk or an
+        # error anywhere in it puts the earlier audit back whole, corrections included (the
+        # next command that takes the folder recovers it), and leaves no half-written file
+        with outputs.locked(res.out_dir), outputs.transaction(res.out_dir, RESCAN_FILES):
+            keep, ledger = res._clear_earlier_audit()
+            try:
+                if ledger is None:
+                    res.finish()
+                else:
+                    res._reapply(ledger)
+            except Exception:  # the earlier audit comes back whole: its copy is not needed
+                if keep is not None:
+                    shutil.rmtree(keep, ignore_errors=True)
+                    with suppress(OSError):
+                        keep.parent.rmdir()  # previous/, when it holds nothing else
+                raise
+        if not (res.out_dir / relabel.QUEUE_CSV).exists():  # the earlier queue's pictures
+            shutil.rmtree(res.out_dir / relabel.THUMBS_DIR, ignore_errors=True)
         return res
 
-    def _clear_earlier_audit(self) -> Path | None:
-        """Before a new scan is saved into a folder that holds an earlier audit: the earlier
-        run's outputs are removed (nothing stale stays beside the new ones), the reviewers'
-        work (ledger, review queue, verification sample) moves to ``previous/<time>/``; returns
-        the earlier ledger to re-apply (None: none)."""
+    def _clear_earlier_audit(self) -> tuple[Path | None, Path | None]:
+        """Before a new scan is saved into a folder that holds an earlier audit: the
+        reviewers' work (ledger, review queue, verification sample) is copied to
+        ``previous/<time>/``, and the earlier run's files are removed (nothing stale stays
+        beside the new ones; inside the scan's transaction, so they come back if the scan does
+        not finish); returns that folder (None: no earlier audit) and the earlier ledger to
+        re-apply (None: none)."""
         out = self._folder()
         if not (out / outputs.SUMMARY_JSON).exists():
-            return None
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            return None, None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         keep = out / "previous" / stamp
         for name in EARLIER_WORK:
-            if (out / name).exists():
+            if (out / name).is_dir():
+                shutil.copytree(out / name, keep / name)
+            elif (out / name).exists():
                 keep.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(out / name), str(keep / name))
-        for name in EARLIER_OUTPUTS:
+                shutil.copy2(out / name, keep / name)
+        for name in RESCAN_FILES:
             if (out / name).is_file():
                 (out / name).unlink()
         if keep.exists():
             log(self.quiet, f"dqaudit: {out} held an earlier audit: its review files are kept "
                             f"in {keep}")
         ledger = keep / relabel.CORRECTIONS_CSV
-        return ledger if ledger.exists() else None
+        return (keep if keep.exists() else None), (ledger if ledger.exists() else None)
 
     def _reapply(self, ledger: Path) -> None:
         """Re-apply an earlier audit's corrections ledger to this new scan (rows naming samples
@@ -223,13 +242,18 @@ class Audit:
     def load(cls, out_dir: str | os.PathLike, *, quiet: bool = True) -> Audit:
         """The audit saved in folder ``out_dir`` (embeddings memory-mapped)."""
         out = Path(out_dir)
+        if not out.is_dir():
+            raise DqauditError(f"{out}: no such folder; run `dqaudit scan DATASET --out {out}` "
+                               "first")
+        if (out / outputs.ROLLBACK_DIR).exists():
+            with outputs.locked(out):
+                if outputs.recover(out):
+                    log(quiet, f"dqaudit: {out}: a command that changes the audit (a rescan or "
+                               "relabel apply) was interrupted: its folder is back as it was "
+                               "before it; run it again")
         if not (out / outputs.SUMMARY_JSON).exists():
             raise DqauditError(f"{out}: not an audit folder (no summary.json); run `dqaudit "
                                f"scan DATASET --out {out}` first")
-        with outputs.locked(out):
-            if outputs.recover(out):
-                log(quiet, f"dqaudit: {out}: undid a relabel apply that was interrupted; run "
-                           "it again")
         summary = outputs.read_summary(out)
         outputs.check_stamps(out, summary)
         samples = outputs.read_samples(out)

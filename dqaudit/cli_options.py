@@ -81,15 +81,64 @@ def check_fail_on(summary: dict, fail_on: str | None) -> None:
                              f"{fail_on}: {summary['verdict']['text']}")
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it (128 + SIGINT)
+BUG_REPORT = ("this is a bug in dqaudit: please report it with the traceback above and the "
+              "command line")
+
+
 def library_errors(func):
+    """The CLI's one error boundary: every expected failure is one line that names the file
+    and the fix, with the README's exit codes (3 input or folder, 130 interrupted); anything
+    else is a bug, shown with its traceback and a request to report it."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except DqauditError as exc:
             raise UserError(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("dqaudit: interrupted; what was finished is kept (the embedding cache, "
+                       "earlier audits), nothing half-written", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except OSError as exc:
+            raise UserError(describe_os_error(exc)) from exc
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort,
+                SystemExit):
+            raise
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"dqaudit: {BUG_REPORT}", err=True)
+            raise click.exceptions.Exit(1) from None
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failure of the file system: which file, what happened, the fix."""
+    import errno
+
+    name = exc.filename or "a file"
+    fixes = {
+        errno.ENOSPC: ("no space left on the device", "free space, or write --out (or "
+                       "--dest, --cache-dir) on another disk; the earlier audit is intact"),
+        errno.EDQUOT: ("disk quota exceeded", "free space or write to another disk"),
+        errno.ENAMETOOLONG: ("file name too long", "use a shorter --out / --dest path or "
+                             "shorter labels and file names"),
+        errno.EACCES: ("permission denied", "give yourself access, or use another folder"),
+        errno.EPERM: ("operation not permitted", "use a folder you own"),
+        errno.EROFS: ("read-only file system", "write to another folder"),
+        errno.ENOENT: ("no such file or folder", "it was moved or deleted (since the scan?): "
+                       "put it back, or scan the dataset again"),
+        errno.EISDIR: ("a folder where a file was expected", "check the path"),
+        errno.ENOTDIR: ("a file where a folder was expected", "check the path"),
+        errno.EIO: ("input/output error", "the disk or network share failed; check it and "
+                    "run the command again"),
+    }
+    what, fix = fixes.get(exc.errno, (exc.strerror or type(exc).__name__,
+                                      "check the file and run the command again"))
+    return f"{name}: {what}; {fix}"
 
 
 def exit_on_sigterm() -> None:

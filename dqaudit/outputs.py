@@ -37,7 +37,7 @@ def review_order_column(samples: pd.DataFrame) -> str:
 
 
 @contextmanager
-def _replacing(path: Path):
+def replacing(path: Path):
     """Yield a temporary name beside ``path`` (unique per process and call, so concurrent
     writers never share one) that replaces ``path`` when the block succeeds; on failure the
     temporary file is removed and ``path`` is left as it was."""
@@ -51,7 +51,7 @@ def _replacing(path: Path):
 
 
 def write_json(path: Path, data: dict) -> None:
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
@@ -77,15 +77,15 @@ def samples_for_csv(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_samples(out_dir: Path, samples: pd.DataFrame) -> None:
-    with _replacing(out_dir / SAMPLES_PARQUET) as tmp:
+    with replacing(out_dir / SAMPLES_PARQUET) as tmp:
         samples.to_parquet(tmp, index=False)
-    with _replacing(out_dir / SAMPLES_CSV) as tmp:
+    with replacing(out_dir / SAMPLES_CSV) as tmp:
         samples_for_csv(samples).to_csv(tmp, index=False, float_format="%.6g")
 
 
 def write_csv(path: Path, table: pd.DataFrame, **options) -> None:
     """``table`` as a CSV at ``path``, written to a temporary name and renamed."""
-    with _replacing(Path(path)) as tmp:
+    with replacing(Path(path)) as tmp:
         table.to_csv(tmp, index=False, **options)
 
 
@@ -95,7 +95,7 @@ def write_skipped(out_dir: Path, skipped: list[dict]) -> None:
 
 
 def write_array(out_dir: Path, name: str, array: np.ndarray) -> None:
-    with _replacing(out_dir / name) as tmp, open(tmp, "wb") as fh:
+    with replacing(out_dir / name) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
 
 
@@ -109,7 +109,9 @@ _held: dict[str, list] = {}  # folder -> [open lock file, depth]: re-entrant wit
 def locked(out_dir: Path):
     """Hold the audit folder's lock for the block: a second command writing the same folder
     (another process) is refused with a message, instead of the last writer silently winning.
-    Re-entrant within one process."""
+    Re-entrant within one process. The lock file is removed when the block ends (the folder a
+    user zips holds no lock), and so is a folder this block created and left empty (a failed
+    first scan leaves no ``--out`` behind)."""
     import fcntl
 
     out = Path(out_dir)
@@ -121,23 +123,36 @@ def locked(out_dir: Path):
         finally:
             _held[key][1] -= 1
         return
-    try:  # the door check: a folder that cannot be written fails here, before any work
-        out.mkdir(parents=True, exist_ok=True)
-        fh = open(out / LOCK_FILE, "a+")
-    except OSError as exc:
-        raise DqauditError(f"{out}: cannot write there ({exc.strerror}); choose a folder you "
-                           "can write to") from None
-    try:
-        # a POSIX record lock, owned by this process: unlike flock's, it is not inherited by
-        # forked children (DataLoader workers, a database server), which would otherwise keep
-        # the folder locked after this command has finished, against the next command
-        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (BlockingIOError, PermissionError):
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
+    created = not out.exists()
+    for _ in range(20):
+        try:  # the door check: a folder that cannot be written fails here, before any work
+            out.mkdir(parents=True, exist_ok=True)
+            fh = open(out / LOCK_FILE, "a+")
+        except OSError as exc:
+            raise DqauditError(f"{out}: cannot write there ({exc.strerror}); choose a folder "
+                               "you can write to") from None
+        try:
+            # a POSIX record lock, owned by this process: unlike flock's, it is not inherited
+            # by forked children (DataLoader workers, a database server), which would otherwise
+            # keep the folder locked after this command has finished
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise DqauditError(f"{out} is being written by another dqaudit command "
+                               f"({holder}); wait for it to finish, or use another folder"
+                               ) from None
+        try:  # the file locked must still be the folder's: its holder removes it on release
+            same = os.stat(out / LOCK_FILE).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         fh.close()
-        raise DqauditError(f"{out} is being written by another dqaudit command ({holder}); "
-                           "wait for it to finish, or use another folder") from None
+    else:
+        raise DqauditError(f"{out}: its lock file keeps changing; is another program removing "
+                           f"{LOCK_FILE}?")
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()}")
@@ -147,7 +162,16 @@ def locked(out_dir: Path):
         yield
     finally:
         del _held[key]
+        try:
+            (out / LOCK_FILE).unlink()  # while still held: the next holder makes a new one
+        except FileNotFoundError:
+            pass
         fh.close()  # closing releases the lock
+        if created:
+            try:
+                out.rmdir()  # only if empty: a failed first command leaves nothing
+            except OSError:
+                pass
 
 
 def file_stamp(path: Path) -> str:
@@ -175,11 +199,30 @@ def check_stamps(out_dir: Path, summary: dict) -> None:
 
 
 def read_summary(out_dir: Path) -> dict:
-    return json.loads((Path(out_dir) / SUMMARY_JSON).read_text())
+    path = Path(out_dir) / SUMMARY_JSON
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise DqauditError(damaged(path)) from None
+    if not isinstance(summary, dict):
+        raise DqauditError(damaged(path))
+    return summary
 
 
 def read_samples(out_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(out_dir) / SAMPLES_PARQUET)
+    path = Path(out_dir) / SAMPLES_PARQUET
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise DqauditError(damaged(path)) from None
+
+
+def damaged(path: Path) -> str:
+    return (f"{path}: damaged (cut short or edited, it cannot be read); run `dqaudit scan` "
+            f"into {path.parent} again (the embedding cache makes it quick; the corrections "
+            "ledger is re-applied)")
 
 
 # ------------------------------------------------------------------ all or nothing
@@ -238,7 +281,7 @@ def recover(out_dir: Path) -> bool:
     for name in record["files"]:
         target = Path(out_dir) / name
         if name in record["present"]:
-            with _replacing(target) as tmp:
+            with replacing(target) as tmp:
                 shutil.copy2(aside / name, tmp)
         elif target.exists():
             target.unlink()

@@ -62,6 +62,12 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     if budget <= 0:
         raise DqauditError("--budget must be a positive number of samples")
     out = Path(out_dir)
+    unapplied = filled_unapplied(out)
+    if unapplied:
+        raise DqauditError(
+            f"{out / QUEUE_CSV} has {unapplied} filled-in correct_label row(s) that were never "
+            f"applied: a new queue would overwrite them. Apply them first (dqaudit relabel "
+            f"apply {out} {out / QUEUE_CSV}), or move the file away to discard them")
     samples = read_samples(out)
     reviewed = set(ledger(out)["id"])
     pending = samples[~samples["id"].isin(reviewed)]
@@ -93,6 +99,25 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
         tag_samples(fo_name, list(queue["image_path" if "image_path" in queue.columns
                                         else "path"]), "dq_review")
     return queue
+
+
+def filled_unapplied(out: Path) -> int:
+    """How many rows of the folder's review queue a reviewer filled in (``correct_label``)
+    that the ledger does not hold yet: the reviewer's work a new queue must not overwrite."""
+    path = out / QUEUE_CSV
+    if not path.exists():
+        return 0
+    try:
+        queue = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception:  # noqa: BLE001 - an unreadable queue is kept: count it as unapplied
+        return 1
+    if "correct_label" not in queue.columns or "id" not in queue.columns:
+        return 0
+    filled = queue[queue["correct_label"].str.strip() != ""]
+    book = ledger(out)
+    done = set(zip(book["id"].astype(str), book["label"].astype(str)))
+    return sum((i, lab.strip()) not in done
+               for i, lab in zip(filled["id"], filled["correct_label"]))
 
 
 def record_corrections(out_dir, corrections, *, annotator: str | None = None) -> dict:

@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 
 from ..config import ReportConfig
 from ..errors import DqauditError
-from ..outputs import SAMPLES_CSV, read_samples, read_summary
+from ..outputs import SAMPLES_CSV, read_samples, read_summary, replacing
 from .context import build_context
 
 REPORT_HTML = "report.html"
@@ -79,18 +79,16 @@ def render_report(out_dir: str | os.PathLike, config: ReportConfig | None = None
                             burned_in_thumbnails=config.thumbnails == "burned-in")
     html = render_html(context)
     paths = {"html": out / REPORT_HTML}
-    tmp = paths["html"].with_name(REPORT_HTML + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, paths["html"])
+    with replacing(paths["html"]) as tmp:  # a failed write leaves the earlier report, no .tmp
+        tmp.write_text(html, encoding="utf-8")
     if config.pdf:
         import weasyprint
 
         logging.getLogger("weasyprint").setLevel(logging.ERROR)
         logging.getLogger("fontTools").setLevel(logging.ERROR)
         paths["pdf"] = out / REPORT_PDF
-        tmp = paths["pdf"].with_name(REPORT_PDF + ".tmp")
-        weasyprint.HTML(string=html, base_url=str(out)).write_pdf(tmp)
-        os.replace(tmp, paths["pdf"])
+        with replacing(paths["pdf"]) as tmp:
+            weasyprint.HTML(string=html, base_url=str(out)).write_pdf(tmp)
     elif (out / REPORT_PDF).exists():
         # a PDF of an earlier state beside the new HTML would contradict it
         (out / REPORT_PDF).unlink()
