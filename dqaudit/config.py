@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 
 from .clr import ClrConfig
-from .dicom import DicomRead
+from .dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
 from .embed.backends import BACKENDS
 from .embed.encoders import DEFAULT_ENCODER
 from .embed.gpu_decode import DECODERS
@@ -56,8 +56,8 @@ class EmbedConfig:
     decode: str = "auto"  # JPEGs: auto (nvjpeg on CUDA), cpu or nvjpeg (dqaudit.embed.gpu_decode)
     # DICOM files (dqaudit.dicom): the window (file, minmax or "CENTER,WIDTH") and the frame of a
     # multi-frame file (middle, first or a 0-based number)
-    dicom_window: str = "file"
-    dicom_frame: str = "middle"
+    dicom_window: str = FILE_WINDOW
+    dicom_frame: str = MIDDLE_FRAME
 
     def __post_init__(self):
         try:

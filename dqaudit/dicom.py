@@ -46,6 +46,7 @@ SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR
 WINDOWS = ("file", "minmax")  # or "CENTER,WIDTH"
 FRAMES = ("middle", "first")  # or a frame number (0-based)
+FILE_WINDOW, MIDDLE_FRAME = "file", "middle"  # how DICOM is read unless the user says otherwise
 CODEC_PACKAGES = "python-gdcm (or pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg)"
 
 
@@ -69,6 +70,22 @@ class DicomRead:
     def key(self) -> str:
         """The part of an embedding-cache key that the settings change (pixels differ)."""
         return f"dicom:{self.window}:{self.frame}"
+
+    @classmethod
+    def of(cls, embed) -> DicomRead:
+        """The settings an audit read its DICOM files with: from its ``EmbedConfig``, or from
+        that config as ``summary.json`` records it (a dict; an older audit has neither key)."""
+        if isinstance(embed, dict):
+            window, frame = embed.get("dicom_window"), embed.get("dicom_frame")
+        else:
+            window, frame = getattr(embed, "dicom_window", None), getattr(embed, "dicom_frame",
+                                                                         None)
+        return cls(window=FILE_WINDOW if window is None else str(window),
+                   frame=MIDDLE_FRAME if frame is None else str(frame))
+
+    @property
+    def is_default(self) -> bool:
+        return (self.window, self.frame) == (FILE_WINDOW, MIDDLE_FRAME)
 
 
 def parse_window(text: str) -> tuple[float, float] | str:

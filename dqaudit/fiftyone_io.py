@@ -311,7 +311,7 @@ def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
     existing = dict(zip(*dataset.values(["filepath", "id"]))) if len(dataset) else {}
     new = []
     shown, sources = viewable_paths(data.paths, out_dir=out_dir, digests=data.digests,
-                                    dicom=dicom or DicomRead(window="file", frame="middle"))
+                                    dicom=dicom or DicomRead.of({}))
     paths = [printable(p) for p in shown]  # FiftyOne stores UTF-8 text
     for path, original, label, split in zip(paths, sources, data.labels, data.splits):
         if path not in existing:
@@ -350,8 +350,7 @@ def write_results(result, name: str, *, label_field: str = "ground_truth",
         return _write_object_results(fo, result, name, label_field=label_field, names=names)
     embed = result.config.embed
     dataset, ids = _target_dataset(fo, name, data, label_field, out_dir=result.out_dir,
-                                   dicom=DicomRead(window=embed.dicom_window,
-                                                   frame=str(embed.dicom_frame)))
+                                   dicom=DicomRead.of(embed))
     for fname in names.fields:
         if dataset.has_sample_field(fname):
             dataset.delete_sample_field(fname)

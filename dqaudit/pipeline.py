@@ -60,7 +60,7 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
             raise InputError(f"the Ray engine runs its encoders with torch; drop --backend "
                              f"{e.backend} or use --engine local")
 
-        if (e.dicom_window, str(e.dicom_frame)) != ("file", "middle"):
+        if not DicomRead.of(e).is_default:
             raise InputError("the Ray engine reads DICOM files with their own window and middle "
                              "frame; drop --dicom-window/--dicom-frame or use --engine local")
         result = embed_images_ray(data.paths, model=e.model, image_size=size,
@@ -71,8 +71,9 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
                                   keys=data.digests)
     else:
         encoder = load_encoder(e.model, image_size=size, flip_tta=e.flip_tta)
+        read = DicomRead.of(e)
         encoder = replace(encoder, preprocessing=replace(
-            encoder.preprocessing, dicom_window=e.dicom_window, dicom_frame=str(e.dicom_frame)))
+            encoder.preprocessing, dicom_window=read.window, dicom_frame=read.frame))
         encoder = with_backend(encoder,
                                resolve_backend(e.backend, device, model=e.model),
                                required=e.backend in OPENVINO_BACKENDS)
@@ -240,7 +241,7 @@ def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset,
     e = config.embed
     summary["dicom"] = None if data.source.get("kind") == "arrays" else dicom.summarize(
         [p for p in data.paths if Path(p).suffix.lower() not in IMAGE_EXTENSIONS],
-        DicomRead(window=e.dicom_window, frame=str(e.dicom_frame)))
+        DicomRead.of(e))
     return samples, summary
 
 

@@ -83,8 +83,7 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     if thumbnails:
         (out / THUMBS_DIR).mkdir(exist_ok=True)
         embed = (read_summary(out).get("config") or {}).get("embed") or {}
-        dicom = DicomRead(window=embed.get("dicom_window", "file"),
-                          frame=str(embed.get("dicom_frame", "middle")))  # the audit's picture
+        dicom = DicomRead.of(embed)  # the audit's picture
         paths = []
         for rank, rec in zip(queue["rank"], queue.to_dict("records")):
             uri = row_thumbnail(rec, dicom)
@@ -343,8 +342,7 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
     embed = (summary.get("config") or {}).get("embed") or {}
     shown, sources = viewable_paths(  # a DICOM file as the PNG the audit saw, in its folder
         [original_path(p) for p in samples["path"]], out_dir=out_dir,
-        dicom=DicomRead(window=embed.get("dicom_window", "file"),
-                        frame=str(embed.get("dicom_frame", "middle"))))
+        dicom=DicomRead.of(embed))
     new = []
     for p, src, lab, s in zip(shown, sources, samples["label"], samples["split"]):
         sample = fo.Sample(filepath=p, tags=[s] if s else [],

@@ -27,6 +27,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from collections.abc import Callable
 
+from ..dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
 from ..errors import DqauditError
 
 # The default: Lite0 and Lite2 stage features side by side. Measured on CIFAR-10N (2,000 images,
@@ -50,20 +51,17 @@ class Preprocessing:
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     # how a DICOM file's pixels become a picture (dqaudit.dicom): its own window, middle frame
-    dicom_window: str = "file"
-    dicom_frame: str = "middle"
+    dicom_window: str = FILE_WINDOW
+    dicom_frame: str = MIDDLE_FRAME
 
     def key(self) -> str:
         fields = asdict(self)
-        for name, default in (("dicom_window", "file"), ("dicom_frame", "middle")):
-            if fields[name] == default:  # keys of audits without DICOM settings unchanged
-                del fields[name]
+        if self.dicom().is_default:  # keys of audits without DICOM settings are unchanged
+            del fields["dicom_window"], fields["dicom_frame"]
         return json.dumps(fields, sort_keys=True)
 
-    def dicom(self):
-        from ..dicom import DicomRead
-
-        return DicomRead(window=self.dicom_window, frame=self.dicom_frame)
+    def dicom(self) -> DicomRead:
+        return DicomRead.of(self)
 
 
 @dataclass

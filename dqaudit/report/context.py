@@ -25,7 +25,7 @@ BOX_CONTEXT = 0.5  # a box is shown with half its side of its image around it
 SAMPLE_BOX = ("box_x", "box_y", "box_w", "box_h")  # an object audit's box, px in its image
 
 
-DEFAULT_READ = DicomRead(window="file", frame="middle")
+DEFAULT_READ = DicomRead.of({})
 
 
 def thumbnail(path: str, dicom: DicomRead = DEFAULT_READ) -> str | None:
@@ -134,8 +134,7 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
                   redact: tuple[str, ...] = (), burned_in_thumbnails: bool = False) -> dict:
     """Everything the templates show."""
     embed = (summary.get("config") or {}).get("embed") or {}
-    thumbs = Thumbnails(dicom=DicomRead(window=embed.get("dicom_window", "file"),
-                                        frame=str(embed.get("dicom_frame", "middle"))),
+    thumbs = Thumbnails(dicom=DicomRead.of(embed),
                         burned_in=burned_in_thumbnails, redacted="thumbnails" in redact)
     if "dropped" in samples.columns:  # samples a reviewer marked as junk are out of the audit
         samples = samples[~samples["dropped"].astype(bool)]
