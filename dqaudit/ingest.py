@@ -231,15 +231,26 @@ def median_image_side(paths: list[str], *, sample: int = 200, seed: int = 0) -> 
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """A manifest as text, whatever its format: every cell a string, a missing value ``""``
+    (what ``read_csv(dtype=str, keep_default_na=False)`` gives), so a Parquet file and the same
+    table as CSV are read alike, and a dependency's change of how missing values become text
+    (pandas 3's ``astype(str)``) cannot reach the rules below."""
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+            return as_text(pd.read_parquet(path))
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         raise InputError(f"{path}: cannot read manifest ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); check it is a valid "
                          "CSV or Parquet file") from exc
+
+
+def as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every cell as the text a CSV file would hold: whole numbers without ``.0``
+    (a Parquet integer column with a gap is stored as floats), missing values as ``""``."""
+    typed = df.convert_dtypes()
+    return typed.astype(object).where(typed.notna(), "").astype(str)
 
 
 def _pick_column(df: pd.DataFrame, requested: str | None, candidates: tuple[str, ...],
