@@ -23,8 +23,9 @@ venv = os.environ["DQAUDIT_VENV"]
 frozen = subprocess.run([f"{venv}/bin/python", "-m", "pip", "--disable-pip-version-check",
                          "freeze", "--exclude-editable"], capture_output=True, text=True).stdout
 latest = pins(frozen.splitlines())
+tools = {"pip", "setuptools", "wheel"}  # pip freeze leaves these out
 changed = [f"  {n}: {locked.get(n, '-')} -> {latest.get(n, '-')}"
-           for n in sorted(set(locked) | set(latest)) if locked.get(n) != latest.get(n)]
+           for n in sorted((set(locked) | set(latest)) - tools) if locked.get(n) != latest.get(n)]
 print("\n".join(changed) or "  (none)")
 PY
 "$DQAUDIT_VENV/bin/python" -m pytest "$@"
