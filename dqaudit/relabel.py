@@ -119,6 +119,31 @@ def filled_unapplied(out: Path) -> int:
                for i, lab in zip(filled["id"], filled["correct_label"]))
 
 
+def sample_ids(values: list[str], samples: pd.DataFrame) -> list[str | None]:
+    """The sample id each value names, by meaning rather than by text: the id itself (spaces
+    around it and Unicode normal form aside), or the sample's file by its absolute path, its
+    path as the manifest or folder gives it (``./a.jpg`` = ``a.jpg``), or any spelling that
+    resolves to the same file; None where nothing matches."""
+    import unicodedata
+
+    def norm(text) -> str:
+        return unicodedata.normalize("NFC", str(text).strip())
+
+    lookup: dict[str, str] = {}
+    for sid, path in zip(samples["id"].astype(str), samples["path"].astype(str)):
+        for key in (norm(sid), os.path.normpath(norm(sid)), norm(path),
+                    os.path.normpath(norm(path)), os.path.realpath(original_path(path))):
+            lookup.setdefault(key, sid)
+    out = []
+    for value in values:
+        v = norm(value)
+        hit = lookup.get(v) or lookup.get(os.path.normpath(v)) if v else None
+        if hit is None and v:
+            hit = lookup.get(os.path.realpath(v))
+        out.append(hit)
+    return out
+
+
 def record_corrections(out_dir, corrections, *, annotator: str | None = None) -> dict:
     """Add reviewers' labels to the ledger and the label counts and take the majority.
 
@@ -143,16 +168,26 @@ def record_corrections(out_dir, corrections, *, annotator: str | None = None) ->
         raise DqauditError("corrections need a 'label' column (or 'correct_label', as in "
                            "review_queue.csv)")
     new = new[new["label"].str.strip() != ""].copy()
-    if "id" not in new.columns:
-        if "path" not in new.columns:
-            raise DqauditError("corrections need an 'id' or a 'path' column")
-        by_path = dict(zip(samples["path"], samples["id"]))
-        new["id"] = new["path"].map(by_path).fillna("")
-    unknown_ids = sorted(set(new["id"]) - set(samples["id"]))
-    if unknown_ids:
-        raise DqauditError(f"{len(unknown_ids)} corrections name no sample of this audit "
-                           f"(first: {unknown_ids[0]!r})")
+    if "id" not in new.columns and "path" not in new.columns:
+        raise DqauditError("corrections need an 'id' or a 'path' column")
+    named = [v for v in (new["id"] if "id" in new.columns else new["path"])]
+    found = sample_ids(named, samples)
+    if "id" in new.columns and "path" in new.columns:  # an id that matches nothing: its path
+        found = [f or p for f, p in zip(found, sample_ids(list(new["path"]), samples))]
+    unknown = [v for v, f in zip(named, found) if f is None]
+    if unknown:
+        raise DqauditError(f"{len(unknown)} corrections name no sample of this audit (first: "
+                           f"{unknown[0]!r}); name samples by the id column of samples.csv, or "
+                           "by their file's path (absolute, or as the manifest or folder "
+                           "gives it)")
+    new["id"] = found
     new["label"] = new["label"].str.strip()
+    # one reviewer's row given twice in one file is one annotation, not two votes
+    for column in ("annotator", "note"):
+        if column in new.columns:
+            new[column] = new[column].str.strip()
+    new = new.drop_duplicates(subset=[c for c in ("id", "label", "annotator", "note")
+                                      if c in new.columns], keep="last")
     bad = sorted(set(new["label"]) - set(classes) - {DROP_LABEL})
     if bad:
         raise DqauditError(f"unknown labels {bad[:5]}; valid: {', '.join(classes)} or "

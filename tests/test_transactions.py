@@ -235,3 +235,64 @@ def test_errors_at_the_door_and_ctrl_c(first_audit, tmp_path, monkeypatch):
         assert text in res.output
     assert not (out / ".dqaudit.lock").exists()
     assert json.loads((out / "summary.json").read_text())["n_samples"] == 60
+
+
+@pytest.fixture(scope="module")
+def tree_audit(tmp_path_factory):
+    """An audit of arrays whose samples are real files ``root/<class>/<k>.png``, ids relative
+    to ``root`` as a class-folder scan gives them."""
+    from dqaudit.config import AuditConfig, ReportConfig
+
+    base = tmp_path_factory.mktemp("tree")
+    root = base / "data"
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 12)
+    x = (rng.normal(size=(3, 8)) * 4)[y] + rng.normal(size=(36, 8))
+    ids = [f"c{c}/{k:02d}.png" for k, c in enumerate(y)]
+    for i in ids:
+        (root / i).parent.mkdir(parents=True, exist_ok=True)
+        (root / i).write_bytes(b"x")
+    out = base / "audit"
+    Audit.from_arrays([f"c{c}" for c in y], embeddings=x, ids=ids,
+                      paths=[str(root / i) for i in ids], out_dir=out,
+                      config=AuditConfig(clr=None, report=ReportConfig(enabled=False)))
+    return out, root, ids
+
+
+SPELLINGS = ["id", "spaced", "dot", "absolute", "via_parent"]
+
+
+def spelled(how: str, sid: str, root: Path) -> str:
+    return {"id": sid, "spaced": f"  {sid} ", "dot": f"./{sid}",
+            "absolute": str(root / sid),
+            "via_parent": str(root / "c0" / ".." / sid)}[how]
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.integers(0, 35), st.sampled_from(SPELLINGS),
+                               st.sampled_from(["c0", "c1", "c2"]), st.booleans()),
+                     min_size=1, max_size=6))
+def test_corrections_name_samples_by_meaning_and_count_once(tree_audit, tmp_path, rows):
+    """Whatever spelling names a sample (its id, spaced, ./id, its absolute path, a path through
+    ..), the correction lands on that sample; the same row twice in one file is one
+    annotation."""
+    import shutil
+
+    from dqaudit.relabel import ledger, record_corrections
+
+    import tempfile
+
+    first, root, ids = tree_audit
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "audit"
+    shutil.copytree(first, out)
+    table = []
+    for k, how, label, twice in rows:
+        column = "path" if how in ("absolute", "via_parent") else "id"
+        row = {"id": "", "path": "", "label": label, "annotator": "ana"}
+        row[column] = spelled(how, ids[k], root)
+        table.extend([row, dict(row)] if twice else [row])
+    record_corrections(out, pd.DataFrame(table).astype(str))
+    got = sorted(zip(ledger(out)["id"], ledger(out)["label"]))
+    want = sorted({(ids[k], label) for k, _, label, _ in rows})
+    assert got == want
