@@ -179,14 +179,16 @@ def test_cover_splits_and_corrections_agree_at_every_step(noisy_audit, tmp_path)
     assert "Corrections" in html and "None:thelabelsareasthedatasetgavethem" in html
     samples = pd.read_parquet(out / "samples.parquet")
     wrong = samples[samples["path"].str.endswith("really_red.png")]["id"].iat[0]
-    pd.DataFrame({"id": [wrong, wrong], "label": ["red", "red"], "annotator": ["ana", "ana"]}
+    # two reviewers agree (one reviewer's row given twice would be one annotation)
+    pd.DataFrame({"id": [wrong, wrong], "label": ["red", "red"], "annotator": ["ana", "bo"]}
                  ).to_csv(tmp_path / "fix.csv", index=False)
     res = CliRunner().invoke(main, ["relabel", "apply", str(out), str(tmp_path / "fix.csv")])
     assert res.exit_code == 0, res.output
     after, html = _agrees(out)
     c = after["corrections"]
-    assert (c["annotations"], c["label_changes"], c["annotators"]) == (2, 1, {"ana": 2})
-    assert "2annotationsof1samplesfromana(2)" in html and "1labelschanged" in html
+    assert (c["annotations"], c["label_changes"], c["annotators"]) == (2, 1, {"ana": 1,
+                                                                              "bo": 1})
+    assert "2annotationsof1samplesfromana(1),bo(1)" in html and "1labelschanged" in html
     assert after["fingerprint"] != before["fingerprint"]
 
 
