@@ -130,7 +130,7 @@ def cheap_file_problem(path: Path) -> str | None:
     """A reason to skip the file that needs no decoding, or None."""
     if path.is_dir():
         return "a folder, not an image file"
-    if path.suffix.lower() not in IMAGE_EXTENSIONS and not is_dicom(path):
+    if path.suffix.lower() not in IMAGE_EXTENSIONS and not is_dicom_file(path):
         if path.suffix.lower() in DICOM_EXTENSIONS:
             return "not a DICOM file (no DICM marker after the 128-byte preamble)"
         return f"not an image file (extension {path.suffix or 'none'!r}, and not DICOM)"

@@ -162,9 +162,9 @@ def read_dicom(path: str | os.PathLike, read: DicomRead):
         if "PixelData" not in ds and "FloatPixelData" not in ds \
                 and "DoubleFloatPixelData" not in ds:
             raise DicomSkip(f"DICOM object without pixel data ({_sop_name(ds)})")
-        frames = _int(ds, "NumberOfFrames", 1)
+        record = describe(ds)
+        frames = record["frames"]
         index = _frame_index(parse_frame(read.frame), frames)
-        photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
         try:
             arr = _pixels(ds, index if frames > 1 else None)
         except DicomSkip:
@@ -173,28 +173,16 @@ def read_dicom(path: str | os.PathLike, read: DicomRead):
             raise DicomSkip(_decode_reason(ds, exc)) from None
         if arr.ndim == 3 and arr.shape[-1] == 3:
             rgb = _colour_to_8bit(arr, _int(ds, "BitsStored", 8))
-            window_used = "colour"
+            img, window_used = Image.fromarray(np.ascontiguousarray(rgb), "RGB"), "colour"
         elif arr.ndim == 2:
             grey, window_used = _grey_to_8bit(ds, arr, parse_window(read.window))
-            if photometric == "MONOCHROME1":
+            if record["photometric"] == "MONOCHROME1":
                 grey = 255 - grey
-            rgb = None
+            img = Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB")
         else:
             raise DicomSkip(f"DICOM pixel layout not supported (shape {arr.shape})")
-        record = {
-            "modality": _text(ds, "Modality"),
-            "photometric": photometric,
-            "bits_stored": _int(ds, "BitsStored", 0),
-            "signed": _int(ds, "PixelRepresentation", 0) == 1,
-            "transfer_syntax": _ts_name(ds),
-            "frames": frames,
-            "frame": index,
-            "window": window_used,
-            "burned_in": burned_in(ds),
-        }
-        img = Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB") if rgb is None \
-            else Image.fromarray(np.ascontiguousarray(rgb), "RGB")
-        return img, record
+        return img, {**record, "signed": _int(ds, "PixelRepresentation", 0) == 1,
+                     "frame": index, "window": window_used}
     finally:
         restore()
 
@@ -207,17 +195,22 @@ def header_record(path: str | os.PathLike) -> dict | None:
 
     restore = _quiet()
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return {"modality": _text(ds, "Modality"),
-                "photometric": _text(ds, "PhotometricInterpretation").upper(),
-                "bits_stored": _int(ds, "BitsStored", 0),
-                "transfer_syntax": _ts_name(ds),
-                "frames": _int(ds, "NumberOfFrames", 1),
-                "burned_in": burned_in(ds)}
+        return describe(pydicom.dcmread(path, stop_before_pixels=True))
     except Exception:  # noqa: BLE001 - the embed stage reports the file's problem
         return None
     finally:
         restore()
+
+
+def describe(ds) -> dict:
+    """The attributes this audit records of a DICOM dataset, and nothing else: modality,
+    photometric interpretation, bits, transfer syntax, frames, whether text may be burned in."""
+    return {"modality": _text(ds, "Modality"),
+            "photometric": _text(ds, "PhotometricInterpretation").upper(),
+            "bits_stored": _int(ds, "BitsStored", 0),
+            "transfer_syntax": _ts_name(ds),
+            "frames": _int(ds, "NumberOfFrames", 1),
+            "burned_in": burned_in(ds)}
 
 
 def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -236,13 +229,12 @@ def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
 
 
 def summarize(paths: list[str], read: DicomRead) -> dict | None:
-    """summary.json's ``dicom`` block for the audited ``paths`` that are DICOM files (by
-    content): how many, their modalities, photometric interpretations, bits, transfer syntaxes,
-    multi-frame files and burned-in text counted, with the window and frame used. None when
-    no file is DICOM."""
+    """summary.json's ``dicom`` block for the audited DICOM files ``paths``: how many, their
+    modalities, photometric interpretations, bits, transfer syntaxes, multi-frame files and
+    burned-in text counted, with the window and frame used. None when there are none."""
     from collections import Counter
 
-    records = [header_record(p) for p in paths if is_dicom(p)]
+    records = [header_record(p) for p in paths]
     records = [r for r in records if r is not None]
     if not records:
         return None
@@ -303,18 +295,16 @@ def _grey_to_8bit(ds, arr: np.ndarray, window) -> tuple[np.ndarray, str]:
         unsigned = np.dtype(f"u{arr.dtype.itemsize}")
         index = arr.view(unsigned)  # every possible stored value is one entry of the table
         values = np.arange(2 ** (8 * arr.dtype.itemsize)).astype(unsigned).view(arr.dtype)
-        present = None
-        if window == "minmax" or (window == "file" and not {"WindowCenter", "WindowWidth"}
-                                  <= set(ds.dir())):
-            present = np.bincount(index.ravel(), minlength=len(values)) > 0
-        table, used = _display(ds, values, window, present=present)
+        table, used = _display(ds, values, window, present=lambda: np.bincount(
+            index.ravel(), minlength=len(values)) > 0)
         return np.take(table, index), used
-    return _display(ds, arr, window, present=None)
+    return _display(ds, arr, window, present=lambda: None)
 
 
 def _display(ds, arr: np.ndarray, window, *, present) -> tuple[np.ndarray, str]:
-    """``arr`` of stored values -> uint8 display values and the window used; ``present``: which
-    entries of ``arr`` occur in the image (a table of values), for minmax."""
+    """``arr`` of stored values -> uint8 display values and the window used. ``present()``:
+    which entries of ``arr`` occur in the image when ``arr`` is a table of values (None: all
+    do), asked for only where a range is taken (minmax)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
@@ -337,10 +327,10 @@ def _display(ds, arr: np.ndarray, window, *, present) -> tuple[np.ndarray, str]:
                                dtype=np.float64)
             except Exception:  # noqa: BLE001
                 raise DicomSkip(_invalid("VOILUTSequence")) from None
-            return _minmax(v, present), "file-lut"
-        return _minmax(m, present), "minmax"
+            return _minmax(v, present()), "file-lut"
+        return _minmax(m, present()), "minmax"
     if window == "minmax":
-        return _minmax(m, present), "minmax"
+        return _minmax(m, present()), "minmax"
     c, w = window
     return _window(m, c, w, sigmoid=False), f"{c:g},{w:g}"
 

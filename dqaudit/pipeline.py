@@ -20,7 +20,7 @@ from . import calibration
 from .clr import ClrConfig, estimate_clr, take_subsample
 from .config import AuditConfig
 from . import dicom
-from .dataset import IMAGE_EXTENSIONS, LabeledImages
+from .dataset import LabeledImages, is_dicom_file
 from .dicom import DicomRead
 from .embed import auto_image_size, embed_images, load_encoder
 from .embed import default_num_workers
@@ -240,8 +240,7 @@ def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset,
     summary["label_changes"] = 0
     e = config.embed
     summary["dicom"] = None if data.source.get("kind") == "arrays" else dicom.summarize(
-        [p for p in data.paths if Path(p).suffix.lower() not in IMAGE_EXTENSIONS],
-        DicomRead.of(e))
+        [p for p in data.paths if is_dicom_file(p)], DicomRead.of(e))
     return samples, summary
 
 

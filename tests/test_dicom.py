@@ -59,6 +59,16 @@ def test_windows_frames_and_colour(tmp_path, grey):
     # no window in the file: the image's range
     _, rec = picture(write_dicom(tmp_path / "b.dcm", grey, window=False))
     assert rec["window"] == "minmax"
+    # a window the file gives but that cannot be used (width 0): the image's own range too,
+    # over the values it holds (not over every value its bits could hold)
+    import pydicom
+
+    unusable = write_dicom(tmp_path / "w0.dcm", grey)
+    ds = pydicom.dcmread(unusable)
+    ds.WindowWidth = 0
+    ds.save_as(unusable)
+    shown, rec = picture(unusable)
+    assert rec["window"] == "minmax" and np.array_equal(shown, stretched)
     # multi-frame: the middle frame is the picture, first and numbered frames as asked
     multi = write_dicom(tmp_path / "m.dcm", grey, frames=3, syntax="rle")
     middle, rec = picture(multi)
@@ -73,7 +83,6 @@ def test_windows_frames_and_colour(tmp_path, grey):
                                          planar=planar))
         assert np.array_equal(shown, rgb) and rec["window"] == "colour"
     # YBR_FULL colour comes out as RGB (within the colour conversion's rounding)
-    import pydicom
     from pydicom.pixels import convert_color_space
 
     ybr = write_dicom(tmp_path / "ybr.dcm", grey, rgb=rgb)
