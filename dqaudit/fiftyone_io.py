@@ -22,7 +22,7 @@ from .embed.loader import open_rgb
 from .errors import DqauditError, InputError
 from .headline import headline
 from .image_checks import IMAGE_ISSUES
-from .outputs import review_order_column
+from .outputs import replacing, review_order_column
 
 
 def import_fiftyone():
@@ -284,9 +284,8 @@ def viewable_paths(paths: list[str], *, out_dir, dicom: DicomRead,
         target = Path(out_dir) / DICOM_RENDERINGS / f"{digest}-{settings}.png"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            open_rgb(path, dicom).save(tmp, format="PNG")
-            os.replace(tmp, target)
+            with replacing(target) as tmp:
+                open_rgb(path, dicom).save(tmp, format="PNG")
         shown.append(str(target))
         sources.append(path)
     return shown, sources

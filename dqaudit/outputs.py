@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import printable
+from .dicom import DicomRead
 from .errors import DqauditError
 
 SAMPLES_PARQUET = "samples.parquet"
@@ -207,6 +208,12 @@ def read_summary(out_dir: Path) -> dict:
     if not isinstance(summary, dict):
         raise DqauditError(damaged(path))
     return summary
+
+
+def dicom_read(summary: dict) -> DicomRead:
+    """How the audit of ``summary`` read its DICOM files (its embed config's window and frame;
+    the defaults for an audit written before they existed)."""
+    return DicomRead.of(((summary.get("config") or {}).get("embed")) or {})
 
 
 def read_samples(out_dir: Path) -> pd.DataFrame:

@@ -15,7 +15,6 @@ import pandas as pd
 from . import outputs
 from .config import EXPORT_TARGETS
 from .dataset import majority_labels, original_path
-from .dicom import DicomRead
 from .errors import DqauditError
 from .fiftyone_io import SOURCE_PATH, import_fiftyone, tag_samples, viewable_paths
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
@@ -69,6 +68,7 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
             f"applied: a new queue would overwrite them. Apply them first (dqaudit relabel "
             f"apply {out} {out / QUEUE_CSV}), or move the file away to discard them")
     samples = read_samples(out)
+    summary = read_summary(out)
     reviewed = set(ledger(out)["id"])
     pending = samples[~samples["id"].isin(reviewed)]
     queue = pending.sort_values(review_order_column(pending), ascending=False,
@@ -82,8 +82,7 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
     queue["correct_label"] = ""
     if thumbnails:
         (out / THUMBS_DIR).mkdir(exist_ok=True)
-        embed = (read_summary(out).get("config") or {}).get("embed") or {}
-        dicom = DicomRead.of(embed)  # the audit's picture
+        dicom = outputs.dicom_read(summary)  # the picture the audit saw
         paths = []
         for rank, rec in zip(queue["rank"], queue.to_dict("records")):
             uri = row_thumbnail(rec, dicom)
@@ -93,7 +92,7 @@ def review_queue(out_dir, *, budget: int, thumbnails: bool = True) -> pd.DataFra
             paths.append(str(target) if uri else "")
         queue["thumbnail"] = paths
     samples_for_csv(queue).to_csv(out / QUEUE_CSV, index=False, float_format="%.4g")
-    fo_name = read_summary(out).get("fiftyone_dataset")
+    fo_name = summary.get("fiftyone_dataset")
     if fo_name:  # an object audit tags the images that hold the queued boxes
         tag_samples(fo_name, list(queue["image_path" if "image_path" in queue.columns
                                         else "path"]), "dq_review")
@@ -119,29 +118,41 @@ def filled_unapplied(out: Path) -> int:
                for i, lab in zip(filled["id"], filled["correct_label"]))
 
 
-def sample_ids(values: list[str], samples: pd.DataFrame) -> list[str | None]:
-    """The sample id each value names, by meaning rather than by text: the id itself (spaces
-    around it and Unicode normal form aside), or the sample's file by its absolute path, its
-    path as the manifest or folder gives it (``./a.jpg`` = ``a.jpg``), or any spelling that
-    resolves to the same file; None where nothing matches."""
+def sample_ids(values: list[str], samples: pd.DataFrame, *,
+               fallbacks: list[str] | None = None) -> list[str | None]:
+    """The sample id each value names (else its ``fallbacks`` entry), by meaning rather than
+    by text: the id itself (spaces around it and Unicode normal form aside), or the sample's
+    file by its absolute path, its path as the manifest or folder gives it (``./a.jpg`` =
+    ``a.jpg``), or any spelling that resolves to the same file; None where nothing matches.
+    Files are resolved (``realpath``, a system call per folder) only when a value is not found
+    by its spelling."""
     import unicodedata
 
     def norm(text) -> str:
         return unicodedata.normalize("NFC", str(text).strip())
 
-    lookup: dict[str, str] = {}
-    for sid, path in zip(samples["id"].astype(str), samples["path"].astype(str)):
-        for key in (norm(sid), os.path.normpath(norm(sid)), norm(path),
-                    os.path.normpath(norm(path)), os.path.realpath(original_path(path))):
-            lookup.setdefault(key, sid)
-    out = []
-    for value in values:
+    ids, paths = samples["id"].astype(str).tolist(), samples["path"].astype(str).tolist()
+    spelled: dict[str, str] = {}
+    for sid, path in zip(ids, paths):
+        for key in (norm(sid), norm(path)):
+            spelled.setdefault(key, sid)
+            spelled.setdefault(os.path.normpath(key), sid)
+    resolved: dict[str, str] = {}
+
+    def find(value) -> str | None:
         v = norm(value)
-        hit = lookup.get(v) or lookup.get(os.path.normpath(v)) if v else None
-        if hit is None and v:
-            hit = lookup.get(os.path.realpath(v))
-        out.append(hit)
-    return out
+        if not v:
+            return None
+        hit = spelled.get(v) or spelled.get(os.path.normpath(v))
+        if hit is None:
+            if not resolved:
+                for sid, path in zip(ids, paths):
+                    resolved.setdefault(os.path.realpath(original_path(path)), sid)
+            hit = resolved.get(os.path.realpath(v))
+        return hit
+
+    return [find(v) or (find(f) if fallbacks is not None else None)
+            for v, f in zip(values, fallbacks if fallbacks is not None else values)]
 
 
 def record_corrections(out_dir, corrections, *, annotator: str | None = None) -> dict:
@@ -170,10 +181,10 @@ def record_corrections(out_dir, corrections, *, annotator: str | None = None) ->
     new = new[new["label"].str.strip() != ""].copy()
     if "id" not in new.columns and "path" not in new.columns:
         raise DqauditError("corrections need an 'id' or a 'path' column")
-    named = [v for v in (new["id"] if "id" in new.columns else new["path"])]
-    found = sample_ids(named, samples)
-    if "id" in new.columns and "path" in new.columns:  # an id that matches nothing: its path
-        found = [f or p for f, p in zip(found, sample_ids(list(new["path"]), samples))]
+    named = list(new["id"] if "id" in new.columns else new["path"])
+    # an id that matches nothing: its row's path
+    found = sample_ids(named, samples, fallbacks=list(new["path"])
+                       if "id" in new.columns and "path" in new.columns else None)
     unknown = [v for v, f in zip(named, found) if f is None]
     if unknown:
         raise DqauditError(f"{len(unknown)} corrections name no sample of this audit (first: "
@@ -374,10 +385,9 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
         _changelog_beside(changelog, target)
         return {"to": "csv", "dest": str(target), "n_samples": len(samples)}
     fo, dataset = _new_fiftyone_dataset(dest)
-    embed = (summary.get("config") or {}).get("embed") or {}
     shown, sources = viewable_paths(  # a DICOM file as the PNG the audit saw, in its folder
         [original_path(p) for p in samples["path"]], out_dir=out_dir,
-        dicom=DicomRead.of(embed))
+        dicom=outputs.dicom_read(summary))
     new = []
     for p, src, lab, s in zip(shown, sources, samples["label"], samples["split"]):
         sample = fo.Sample(filepath=p, tags=[s] if s else [],

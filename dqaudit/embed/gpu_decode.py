@@ -71,25 +71,24 @@ class RawJpegDataset(ImageFolderDataset):
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            # a JPEG stored rotated (EXIF Orientation) is turned upright by the CPU decoder
-            if data[:3] == JPEG_MAGIC and _upright(data):
-                return idx, "jpeg", np.frombuffer(data, dtype=np.uint8), jpeg_stats(data), ""
+            if data[:3] == JPEG_MAGIC:
+                stats = upright_jpeg_stats(data)
+                if stats is not None:
+                    return idx, "jpeg", np.frombuffer(data, dtype=np.uint8), stats, ""
             arr, stats = decode(path, self.prep, stats=True)
             return idx, "pixels", arr, stats, ""
         except Exception as exc:  # any read or decode failure is a per-file problem
             return idx, "failed", None, None, describe_failure(exc)
 
 
-def _upright(data: bytes) -> bool:
-    """Whether a JPEG needs no EXIF rotation (nvjpeg decodes the stored pixels as they are)."""
-    with Image.open(io.BytesIO(data)) as img:
-        return orientation(img) == 1
-
-
-def jpeg_stats(data: bytes) -> np.ndarray:
+def upright_jpeg_stats(data: bytes) -> np.ndarray | None:
     """``image_stats`` of a JPEG's bytes, decoded in the DCT domain no larger than needed (long
-    side at least ``2 * STATS_SIDE``). Raises on undecodable or truncated data."""
+    side at least ``2 * STATS_SIDE``); None for a JPEG stored rotated (EXIF Orientation), which
+    the CPU decoder turns upright (nvjpeg decodes the stored pixels as they are). Raises on
+    undecodable or truncated data."""
     with Image.open(io.BytesIO(data)) as img:
+        if orientation(img) != 1:
+            return None
         size = img.size
         scale = min(1.0, 2 * STATS_SIDE / max(size))
         img.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))

@@ -16,7 +16,7 @@ from ..embed.loader import open_rgb
 from ..headline import headline
 from ..objects import context_region
 from ..image_checks import IMAGE_ISSUE_TEXT, IMAGE_ISSUES, THRESHOLDS
-from ..outputs import review_order_column
+from ..outputs import dicom_read, review_order_column
 from . import figures
 
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
@@ -101,9 +101,7 @@ def _data_uri(img, box: tuple | None = None) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _rows(df: pd.DataFrame, columns: list[str], redact=(), thumbs: Thumbnails | None = None
-          ) -> list[dict]:
-    thumbs = thumbs or Thumbnails(redacted="thumbnails" in redact)
+def _rows(df: pd.DataFrame, columns: list[str], redact, thumbs: Thumbnails) -> list[dict]:
     out = []
     for row_number, rec in zip(df.index, df.to_dict("records")):
         row = {c: rec[c] for c in columns if c in rec}
@@ -133,8 +131,7 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
                   page_size: str, samples_csv: str = "", max_duplicate_groups: int = 12,
                   redact: tuple[str, ...] = (), burned_in_thumbnails: bool = False) -> dict:
     """Everything the templates show."""
-    embed = (summary.get("config") or {}).get("embed") or {}
-    thumbs = Thumbnails(dicom=DicomRead.of(embed),
+    thumbs = Thumbnails(dicom=dicom_read(summary),
                         burned_in=burned_in_thumbnails, redacted="thumbnails" in redact)
     if "dropped" in samples.columns:  # samples a reviewer marked as junk are out of the audit
         samples = samples[~samples["dropped"].astype(bool)]
@@ -174,7 +171,7 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
 
     ds = summary["dataset"]
     objects = ds["source"].get("unit") == "object"
-    box_checks = _box_checks(ds["source"], samples, top_n=top_n, redact=redact) \
+    box_checks = _box_checks(ds["source"], samples, top_n=top_n, redact=redact, thumbs=thumbs) \
         if objects else []
     class_counts = summary["class_counts"]
     flagged_per_class = [summary["per_class_noise"][c]["flagged_label_errors"]
@@ -232,7 +229,8 @@ BOX_CHECK_TEXT = {
 }
 
 
-def _box_checks(source: dict, samples: pd.DataFrame, *, top_n: int, redact) -> list[dict]:
+def _box_checks(source: dict, samples: pd.DataFrame, *, top_n: int, redact,
+                thumbs: Thumbnails) -> list[dict]:
     """An object audit's box checks (``source``: the dataset's source block): per check, how
     many boxes and the first few."""
     out = []
@@ -245,5 +243,5 @@ def _box_checks(source: dict, samples: pd.DataFrame, *, top_n: int, redact) -> l
         out.append({"issue": issue, "n": int(len(hit)),
                     "what": text.format(iou=source.get("duplicate_box_iou", 0),
                                         match_iou=predictions.get("match_iou", 0)),
-                    "rows": _rows(hit.head(min(top_n, 6)), ROW_COLUMNS, redact)})
+                    "rows": _rows(hit.head(min(top_n, 6)), ROW_COLUMNS, redact, thumbs)})
     return out
