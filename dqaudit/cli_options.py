@@ -21,7 +21,7 @@ from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, THUMBNA
                      AuditConfig,
                      EmbedConfig, ReportConfig, ScoreConfig, default)
 from .finetune import TRAIN_MODES, FinetuneConfig
-from .errors import DqauditError
+from .errors import DqauditError, expected_failure
 from .headline import VERDICT_LEVELS
 from .boxes import DEFAULT_MARGIN, MIN_BOX_SIDE
 
@@ -94,14 +94,12 @@ def library_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except DqauditError as exc:
-            raise UserError(str(exc)) from exc
         except KeyboardInterrupt:
             click.echo("dqaudit: interrupted; what was finished is kept (the embedding cache, "
                        "earlier audits), nothing half-written", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        except OSError as exc:
-            raise UserError(describe_os_error(exc)) from exc
+        except (DqauditError, OSError) as exc:
+            raise UserError(expected_failure(exc)) from exc
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort,
                 SystemExit):
             raise
@@ -113,32 +111,6 @@ def library_errors(func):
             raise click.exceptions.Exit(1) from None
 
     return wrapper
-
-
-def describe_os_error(exc: OSError) -> str:
-    """One line for a failure of the file system: which file, what happened, the fix."""
-    import errno
-
-    name = exc.filename or "a file"
-    fixes = {
-        errno.ENOSPC: ("no space left on the device", "free space, or write --out (or "
-                       "--dest, --cache-dir) on another disk; the earlier audit is intact"),
-        errno.EDQUOT: ("disk quota exceeded", "free space or write to another disk"),
-        errno.ENAMETOOLONG: ("file name too long", "use a shorter --out / --dest path or "
-                             "shorter labels and file names"),
-        errno.EACCES: ("permission denied", "give yourself access, or use another folder"),
-        errno.EPERM: ("operation not permitted", "use a folder you own"),
-        errno.EROFS: ("read-only file system", "write to another folder"),
-        errno.ENOENT: ("no such file or folder", "it was moved or deleted (since the scan?): "
-                       "put it back, or scan the dataset again"),
-        errno.EISDIR: ("a folder where a file was expected", "check the path"),
-        errno.ENOTDIR: ("a file where a folder was expected", "check the path"),
-        errno.EIO: ("input/output error", "the disk or network share failed; check it and "
-                    "run the command again"),
-    }
-    what, fix = fixes.get(exc.errno, (exc.strerror or type(exc).__name__,
-                                      "check the file and run the command again"))
-    return f"{name}: {what}; {fix}"
 
 
 def exit_on_sigterm() -> None:

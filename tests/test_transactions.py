@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from dqaudit import outputs
 from dqaudit.api import Audit
 from dqaudit.cli import main
-from dqaudit.cli_options import describe_os_error
+from dqaudit.errors import describe_os_error
 from dqaudit.errors import DqauditError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,6 +195,50 @@ def test_file_system_failures_are_one_line_naming_the_file_and_a_fix(failure, na
     code, what = failure
     line = describe_os_error(OSError(code, os.strerror(code), name))
     assert line.startswith(f"{name}: {what}; ") and "\n" not in line and len(line) < 400
+
+
+@settings(max_examples=20, deadline=None)
+@given(failure=st.sampled_from(FAILURES + [(None, "input error")]),
+       name=st.text(min_size=1, max_size=30).filter(lambda t: t.isprintable()))
+def test_the_app_boundary_says_what_the_cli_says(failure, name):
+    """The plugin's operators share the CLI's reading of a failure (errors.expected_failure):
+    an expected one is one App notification naming the file and the fix, a bug re-raises."""
+    import importlib.util
+
+    from dqaudit.errors import InputError, expected_failure
+
+    spec = importlib.util.spec_from_file_location(
+        "dq_plugin", Path(__file__).parents[1] / "plugins" / "dqaudit" / "__init__.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    code, what = failure
+    exc = InputError(f"{name}: bad") if code is None else OSError(code, os.strerror(code), name)
+    notes = []
+
+    class Ops:
+        def notify(self, text, variant):
+            notes.append((text, variant))
+
+    class Ctx:
+        ops = Ops()
+
+    class Op:
+        @plugin.reported
+        def execute(self, ctx):
+            raise exc
+
+    out = Op().execute(Ctx())
+    assert notes == [(f"dqaudit: {expected_failure(exc)}", "error")]
+    assert out == {"error": expected_failure(exc)}
+    assert code is None or what in out["error"]
+
+    class Bug:
+        @plugin.reported
+        def execute(self, ctx):
+            raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        Bug().execute(Ctx())
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not_json", "a_list"])

@@ -1,15 +1,18 @@
 """dqaudit FiftyOne plugin: run the label audit on the dataset (or a view of it) from the App.
 
 Each operator's ``execute`` is one call into the dqaudit library (no algorithm code here);
-a ``DqauditError`` becomes an App notification.
+every expected failure (``dqaudit.errors.expected_failure``: the project's errors, a missing,
+unwritable or full file) becomes one App notification through ``reported``; a bug keeps its
+traceback.
 """
 
+import functools
 import os
 
-import fiftyone.operators as foo
-import fiftyone.operators.types as types
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")  # before FiftyOne is imported
 
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+import fiftyone.operators as foo  # noqa: E402
+import fiftyone.operators.types as types  # noqa: E402
 
 
 def _label_fields(ctx):
@@ -29,9 +32,27 @@ def _objects(ctx, label_field):
                             label_field=label_field)
 
 
-def _fail(ctx, exc):
-    ctx.ops.notify(f"dqaudit: {exc}", variant="error")
-    return {"error": str(exc)}
+def _fail(ctx, message):
+    ctx.ops.notify(f"dqaudit: {message}", variant="error")
+    return {"error": str(message)}
+
+
+def reported(execute):
+    """The App's error boundary, the CLI's twin: an expected failure is one notification
+    naming the file and the fix; anything else is a bug and FiftyOne shows its traceback."""
+    @functools.wraps(execute)
+    def run(self, ctx):
+        from dqaudit.errors import expected_failure
+
+        try:
+            return execute(self, ctx)
+        except Exception as exc:
+            message = expected_failure(exc)
+            if message is None:
+                raise
+            return _fail(ctx, message)
+
+    return run
 
 
 class RunAudit(foo.Operator):
@@ -106,22 +127,19 @@ class RunAudit(foo.Operator):
         inputs.bool("pdf", default=default(ReportConfig, "pdf"), label="Render the PDF report")
         return types.Property(inputs, view=types.View(label="dqaudit: audit labels"))
 
+    @reported
     def execute(self, ctx):
-        from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import (audit_fiftyone, audit_target, default_out_dir,
                                           form_config)
         from dqaudit.fiftyone_io import OBJECTS_VIEW, RunNames
 
         p = ctx.params
-        try:
-            view, run = audit_target(ctx.dataset, ctx.view, target=p.get("target", "dataset"),
-                                     saved_view=p.get("saved_view"), run=p.get("run") or None)
-            result = audit_fiftyone(
-                view, label_field=p.get("label_field", "ground_truth"), run=run,
-                out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name, run),
-                config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
-        except DqauditError as exc:
-            return _fail(ctx, exc)
+        view, run = audit_target(ctx.dataset, ctx.view, target=p.get("target", "dataset"),
+                                 saved_view=p.get("saved_view"), run=p.get("run") or None)
+        result = audit_fiftyone(
+            view, label_field=p.get("label_field", "ground_truth"), run=run,
+            out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name, run),
+            config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
         from dqaudit.headline import headline
 
         s = result.summary
@@ -159,6 +177,7 @@ class OpenSuspects(foo.Operator):
     def config(self):
         return foo.OperatorConfig(name="open_suspects", label="dqaudit: open suspects view")
 
+    @reported
     def execute(self, ctx):
         from dqaudit.fiftyone_io import SUSPECTS_VIEW
 
@@ -190,14 +209,11 @@ class EstimateClr(foo.Operator):
                     label="Corruption")
         return types.Property(inputs)
 
+    @reported
     def execute(self, ctx):
-        from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import estimate_clr_for
 
-        try:
-            res = estimate_clr_for(ctx.dataset, ctx.params)
-        except DqauditError as exc:
-            return _fail(ctx, exc)
+        res = estimate_clr_for(ctx.dataset, ctx.params)
         return {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
 
     def resolve_output(self, ctx):
@@ -220,15 +236,12 @@ class ExportReport(foo.Operator):
         inputs.bool("pdf", default=True, label="Include the PDF")
         return types.Property(inputs)
 
+    @reported
     def execute(self, ctx):
-        from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import export_report
 
-        try:
-            paths = export_report(ctx.dataset, ctx.params["path"],
-                                  pdf=bool(ctx.params.get("pdf", True)))
-        except DqauditError as exc:
-            return _fail(ctx, exc)
+        paths = export_report(ctx.dataset, ctx.params["path"],
+                              pdf=bool(ctx.params.get("pdf", True)))
         ctx.ops.notify("dqaudit: wrote " + ", ".join(paths.values()), variant="success")
         return paths
 
@@ -238,15 +251,12 @@ class MarkReviewed(foo.Operator):
     def config(self):
         return foo.OperatorConfig(name="mark_reviewed", label="dqaudit: mark selected reviewed")
 
+    @reported
     def execute(self, ctx):
-        from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import mark_reviewed
 
-        try:
-            n = mark_reviewed(ctx.dataset, list(ctx.selected),
-                              object_ids=_objects(ctx, "ground_truth"))
-        except DqauditError as exc:
-            return _fail(ctx, exc)
+        n = mark_reviewed(ctx.dataset, list(ctx.selected),
+                          object_ids=_objects(ctx, "ground_truth"))
         ctx.ops.reload_dataset()
         return {"reviewed": n}
 
@@ -263,16 +273,13 @@ class ApplyLabel(foo.Operator):
         inputs.str("label_field", default="ground_truth", label="Label field")
         return types.Property(inputs)
 
+    @reported
     def execute(self, ctx):
-        from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import apply_label
 
         field = ctx.params.get("label_field", "ground_truth")
-        try:
-            n = apply_label(ctx.dataset, list(ctx.selected), ctx.params["label"],
-                            label_field=field, object_ids=_objects(ctx, field))
-        except DqauditError as exc:
-            return _fail(ctx, exc)
+        n = apply_label(ctx.dataset, list(ctx.selected), ctx.params["label"],
+                        label_field=field, object_ids=_objects(ctx, field))
         ctx.ops.reload_dataset()
         return {"relabelled": n}
 
@@ -291,14 +298,11 @@ class DrawVerification(foo.Operator):
         inputs.int("size", default=200, required=True, label="Samples to verify")
         return types.Property(inputs)
 
+    @reported
     def execute(self, ctx):
-        from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import draw_verification_for
 
-        try:
-            res = draw_verification_for(ctx.dataset, size=int(ctx.params.get("size") or 200))
-        except DqauditError as exc:
-            return _fail(ctx, exc)
+        res = draw_verification_for(ctx.dataset, size=int(ctx.params.get("size") or 200))
         ctx.ops.reload_dataset()
         ctx.ops.set_view(name="dq_verify")
         return {"n_drawn": res["n_drawn"], "predicted_half_width": res["predicted_half_width"]}
@@ -320,17 +324,14 @@ class VerifySelected(foo.Operator):
         inputs.str("annotator", required=False, label="Your name")
         return types.Property(inputs)
 
+    @reported
     def execute(self, ctx):
-        from dqaudit.errors import DqauditError
         from dqaudit.fiftyone_app import verify_selected
 
-        try:
-            res = verify_selected(ctx.dataset, list(ctx.selected),
-                                  (ctx.params.get("label") or "").strip() or None,
-                                  annotator=ctx.params.get("annotator") or None,
-                                  object_ids=_objects(ctx, "ground_truth"))
-        except DqauditError as exc:
-            return _fail(ctx, exc)
+        res = verify_selected(ctx.dataset, list(ctx.selected),
+                              (ctx.params.get("label") or "").strip() or None,
+                              annotator=ctx.params.get("annotator") or None,
+                              object_ids=_objects(ctx, "ground_truth"))
         if res["estimated"]:
             ctx.ops.notify(f"dqaudit: {100 * res['estimate']:.1f}% of labels wrong (95% CI "
                            f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%, "
