@@ -31,7 +31,7 @@ from .headline import headline, verdict
 from .ingest import fingerprint, load_dataset
 from .objects import OBJECT_COLUMNS
 from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
-                       run_clr, score, scored_summary, timed)
+                       run_clr, say_how_it_was_read, score, scored_summary, timed)
 from .report import REPORT_HTML, REPORT_PDF, render_report
 from .summary import per_class, per_split
 
@@ -102,6 +102,7 @@ class Audit:
                 data, embeddings, info = prepared(
                     source if isinstance(source, LabeledImages) else
                     load_dataset(source, **ingest_options), embeddings)
+            say_how_it_was_read(data, quiet=quiet)
             device = resolve_device(config.device)
             stats = None
             with timed(timings, "embed_seconds"):

@@ -69,7 +69,7 @@ def main() -> None:
 @fail_on_option
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
-         from_fiftyone, label_field, saved_view, box_margin, min_box_side, pred_field, model,
+         layout, from_fiftyone, label_field, saved_view, box_margin, min_box_side, pred_field, model,
          image_size, flip_tta, device, batch_size, num_workers, cache_dir, no_cache, decode,
          dicom_window, dicom_frame, backend, engine, ray_address, num_gpus_per_worker,
          checks, knn_method, duplicate_threshold, posterior_method, finetune_train,
@@ -114,7 +114,8 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         dataset, out_dir=out_dir, config=config, embeddings=embeddings_file,
         fiftyone_dataset=fiftyone_dataset, quiet=quiet or as_json, command=command_line(),
         path_column=path_column, label_column=label_column, split_column=split_column,
-        count_prefix=count_prefix, image_root=image_root, from_fiftyone=from_fiftyone,
+        count_prefix=count_prefix, image_root=image_root, layout=layout,
+        from_fiftyone=from_fiftyone,
         label_field=label_field, saved_view=saved_view, box_margin=box_margin,
         min_box_side=min_box_side, pred_field=pred_field)
     if as_json:

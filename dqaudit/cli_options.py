@@ -21,6 +21,7 @@ from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, THUMBNA
                      AuditConfig,
                      EmbedConfig, ReportConfig, ScoreConfig, default)
 from .finetune import TRAIN_MODES, FinetuneConfig
+from .dataset import LAYOUTS
 from .errors import DqauditError, expected_failure
 from .headline import VERDICT_LEVELS
 from .boxes import DEFAULT_MARGIN, MIN_BOX_SIDE
@@ -261,6 +262,12 @@ def ingest_options(func):
                      help="Prefix of per-class annotation-count columns [default: n_]."),
         click.option("--image-root", type=click.Path(file_okay=False), default=None,
                      help="Folder that manifest paths are relative to [default: its folder]."),
+        click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
+                     help="Class-folder trees whose class folders nest (animals/cat): leaf "
+                          "reads the innermost folder as the class, top the outermost (with "
+                          "everything under it); auto refuses nested images and names these "
+                          "(DICOM patient/study/series folders under a class read as top). "
+                          "Split folders (train/val/test) are recognised at any level."),
         click.option("--from-fiftyone", is_flag=True,
                      help="DATASET is the name of a FiftyOne dataset."),
         click.option("--label-field", default="ground_truth", show_default=True,

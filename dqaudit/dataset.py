@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+# how a class-folder tree's nested class folders are read (ingest.load_folder)
+LAYOUTS = ("auto", "top", "leaf")
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -61,6 +64,23 @@ def majority_labels(label_counts: np.ndarray, *, prefer: np.ndarray | None = Non
 def label_distribution(label_counts: np.ndarray) -> np.ndarray:
     """(N, C) label counts -> rows that sum to 1."""
     return label_counts / label_counts.sum(axis=1, keepdims=True)
+
+
+def normal_text(text) -> str:
+    """A label, class folder or id as its meaning: spaces around it dropped, Unicode in one
+    normal form (NFC: an ``é`` typed as one code point or as ``e`` + accent is one class). The
+    one normalisation at every door (folder names, manifest cells, corrections); case is kept,
+    ``case_variants`` reports it."""
+    return unicodedata.normalize("NFC", str(text).strip())
+
+
+def case_variants(classes) -> list[list[str]]:
+    """Groups of classes that differ only in case (``frog``/``Frog``): likely one class
+    spelled two ways, reported at the scan and never merged silently."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        groups.setdefault(str(c).casefold(), []).append(str(c))
+    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def printable(text: str) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, cheap_file_problem,
-                      file_digests, is_dicom_file, majority_labels, one_hot, printable)
+from .dataset import (IMAGE_EXTENSIONS, LAYOUTS, SPLIT_NAMES, LabeledImages, case_variants,
+                      cheap_file_problem, file_digests, is_dicom_file, majority_labels,
+                      normal_text, one_hot, printable)
 from .dicom import header_size
 from .errors import InputError
 from .boxes import MIN_BOX_SIDE
@@ -48,6 +49,7 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     pred_field: str | None = None,
     min_box_side: float = MIN_BOX_SIDE,
+    layout: str = "auto",
 ) -> LabeledImages:
     """Load a labeled image dataset from a folder tree, a manifest file or a FiftyOne dataset.
 
@@ -59,6 +61,7 @@ def load_dataset(
     cache under ``cache_dir`` (default: the embedding cache's). ``pred_field``: a FiftyOne
     ``Detections`` field of a detector's predictions, for possible missing and spurious boxes.
     Boxes under ``min_box_side`` px on their shorter side are listed, not audited.
+    ``layout``: how a folder tree's nested class folders are read (``load_folder``).
     """
     if from_fiftyone:
         view = load_view(str(source), saved_view=saved_view) if saved_view else None
@@ -77,7 +80,7 @@ def load_dataset(
         return object_dataset(table, classes=classes, source=info, skipped=skipped,
                               margin=box_margin, cache_dir=cache_dir, min_side=min_box_side)
     if path.is_dir():
-        return load_folder(path)
+        return load_folder(path, layout=layout)
     if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
         return load_manifest(path, path_column=path_column, label_column=label_column,
                              split_column=split_column, count_prefix=count_prefix,
@@ -109,65 +112,103 @@ def load_fiftyone(name: str, *, label_field: str = "ground_truth", view=None,
 HIDDEN = "hidden (its name starts with '.'), not read"
 
 
-def _visible_dirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _tree_files(root: Path, skipped: list[dict]) -> list[tuple[Path, tuple[str, ...]]]:
+    """Every visible file under ``root`` with the folder names between them; hidden entries and
+    links to folders (which could loop) become rows of ``skipped``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            q = here / name
+            if name.startswith("."):
+                skipped.append({"path": str(q), "reason": HIDDEN})
+            elif q.is_symlink():
+                skipped.append({"path": str(q), "reason": "link to a folder, not followed "
+                                "(it could loop); link the files, or copy the folder"})
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".")
+                             and not (here / n).is_symlink())
+        folders = here.relative_to(root).parts
+        for name in sorted(filenames):
+            if name.startswith("."):
+                skipped.append({"path": str(here / name), "reason": HIDDEN})
+            else:
+                found.append((here / name, folders))
+    return found
 
 
-def load_folder(root: Path) -> LabeledImages:
-    """``root/<class>/<image>`` or ``root/<split>/<class>/<image>`` (split in train/val/test)."""
+def read_tree_path(folders: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The one layout rule: a folder named as a split (``SPLIT_NAMES``, any case) at any level
+    gives the split, the outermost one if several; the other folders, outermost first, are the
+    class path. ``train/cat``, ``cat/train`` and ``cat`` are class ``cat``."""
+    split, classes = "", []
+    for name in folders:
+        if not split and name.lower() in SPLIT_NAMES:
+            split = SPLIT_NAMES[name.lower()]
+        else:
+            classes.append(normal_text(name))
+    return split, tuple(classes)
+
+
+def load_folder(root: Path, *, layout: str) -> LabeledImages:
+    """A class-folder tree, read by one stated rule (``read_tree_path``): split folders at any
+    level, the class from the folders left. When class folders nest (``animals/cat``),
+    ``layout`` says which folder is the class: ``top`` the outermost (everything under it is
+    that class), ``leaf`` the innermost; ``auto`` refuses nested images with the fix, except
+    DICOM files, whose convention is patient/study/series folders under the class (read as
+    ``top``). Class names are ``normal_text``: ``truck`` and ``truck `` are one class; case variants
+    stay apart and are reported (``source["case_variants"]``)."""
+    if layout not in LAYOUTS:
+        raise InputError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     root = root.resolve()
-    top = _visible_dirs(root)
-    if not top:
-        raise InputError(f"{root}: no class folders found; expected {root}/<class>/<image files> "
-                         "or a manifest (.csv/.parquet)")
-    split_layout = all(d.name.lower() in SPLIT_NAMES for d in top)
-    class_dirs: list[tuple[str, Path]] = []  # (split, class dir)
-    if split_layout:
-        for split_dir in top:
-            for d in _visible_dirs(split_dir):
-                class_dirs.append((SPLIT_NAMES[split_dir.name.lower()], d))
-    else:
-        class_dirs = [("", d) for d in top]
-
-    rows: list[tuple[str, str, str]] = []  # (abs path, class, split)
     # nothing under the root is ignored silently: what is not read is a row of skipped.csv
     skipped: list[dict] = []
-    for folder in [root] + (top if split_layout else []):
-        for p in sorted(folder.iterdir()):
-            if p.name.startswith("."):
-                skipped.append({"path": str(p), "reason": HIDDEN})
-            elif not p.is_dir():
-                skipped.append({"path": str(p), "reason": "not inside a class folder"})
-    for split, d in class_dirs:
-        for dirpath, dirnames, filenames in os.walk(d):
-            for name in sorted(dirnames):
-                q = Path(dirpath) / name
-                if name.startswith("."):
-                    skipped.append({"path": str(q), "reason": HIDDEN})
-                elif q.is_symlink():
-                    skipped.append({"path": str(q), "reason": "link to a folder, not followed "
-                                    "(it could loop); link the files, or copy the folder"})
-            dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
-            for name in sorted(filenames):
-                p = Path(dirpath) / name
-                if name.startswith("."):
-                    skipped.append({"path": str(p), "reason": HIDDEN})
-                    continue
-                reason = cheap_file_problem(p)
-                if reason:
-                    skipped.append({"path": str(p), "reason": reason})
-                else:
-                    rows.append((str(p), d.name, split))
+    rows: list[tuple[str, str, str]] = []  # (abs path, class, split)
+    nested: tuple[str, ...] | None = None  # the first nested image that is not DICOM
+    depths = set()
+    for path, folders in _tree_files(root, skipped):
+        split, class_path = read_tree_path(folders)
+        if not class_path:
+            skipped.append({"path": str(path), "reason": "not inside a class folder" + (
+                f" (its folder {folders[-1]!r} is read as a split; a class of that name needs "
+                "a manifest)" if folders else "")})
+            continue
+        depths.add(len(class_path))
+        reason = cheap_file_problem(path)
+        if len(class_path) > 1 and nested is None and not is_dicom_file(path):
+            nested = folders
+        if reason:
+            skipped.append({"path": str(path), "reason": reason})
+            continue
+        rows.append((str(path), class_path[-1] if layout == "leaf" else class_path[0], split))
+    if nested is not None and layout == "auto":
+        example = "/".join(nested)
+        _, class_path = read_tree_path(nested)
+        raise InputError(
+            f"{root}: class folders are nested ({example}/, {max(depths)} levels); pass "
+            f"--layout leaf to use the innermost folder as the class ({class_path[-1]!r}), or "
+            f"--layout top to use the outermost ({class_path[0]!r}) with everything under it")
     if not rows:
-        raise InputError(f"{root}: found no image files in its class folders "
-                         f"({', '.join(sorted({d.name for _, d in class_dirs})[:5])}...); "
-                         f"supported extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+        folders = any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
+        raise InputError(f"{root}: " + ("found no image files in its class folders" if folders
+                                        else "no class folders found") + "; expected "
+                         f"{root}/<class>/<image files> (optionally under train/val/test) or a "
+                         f"manifest (.csv/.parquet); supported extensions: "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
     classes = sorted({c for _, c, _ in rows})
     if len(classes) < 2:
         raise InputError(f"{root}: only one class ({classes[0]!r}) has images; an audit needs at "
                          "least two class folders")
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for _, c, _ in rows], dtype=np.int64)
+    splits = sorted({s for _, _, s in rows if s})
+    levels = max(depths) + (1 if splits else 0)
+    read_as = [f"{len(splits)} split{'s' if len(splits) != 1 else ''}"
+               + (f" ({', '.join(splits)})" if splits else ""),
+               f"{len(classes)} classes", f"{levels} level{'s' if levels != 1 else ''}"]
+    if max(depths) > 1:
+        read_as.append("classes from the " + ("innermost folder" if layout == "leaf" else
+                       "outermost folder" + (" (DICOM series folders below)"
+                                             if layout == "auto" else "")))
     return LabeledImages(
         paths=[p for p, _, _ in rows],
         labels=labels,
@@ -175,7 +216,9 @@ def load_folder(root: Path) -> LabeledImages:
         label_counts=one_hot(labels, len(classes)),
         splits=np.array([s for _, _, s in rows], dtype=object),
         ids=[printable(os.path.relpath(p, root)) for p, _, _ in rows],
-        source={"kind": "folder", "location": str(root), "split_layout": split_layout},
+        source={"kind": "folder", "location": str(root), "split_layout": bool(splits),
+                "layout": layout, "read_as": "a class-folder tree: " + ", ".join(read_as),
+                "case_variants": case_variants(classes)},
         skipped=skipped,
     )
 
@@ -238,12 +281,25 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return as_text(pd.read_parquet(path))
-        sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, sep=separator(path), dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         raise InputError(f"{path}: cannot read manifest ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); check it is a valid "
                          "CSV or Parquet file") from exc
+
+
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def separator(path: Path) -> str:
+    """A text manifest's separator, by one rule: the one of ``SEPARATORS`` that its header line
+    holds most often (a comma when none or a tie), a tab for ``.tsv``."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        header = f.readline()
+    counts = [header.count(c) for c in SEPARATORS]
+    return SEPARATORS[int(np.argmax(counts))] if max(counts) > 0 else ","
 
 
 def as_text(df: pd.DataFrame) -> pd.DataFrame:
@@ -307,7 +363,7 @@ def load_manifest(
     df["_path"] = df[pcol].astype(str).str.strip()
     skipped: list[dict] = []
     if lcol is not None:
-        df["_label"] = df[lcol].astype(str).str.strip()
+        df["_label"] = df[lcol].map(normal_text)
         no_label = df[lcol].isna() | df["_label"].str.lower().isin(MISSING_LABELS)
         if count_cols:
             no_label &= _count_matrix(df, count_cols, manifest).sum(axis=1) == 0
@@ -318,6 +374,10 @@ def load_manifest(
         df = df.loc[~no_label]
     if len(df) == 0:
         raise InputError(f"{manifest}: no row has a label in column {lcol!r}")
+    # a sample is its file: x.jpg, ./x.jpg, its absolute path or a link to it are one sample,
+    # its rows' annotations counted together
+    df["_file"] = [os.path.realpath(p if os.path.isabs(p) else base / p) for p in df["_path"]]
+    repeated = int(df["_file"].duplicated().sum())
 
     if count_cols:
         classes = [str(c)[len(prefix):] for c in count_cols]
@@ -342,44 +402,58 @@ def load_manifest(
                                  f"of its count columns ({outvoted.sum()} rows like it); the "
                                  "given label is the most annotated class: fix the counts, or "
                                  "drop the label column to use the counts alone")
-            labels = named  # a majority class of every row: where counts tie, the column decides
         else:
-            labels = majority_labels(counts)
+            named = None
+        codes, unique = pd.factorize(df["_file"])
+        if len(unique) < len(df):  # one file named by several rows: their counts add up
+            rows = np.arange(len(df))
+            summed = np.zeros((len(unique), counts.shape[1]), dtype=np.float32)
+            np.add.at(summed, codes, counts)
+            first = np.full(len(unique), len(df))
+            np.minimum.at(first, codes, rows)
+            last = np.zeros(len(unique), dtype=np.int64)  # the newest row of each file
+            np.maximum.at(last, codes, rows)
+            counts, df = summed, df.iloc[first]
+            labels = majority_labels(counts, prefer=None if named is None else named[last])
+        else:
+            # a majority class of every row: where counts tie, the label column decides
+            labels = named if named is not None else majority_labels(counts)
         order = np.argsort(classes, kind="stable")  # classes are kept sorted everywhere
         remap = np.empty_like(order)
         remap[order] = np.arange(len(order))
         classes = [classes[i] for i in order]
         counts = counts[:, order]
         labels = remap[labels]
-        paths_rel = list(df["_path"])
+        paths_rel, files = list(df["_path"]), list(df["_file"])
         splits_raw = list(df[scol].astype(str)) if scol else [""] * len(df)
     else:
         classes = sorted(set(df["_label"]))
         index = {c: i for i, c in enumerate(classes)}
         # one row per annotation: rows with the same path are summed into label counts
         grouped: dict[str, int] = {}
-        paths_rel, splits_raw, rows_counts = [], [], []
-        for p, lab, s in zip(df["_path"], df["_label"],
-                             df[scol].astype(str) if scol else [""] * len(df)):
-            j = grouped.get(p)
+        paths_rel, files, splits_raw, rows_counts = [], [], [], []
+        for p, f, lab, s in zip(df["_path"], df["_file"], df["_label"],
+                                df[scol].astype(str) if scol else [""] * len(df)):
+            j = grouped.get(f)
             if j is None:
-                grouped[p] = j = len(paths_rel)
+                grouped[f] = j = len(files)
                 paths_rel.append(p)
+                files.append(f)
                 splits_raw.append(s)
                 rows_counts.append(np.zeros(len(classes), dtype=np.float32))
             rows_counts[j][index[lab]] += 1
         counts = np.stack(rows_counts)
         # the one tie rule (dataset.majority_labels): a tie goes to the newest annotation,
-        # the last row given for that path
+        # the last row given for that file
         newest = {}
-        for p, lab in zip(df["_path"], df["_label"]):
-            newest[p] = index[lab]
-        labels = majority_labels(counts, prefer=np.array([newest[p] for p in paths_rel]))
+        for f, lab in zip(df["_file"], df["_label"]):
+            newest[f] = index[lab]
+        labels = majority_labels(counts, prefer=np.array([newest[f] for f in files]))
 
     if len(set(labels.tolist())) < 2:
         raise InputError(f"{manifest}: every labeled row has the same class "
                          f"({classes[int(labels[0])]!r}); an audit needs at least two classes")
-    abs_paths = [str((base / p).resolve()) if not os.path.isabs(p) else p for p in paths_rel]
+    abs_paths = files
     missing = [p for p in abs_paths if not os.path.exists(p)]
     if missing:
         raise InputError(f"{manifest}: {len(missing)} of {len(abs_paths)} image paths do not exist "
@@ -399,12 +473,32 @@ def load_manifest(
         classes=classes,
         label_counts=counts[keep].astype(np.float32),
         splits=splits[keep],
-        ids=[printable(p) for p, k in zip(paths_rel, keep) if k],
+        # the id: the file as the manifest first spells it, tidied (./x.jpg is x.jpg)
+        ids=[printable(os.path.normpath(p)) for p, k in zip(paths_rel, keep) if k],
         source={"kind": "manifest", "location": str(manifest), "path_column": pcol,
                 "label_column": lcol, "split_column": scol,
-                "count_columns": [str(c) for c in count_cols]},
+                "count_columns": [str(c) for c in count_cols],
+                "read_as": _manifest_read_as(manifest, pcol=pcol, lcol=lcol, scol=scol,
+                                             n_count=len(count_cols), repeated=repeated),
+                "case_variants": case_variants(classes)},
         skipped=skipped,
     )
+
+
+def _manifest_read_as(manifest: Path, *, pcol, lcol, scol, n_count: int, repeated: int) -> str:
+    parts = [f"paths from column {pcol!r}"]
+    if lcol is not None:
+        parts.append(f"labels from {lcol!r}")
+    if n_count:
+        parts.append(f"annotation counts from {n_count} columns")
+    if scol is not None:
+        parts.append(f"splits from {scol!r}")
+    if manifest.suffix.lower() not in (".parquet", ".pq"):
+        parts.append(f"separated by {separator(manifest)!r}")
+    if repeated:
+        parts.append(f"{repeated} rows name a file already named (one sample, annotations "
+                     "counted)")
+    return "a manifest: " + ", ".join(parts)
 
 
 def _count_matrix(df: pd.DataFrame, cols: list, manifest: Path) -> np.ndarray:

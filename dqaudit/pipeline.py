@@ -44,6 +44,18 @@ def log(quiet: bool, message: str) -> None:
     logger.log(logging.DEBUG if quiet else logging.INFO, message)
 
 
+def say_how_it_was_read(data: LabeledImages, *, quiet: bool) -> None:
+    """The scan's first line: how the input was read (a tree's splits, classes and levels), and
+    classes that differ only in case, which are kept apart and named here."""
+    source = data.source
+    if source.get("read_as"):
+        log(quiet, f"dqaudit: read {source['location']} as {source['read_as']}")
+    for group in source.get("case_variants") or []:
+        logger.warning("dqaudit: classes %s differ only in case and are kept apart; if they are "
+                       "one class, rename the folders (or labels) to one spelling",
+                       " and ".join(repr(c) for c in group))
+
+
 def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quiet: bool
                   ) -> tuple[LabeledImages, np.ndarray, np.ndarray, dict]:
     """(dataset without its undecodable images, (N, D) embeddings, (N, S) image statistics of

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import outputs
 from .config import EXPORT_TARGETS
-from .dataset import majority_labels, original_path
+from .dataset import majority_labels, normal_text, original_path
 from .errors import DqauditError
 from .fiftyone_io import SOURCE_PATH, import_fiftyone, tag_samples, viewable_paths
 from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
@@ -126,21 +126,16 @@ def sample_ids(values: list[str], samples: pd.DataFrame, *,
     ``a.jpg``), or any spelling that resolves to the same file; None where nothing matches.
     Files are resolved (``realpath``, a system call per folder) only when a value is not found
     by its spelling."""
-    import unicodedata
-
-    def norm(text) -> str:
-        return unicodedata.normalize("NFC", str(text).strip())
-
     ids, paths = samples["id"].astype(str).tolist(), samples["path"].astype(str).tolist()
     spelled: dict[str, str] = {}
     for sid, path in zip(ids, paths):
-        for key in (norm(sid), norm(path)):
+        for key in (normal_text(sid), normal_text(path)):
             spelled.setdefault(key, sid)
             spelled.setdefault(os.path.normpath(key), sid)
     resolved: dict[str, str] = {}
 
     def find(value) -> str | None:
-        v = norm(value)
+        v = normal_text(value)
         if not v:
             return None
         hit = spelled.get(v) or spelled.get(os.path.normpath(v))
@@ -192,7 +187,7 @@ def record_corrections(out_dir, corrections, *, annotator: str | None = None) ->
                            "by their file's path (absolute, or as the manifest or folder "
                            "gives it)")
     new["id"] = found
-    new["label"] = new["label"].str.strip()
+    new["label"] = new["label"].map(normal_text)  # as the scan read the classes
     # one reviewer's row given twice in one file is one annotation, not two votes
     for column in ("annotator", "note"):
         if column in new.columns:

@@ -12,6 +12,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["FIFTYONE_PLUGINS_DIR"] = os.path.join(REPO, "plugins")
 
 
+# property tests run examples(n) cases: a few hundred in all in the README's test command,
+# thousands when benchmarks/fuzz_inputs.py raises DQAUDIT_FUZZ
+FUZZ = max(1, int(os.environ.get("DQAUDIT_FUZZ", "1")))
+
+
+def examples(n: int) -> int:
+    return n * FUZZ
+
+
 def make_image(path, color, size=32, mode="RGB", fmt=None, seed=0):
     rng = np.random.default_rng(seed)
     arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 20, (size, size, 3)), 0, 255)

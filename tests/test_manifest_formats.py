@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dqaudit.ingest import load_manifest
 
-from conftest import make_image
+from conftest import examples, make_image
 
 LABELS = st.one_of(st.none(), st.sampled_from(["cat", "dog", " cat", "dog ", "3", "7", ""]))
 SPLITS = st.one_of(st.none(), st.sampled_from(["train", "test", "val", "", " Train"]))
@@ -28,7 +28,7 @@ def read(path):
             data.label_counts.tolist(), sorted((s["path"], s["reason"]) for s in data.skipped))
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(st.integers(0, 7), LABELS, SPLITS), min_size=4, max_size=12),
        numeric=st.booleans())

@@ -16,6 +16,8 @@ from dqaudit.embed.gpu_decode import RawJpegDataset
 from dqaudit.embed.loader import TRANSPOSE, decode, open_rgb
 from dqaudit.report.context import _open_rgb
 
+from conftest import examples
+
 READ = DicomRead(window="file", frame="middle")
 # the stored pixels of an upright picture under each orientation: the inverse transposes
 STORE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -51,7 +53,7 @@ def test_the_stored_and_shown_transposes_are_inverse():
                               np.asarray(img)), turn
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=examples(60), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(turn=st.integers(1, 8), w=st.integers(8, 90), h=st.integers(8, 90),
        seed=st.integers(0, 10_000), fmt=st.sampled_from(["PNG", "JPEG"]))

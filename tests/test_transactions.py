@@ -23,6 +23,8 @@ from dqaudit.cli import main
 from dqaudit.errors import describe_os_error
 from dqaudit.errors import DqauditError
 
+from conftest import examples
+
 REPO = Path(__file__).resolve().parents[1]
 
 # an audit of arrays saved into a folder, a reviewer's corrections applied, then a rescan into
@@ -113,7 +115,7 @@ def test_the_earlier_corrections_are_kept_by_an_uninterrupted_rescan(reference):
     assert n_writes >= 8  # the kill points below cover every one of them
 
 
-@settings(max_examples=6, deadline=None,
+@settings(max_examples=examples(6), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fraction=st.floats(0, 1))
 def test_a_rescan_killed_at_any_write_loses_no_correction(reference, first_audit,
@@ -188,7 +190,7 @@ FAILURES = [
 ]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(failure=st.sampled_from(FAILURES), name=st.text(min_size=1, max_size=40).filter(
     lambda t: "\n" not in t and "\r" not in t and "\x00" not in t))
 def test_file_system_failures_are_one_line_naming_the_file_and_a_fix(failure, name):
@@ -197,7 +199,7 @@ def test_file_system_failures_are_one_line_naming_the_file_and_a_fix(failure, na
     assert line.startswith(f"{name}: {what}; ") and "\n" not in line and len(line) < 400
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(failure=st.sampled_from(FAILURES + [(None, "input error")]),
        name=st.text(min_size=1, max_size=30).filter(lambda t: t.isprintable()))
 def test_the_app_boundary_says_what_the_cli_says(failure, name):
@@ -312,7 +314,7 @@ def spelled(how: str, sid: str, root: Path) -> str:
             "via_parent": str(root / "c0" / ".." / sid)}[how]
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=examples(25), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(st.integers(0, 35), st.sampled_from(SPELLINGS),
                                st.sampled_from(["c0", "c1", "c2"]), st.booleans()),
