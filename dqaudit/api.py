@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import evaluate as evaluation
 from . import fiftyone_io, outputs, relabel, verify
 from .clr import ClrConfig
 from .config import AuditConfig, ReportConfig
@@ -446,6 +447,23 @@ class Audit:
             res.update(self.apply_verified(self.out_dir / verify.VERIFY_SAMPLE_CSV,
                                            annotator=annotator))
         return res
+
+    def evaluate(self, predictions: dict, *, split: str = "auto") -> dict:
+        """What the label noise does to models' accuracy (``evaluate.evaluate``): observed
+        against the labels as scanned, gold-free, and with a 95% interval from the verified
+        sample of the split. ``predictions``: name -> CSV/Parquet file or DataFrame (path or
+        id, ``predicted``). ``split``: ``auto`` (the test split when there is one, else every
+        predicted sample), ``all``, or a split's name. Recorded in ``summary["evaluation"]``,
+        the report and FiftyOne's run info."""
+        out = self._folder()
+        with outputs.locked(out):
+            chosen = {"auto": evaluation.default_split(self.samples), "all": None}.get(split,
+                                                                                      split)
+            block = evaluation.evaluate(out, predictions, split=chosen)
+            self.summary = outputs.read_summary(out)
+            self.summary[evaluation.EVALUATION] = block
+            self.finish()
+        return block
 
     # ------------------------------------------------------------------ outputs
 

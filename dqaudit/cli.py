@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands, so ``dqaudit --help`` is insta
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import click
@@ -344,12 +345,16 @@ def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_ever
               help="First draw: share of the sample allocated in proportion to stratum size "
                    "[default: 0.3]; 1 gives the tightest bound when no error is found (for "
                    "data expected to be clean).")
+@click.option("--split", default=None,
+              help="First draw: draw inside this split only (e.g. test), for its certified "
+                   "noise rate and for `dqaudit evaluate` of models on it.")
 @click.option("--annotator", default=None, help="With --apply: who verified.")
 @click.option("--estimator", type=click.Choice(["stratified", "difference", "regression"]),
               default="stratified", show_default=True, help="With --apply: the estimator.")
 @library_errors
 @prints_result
-def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator, estimator):
+def verify(out_dir, size, apply_file, half_width, seed, uniform_share, split, annotator,
+           estimator):
     """Certify the noise rate: a random sample of labels checked by a person.
 
     \b
@@ -368,7 +373,7 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
     audit = Audit.load(out_dir)
     if size is not None:
         res = audit.draw_verification_sample(size=size, seed=seed, half_width=half_width,
-                                             uniform_share=uniform_share)
+                                             uniform_share=uniform_share, split=split)
         lines = [f"{res['n_drawn']} samples to verify ({res['n_new']} new) -> {res['csv']}; "
                  f"expected 95% half-width about ±{100 * res['predicted_half_width']:.1f} "
                  f"points ({res['n_for_target_half_width']} labels give ±2)"]
@@ -386,6 +391,62 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, annotator
         lines.append(f"after {res['corrections_since_draw']} corrections: "
                      f"{100 * res['estimate']:.1f}% (95% CI {100 * res['ci_low']:.1f}-"
                      f"{100 * res['ci_high']:.1f}%)")
+    return res, lines
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--predictions", "prediction_files", multiple=True, metavar="[NAME=]FILE",
+              help="A model's predictions: CSV or Parquet with a path (or id) column and "
+                   "'predicted' (or one probability column per class); repeat for several "
+                   "models, each named NAME= (default: the file's name).")
+@click.option("--pred-field", "pred_fields", multiple=True,
+              help="With an audit of a FiftyOne dataset: a Classification field of "
+                   "predictions; repeatable.")
+@click.option("--split", default="auto", show_default=True,
+              help="The split to evaluate on: auto (test when the audit has one, else every "
+                   "predicted sample), all, or a split's name.")
+@library_errors
+@prints_result
+def evaluate(out_dir, prediction_files, pred_fields, split):
+    """What the label noise does to your models' test numbers.
+
+    \b
+    dqaudit evaluate DIR --predictions preds.csv
+    dqaudit evaluate DIR --predictions resnet=a.csv --predictions vit=b.csv
+    dqaudit verify DIR --split test --size 300   # then fill verify_sample.csv, re-run
+
+    For each model: the accuracy against the labels as scanned (what you measure today), the
+    audit's gold-free estimate with the range the label noise allows, and, once labels of the
+    split are verified, a 95% interval and the corrected ranking with paired differences.
+    """
+    from .api import Audit
+
+    audit = Audit.load(out_dir)
+    predictions = {}
+    for item in prediction_files:
+        name, sep, path = item.partition("=")
+        if not sep or not name or Path(item).exists():
+            name, path = Path(item).stem, item
+        if name in predictions:
+            raise click.UsageError(f"two --predictions are named {name!r}; name them NAME=FILE")
+        predictions[name] = path
+    if pred_fields:
+        dataset = audit.summary.get("fiftyone_dataset")
+        if not dataset:
+            raise click.UsageError("--pred-field needs an audit written to FiftyOne "
+                                   "(scan --fiftyone NAME or --from-fiftyone)")
+        from .fiftyone_io import read_predictions_field
+
+        for field in pred_fields:
+            predictions[field] = read_predictions_field(dataset, field)
+    if not predictions:
+        raise click.UsageError("give --predictions FILE (or NAME=FILE), or --pred-field FIELD")
+    res = audit.evaluate(predictions, split=split)
+    lines = [m["sentence"] for m in res["models"]] + [p["sentence"] for p in res["pairs"]]
+    partial = [m for m in res["models"] if m["coverage"] < 1]
+    lines += [f"{m['name']}: predictions cover {m['n_predicted']:,} of {res['n_split']:,} "
+              "samples; evaluated on those" for m in partial]
     return res, lines
 
 

@@ -91,6 +91,25 @@ def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=
     )
 
 
+def read_predictions_field(name: str, field: str):
+    """A ``Classification`` field of model predictions as a table (``path``: the audited file,
+    ``predicted``), for ``dqaudit evaluate --pred-field``; samples without a prediction are
+    left out (the evaluation says how many it covers)."""
+    import pandas as pd
+
+    fo = import_fiftyone()
+    dataset = _view_of(fo, name, None)
+    schema = dataset.get_field_schema(embedded_doc_type=fo.Classification)
+    if field not in schema:
+        raise InputError(f"FiftyOne dataset {name!r} has no Classification field {field!r} "
+                         f"(its Classification fields: {', '.join(sorted(schema)) or 'none'})")
+    paths, labels = dataset.values(["filepath", f"{field}.label"])
+    if SOURCE_PATH in dataset.get_field_schema():  # DICOM renderings: the file audited
+        paths = [s or p for s, p in zip(dataset.values(SOURCE_PATH), paths)]
+    rows = [(p, lab) for p, lab in zip(paths, labels) if lab is not None]
+    return pd.DataFrame(rows, columns=["path", "predicted"])
+
+
 def _split_of(tags) -> str:
     for t in tags or []:
         if t.lower() in SPLIT_NAMES:

@@ -19,6 +19,9 @@ def headline(summary: dict) -> dict:
     CLR estimate with its plausible range, else the confident-joint count."""
     clr = summary.get("clr") or {}
     verified = clr.get("verified")
+    # a sample drawn inside one split certifies that split, not the dataset
+    split_verified = verified if verified and verified.get("split") else None
+    verified = None if split_verified else verified
     if verified:
         rate, low, high = verified["estimate"], verified["ci_low"], verified["ci_high"]
         how = (f"verified sample of {verified['n_verified']:,} labels, "
@@ -46,6 +49,11 @@ def headline(summary: dict) -> dict:
         refresh = ("dqaudit verify DIR --apply DIR/verify_sample.csv" if source == "verified"
                    else "dqaudit clr DIR")
         how += f"; STALE: {stale:,} labels changed since this estimate, refresh with `{refresh}`"
+    if split_verified:
+        v = split_verified
+        how += (f"; the {v['split']!r} split verified: {100 * v['estimate']:.1f}% "
+                f"({100 * v['ci_low']:.1f}-{100 * v['ci_high']:.1f}%, {v['n_verified']:,} "
+                "labels)")
     span = "" if low is None else f" ({100 * low:.1f}-{100 * high:.1f}%)"
     return {"rate": rate, "ci_low": low, "ci_high": high, "source": source, "how": how,
             "stale_label_changes": stale if source != "count" else 0,

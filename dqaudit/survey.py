@@ -233,6 +233,14 @@ def point_estimate(y: np.ndarray, sample_strata: np.ndarray, sizes: np.ndarray, 
         # (x + 1/2) / (n + 1), as the floor of the stratum's variance
         smoothed = (means * n_h + 0.5) / (n_h + 1)
         var = np.maximum(var, smoothed * (1 - smoothed))
+    else:
+        # the same floor for a model-assisted estimator, on the rate at which the model
+        # misses the outcome (|y - b q| > 1/2): a stratum where the model happened to be right
+        # on every verified sample would otherwise claim zero variance and a zero-width interval
+        misses = np.bincount(sample_strata, weights=(np.abs(resid) > 0.5).astype(float),
+                             minlength=h_count)
+        smoothed = (misses + 0.5) / (n_h + 1)
+        var = np.maximum(var, smoothed * (1 - smoothed))
     f = n_h / sizes
     estimate = float((w * (offset + means)).sum())
     variance = float((w ** 2 * (1 - f) * var / n_h).sum())

@@ -44,7 +44,8 @@ def _design_id(frame: pd.DataFrame, seed: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_frame(out: Path, samples: pd.DataFrame) -> pd.DataFrame | None:
+def read_frame(out: Path, samples: pd.DataFrame) -> pd.DataFrame | None:
+    """The verification design's population (``verify_frame.parquet``), or None."""
     path = out / VERIFY_FRAME
     if not path.exists():
         return None
@@ -57,17 +58,34 @@ def _read_frame(out: Path, samples: pd.DataFrame) -> pd.DataFrame | None:
     return frame
 
 
-def _new_frame(samples: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+def _new_frame(samples: pd.DataFrame, probs: np.ndarray | None, split: str | None
+               ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The population the sample is drawn from (every kept sample, or those of ``split``) with
+    what the audit said of each at the draw: the given label, the calibrated error
+    probability (the stratifying score) and the posteriors. Frozen here, so estimators that
+    lean on them (``evaluate``) use values the verified labels did not shape."""
     if SCORE_COLUMN not in samples.columns or "given_label_disagreement" not in samples.columns:
         raise DqauditError("this audit has no calibrated label_error_probability (written by "
                            "dqaudit before 2026-12); run `dqaudit scan` again first")
-    active = samples[~samples["dropped"].astype(bool)] if "dropped" in samples.columns \
-        else samples
+    keep = ~samples["dropped"].astype(bool).to_numpy() if "dropped" in samples.columns \
+        else np.ones(len(samples), dtype=bool)
+    splits = samples["split"].astype(str).to_numpy() if "split" in samples.columns \
+        else np.full(len(samples), "")
+    if split is not None:
+        if not (splits == split).any():
+            named = sorted(set(splits) - {""})
+            raise DqauditError(f"--split {split!r}: no sample of this audit is in that split "
+                               f"(its splits: {', '.join(named) if named else 'none'})")
+        keep &= splits == split
+    active = samples[keep]
     q = active[SCORE_COLUMN].to_numpy(dtype=np.float64)
     cuts = survey.strata_cuts(q)
-    return pd.DataFrame({"id": active["id"].to_numpy(), "path": active["path"].to_numpy(),
-                         "given_label": active["label"].to_numpy(), "score": q,
-                         "stratum": survey.assign_strata(q, cuts)}), cuts
+    frame = pd.DataFrame({"id": active["id"].to_numpy(), "path": active["path"].to_numpy(),
+                          "given_label": active["label"].to_numpy(), "score": q,
+                          "split": splits[keep], "stratum": survey.assign_strata(q, cuts)})
+    if probs is not None:
+        frame["probs"] = list(np.asarray(probs, dtype=np.float32)[keep])
+    return frame, cuts
 
 
 def _design_arrays(frame: pd.DataFrame):
@@ -79,7 +97,8 @@ def _design_arrays(frame: pd.DataFrame):
 
 
 def draw_sample(out_dir, *, size: int, seed: int | None = None,
-                half_width: float | None = None, uniform_share: float | None = None) -> dict:
+                half_width: float | None = None, uniform_share: float | None = None,
+                split: str | None = None) -> dict:
     """Draw (or grow to ``size``) the verification sample of an audit folder.
 
     Writes ``verify_sample.csv`` (id, path, given label, stratum, inclusion probability, draw,
@@ -91,17 +110,21 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
     ``uniform_share`` (first draw only; default ``survey.UNIFORM_SHARE``): the share allocated
     in proportion to stratum size. 1 is proportional allocation: no variance gain from the
     scores, but the tightest bound when no error is found (for data expected to be clean).
+    ``split`` (first draw only): draw inside that split, for its certified noise rate and for
+    ``dqaudit evaluate`` of models on it.
     """
     out = Path(out_dir)
     summary = outputs.read_summary(out)
     samples = outputs.read_samples(out)
-    frame = _read_frame(out, samples)
+    frame = read_frame(out, samples)
     sample_path = out / VERIFY_SAMPLE_CSV
     design = summary.get("verification") or {}
     if frame is None:
-        frame, cuts = _new_frame(samples)
+        probs = out / outputs.PROBS_NPY
+        frame, cuts = _new_frame(samples, np.load(probs) if probs.exists() else None, split)
         seed = summary.get("seed", 0) if seed is None else seed
         design = {"seed": int(seed), "cuts": [round(float(c), 6) for c in cuts],
+                  "split": split,
                   "score": SCORE_COLUMN, "drawn_at": _now(), "draws": 0,
                   "uniform_share": survey.UNIFORM_SHARE if uniform_share is None
                   else float(uniform_share)}
@@ -111,6 +134,11 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
             raise DqauditError(f"{out / VERIFY_FRAME} exists but summary.json has no "
                                "verification design; move it away to start again")
         seed = design["seed"]
+        if split is not None and split != design.get("split"):
+            raise DqauditError(f"the sample was drawn from "
+                               f"{'split ' + repr(design['split']) if design.get('split') else 'every split'}"
+                               f"; a grown sample keeps its population (move {VERIFY_FRAME} "
+                               f"and {VERIFY_SAMPLE_CSV} away to draw from --split {split})")
         if uniform_share is not None and uniform_share != design["uniform_share"]:
             raise DqauditError(f"the sample was drawn with --uniform-share "
                                f"{design['uniform_share']}; a grown sample keeps its design")
@@ -169,7 +197,9 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
         "n_for_target_half_width": survey.sample_size_for(TARGET_HALF_WIDTH, q, strata,
                                                           n_strata, **share),
         "target_half_width": TARGET_HALF_WIDTH,
-        "description": f"stratified by {SCORE_COLUMN} ({n_strata} strata, cumulative sqrt(f) "
+        "description": (f"the {design['split']!r} split's samples, " if design.get("split")
+                        else "") +
+                       f"stratified by {SCORE_COLUMN} ({n_strata} strata, cumulative sqrt(f) "
                        f"boundaries), Neyman allocation with a {design['uniform_share']:.0%} "
                        "proportional share, simple random sampling within strata",
     })
@@ -250,7 +280,7 @@ def estimate_verified(out_dir, verified, *,
         raise DqauditError(f"{out}: no verification sample; run `dqaudit verify {out} --size N` "
                            "first")
     samples = outputs.read_samples(out)
-    frame = _read_frame(out, samples)
+    frame = read_frame(out, samples)
     classes = summary["dataset"]["classes"]
     # the checked labels are kept in verify_sample.csv too, so the file is the record
     sample = _merge_checked(out, verified, design, classes)
@@ -300,6 +330,7 @@ def estimate_verified(out_dir, verified, *,
         "n_errors_found": est.n_errors_found, "n_samples": n_pop,
         "corrections_since_draw": int(fixed_in_sample + corrected),
         "design": design["description"], "design_id": design["design_id"],
+        "split": design.get("split"),
         "estimator": est.estimator, "interval": est.interval, "confidence": survey.CONFIDENCE,
         "per_class": per_class, "verified_at": _now(),
         "label_error_probability_refit": refit,

@@ -187,6 +187,11 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
     }
     if (summary.get("clr") or {}).get("curves"):
         figs["clr"] = figures.clr_curves(summary["clr"]["curves"])
+    if summary.get("evaluation"):
+        figs["evaluation"] = figures.evaluation(summary["evaluation"]["models"])
+    # sections are numbered in order; the optional ones shift those after them
+    plan_number = 5 if summary.get("clr") else 4
+    evaluation_number = plan_number + 1 if summary.get("evaluation") else None
     return {
         "s": summary,
         "head": headline(summary),
@@ -203,6 +208,8 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "image_checks_ran": "blank_score" in samples.columns and bool(
             samples["blank_score"].notna().any()),
         "figures": figs,
+        "evaluation_number": evaluation_number,
+        "method_number": (evaluation_number or plan_number) + 1,
         "samples_csv": "samples.csv" if "paths" in redact else samples_csv,
         "location": _location(ds["source"], redact),
         "command": "(redacted)" if "paths" in redact and summary.get("command") else

@@ -121,3 +121,25 @@ def clr_curves(curves: dict, metric: str = "accuracy") -> str:
     ax.set_ylabel(f"held-out {metric}")
     ax.legend(frameon=False, fontsize=8)
     return _svg(fig)
+
+
+def evaluation(models: list[dict]) -> str:
+    """Per model: accuracy against the given labels (open marker) and corrected (filled) with
+    its 95% interval or gold-free range."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(models) + 0.9))
+    y = np.arange(len(models))
+    for i, m in enumerate(models):
+        a = m["accuracy"]
+        ax.plot([100 * a["ci_low"], 100 * a["ci_high"]], [i, i], color=DARK, lw=2.5,
+                solid_capstyle="butt")
+        ax.plot(100 * a["estimate"], i, "o", color=DARK, ms=7,
+                label="corrected" if i == 0 else None)
+        ax.plot(100 * m["observed_accuracy"], i, "o", mfc="white", mec=INK, ms=7,
+                label="against your labels" if i == 0 else None)
+    ax.set_yticks(y, plain([m["name"] for m in models]))
+    ax.invert_yaxis()
+    ax.set_ylim(len(models) - 0.4, -0.6)
+    ax.set_xlabel("accuracy (%)")
+    ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8)
+    return _svg(fig)

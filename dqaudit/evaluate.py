@@ -1,0 +1,486 @@
+"""What the label noise does to a model's test numbers (``dqaudit evaluate``).
+
+A model's accuracy measured against noisy labels is biased: where the given label is wrong, a
+right prediction counts as a miss and a prediction that repeats the annotator's mistake counts
+as a hit. For each model this module states three numbers on one split:
+
+- ``observed_accuracy``: agreement with the labels as scanned, exact (what the user measures);
+- ``gold_free``: the estimate from the audit's posterior over the true class
+  (``true_class_posterior``) and a range that holds whenever the share of wrong labels is within
+  the audit's plausible range, however the errors fall (``accuracy_range``);
+- ``accuracy``: with verified labels of the split (``dqaudit verify --split``), a design-based
+  95% interval (``verified_accuracy``): the difference estimator of the survey module with the
+  posterior's probability that the prediction is right as the proxy, valid whatever the
+  encoder's quality because the proxy only narrows it; else the gold-free numbers.
+
+The top half is functions of arrays (the stage style); ``evaluate`` below reads an audit folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import outputs, survey
+from .errors import DqauditError
+from .headline import headline
+from .relabel import CHANGELOG_CSV, sample_ids
+from .verify import VERIFY_FRAME, VERIFY_SAMPLE_CSV, read_frame
+
+EVALUATION = "evaluation"
+ESTIMATOR = "difference"  # measured against stratified and regression: benchmarks/RESULTS.md
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def true_class_posterior(*, given: np.ndarray, error_probability: np.ndarray,
+                         probs: np.ndarray) -> np.ndarray:
+    """(N, C) probability of each true class given what the audit knows.
+
+    ``given`` (N,) class indices, ``error_probability`` (N,) the calibrated P(given label is
+    wrong) = q, ``probs`` (N, C) the out-of-sample posteriors p. The given class keeps 1 - q;
+    q is spread over the other classes as p spreads them: T_ic = q_i p_ic / (1 - p_i,given).
+    """
+    n, c = probs.shape
+    rows = np.arange(n)
+    q = np.clip(np.asarray(error_probability, dtype=np.float64), 0.0, 1.0)
+    p = np.asarray(probs, dtype=np.float64).copy()
+    p[rows, given] = 0.0
+    other = p.sum(axis=1, keepdims=True)
+    spread = np.divide(p, other, out=np.full_like(p, 1.0 / max(c - 1, 1)), where=other > 0)
+    t = q[:, None] * spread
+    t[rows, given] = 1.0 - q
+    return t
+
+
+def accuracy_range(*, agreement: float, noise_high: float) -> tuple[float, float]:
+    """The true accuracy's range when at most ``noise_high`` of the labels are wrong.
+
+    ``agreement``: the share of predictions equal to the given labels. A wrong label under an
+    agreeing prediction makes a hit a miss; under a disagreeing one it can turn a miss into a
+    hit. With the errors placed as badly, then as well, as possible:
+    [a - min(eta, a), a + min(eta, 1 - a)]. No assumption on where the errors are.
+    """
+    eta = float(np.clip(noise_high, 0.0, 1.0))
+    return agreement - min(eta, agreement), agreement + min(eta, 1.0 - agreement)
+
+
+def verified_accuracy(*, correct: np.ndarray, sample_strata: np.ndarray, sizes: np.ndarray,
+                      proxy_sample: np.ndarray, proxy_means: np.ndarray,
+                      estimator: str) -> survey.Estimate:
+    """Accuracy on a split from verified samples: ``correct`` (n,) 1 where the prediction equals
+    the verified label, in strata ``sample_strata`` of sizes ``sizes`` (H,); ``proxy_sample``
+    (n,) and ``proxy_means`` (H,) the posterior probability that the prediction is right, per
+    verified sample and per stratum of the split. ``survey.estimate_rate`` (difference:
+    sum_h W_h (Fbar_h + mean_h(z - f)); Korn-Graubard interval)."""
+    return survey.estimate_rate(correct, sample_strata, sizes, estimator=estimator,
+                                q_sample=proxy_sample, q_means=proxy_means)
+
+
+def paired_difference(*, diff: np.ndarray, sample_strata: np.ndarray, sizes: np.ndarray,
+                      proxy_sample: np.ndarray, proxy_means: np.ndarray, estimator: str,
+                      confidence: float = survey.CONFIDENCE) -> tuple[float, float, float]:
+    """(estimate, low, high) of accuracy(A) - accuracy(B) on the same verified samples:
+    ``diff`` (n,) = z_A - z_B in {-1, 0, 1}, the proxy f_A - f_B; t interval with n - H
+    degrees of freedom on the stratified variance."""
+    est, var = survey.point_estimate(diff, sample_strata, sizes, estimator=estimator,
+                                     q_sample=proxy_sample, q_means=proxy_means)
+    df = max(len(diff) - len(sizes), 1)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df) * np.sqrt(max(var, 0.0)))
+    return est, max(est - half, -1.0), min(est + half, 1.0)
+
+
+def recall_table(*, predicted: np.ndarray, observed_truth: np.ndarray, truth_weights: np.ndarray,
+                 n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(observed, corrected) recall per class, NaN where a class has no weight.
+    ``observed_truth`` (N,) the given labels; ``truth_weights`` (N, C) the weight of each true
+    class per sample (a posterior, or a verified one-hot times 1 / inclusion probability)."""
+    hit = np.zeros((len(predicted), n_classes))
+    hit[np.arange(len(predicted)), predicted] = 1.0
+    given = np.bincount(observed_truth, minlength=n_classes).astype(float)
+    observed = np.bincount(observed_truth, weights=hit[np.arange(len(predicted)),
+                                                      observed_truth], minlength=n_classes)
+    mass = truth_weights.sum(axis=0)
+    corrected = (truth_weights * hit).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(given > 0, observed / given, np.nan), \
+            np.where(mass > 0, corrected / mass, np.nan)
+
+
+# --------------------------------------------------------------------------- an audit's models
+
+PATH_COLUMNS = ("path", "filepath", "file", "filename", "image", "id")
+PREDICTED_COLUMNS = ("predicted", "prediction", "pred", "predicted_label")
+
+
+def read_predictions(source, *, name: str, samples: pd.DataFrame,
+                     classes: list[str]) -> pd.DataFrame:
+    """A model's predictions -> DataFrame(``row``: index into ``samples``, ``predicted``: class
+    index). ``source``: a CSV/Parquet path or a DataFrame with a path (or id) column and
+    ``predicted``, or one probability column per class (then the top class is the
+    prediction). Samples are found by meaning (``relabel.sample_ids``: the id, the path as
+    the manifest or folder gives it, the absolute path). Every problem is one error naming
+    the file and the fix; nothing is written."""
+    what = f"--predictions {name}" + (f" ({source})" if not isinstance(source, pd.DataFrame)
+                                      else "")
+    df = source if isinstance(source, pd.DataFrame) else _read_table(Path(source), what)
+    if len(df) == 0:
+        raise DqauditError(f"{what}: no rows; it needs a header and one row per image "
+                           "(path,predicted)")
+    lower = {str(c).strip().lower(): c for c in df.columns}
+    key = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+    if key is None:
+        raise DqauditError(f"{what}: no path column (tried {', '.join(PATH_COLUMNS)}); columns "
+                           f"are {', '.join(map(str, df.columns))}")
+    pred_col = next((lower[c] for c in PREDICTED_COLUMNS if c in lower), None)
+    prob_cols = [c for c in df.columns if str(c) in classes]
+    if pred_col is not None:
+        predicted = df[pred_col].astype(str).map(str.strip)
+    elif len(prob_cols) == len(classes):
+        probs = df[[c for c in classes]].apply(pd.to_numeric, errors="coerce").to_numpy()
+        if np.isnan(probs).any():
+            raise DqauditError(f"{what}: probability columns hold values that are not numbers")
+        predicted = pd.Series([classes[j] for j in probs.argmax(axis=1)], index=df.index)
+    else:
+        raise DqauditError(f"{what}: no 'predicted' column, nor one probability column per "
+                           f"class ({', '.join(classes[:5])}...); add a 'predicted' column")
+    unknown = sorted(set(predicted) - set(classes))
+    if unknown:
+        raise DqauditError(f"{what}: {len(unknown)} predicted classes are not classes of this "
+                           f"audit ({', '.join(map(repr, unknown[:3]))}); valid: "
+                           f"{', '.join(classes)}")
+    values = df[key].astype(str).tolist()
+    ids = sample_ids(values, samples)
+    missing = [v for v, i in zip(values, ids) if i is None]
+    if missing:
+        raise DqauditError(f"{what}: {len(missing)} of {len(values)} rows name no sample of "
+                           f"this audit (first: {', '.join(map(repr, missing[:3]))}); name "
+                           "images by the path the manifest or folder gives, their absolute "
+                           "path, or the id column of samples.csv")
+    position = {sid: i for i, sid in enumerate(samples["id"].astype(str))}
+    rows = np.array([position[i] for i in ids], dtype=np.int64)
+    repeated = pd.Series(rows).duplicated(keep=False).to_numpy()
+    if repeated.any():
+        first = values[int(np.flatnonzero(repeated)[0])]
+        raise DqauditError(f"{what}: {int(pd.Series(rows[repeated]).nunique())} images have "
+                           f"more than one row (first: {first!r}); give one prediction per "
+                           "image")
+    index = {c: j for j, c in enumerate(classes)}
+    return pd.DataFrame({"row": rows, "predicted": [index[c] for c in predicted]})
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for unreadable files
+            raise DqauditError(f"{what}: not a readable Parquet file ({type(exc).__name__})"
+                               ) from None
+    try:
+        return outputs.read_user_csv(path)
+    except DqauditError as exc:
+        raise DqauditError(f"--predictions: {exc}") from None
+
+
+def scanned_labels(samples: pd.DataFrame, changelog: pd.DataFrame | None) -> np.ndarray:
+    """(N,) each sample's label as the scan read it: its label now, or the old label of its
+    first entry in ``changelog.csv`` when a correction changed it since."""
+    labels = samples["label"].astype(str).to_numpy().copy()
+    if changelog is None or not len(changelog):
+        return labels
+    first = changelog.sort_values("time", kind="stable").drop_duplicates("id", keep="first")
+    before = dict(zip(first["id"], first["old_label"]))
+    return np.array([before.get(sid, lab) for sid, lab in zip(samples["id"], labels)],
+                    dtype=object)
+
+
+def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
+                    predictions: dict[str, pd.DataFrame], split: str | None,
+                    changelog: pd.DataFrame | None, frame: pd.DataFrame | None,
+                    sample: pd.DataFrame | None) -> dict:
+    """The ``evaluation`` block of summary.json for ``predictions`` (name -> ``read_predictions``
+    table) on ``split`` (None: every predicted sample). ``frame``/``sample``: the verification
+    design (``verify_frame.parquet``) and its drawn rows (``verify_sample.csv``), or None."""
+    classes = summary["dataset"]["classes"]
+    index = {c: j for j, c in enumerate(classes)}
+    splits = samples["split"].astype(str).to_numpy() if "split" in samples.columns \
+        else np.full(len(samples), "")
+    in_split = np.ones(len(samples), dtype=bool) if split is None else splits == split
+    n_split = int(in_split.sum())
+    scanned = np.array([index[c] for c in scanned_labels(samples, changelog)])
+    current = np.array([index[c] for c in samples["label"].astype(str)])
+    q = samples["label_error_probability"].to_numpy(dtype=np.float64)
+    truth = true_class_posterior(given=current, error_probability=q, probs=probs)
+    head = headline(summary)
+    # the split's share of wrong labels, and its high end at the headline's relative range
+    rate = float(q[in_split].mean())
+    noise_high = min(1.0, rate * (head["ci_high"] / head["rate"]) if head.get("ci_high")
+                     is not None and head["rate"] > 0 else max(rate, head["rate"]))
+    design = _verified_design(frame, sample, summary, split)
+    if design is not None:
+        design["row_of"] = {sid: i for i, sid in enumerate(samples["id"].astype(str))}
+    models, hits = [], {}
+    for name, table in predictions.items():
+        table = table[in_split[table["row"].to_numpy()]]
+        if not len(table):
+            raise DqauditError(f"--predictions {name}: none of its rows is in the "
+                               f"{split!r} split" if split else
+                               f"--predictions {name}: no rows")
+        rows, pred = table["row"].to_numpy(), table["predicted"].to_numpy()
+        observed = float((pred == scanned[rows]).mean())
+        agreement = float((pred == current[rows]).mean())
+        f = truth[rows, pred]
+        low, high = accuracy_range(agreement=agreement, noise_high=noise_high)
+        gold = {"estimate": round(float(np.clip(f.mean(), low, high)), 4),
+                "low": round(low, 4), "high": round(high, 4),
+                "noise_high": round(noise_high, 4)}
+        entry = {"name": name, "n_predicted": int(len(rows)),
+                 "coverage": round(len(rows) / max(n_split, 1), 4),
+                 "observed_accuracy": round(observed, 4), "gold_free": gold}
+        observed_recall, corrected_recall = recall_table(
+            predicted=pred, observed_truth=scanned[rows], truth_weights=truth[rows],
+            n_classes=len(classes))
+        verified = _verified_model(design, rows, pred, len(classes)) if design else None
+        if verified is not None:
+            entry["accuracy"] = verified["accuracy"]
+            corrected_recall = verified["recall"]
+            entry["confusion"] = verified["confusion"]
+            hits[name] = verified["paired"]
+        else:
+            entry["accuracy"] = {"estimate": gold["estimate"], "ci_low": gold["low"],
+                                 "ci_high": gold["high"], "method": "gold-free",
+                                 "why": design.get("why") if design is not None else
+                                 _no_design_reason(frame, split)}
+        entry["per_class"] = [
+            {"class": c, "n_given": int((scanned[rows] == j).sum()),
+             "observed_recall": None if np.isnan(o) else round(float(o), 4),
+             "corrected_recall": None if np.isnan(r) else round(float(r), 4)}
+            for j, (c, o, r) in enumerate(zip(classes, observed_recall, corrected_recall))]
+        entry["sentence"] = _sentence(entry, split)
+        models.append(entry)
+    pairs = _pairs(models, hits, design)
+    by_observed = sorted(models, key=lambda m: -m["observed_accuracy"])
+    by_corrected = sorted(models, key=lambda m: -m["accuracy"]["estimate"])
+    largest = max(models, key=lambda m: abs(m["accuracy"]["estimate"] - m["observed_accuracy"]))
+    return {"split": split, "n_split": n_split, "models": models,
+            "ranking": {"observed": [m["name"] for m in by_observed],
+                        "corrected": [m["name"] for m in by_corrected]},
+            "pairs": pairs,
+            "largest_correction": {"name": largest["name"], "points": round(
+                100 * (largest["accuracy"]["estimate"] - largest["observed_accuracy"]), 1)},
+            "estimator": ESTIMATOR}
+
+
+def _no_design_reason(frame, split) -> str:
+    where = f" --split {split}" if split else ""
+    return (f"no verified labels of this split; `dqaudit verify AUDIT{where} --size 300` draws "
+            "a sample whose checked labels give a 95% interval")
+
+
+def _verified_design(frame, sample, summary, split) -> dict | None:
+    """The verified rows of ``split`` in the design's strata, with the proxy's inputs frozen at
+    the draw; ``{"why": ...}`` when they cannot support an interval; None without a design."""
+    if frame is None or sample is None:
+        return None
+    done = sample[sample["verified_label"].astype(str).str.strip() != ""]
+    if split is not None:
+        if "split" in frame.columns:
+            frame = frame[frame["split"].astype(str) == split]
+        else:
+            return {"why": "the verification design predates splits; draw again with --split"}
+    if not len(frame) or not len(done):
+        return {"why": _no_design_reason(frame, split)}
+    classes = summary["dataset"]["classes"]
+    return {"frame": frame.reset_index(drop=True), "done": done, "classes": classes,
+            "why": None}
+
+
+def _verified_model(design: dict, rows: np.ndarray, pred: np.ndarray, n_classes: int
+                    ) -> dict | None:
+    """The verified accuracy of one model, or None (``design["why"]`` then says why)."""
+    if design.get("why") is not None:
+        return None
+    frame, done, classes = design["frame"], design["done"], design["classes"]
+    index = {c: j for j, c in enumerate(classes)}
+    predicted = dict(zip(rows.tolist(), pred.tolist()))
+    # the evaluated population: the design's samples that this model predicted
+    ids = frame["id"].astype(str).to_numpy()
+    row_of = design["row_of"]
+    frame_rows = np.array([row_of.get(i, -1) for i in ids])
+    in_pop = np.array([r in predicted for r in frame_rows])
+    if not in_pop.any():
+        design["why"] = "no verified sample is among this model's predictions"
+        return None
+    strata_all = frame["stratum"].to_numpy(dtype=np.int64)
+    present = np.unique(strata_all[in_pop])
+    remap = {h: k for k, h in enumerate(present)}
+    pop = np.flatnonzero(in_pop)
+    strata = np.array([remap[h] for h in strata_all[pop]])
+    sizes = np.bincount(strata, minlength=len(present)).astype(float)
+    given = np.array([index[c] for c in frame["given_label"].astype(str).to_numpy()[pop]])
+    model_pred = np.array([predicted[r] for r in frame_rows[pop]])
+    if "probs" in frame.columns:
+        p = np.stack(frame["probs"].to_numpy()[pop]).astype(np.float64)
+        t = true_class_posterior(given=given, error_probability=frame["score"].to_numpy(
+            dtype=np.float64)[pop], probs=p)
+        f = t[np.arange(len(pop)), model_pred]
+        estimator = ESTIMATOR
+    else:  # a design drawn before the posteriors were kept: no proxy, a wider interval
+        f = np.zeros(len(pop))
+        estimator = "stratified"
+    position = {sid: k for k, sid in enumerate(ids[pop])}
+    verified = done[done["id"].astype(str).isin(position)]
+    k = np.array([position[s] for s in verified["id"].astype(str)], dtype=np.int64)
+    if not len(k):
+        design["why"] = _no_design_reason(None, None)
+        return None
+    n_h = np.bincount(strata[k], minlength=len(present))
+    if (n_h < survey.MIN_PER_STRATUM).any():
+        design["why"] = (f"too few verified labels among this model's predictions "
+                         f"({int(len(k))}; every stratum needs {survey.MIN_PER_STRATUM}); "
+                         "verify more of the split (dqaudit verify --split)")
+        return None
+    labels = verified["verified_label"].astype(str).str.strip().to_numpy()
+    true = np.array([index.get(v, -1) for v in labels])  # DROP: no right answer exists
+    z = (model_pred[k] == true).astype(np.float64)
+    f_means = np.bincount(strata, weights=f, minlength=len(present)) / sizes
+    est = verified_accuracy(correct=z, sample_strata=strata[k], sizes=sizes,
+                            proxy_sample=f[k], proxy_means=f_means, estimator=estimator)
+    weight = (sizes / n_h)[strata[k]]
+    onehot = np.zeros((len(k), n_classes))
+    valid = true >= 0
+    onehot[np.flatnonzero(valid), true[valid]] = weight[valid]
+    _, recall = recall_table(predicted=model_pred[k], observed_truth=np.where(valid, true, 0),
+                             truth_weights=onehot, n_classes=n_classes)
+    confusion = np.zeros((n_classes, n_classes))
+    np.add.at(confusion, (true[valid], model_pred[k][valid]), weight[valid])
+    return {"accuracy": {"estimate": round(est.estimate, 4), "ci_low": round(est.ci_low, 4),
+                         "ci_high": round(est.ci_high, 4), "method": "verified",
+                         "estimator": estimator, "interval": est.interval,
+                         "n_verified": int(len(k)),
+                         "n_dropped_as_junk": int((~valid).sum())},
+            "recall": recall,
+            "confusion": {"classes": classes, "estimated_counts": np.round(confusion, 1
+                                                                           ).tolist(),
+                          "note": "rows: verified true class, columns: predicted; counts "
+                                  "weighted to the evaluated samples"},
+            "paired": {"ids": ids[pop][k], "z": z, "f": f[k], "f_all": f, "strata": strata,
+                       "k": k, "sizes": sizes, "pop_ids": ids[pop]}}
+
+
+def _pairs(models: list[dict], hits: dict, design) -> list[dict]:
+    out = []
+    for a in range(len(models)):
+        for b in range(a + 1, len(models)):
+            ma, mb = models[a], models[b]
+            entry = {"a": ma["name"], "b": mb["name"],
+                     "observed_difference": round(ma["observed_accuracy"] -
+                                                  mb["observed_accuracy"], 4)}
+            pa, pb = hits.get(ma["name"]), hits.get(mb["name"])
+            same = pa is not None and pb is not None and \
+                np.array_equal(pa["pop_ids"], pb["pop_ids"]) and \
+                np.array_equal(pa["ids"], pb["ids"])
+            if same:
+                d_all = pa["f_all"] - pb["f_all"]
+                means = np.bincount(pa["strata"], weights=d_all, minlength=len(pa["sizes"])
+                                    ) / pa["sizes"]
+                est, low, high = paired_difference(
+                    diff=pa["z"] - pb["z"], sample_strata=pa["strata"][pa["k"]],
+                    sizes=pa["sizes"], proxy_sample=pa["f"] - pb["f"], proxy_means=means,
+                    estimator=ma["accuracy"]["estimator"])
+                entry.update({"difference": round(est, 4), "ci_low": round(low, 4),
+                              "ci_high": round(high, 4), "method": "verified, paired"})
+            else:
+                entry.update({"difference": round(ma["accuracy"]["estimate"] -
+                                                  mb["accuracy"]["estimate"], 4),
+                              "ci_low": None, "ci_high": None, "method": "gold-free"})
+            entry["sentence"] = _pair_sentence(entry)
+            out.append(entry)
+    return out
+
+
+def _points(x: float) -> str:
+    return f"{100 * abs(x):.1f} point{'s' if round(100 * abs(x), 1) != 1 else ''}"
+
+
+def _pair_sentence(e: dict) -> str:
+    obs, d = e["observed_difference"], e["difference"]
+    better, worse = (e["a"], e["b"]) if obs >= 0 else (e["b"], e["a"])
+    text = f"{better} looks {_points(obs)} better than {worse} on your labels; "
+    cb, cw = (e["a"], e["b"]) if d >= 0 else (e["b"], e["a"])
+    if e["ci_low"] is not None:
+        lo, hi = (e["ci_low"], e["ci_high"]) if d >= 0 else (-e["ci_high"], -e["ci_low"])
+        sure = lo > 0
+        text += (f"corrected, {cb} is better by {100 * abs(d):.1f} "
+                 f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+                 + ("" if sure else " (the interval includes no difference)"))
+    else:
+        text += (f"corrected (gold-free, no interval), {cb} is ahead by {_points(d)}; verify "
+                 "labels of the split for a paired interval")
+    return text + "."
+
+
+def _sentence(m: dict, split: str | None) -> str:
+    where = f"the {split} split" if split else "the predicted samples"
+    a = m["accuracy"]
+    shift = a["estimate"] - m["observed_accuracy"]
+    direction = "understate" if shift > 0 else "overstate"
+    if a["method"] == "verified":
+        return (f"{m['name']}: {100 * m['observed_accuracy']:.1f}% against your labels on "
+                f"{where}; {100 * a['estimate']:.1f}% right (95% CI {100 * a['ci_low']:.1f}-"
+                f"{100 * a['ci_high']:.1f}%, {a['n_verified']:,} verified labels): your labels "
+                f"{direction} it by {_points(shift)}.")
+    g = m["gold_free"]
+    return (f"{m['name']}: {100 * m['observed_accuracy']:.1f}% against your labels on {where}; "
+            f"about {100 * g['estimate']:.1f}% right by the audit's posteriors, and between "
+            f"{100 * g['low']:.1f}% and {100 * g['high']:.1f}% however the up to "
+            f"{100 * g['noise_high']:.1f}% wrong labels fall; verify labels of the split for a "
+            "95% interval.")
+
+
+def default_split(samples: pd.DataFrame) -> str | None:
+    """The audit's ``test`` split when it has one, else None (every predicted sample)."""
+    if "split" in samples.columns and (samples["split"].astype(str) == "test").any():
+        return "test"
+    return None
+
+
+def evaluate(out_dir, predictions: dict, *, split: str | None) -> dict:
+    """Read an audit folder and ``predictions`` (name -> file or DataFrame), return the
+    ``evaluation`` block (``evaluate_models``); nothing is written here (``Audit.evaluate``
+    records it)."""
+    out = Path(out_dir)
+    summary = outputs.read_summary(out)
+    samples = outputs.read_samples(out)
+    if not predictions:
+        raise DqauditError("give at least one --predictions FILE (or NAME=FILE)")
+    if summary["dataset"]["source"].get("unit") == "object":
+        raise DqauditError("evaluate measures image classifiers; this audit is of boxes")
+    if split is not None and split not in set(samples.get("split", pd.Series(dtype=str))
+                                              .astype(str)):
+        named = sorted(set(samples["split"].astype(str)) - {""}) if "split" in samples else []
+        raise DqauditError(f"--split {split!r}: no sample of this audit is in that split (its "
+                           f"splits: {', '.join(named) if named else 'none'})")
+    probs_path = out / outputs.PROBS_NPY
+    if not probs_path.exists():
+        raise DqauditError(f"{out}: no posteriors ({outputs.PROBS_NPY}); run `dqaudit scan` "
+                           "again")
+    classes = summary["dataset"]["classes"]
+    tables = {name: read_predictions(src, name=name, samples=samples, classes=classes)
+              for name, src in predictions.items()}
+    log = out / CHANGELOG_CSV
+    changelog = pd.read_csv(log, dtype=str, keep_default_na=False) if log.exists() else None
+    frame = sample = None
+    if (out / VERIFY_FRAME).exists() and (out / VERIFY_SAMPLE_CSV).exists():
+        frame = read_frame(out, samples)
+        sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False)
+    block = evaluate_models(samples=samples, summary=summary, probs=np.load(probs_path),
+                            predictions=tables, split=split, changelog=changelog, frame=frame,
+                            sample=sample)
+    block["predictions"] = {name: (str(src) if not isinstance(src, pd.DataFrame)
+                                   else "DataFrame") for name, src in predictions.items()}
+    return block
