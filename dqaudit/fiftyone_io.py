@@ -438,6 +438,13 @@ def _record_run(dataset, result, names: RunNames, *, label_field: str, fields: l
         "clr": {k: s["clr"][k] for k in ("estimate", "ci_low", "ci_high", "method")}
         if (s.get("clr") or {}).get("method") else None,
         "headline": headline(s), "fields": fields, "views": views,
+        # dqaudit evaluate: each model's accuracy on the given labels and corrected
+        "evaluation": None if not s.get("evaluation") else {
+            "split": s["evaluation"]["split"],
+            "models": [{"name": m["name"], "observed_accuracy": m["observed_accuracy"],
+                        **{k: m["accuracy"][k] for k in ("estimate", "ci_low", "ci_high",
+                                                         "method")}}
+                       for m in s["evaluation"]["models"]]},
     }
     dataset.save()
     # the run, recorded with its config as FiftyOne's brain records its runs: listed by

@@ -77,7 +77,9 @@ def _jpeg_bytes(img: Image.Image, quality: int) -> bytes:
 def generate(out_dir: str | os.PathLike, *, per_class: int = 50, noise_rate: float = 0.1,
              test_fraction: float = 0.2, n_duplicates: int = 4, broken: bool = True,
              seed: int = 0) -> dict:
-    """Write ``images/*.jpg`` and ``manifest.csv`` into ``out_dir``; return a short summary."""
+    """Write ``images/*.jpg``, ``manifest.csv`` and two simulated models' test-split predictions
+    (``predictions/careful.csv``, ``predictions/copycat.csv``) into ``out_dir``; return a short
+    summary."""
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -124,9 +126,28 @@ def generate(out_dir: str | os.PathLike, *, per_class: int = 50, noise_rate: flo
     df["corrupted"] = df["label"] != df["true_label"]
     df = df[["path", "label", "true_label", "split", "corrupted", "image_issue"]]
     df.to_csv(out / "manifest.csv", index=False)
+    _model_predictions(out, df, seed=seed)
     return {"n_images": len(df), "classes": list(CLASSES),
             "n_corrupted": int(df["corrupted"].sum()), "n_duplicates": n_duplicates,
             "n_broken": len(broken_rows)}
+
+
+# two simulated models' predictions on the test split, for `dqaudit evaluate`: careful is
+# right on 95% of the images; copycat learned the annotators' mistakes (it repeats the given
+# label on 92%), so it reads better on the given labels while it is right less often
+MODELS = {"careful": 0.95, "copycat": 0.92}
+
+
+def _model_predictions(out: Path, df: pd.DataFrame, *, seed: int) -> None:
+    rng = np.random.default_rng([seed, 1])  # apart from the images' stream
+    test = df[df["split"] == "test"]
+    (out / "predictions").mkdir(exist_ok=True)
+    for name, share in MODELS.items():
+        target = test["true_label"] if name == "careful" else test["label"]
+        keep = rng.random(len(test)) < share
+        other = [rng.choice([c for c in CLASSES if c != t]) for t in target]
+        pd.DataFrame({"path": test["path"], "predicted": np.where(keep, target, other)}
+                     ).to_csv(out / "predictions" / f"{name}.csv", index=False)
 
 
 def _broken_images(out: Path, df: pd.DataFrame, pool: np.ndarray, rng) -> list[dict]:

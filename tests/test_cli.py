@@ -102,6 +102,9 @@ def test_committed_sample_data_matches_generator(tmp_path):
     run("sample-data", tmp_path / "g")
     committed = REPO / "sample_data" / "shapes"
     assert (committed / "manifest.csv").read_text() == (tmp_path / "g" / "manifest.csv").read_text()
+    for model in ("careful", "copycat"):
+        name = f"predictions/{model}.csv"
+        assert (committed / name).read_text() == (tmp_path / "g" / name).read_text()
     names = sorted(p.name for p in (committed / "images").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "g" / "images").iterdir())
 

@@ -2,6 +2,7 @@
 through FiftyOne's own operator machinery."""
 
 import json
+import os
 import uuid
 
 import numpy as np
@@ -285,3 +286,30 @@ def test_the_audit_form_offers_its_targets_and_warns_when_small(fo_name):
         names = set(form.type.properties)
         assert {"label_field", "target", "small"} <= names and extra <= names
         assert not ({"run", "saved_view"} - extra) & names
+
+
+def test_evaluate_reads_a_prediction_field_and_records_the_evaluation(mislabelled_tree,
+                                                                       tmp_path, fo_name):
+    """FiftyOne's convention for predictions: a Classification field; the evaluation lands in
+    the run info the App shows."""
+    ds = fo.Dataset(fo_name)
+    ds.add_samples([fo.Sample(filepath=str(p), ground_truth=fo.Classification(
+        label=p.parent.name)) for p in sorted(mislabelled_tree.rglob("*.png"))])
+    scan(fo_name, "--from-fiftyone", "--out", tmp_path / "o", "--no-clr")
+    ds.reload()
+    for sample in ds:  # a model that is right by the file name's colour
+        sample["predictions"] = fo.Classification(label=os.path.basename(
+            sample.filepath).split("_")[0].replace("really", "red"))
+        sample.save()
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "o"), "--pred-field",
+                                    "predictions", "--json"])
+    assert res.exit_code == 0, res.output
+    block = json.loads(res.output)
+    (m,) = block["models"]
+    assert m["name"] == "predictions" and m["n_predicted"] == 12 and block["split"] is None
+    assert m["observed_accuracy"] == round(11 / 12, 4)  # really_red.png is labelled blue
+    ds.reload()
+    info = ds.info["dqaudit"]["evaluation"]
+    assert info["models"][0]["name"] == "predictions"
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "o"), "--pred-field", "nope"])
+    assert res.exit_code == 3 and "no Classification field 'nope'" in res.output
