@@ -49,7 +49,7 @@ def main() -> None:
         "flagged": [bool(v) for v in issues], "suggested_label": [classes[i % 3] for i in range(n)],
         "suggested_confidence": rng.random(n)})
     summary = {"dqaudit_version": "bench", "created_at": "", "command": "", "model": "",
-               "seed": 0, "n_samples": n, "label_error_count": 0, "estimated_noise_rate": 0,
+               "seed": 0, "n_samples": n, "label_error_count": 0, "confident_joint_rate": 0,
                "flagged_count": 0, "clr": None}
     emb = rng.normal(size=(n, args.dim)).astype(np.float32) if args.dim else np.zeros((n, 0))
     res = Audit(dataset=data, embeddings=emb, samples=samples, summary=summary, probs=None)

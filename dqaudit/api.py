@@ -376,9 +376,7 @@ class Audit:
         if verified:  # a verified estimate does not depend on the injection: keep it
             s["clr"]["verified"] = verified
         self.config = replace(self.config, clr=config)
-        c = s["clr"]
-        log(self.quiet, f"dqaudit: estimated corrupted-label ratio {100 * c['estimate']:.1f}% "
-                        f"(95% CI {100 * c['ci_low']:.1f}-{100 * c['ci_high']:.1f}%)")
+        log(self.quiet, f"dqaudit: {headline(s)['text']}")
 
     # ------------------------------------------------------------------ review workflows
 
@@ -487,6 +485,7 @@ class Audit:
         s = self.summary
         s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
         head = headline(s)
+        s["headline"] = head  # the one share of wrong labels every door states
         s["per_split"] = per_split(self.samples, head)
         s["per_class"] = per_class(self.samples, head, self.dataset.classes)
         if self.out_dir is not None:

@@ -434,7 +434,8 @@ def _record_run(dataset, result, names: RunNames, *, label_field: str, fields: l
         "out_dir": str(result.out_dir) if result.out_dir else None, "run": run,
         "model": s["model"], "seed": s["seed"], "label_field": label_field,
         "n_samples": s["n_samples"], "label_error_count": s["label_error_count"],
-        "estimated_noise_rate": s["estimated_noise_rate"], "flagged_count": s["flagged_count"],
+        "confident_joint_rate": s.get("confident_joint_rate"),
+        "flagged_count": s["flagged_count"],
         "clr": {k: s["clr"][k] for k in ("estimate", "ci_low", "ci_high", "method")}
         if (s.get("clr") or {}).get("method") else None,
         "headline": headline(s), "fields": fields, "views": views,

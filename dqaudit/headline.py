@@ -40,8 +40,9 @@ def headline(summary: dict) -> dict:
                + (f"; about {need:,} verified labels would give ±2 points (dqaudit verify)"
                   if need else ""))
         source = "gold-free"
-    else:
-        rate, low, high = summary["estimated_noise_rate"], None, None
+    else:  # audits written before the count was named for what it is
+        rate = summary.get("confident_joint_rate", summary.get("estimated_noise_rate"))
+        low, high = None, None
         how = "confident-joint count of the out-of-sample posteriors, no interval"
         source = "count"
     stale = _stale(summary, verified if source == "verified" else clr)
@@ -54,8 +55,15 @@ def headline(summary: dict) -> dict:
         how += (f"; the {v['split']!r} split verified: {100 * v['estimate']:.1f}% "
                 f"({100 * v['ci_low']:.1f}-{100 * v['ci_high']:.1f}%, {v['n_verified']:,} "
                 "labels)")
-    span = "" if low is None else f" ({100 * low:.1f}-{100 * high:.1f}%)"
-    return {"rate": rate, "ci_low": low, "ci_high": high, "source": source, "how": how,
+    interval = {"verified": "verified 95% CI", "gold-free": "gold-free range"}.get(source)
+    if low is None:
+        span = ""
+    elif source == "gold-free" and low <= 0:  # 0 by construction: an upper bound, in words
+        span = f" (at most {100 * high:.1f}%)"
+    else:
+        span = f" ({100 * low:.1f}-{100 * high:.1f}%)"
+    return {"rate": rate, "ci_low": low, "ci_high": high, "interval": interval,
+            "source": source, "how": how,
             "stale_label_changes": stale if source != "count" else 0,
             "text": f"{100 * rate:.1f}% of labels estimated wrong{span}; {how}",
             "flagged_for_review": summary["label_error_count"]}

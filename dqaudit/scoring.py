@@ -174,7 +174,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         members = data.labels == c
         per_class_noise[name] = {
             "n": int(members.sum()),
-            "estimated_noise_rate": round(float(1 - joint[c, c] / row_sums[c]), 4)
+            "confident_joint_rate": round(float(1 - joint[c, c] / row_sums[c]), 4)
             if row_sums[c] > 0 else None,
             "flagged_label_errors": int(label_error[members].sum()),
         }
@@ -190,7 +190,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "flagged_count": int(flagged.sum()),
         "label_error_count": int(label_error.sum()),
         "estimated_label_errors": n_errors,
-        "estimated_noise_rate": round(n_errors / len(data), 4),
+        # the confident joint's count as a share: not the headline (summary["headline"])
+        "confident_joint_rate": round(n_errors / len(data), 4),
         "issue_counts": {name: int(m.sum()) for name, m in zip(names, masks)},
         "duplicate_groups": int(dup_group.max() + 1) if (dup_group >= 0).any() else 0,
         "exact_duplicate_groups": int(exact_group.max() + 1) if exact.any() else 0,

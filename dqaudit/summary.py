@@ -95,7 +95,7 @@ def allocated(samples: pd.DataFrame, head: dict, column: str, *, names=None) -> 
         share = q[m].sum() / total if total > 0 else m.mean()
         scale = n_all * share / m.sum()
         rates = {key: None if head[of] is None else round(min(1.0, head[of] * scale), 4)
-                 for key, of in (("estimated_noise_rate", "rate"), ("ci_low", "ci_low"),
+                 for key, of in (("headline_share", "rate"), ("ci_low", "ci_low"),
                                  ("ci_high", "ci_high"))}
         out[name or "(none)"] = {"n": int(m.sum()), "flagged_label_errors": int(flags[m].sum()),
                                  **rates}

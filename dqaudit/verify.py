@@ -311,7 +311,7 @@ def estimate_verified(out_dir, verified, *,
         m = given == name
         if m.any():
             per_class[name] = {"n_verified": int(m.sum()),
-                               "estimated_noise_rate": round(float(
+                               "verified_rate": round(float(
                                    (weights[m] * y[m]).sum() / weights[m].sum()), 4)}
     # corrections since the draw fix known errors: the current labels' share is lower
     corrected = _corrected_since(out, design["drawn_at"], set(frame["id"]) - set(done["id"]))

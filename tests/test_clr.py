@@ -140,7 +140,7 @@ def test_scan_reports_clr_and_clr_command_reruns(class_tree, tmp_path):
     assert "subsample" not in html
     res = CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "4",
                                     "--clr-max-samples", "9"], catch_exceptions=False)
-    assert res.exit_code == 0 and "estimated corrupted-label ratio" in res.output
+    assert res.exit_code == 0 and "noise: " in res.output and "gold-free" in res.output
     clr = json.loads((out / "summary.json").read_text())["clr"]
     assert clr["repeats"] == 4 and clr["n_samples_used"] == 9 < clr["n_samples"]
     assert "stratified random subsample of 9 of the" in (out / "report.html").read_text()

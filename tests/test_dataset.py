@@ -85,7 +85,7 @@ def test_the_verdict_says_when_an_audit_is_too_small_to_quote():
 
     def summary(n, smallest):
         return {"n_samples": n, "class_counts": {"a": n - smallest, "b": smallest},
-                "label_error_count": 0, "estimated_noise_rate": 0.0, "clr": None,
+                "label_error_count": 0, "confident_joint_rate": 0.0, "clr": None,
                 "issue_counts": {"leak": 0}}
 
     small = verdict(summary(9, 4), thresholds=(0.02, 0.05))
