@@ -273,7 +273,7 @@ def median_image_side(paths: list[str], *, sample: int = 200, seed: int = 0) -> 
 # --------------------------------------------------------------------------- manifests
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     """A manifest as text, whatever its format: every cell a string, a missing value ``""``
     (what ``read_csv(dtype=str, keep_default_na=False)`` gives), so a Parquet file and the same
     table as CSV are read alike, and a dependency's change of how missing values become text
@@ -342,7 +342,7 @@ def load_manifest(
     or from several rows that name the same path (one row per annotation).
     """
     manifest = manifest.resolve()
-    df = _read_table(manifest)
+    df = read_table(manifest)
     if len(df) == 0:
         raise InputError(f"{manifest}: the manifest has no rows; add one row per image")
     pcol = _pick_column(df, path_column, PATH_COLUMN_CANDIDATES, "path", manifest,
@@ -476,7 +476,7 @@ def load_manifest(
         # the id: the file as the manifest first spells it, tidied (./x.jpg is x.jpg)
         ids=[printable(os.path.normpath(p)) for p, k in zip(paths_rel, keep) if k],
         source={"kind": "manifest", "location": str(manifest), "path_column": pcol,
-                "label_column": lcol, "split_column": scol,
+                "label_column": lcol, "split_column": scol, "image_root": str(base),
                 "count_columns": [str(c) for c in count_cols],
                 "read_as": _manifest_read_as(manifest, pcol=pcol, lcol=lcol, scol=scol,
                                              n_count=len(count_cols), repeated=repeated),

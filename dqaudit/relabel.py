@@ -376,6 +376,15 @@ def export_cleaned(out_dir, *, to: str, dest: str, drop_junk: bool = True,
     if to == "csv":
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
+        kept = _as_input_manifest(samples, summary, dropped=drop_junk)
+        if kept is not None:  # the input manifest, only its labels changed
+            table, sep = kept
+            with outputs.replacing(target) as tmp:
+                table.to_csv(tmp, sep=sep, index=False)
+            _changelog_beside(changelog, target)
+            return {"to": "csv", "dest": str(target), "n_samples": len(samples),
+                    "format": "the input manifest, labels changed",
+                    "label_changes": int((table[CHANGE_COLUMN] != "").sum())}
         outputs.write_csv(target, samples[["path", "label", "split", "id"]])
         _changelog_beside(changelog, target)
         return {"to": "csv", "dest": str(target), "n_samples": len(samples)}
@@ -440,6 +449,51 @@ def _export_boxes(samples: pd.DataFrame, summary: dict, *, to: str, dest: str,
                                    else [], ground_truth=fo.Detections(detections=d))
                          for p, d in dets.items()], progress=False)
     return {"to": "fiftyone", "dest": dest, "n_samples": len(samples)}
+
+
+CHANGE_COLUMN = "dq_label_change"
+
+
+def _as_input_manifest(samples: pd.DataFrame, summary: dict, *, dropped: bool
+                       ) -> tuple[pd.DataFrame, str] | None:
+    """The audit's input manifest with each sample's label replaced by its label now: every
+    other column, the row order, the paths as written and the splits kept, one column added
+    (``dq_label_change``: ``old -> new``, or ``dropped as junk`` where junk rows are kept).
+    Rows the scan skipped are kept unchanged. None when the input was not a one-row-per-image
+    manifest with a label column (count columns or repeated rows: the generic export)."""
+    from .ingest import read_table, separator
+
+    source = summary["dataset"]["source"]
+    manifest = Path(source.get("location", ""))
+    if source.get("kind") != "manifest" or not source.get("label_column") or \
+            source.get("count_columns") or not manifest.is_file():
+        return None
+    table = read_table(manifest)
+    pcol, lcol = source["path_column"], source["label_column"]
+    if pcol not in table.columns or lcol not in table.columns or CHANGE_COLUMN in table.columns:
+        return None
+    base = Path(source.get("image_root") or manifest.parent)
+    files = [os.path.realpath(p if os.path.isabs(p) else base / p)
+             for p in table[pcol].astype(str).str.strip()]
+    if len(set(files)) < len(files):
+        return None  # one row per annotation: a row's label is not the sample's
+    by_file = {os.path.realpath(original_path(p)): (lab, bool(d)) for p, lab, d in zip(
+        samples["path"], samples["label"], samples.get("dropped", pd.Series(
+            [False] * len(samples), index=samples.index)))}
+    labels, change, keep = [], [], []
+    for f, old in zip(files, table[lcol].astype(str)):
+        new, junk = by_file.get(f, (None, False))
+        keep.append(not (junk and dropped))
+        if new is None or normal_text(old) == new:
+            labels.append(old)
+            change.append("dropped as junk" if junk else "")
+        else:
+            labels.append(new)
+            change.append(f"{normal_text(old)} -> {new}")
+    table[lcol] = labels
+    table[CHANGE_COLUMN] = change
+    table = table[np.array(keep, dtype=bool)]
+    return table, ("," if manifest.suffix.lower() in (".parquet", ".pq") else separator(manifest))
 
 
 def _changelog_beside(changelog: Path, target: Path) -> None:

@@ -132,3 +132,37 @@ def test_rerank_after_corrections_runs_on_the_chosen_device(audit_dir, monkeypat
     run("relabel", "apply", audit_dir, audit_dir / "fix.csv", "--device", "cpu",
         "--no-clr-refresh")
     assert seen == ["resolved:cpu"]
+
+
+def test_a_manifest_audit_exports_its_own_manifest_with_only_labels_changed(class_tree,
+                                                                            tmp_path):
+    """`relabel export --to csv` of a manifest audit can replace the released file: the same
+    columns, row order, paths as written, splits and extra columns, only the corrected labels
+    changed and one column added; a row the scan skipped is kept as it was."""
+    rows = sorted(p.relative_to(class_tree).as_posix() for p in class_tree.rglob("*.png"))
+    (class_tree / "broken.png").write_bytes(b"not an image")
+    table = pd.DataFrame({
+        "file": [f"./{r}" if k % 3 == 0 else r for k, r in enumerate(rows)] + ["broken.png"],
+        "class": [r.split("/")[0] for r in rows[:-1]] + ["green"] + ["red"],  # last one wrong
+        "split": ["train", "test"] * (len(rows) // 2) + ["train"],
+        "source": [f"batch{k % 2}" for k in range(len(rows) + 1)]})
+    table.to_csv(class_tree / "labels.csv", sep=";", index=False)
+    out = tmp_path / "audit"
+    run("scan", class_tree / "labels.csv", "--out", out, "-q", "--num-workers", "0", "--no-pdf",
+        "--no-clr")
+    wrong = rows[-1]
+    pd.DataFrame({"path": [wrong], "label": [wrong.split("/")[0]]}).to_csv(
+        tmp_path / "fix.csv", index=False)
+    run("relabel", "apply", out, tmp_path / "fix.csv")
+    run("relabel", "export", out, "--to", "csv", "--dest", tmp_path / "released.csv")
+    exported = pd.read_csv(tmp_path / "released.csv", sep=";", dtype=str,
+                           keep_default_na=False)
+    given = pd.read_csv(class_tree / "labels.csv", sep=";", dtype=str, keep_default_na=False)
+    assert list(exported.columns) == list(given.columns) + ["dq_label_change"]
+    changed = exported["class"] != given["class"]
+    assert changed.tolist() == [False] * (len(rows) - 1) + [True, False]
+    assert exported.loc[changed, "class"].tolist() == [wrong.split("/")[0]]
+    assert exported.loc[changed, "dq_label_change"].tolist() == [
+        f"green -> {wrong.split('/')[0]}"]
+    assert (exported.drop(columns=["class", "dq_label_change"]) ==
+            given.drop(columns=["class"])).all().all()
