@@ -34,7 +34,7 @@ from .objects import OBJECT_COLUMNS
 from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
                        run_clr, say_how_it_was_read, score, scored_summary, timed)
 from .report import REPORT_HTML, REPORT_PDF, render_report
-from .summary import per_class, per_split
+from .summary import flag_meaning, per_class, per_split
 
 # the files Audit.save writes; summary.json records a stamp of each (outputs.file_stamp)
 DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
@@ -486,6 +486,7 @@ class Audit:
         s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
         head = headline(s)
         s["headline"] = head  # the one share of wrong labels every door states
+        s["flag_meaning"] = flag_meaning(self.samples, head, s["n_samples"])
         s["per_split"] = per_split(self.samples, head)
         s["per_class"] = per_class(self.samples, head, self.dataset.classes)
         if self.out_dir is not None:

@@ -102,6 +102,20 @@ def allocated(samples: pd.DataFrame, head: dict, column: str, *, names=None) -> 
     return out
 
 
+def flag_meaning(samples: pd.DataFrame, head: dict, n_samples: int) -> dict:
+    """What the label-error flag says beside the headline: how many samples carry it, the share
+    of them expected to be wrong (their mean calibrated ``label_error_probability``) and the
+    number of wrong labels the headline implies. The flag is set for review (it errs toward
+    catching errors), so it can name more samples than there are wrong labels."""
+    kept = samples[~samples["dropped"].astype(bool)] if "dropped" in samples else samples
+    flags = kept["issues"].map(lambda v: "label_error" in list(v)).to_numpy()
+    q = kept["label_error_probability"].to_numpy(dtype=np.float64)
+    return {"flagged": int(flags.sum()),
+            "expected_precision": round(float(q[flags].mean()), 4) if flags.any() else None,
+            "expected_wrong_flagged": round(float(q[flags].sum()), 1),
+            "headline_wrong_labels": int(round(head["rate"] * n_samples))}
+
+
 def per_split(samples: pd.DataFrame, head: dict) -> dict | None:
     """The headline allocated to the splits (``allocated``); None when there are none."""
     if (samples["split"].astype(str) == "").all():

@@ -156,6 +156,13 @@ def _agrees(out):
     res = CliRunner().invoke(main, ["report", str(out), "--no-pdf", "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["headline"] == head
     assert "estimated_noise_rate" not in s and "confident_joint_rate" in s
+    # the cover says what the flag means beside the headline, and which labels it describes
+    f = s["flag_meaning"]
+    assert f["flagged"] == s["label_error_count"]
+    if f["expected_precision"] is not None:
+        assert f"about{100 * f['expected_precision']:.0f}%ofthemareexpectedtobewrong" in html
+    assert ("labelsdescribed:after" if s.get("corrections") else "labelsdescribed:asscanned") \
+        in html
     if head["ci_low"] is not None:
         shown = (f"atmost{100 * head['ci_high']:.1f}%" if head["source"] == "gold-free" and
                  head["ci_low"] <= 0 else
