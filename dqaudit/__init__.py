@@ -9,6 +9,8 @@ Public API::
     audit.review_queue(budget=100); audit.apply_corrections("fixed.csv")
     audit.draw_verification_sample(size=300); audit.apply_verified("audit/verify_sample.csv")
     dqaudit.Audit.from_arrays(labels, embeddings=features, pred_probs=probs)
+    audit.evaluate({"resnet": "preds.csv"})                # a model's accuracy, corrected
+    audit.get_issues("label"); audit.get_issue_summary(); audit.report()   # Datalab's shapes
 
 Heavy modules load on first use, so importing dqaudit (and ``dqaudit --help``) stays instant.
 """
@@ -26,6 +28,11 @@ _HOMES = {
     "load_dataset": "ingest", "LabeledImages": "dataset",
     "DqauditError": "errors", "InputError": "errors",
 }
+
+
+def __dir__():
+    """The public names too, for ``dir(dqaudit)`` and tab completion."""
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name):

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -248,3 +249,37 @@ def test_redacted_report_holds_no_paths_and_no_images(noisy_audit, tmp_path):
     assert "really_red.png" in (out / "report.html").read_text()
     bad = CliRunner().invoke(main, ["report", str(out), "--redact", "faces"])
     assert bad.exit_code == 2
+
+
+def test_datalab_shapes_get_issues_summary_and_report(noisy_audit, capsys):
+    """cleanlab Datalab's conventions: is_<type>_issue and a quality <type>_score (low = bad)
+    per type, cleanvision's names for the image checks, a summary sorted worst first."""
+    import dqaudit
+    from dqaudit.api import Audit
+    from dqaudit.conventions import ISSUE_TYPES
+
+    assert {"Audit", "audit", "AuditConfig"} <= set(dir(dqaudit))
+    audit = Audit.load(noisy_audit[0])
+    issues = audit.get_issues()
+    samples = audit.samples
+    for name in ("label", "outlier", "near_duplicate", "dark", "light", "blurry"):
+        flag, score = issues[f"is_{name}_issue"], issues[f"{name}_score"]
+        assert flag.dtype == bool and score.between(0, 1).all(), name
+    assert "bright_score" not in issues and "is_light_issue" in issues  # cleanvision's name
+    flagged = samples["issues"].map(lambda v: "label_error" in list(v)).to_numpy()
+    assert (issues["is_label_issue"].to_numpy() == flagged).all()
+    assert np.allclose(issues["label_score"], 1 - samples["label_error_probability"])
+    label = audit.get_issues("label")
+    assert list(label.columns) == ["is_label_issue", "label_score", "given_label",
+                                   "predicted_label"]
+    summary = audit.get_issue_summary()
+    assert list(summary.columns) == ["issue_type", "num_issues", "score"]
+    assert summary["score"].is_monotonic_increasing and set(summary["issue_type"]) <= set(
+        ISSUE_TYPES)
+    assert summary.set_index("issue_type").loc["label", "num_issues"] == flagged.sum()
+    audit.report(top=3)
+    out = capsys.readouterr().out
+    assert audit.summary["headline"]["text"] in out and "label issues" in out
+    assert "<table" in audit._repr_html_()
+    with pytest.raises(dqaudit.DqauditError, match="unknown issue type"):
+        audit.get_issues("nope")
