@@ -27,16 +27,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PROPERTY_TESTS = ["tests/test_layouts.py", "tests/test_manifest_formats.py",
                   "tests/test_orientation.py", "tests/test_transactions.py"]
-COUNTS = re.compile(r"(\d+) passing examples?, (\d+) failing examples?, (\d+) invalid")
+COUNTS = re.compile(r"(\d+) passing, (\d+) failing, and (\d+) invalid")
 TEST = re.compile(r"^(tests/\S+::\S+):\s*$")
 
 
-def run(tests: list[str], scale: int, seed: int) -> dict:
+def run(tests: list[str], scale: int, seed: int, keyword: str | None = None) -> dict:
     env = {**os.environ, "DQAUDIT_FUZZ": str(scale)}
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "--hypothesis-show-statistics",
-         f"--hypothesis-seed={seed}", *tests],
+         f"--hypothesis-seed={seed}", *(["-k", keyword] if keyword else []), *tests],
         cwd=REPO, env=env, capture_output=True, text=True)
     per_test: dict[str, dict] = {}
     current = None
@@ -51,6 +51,10 @@ def run(tests: list[str], scale: int, seed: int) -> dict:
             for key, value in zip(("passing", "failing", "invalid"), m.groups()):
                 entry[key] += int(value)
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
+    if proc.returncode:  # a failure is what this is for: keep pytest's whole account of it
+        log = Path(f"fuzz-failure-{scale}-{seed}.log").resolve()
+        log.write_text(proc.stdout + proc.stderr)
+        tail += f"; pytest's output: {log}"
     return {"scale": scale, "seed": seed, "exit_code": proc.returncode, "summary": tail,
             "seconds": round(time.perf_counter() - start, 1), "tests": per_test,
             "examples": sum(t["passing"] + t["failing"] for t in per_test.values()),
@@ -62,9 +66,10 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tests", nargs="*", default=PROPERTY_TESTS)
+    ap.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    result = run(args.tests, args.scale, args.seed)
+    result = run(args.tests, args.scale, args.seed, args.keyword)
     for name, t in sorted(result["tests"].items()):
         print(f"{t['passing'] + t['failing']:6d} examples  {t['failing']} failing  {name}")
     print(f"{result['examples']} examples in {result['seconds']} s, {result['failing']} failing;"
