@@ -16,7 +16,7 @@ from .cli_options import (check_fail_on, clr_options, command_line, embedding_op
                           fail_on_option, given_options, ingest_options, library_errors,
                           parse_thresholds, positive_int, posterior_options, prints_result,
                           redactions,
-                          report_options, scale_options, show_progress)
+                          report_options, scale_options, SectionedCommand, show_progress)
 from .clr import ClrConfig
 from .config import EXPORT_TARGETS, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
 from .finetune import FinetuneConfig
@@ -39,7 +39,7 @@ def main() -> None:
     exit_on_sigterm()
 
 
-@main.command()
+@main.command(cls=SectionedCommand)
 @click.argument("dataset")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder (created if needed).")

@@ -140,11 +140,40 @@ def command_line() -> str:
     return " ".join(["dqaudit"] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
-def _with_options(func, options: list):
-    """``func`` decorated with ``options``, first listed first in ``--help``."""
+def _with_options(func, options: list, *, section: str):
+    """``func`` decorated with ``options``, first listed first in ``--help``, under the
+    heading ``section`` (``SectionedCommand``)."""
+    before = len(getattr(func, "__click_params__", []))
     for option in reversed(options):
         func = option(func)
+    for param in func.__click_params__[before:]:
+        param.dq_section = section
     return func
+
+
+# the options a first scan needs, listed before the sections
+COMMON_OPTIONS = ("out_dir", "label_column", "path_column", "split_column", "model", "device",
+                  "no_pdf", "quiet", "as_json")
+SECTION_ORDER = ("Input", "Encoder", "Scoring", "Estimate (CLR)", "Report", "Scale")
+
+
+class SectionedCommand(click.Command):
+    """``--help`` with the common options first, then one section per config (input, encoder,
+    scoring, estimate, report, scale) and the rest under "Outputs and run"."""
+
+    def format_options(self, ctx, formatter):
+        sections: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            name = "Common options" if param.name in COMMON_OPTIONS else \
+                getattr(param, "dq_section", "Outputs and run")
+            sections.setdefault(name, []).append(record)
+        for name in ("Common options", *SECTION_ORDER, "Outputs and run"):
+            if sections.get(name):
+                with formatter.section(name):
+                    formatter.write_dl(sections[name])
 
 
 def embedding_options(func):
@@ -195,7 +224,7 @@ def embedding_options(func):
                           "or openvino-bf16 (4.3x torch's rate on a bf16 CPU, embeddings "
                           "within cosine 0.98; never chosen by auto)."),
     ]
-    return _with_options(func, options)
+    return _with_options(func, options, section="Encoder")
 
 
 def scale_options(func):
@@ -227,7 +256,7 @@ def scale_options(func):
                      help="Nearest-neighbour search: exact, faiss IVF or HNSW (recall tuned "
                           "to 0.95 on the data); auto is exact up to 20,000 samples."),
     ]
-    return _with_options(func, options)
+    return _with_options(func, options, section="Scale")
 
 
 def posterior_options(func):
@@ -249,7 +278,7 @@ def posterior_options(func):
                      help="With fine-tuning: epochs per fold (the best by inner-split "
                           "agreement is kept)."),
     ]
-    return _with_options(func, options)
+    return _with_options(func, options, section="Scoring")
 
 
 def ingest_options(func):
@@ -288,7 +317,7 @@ def ingest_options(func):
                           "Detections, matched to the boxes for possible missing and spurious "
                           "boxes."),
     ]
-    return _with_options(func, options)
+    return _with_options(func, options, section="Input")
 
 
 def report_options(func):
@@ -314,7 +343,7 @@ def report_options(func):
                      help="PDF page size [default: the audit's, else "
                           f"{default(ReportConfig, 'page_size')}]."),
     ]
-    return _with_options(func, options)
+    return _with_options(func, options, section="Report")
 
 
 def clr_options(func):
@@ -335,7 +364,7 @@ def clr_options(func):
                           "this size (0: always all samples) [default: the audit's, else "
                           f"{default(ClrConfig, 'max_samples')}]."),
     ]
-    return _with_options(func, options)
+    return _with_options(func, options, section="Estimate (CLR)")
 
 
 def _grid(ctx, param, value):

@@ -161,3 +161,15 @@ def test_every_workflow_command_speaks_json_and_keeps_quiet(tmp_path):
     clr = json.loads(CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "2",
                                                "--json"]).output)
     assert clr["label_changes_at_estimate"] == 1 and 0 <= clr["estimate"] <= 1
+
+
+def test_scan_help_is_grouped_by_config_with_the_common_options_first():
+    res = CliRunner().invoke(main, ["scan", "--help"])
+    assert res.exit_code == 0
+    heads = [line[:-1] for line in res.output.splitlines() if line and line[0].isupper()
+             and line.endswith(":")]
+    assert heads == ["Common options", "Input", "Encoder", "Scoring", "Estimate (CLR)",
+                     "Report", "Scale", "Outputs and run"]
+    common = res.output.split("Common options:")[1].split("Input:")[0]
+    assert "--out" in common and "--label-column" in common and "--model" in common
+    assert res.output.count("--clr-repeats") == 1  # every option once
