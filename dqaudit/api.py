@@ -586,7 +586,7 @@ class Audit:
                        embeddings=None if self.embeddings is None else self.embeddings[keep])
         written = fiftyone_io.write_results(
             part, name, embeddings=self.embeddings is not None,
-            label_field=self.dataset.source.get("label_field", "ground_truth"),
+            label_field=self.dataset.source.get("label_field", fiftyone_io.DEFAULT_LABEL_FIELD),
             run=self.summary.get("fiftyone_run"))
         if self.summary.get("fiftyone_dataset") != name:
             self.summary["fiftyone_dataset"] = name

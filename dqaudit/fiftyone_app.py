@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DqauditError
+from .fiftyone_io import DEFAULT_LABEL_FIELD
 from .fiftyone_io import (INFO_KEY, OBJECT_ID, RunNames, audited_paths, import_fiftyone,
                           is_detections_field, root_dataset)
 from .ingest import load_fiftyone
@@ -54,7 +55,7 @@ def audit_target(dataset, view=None, *, target: str = "dataset", saved_view: str
     return view, RunNames(run or default_run).run
 
 
-def audit_fiftyone(view, *, label_field: str = "ground_truth", out_dir=None,
+def audit_fiftyone(view, *, label_field: str = DEFAULT_LABEL_FIELD, out_dir=None,
                    config: AuditConfig | None = None, run: str | None = None,
                    **options) -> Audit:
     """Run the audit on a FiftyOne dataset or view and write the results back to it, under
@@ -109,6 +110,13 @@ def estimate_clr_for(dataset, params: dict) -> dict:
     return audit.estimate_clr(config)
 
 
+def audited_label_field(dataset) -> str:
+    """The label field the dataset's last audit read (its run info), which the review
+    operators correct: an audit of another field than ``ground_truth`` is reviewed in its own
+    field. Datasets audited before the field was recorded: ``ground_truth``."""
+    return (dataset.info.get(INFO_KEY) or {}).get("label_field") or DEFAULT_LABEL_FIELD
+
+
 def _run_dir(dataset) -> str:
     """The audit folder of the dataset's last run; an error naming the fix when it has none."""
     run = dataset.info.get(INFO_KEY) or {}
@@ -125,11 +133,12 @@ def draw_verification_for(dataset, *, size: int) -> dict:
 
 def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
                     annotator: str | None = None, object_ids: list[str] | None = None,
-                    label_field: str = "ground_truth") -> dict:
+                    label_field: str | None = None) -> dict:
     """Record that the selected samples' correct label is ``label`` (None: the given label is
     right), then estimate once every stratum has a verified sample (``verify.record_verified``).
     Samples are matched to the audit's verification sample by file path; ``object_ids`` (an
     object audit: the selected boxes' Detection ids) by the boxes' audit ids."""
+    label_field = label_field or audited_label_field(dataset)
     out = Path(_run_dir(dataset))
     sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False) \
         if (out / VERIFY_SAMPLE_CSV).exists() else None
@@ -231,11 +240,13 @@ def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
 
 
 def mark_reviewed(dataset, sample_ids: list[str], *, annotator: str | None = None,
-                  label_field: str = "ground_truth", object_ids: list[str] | None = None
+                  label_field: str | None = None, object_ids: list[str] | None = None
                   ) -> int:
     """The reviewer confirms the selected samples' given labels: one annotation each in the
     corrections ledger, then ``dq_reviewed`` and the tag ``dq_reviewed``. ``object_ids``
-    (an object audit: the selected boxes' Detection ids) are confirmed instead."""
+    (an object audit: the selected boxes' Detection ids) are confirmed instead.
+    ``label_field``: default the audited one (``audited_label_field``)."""
+    label_field = label_field or audited_label_field(dataset)
     if object_ids:
         return len(_annotate_objects(dataset, object_ids, None, annotator=annotator,
                                      label_field=label_field))
@@ -246,13 +257,14 @@ def mark_reviewed(dataset, sample_ids: list[str], *, annotator: str | None = Non
 
 
 def apply_label(dataset, sample_ids: list[str], label: str, *,
-                label_field: str = "ground_truth", annotator: str | None = None,
+                label_field: str | None = None, annotator: str | None = None,
                 object_ids: list[str] | None = None) -> int:
     """A reviewer's corrected label for the selected samples, through the audit's corrections
     ledger (as ``dqaudit relabel apply``: the label becomes the majority of the annotations,
     ties to the newest); the label before is kept in ``dq_previous_label``. Marks them
     reviewed. The image files are never touched. ``object_ids`` (an object audit: the
     selected boxes' Detection ids) are relabelled instead, on the boxes."""
+    label_field = label_field or audited_label_field(dataset)
     if not label or not str(label).strip():
         raise DqauditError("the corrected label is empty")
     if object_ids:

@@ -25,6 +25,9 @@ from .image_checks import IMAGE_ISSUES
 from .outputs import replacing, review_order_column
 
 
+DEFAULT_LABEL_FIELD = "ground_truth"  # FiftyOne's own name for a dataset's labels
+
+
 def import_fiftyone():
     """Import fiftyone with usage tracking off unless the user set FIFTYONE_DO_NOT_TRACK."""
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -44,7 +47,7 @@ def _view_of(fo, name: str, view):
     return fo.load_dataset(name)
 
 
-def load_fiftyone_dataset(name: str, *, label_field: str = "ground_truth", view=None):
+def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, view=None):
     """A FiftyOne dataset (or ``view`` of it) with a ``Classification`` field -> LabeledImages.
 
     Sample ids are FiftyOne's, so results can be written back to the same samples. Splits come
@@ -124,7 +127,7 @@ def is_detections_field(fo, schema, name: str) -> bool:
         field.document_type, fo.Detections)
 
 
-def load_fiftyone_boxes(name: str, *, label_field: str = "ground_truth", view=None,
+def load_fiftyone_boxes(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, view=None,
                         pred_field: str | None = None):
     """The boxes of a FiftyOne ``Detections`` field as a box table (``dqaudit.objects``):
     (table, classes, skipped, source), or None when ``label_field`` is not ``Detections``.
@@ -348,7 +351,7 @@ def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
     return dataset, ids
 
 
-def write_results(result, name: str, *, label_field: str = "ground_truth",
+def write_results(result, name: str, *, label_field: str = DEFAULT_LABEL_FIELD,
                   embeddings: bool = True, run: str | None = None) -> dict:
     """Write an audit (``dqaudit.api.Audit``: its dataset, samples, embeddings, summary) into
     FiftyOne dataset ``name`` (created if needed), under ``RunNames(run)``.

@@ -21,7 +21,8 @@ from .dataset import (IMAGE_EXTENSIONS, LAYOUTS, SPLIT_NAMES, LabeledImages, cas
 from .dicom import header_size
 from .errors import InputError
 from .boxes import MIN_BOX_SIDE
-from .fiftyone_io import load_fiftyone_boxes, load_fiftyone_dataset, load_view
+from .fiftyone_io import (DEFAULT_LABEL_FIELD, load_fiftyone_boxes, load_fiftyone_dataset,
+                          load_view)
 from .objects import is_coco, is_yolo, load_coco, load_yolo, object_dataset
 
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
@@ -42,7 +43,7 @@ def load_dataset(
     split_column: str | None = None,
     count_prefix: str | None = None,
     image_root: str | os.PathLike | None = None,
-    label_field: str = "ground_truth",
+    label_field: str = DEFAULT_LABEL_FIELD,
     from_fiftyone: bool = False,
     saved_view: str | None = None,
     box_margin: float | None = None,
@@ -89,7 +90,7 @@ def load_dataset(
                      "class-folder tree or a manifest with a path and a label column")
 
 
-def load_fiftyone(name: str, *, label_field: str = "ground_truth", view=None,
+def load_fiftyone(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, view=None,
                   pred_field: str | None = None, box_margin: float | None = None,
                   cache_dir: str | os.PathLike | None = None,
                   min_box_side: float = MIN_BOX_SIDE) -> LabeledImages:

@@ -4,6 +4,7 @@ through FiftyOne's own operator machinery."""
 import json
 import os
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -313,3 +314,16 @@ def test_evaluate_reads_a_prediction_field_and_records_the_evaluation(mislabelle
     assert info["models"][0]["name"] == "predictions"
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "o"), "--pred-field", "nope"])
     assert res.exit_code == 3 and "no Classification field 'nope'" in res.output
+
+
+def test_review_operators_correct_the_audited_field_not_ground_truth(fo_name):
+    """An audit of another field (the run info records it) is reviewed in that field."""
+    from dqaudit.fiftyone_app import audited_label_field
+
+    ds = fo.Dataset(fo_name)
+    assert audited_label_field(ds) == "ground_truth"  # never audited: FiftyOne's default
+    ds.info["dqaudit"] = {"label_field": "boxes_v2"}
+    ds.save()
+    assert audited_label_field(ds) == "boxes_v2"
+    source = (Path(__file__).parents[1] / "plugins" / "dqaudit" / "__init__.py").read_text()
+    assert '"ground_truth"' not in source  # the operators ask the audit, not a literal

@@ -14,6 +14,8 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")  # before FiftyOne is imp
 import fiftyone.operators as foo  # noqa: E402
 import fiftyone.operators.types as types  # noqa: E402
 
+from dqaudit.fiftyone_io import DEFAULT_LABEL_FIELD  # noqa: E402 (imports no FiftyOne)
+
 
 def _label_fields(ctx):
     import fiftyone as fo
@@ -21,6 +23,12 @@ def _label_fields(ctx):
     # a Classification field: an image audit; Detections: every box audited as a sample
     schema = ctx.dataset.get_field_schema(embedded_doc_type=[fo.Classification, fo.Detections])
     return sorted(name for name in schema if not name.startswith("dq_"))
+
+
+def _audited_field(ctx):
+    from dqaudit.fiftyone_app import audited_label_field
+
+    return audited_label_field(ctx.dataset)
 
 
 def _objects(ctx, label_field):
@@ -77,7 +85,7 @@ class RunAudit(foo.Operator):
                 label="This dataset has no Classification or Detections field"))
             return types.Property(inputs)
         inputs.enum("label_field", fields, required=True,
-                    default="ground_truth" if "ground_truth" in fields else fields[0],
+                    default=DEFAULT_LABEL_FIELD if DEFAULT_LABEL_FIELD in fields else fields[0],
                     label="Label field", view=types.DropdownView())
         from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, default
         from dqaudit.headline import SMALL_AUDIT_SAMPLES
@@ -137,7 +145,7 @@ class RunAudit(foo.Operator):
         view, run = audit_target(ctx.dataset, ctx.view, target=p.get("target", "dataset"),
                                  saved_view=p.get("saved_view"), run=p.get("run") or None)
         result = audit_fiftyone(
-            view, label_field=p.get("label_field", "ground_truth"), run=run,
+            view, label_field=p.get("label_field") or DEFAULT_LABEL_FIELD, run=run,
             out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name, run),
             config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
         from dqaudit.headline import headline
@@ -256,7 +264,7 @@ class MarkReviewed(foo.Operator):
         from dqaudit.fiftyone_app import mark_reviewed
 
         n = mark_reviewed(ctx.dataset, list(ctx.selected),
-                          object_ids=_objects(ctx, "ground_truth"))
+                          object_ids=_objects(ctx, _audited_field(ctx)))
         ctx.ops.reload_dataset()
         return {"reviewed": n}
 
@@ -270,14 +278,14 @@ class ApplyLabel(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.str("label", required=True, label="Corrected label")
-        inputs.str("label_field", default="ground_truth", label="Label field")
+        inputs.str("label_field", default=_audited_field(ctx), label="Label field")
         return types.Property(inputs)
 
     @reported
     def execute(self, ctx):
         from dqaudit.fiftyone_app import apply_label
 
-        field = ctx.params.get("label_field", "ground_truth")
+        field = ctx.params.get("label_field") or _audited_field(ctx)
         n = apply_label(ctx.dataset, list(ctx.selected), ctx.params["label"],
                         label_field=field, object_ids=_objects(ctx, field))
         ctx.ops.reload_dataset()
@@ -331,7 +339,7 @@ class VerifySelected(foo.Operator):
         res = verify_selected(ctx.dataset, list(ctx.selected),
                               (ctx.params.get("label") or "").strip() or None,
                               annotator=ctx.params.get("annotator") or None,
-                              object_ids=_objects(ctx, "ground_truth"))
+                              object_ids=_objects(ctx, _audited_field(ctx)))
         if res["estimated"]:
             ctx.ops.notify(f"dqaudit: {100 * res['estimate']:.1f}% of labels wrong (95% CI "
                            f"{100 * res['ci_low']:.1f}-{100 * res['ci_high']:.1f}%, "
