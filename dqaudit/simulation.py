@@ -33,7 +33,7 @@ from .neighbors import knn
 from .outputs import write_json
 from .posteriors import review_posteriors, stratified_folds
 from .probes import project
-from .report.figures import _plt, _svg
+from .report.figures import pyplot, svg_text
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS
@@ -224,7 +224,7 @@ def _first_reach(curve: np.ndarray, grid: np.ndarray, level: float) -> int | Non
 
 def plot(result: dict) -> str:
     """SVG of % correct labels against re-annotations, mean +- std per selector."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     grid = np.array(result["grid"])
     styles = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
@@ -235,7 +235,7 @@ def plot(result: dict) -> str:
     ax.set_xlabel("re-annotations")
     ax.set_ylabel("correct labels (%)")
     ax.legend(frameon=False, fontsize=8, ncol=2)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 def simulate_manifest(manifest, out_dir, *, noise_rate: float = 0.15, seeds: int = 5,

@@ -80,7 +80,7 @@ def embed_images(
     encoder = load_encoder(model) if isinstance(model, str) else model
     if decoder != encoder.decoder:
         encoder = replace(encoder, decoder=decoder)
-    state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
+    state = start_embedding(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
     emb, ok, failures, keys, cache, todo = (state.embeddings, state.ok, state.failures,
                                              state.keys, state.cache, state.todo)
     stats = state.stats
@@ -104,8 +104,8 @@ def embed_images(
             pin_memory=device.startswith("cuda") and not gpu, persistent_workers=False,
             prefetch_factor=4 if workers > 0 else None,
             worker_init_fn=_worker_init if workers > 0 else None)
-        bar = _progress(len(todo), encoder.name, device, enabled=progress)
-        writer = _ShardWriter(cache, keys, shard_size)
+        bar = progress_bar(len(todo), encoder.name, device, enabled=progress)
+        writer = ShardWriter(cache, keys, shard_size)
         try:
             for item in loader:
                 if gpu:
@@ -172,7 +172,7 @@ class _Start:
     n_cached: int
 
 
-def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool,
+def start_embedding(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool,
            keys: list[str] | None = None) -> _Start:
     n = len(paths)
     emb = np.zeros((n, encoder.dim), dtype=np.float32)
@@ -202,7 +202,7 @@ def _start(paths: list[str], encoder: Encoder, *, cache_dir, use_cache: bool,
 FLUSH_SECONDS = 5.0  # a killed scan loses at most this much embedding work
 
 
-class _ShardWriter:
+class ShardWriter:
     """Buffers new embeddings and writes a cache shard every ``shard_size`` rows or
     ``FLUSH_SECONDS``, whichever comes first (a SIGKILL, which runs no cleanup, then loses
     seconds, not the run). A cache that cannot be written is read, not written, with a
@@ -277,7 +277,7 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, model: str, device: str, *, enabled: bool):
+def progress_bar(total: int, model: str, device: str, *, enabled: bool):
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm

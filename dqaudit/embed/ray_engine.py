@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from ..errors import DqauditError
-from . import (EmbeddingResult, _progress, _ShardWriter, _start, default_batch_size,
-               encode_batch)
+from . import (default_batch_size, EmbeddingResult, encode_batch, progress_bar, ShardWriter,
+               start_embedding)
 from .encoders import DEFAULT_ENCODER, load_encoder
 from ..image_checks import N_STATS
 from .loader import decode, describe_failure
@@ -116,7 +116,7 @@ def embed_images_ray(
     ray = _require_ray()
     t0 = time.perf_counter()
     encoder = load_encoder(model, image_size=image_size, flip_tta=flip_tta)
-    state = _start(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
+    state = start_embedding(paths, encoder, cache_dir=cache_dir, use_cache=use_cache, keys=keys)
     emb, ok, failures, stats = state.embeddings, state.ok, state.failures, state.stats
 
     todo = np.asarray(state.todo, dtype=np.int64)
@@ -168,8 +168,8 @@ def embed_images_ray(
                                 num_gpus=num_gpus_per_worker or None,
                                 num_cpus=None if num_gpus_per_worker else 1,
                                 compute=ray.data.ActorPoolStrategy(size=num_encoders))
-            bar = _progress(len(todo), f"{encoder.name} (ray)", device, enabled=progress)
-            writer = _ShardWriter(state.cache, state.keys, shard_size)
+            bar = progress_bar(len(todo), f"{encoder.name} (ray)", device, enabled=progress)
+            writer = ShardWriter(state.cache, state.keys, shard_size)
             failed: list[tuple[int, str]] = []
             try:
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

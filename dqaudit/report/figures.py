@@ -12,7 +12,7 @@ LIGHT = "#9fb7cc"  # everything else
 HATCH_GREY = "#7f7f7f"
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,10 +28,10 @@ def _plt():
     return plt
 
 
-def _svg(fig) -> str:
+def svg_text(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    _plt().close(fig)
+    pyplot().close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog so it inlines into HTML
 
@@ -43,7 +43,7 @@ def plain(names: list[str]) -> list[str]:
 
 
 def class_distribution(classes: list[str], counts: list[int], flagged: list[int]) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 0.28 * len(classes) + 0.9))
     y = np.arange(len(classes))
     clean = np.array(counts) - np.array(flagged)
@@ -54,11 +54,11 @@ def class_distribution(classes: list[str], counts: list[int], flagged: list[int]
     ax.invert_yaxis()
     ax.set_xlabel("samples (given label)")
     ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 def priority_histogram(priority: np.ndarray, flagged: np.ndarray) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 2.4))
     bins = np.linspace(priority.min(), priority.max(), 41) if priority.size else 10
     ax.hist(priority[~flagged], bins=bins, color=LIGHT, edgecolor=INK, linewidth=0.3,
@@ -69,11 +69,11 @@ def priority_histogram(priority: np.ndarray, flagged: np.ndarray) -> str:
     ax.set_xlabel("relabel priority = noisiness - ambiguity (nats)")
     ax.set_ylabel("samples (log scale)")
     ax.legend(frameon=False, fontsize=8)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 def transition_heatmap(classes: list[str], matrix: list[list[float]]) -> str:
-    plt = _plt()
+    plt = pyplot()
     m = np.array(matrix)
     size = 0.42 * len(classes) + 1.6
     fig, ax = plt.subplots(figsize=(size + 0.8, size))
@@ -89,11 +89,11 @@ def transition_heatmap(classes: list[str], matrix: list[list[float]]) -> str:
                         color="white" if m[i, j] > 0.5 else INK)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the given label's samples")
     ax.spines[:].set_visible(True)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 def relabel_plan(plan: dict) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     b = plan["budgets"]
     ax.plot(b, plan["expected_corrections_priority"], color=DARK, lw=2,
@@ -105,12 +105,12 @@ def relabel_plan(plan: dict) -> str:
     ax.set_xlabel("review budget (samples reviewed)")
     ax.set_ylabel("expected corrected labels")
     ax.legend(frameon=False, fontsize=8, loc="lower right")
-    return _svg(fig)
+    return svg_text(fig)
 
 
 def clr_curves(curves: dict, metric: str = "accuracy") -> str:
     """Metric against injected corrupted-label ratio, mean with a ±1 std band."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 2.6))
     x = 100 * np.array(curves["ratios"])
     mean = np.array(curves[metric]["mean"])
@@ -120,13 +120,13 @@ def clr_curves(curves: dict, metric: str = "accuracy") -> str:
     ax.set_xlabel("injected corrupted-label ratio (%)")
     ax.set_ylabel(f"held-out {metric}")
     ax.legend(frameon=False, fontsize=8)
-    return _svg(fig)
+    return svg_text(fig)
 
 
 def evaluation(models: list[dict]) -> str:
     """Per model: accuracy against the given labels (open marker) and corrected (filled) with
     its 95% interval or gold-free range."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(models) + 0.9))
     y = np.arange(len(models))
     for i, m in enumerate(models):
@@ -142,4 +142,4 @@ def evaluation(models: list[dict]) -> str:
     ax.set_ylim(len(models) - 0.4, -0.6)
     ax.set_xlabel("accuracy (%)")
     ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8)
-    return _svg(fig)
+    return svg_text(fig)
