@@ -444,12 +444,13 @@ def load_manifest(
                 rows_counts.append(np.zeros(len(classes), dtype=np.float32))
             rows_counts[j][index[lab]] += 1
         counts = np.stack(rows_counts)
-        # the one tie rule (dataset.majority_labels): a tie goes to the newest annotation,
-        # the last row given for that file
-        newest = {}
-        for f, lab in zip(df["_file"], df["_label"]):
-            newest[f] = index[lab]
-        labels = majority_labels(counts, prefer=np.array([newest[f] for f in files]))
+        # the one tie rule (dataset.majority_labels): a tie goes to the newest annotation
+        # among the tied classes (the class of the tie whose last row comes last)
+        last = np.full(counts.shape, -1, dtype=np.int64)
+        for row, (f, lab) in enumerate(zip(df["_file"], df["_label"])):
+            last[grouped[f], index[lab]] = row
+        tied = counts == counts.max(axis=1, keepdims=True)
+        labels = majority_labels(counts, prefer=np.where(tied, last, -1).argmax(axis=1))
 
     if len(set(labels.tolist())) < 2:
         raise InputError(f"{manifest}: every labeled row has the same class "

@@ -14,7 +14,7 @@ import unicodedata
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dqaudit.dataset import SPLIT_NAMES
@@ -140,6 +140,10 @@ SEPARATORS = [",", ";", "\t", "|"]
                                                 unicodedata.normalize("NFD", "caf\u00e9")])),
                      min_size=3, max_size=12),
        sep=st.sampled_from(SEPARATORS), fmt=st.sampled_from(["csv", "parquet"]))
+# found by the fuzz run: a 2-2 tie whose newest row is a third class goes to the tied class
+# annotated last (dog), not to the lowest class index
+@example(rows=[(0, 0, "caf\u00e9"), (1, 0, "cat"), (1, 0, "cat"), (1, 0, "dog"), (1, 0, "dog"),
+               (1, 0, "caf\u00e9")], sep=",", fmt="csv")
 def test_a_manifest_sample_is_its_file_however_spelled(png, tmp_path_factory, rows, sep, fmt):
     root = tmp_path_factory.mktemp("m")
     (root / "sub").mkdir()
