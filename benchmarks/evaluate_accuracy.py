@@ -26,7 +26,6 @@ interval's coverage and half-width per estimator, against simple random sampling
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 

@@ -32,7 +32,8 @@ from .headline import headline, verdict
 from .ingest import fingerprint, load_dataset
 from .objects import OBJECT_COLUMNS
 from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
-                       run_clr, say_how_it_was_read, score, scored_summary, timed)
+                       resolved_review_order, run_clr, say_how_it_was_read, score, scored_summary,
+                       timed)
 from .report import REPORT_HTML, REPORT_PDF, render_report
 from .summary import flag_meaning, per_class, per_split
 
@@ -159,6 +160,7 @@ class Audit:
     @classmethod
     def _scored(cls, data, embeddings, pred_probs, info, *, config, device, timings, command,
                 out_dir, fiftyone_dataset, quiet, fiftyone_run=None, image_stats=None) -> Audit:
+        config = resolved_review_order(config, data)
         with timed(timings, "score_seconds"):
             scored = score(data, embeddings, config, device=device, pred_probs=pred_probs,
                            image_stats=image_stats, embed_info=info, quiet=quiet)

@@ -70,11 +70,12 @@ def main() -> None:
 @fail_on_option
 @library_errors
 def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix, image_root,
-         layout, from_fiftyone, label_field, saved_view, box_margin, min_box_side, pred_field, model,
-         image_size, flip_tta, device, batch_size, num_workers, cache_dir, no_cache, decode,
-         dicom_window, dicom_frame, backend, engine, ray_address, num_gpus_per_worker,
-         checks, knn_method, duplicate_threshold, posterior_method, finetune_train,
-         finetune_epochs, no_pdf, report_title, top_n, redact, thumbnails, page_size,
+         layout, from_fiftyone, label_field, saved_view, box_margin, min_box_side, pred_field,
+         model, image_size, flip_tta, device, batch_size, num_workers, cache_dir, no_cache,
+         decode, dicom_window, dicom_frame, backend, engine, ray_address, num_gpus_per_worker,
+         checks, knn_method, duplicate_threshold, review_order, posterior_method,
+         finetune_train, finetune_epochs, no_pdf, report_title, top_n, redact, thumbnails,
+         page_size,
          no_report, clr_repeats, clr_grid, clr_mode, clr_max_samples, no_clr, embeddings_file,
          fiftyone_dataset, verdict_thresholds, seed, quiet, as_json, fail_on):
     """Audit DATASET and write the results to --out.
@@ -103,6 +104,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
                           decode=decode, dicom_window=dicom_window, dicom_frame=dicom_frame),
         score=ScoreConfig(knn_method=knn_method, duplicate_threshold=duplicate_threshold,
                           checks=checked, posterior_method=posterior_method,
+                          review_order=review_order,
                           finetune=FinetuneConfig(train=finetune_train,
                                                   epochs=finetune_epochs)),
         clr=None if no_clr or "labels" not in checked else ClrConfig(**given_options(

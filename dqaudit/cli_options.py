@@ -17,9 +17,9 @@ from .clr import MODES, ClrConfig
 from .dicom import DicomRead
 from .embed.backends import BACKENDS
 from .embed.gpu_decode import DECODERS
-from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, THUMBNAIL_POLICIES,
-                     AuditConfig,
-                     EmbedConfig, ReportConfig, ScoreConfig, default)
+from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, REVIEW_ORDERS,
+                     THUMBNAIL_POLICIES, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig,
+                     default)
 from .finetune import TRAIN_MODES, FinetuneConfig
 from .dataset import LAYOUTS
 from .errors import DqauditError, expected_failure
@@ -262,6 +262,12 @@ def scale_options(func):
 def posterior_options(func):
     """Which out-of-sample posteriors score the samples."""
     options = [
+        click.option("--review-order", type=click.Choice(REVIEW_ORDERS),
+                     default=default(ScoreConfig, "review_order"), show_default=True,
+                     help="The order of review (review_score, relabel queue): noisiness where "
+                          "one look fixes a label, review_score (priority with the noise "
+                          "model) where a review is one more annotation; auto: by whether "
+                          "samples carry several annotations."),
         click.option("--posteriors", "posterior_method", type=click.Choice(POSTERIOR_CHOICES),
                      default=default(ScoreConfig, "posterior_method"), show_default=True,
                      help="Out-of-sample class probabilities: linear (robust probes on the "

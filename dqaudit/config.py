@@ -34,6 +34,11 @@ REDACTIONS = ("paths", "thumbnails")  # what a shareable report can leave out
 THUMBNAIL_POLICIES = ("safe", "burned-in")  # burned-in: DICOM images with burned-in text shown
 # what a scan checks: label errors (and ambiguity), near and exact duplicates, broken images
 CHECKS = ("labels", "duplicates", "images")
+# the order of review (samples.review_score): by noisiness where one look fixes a label (one
+# annotation per sample), by the mean rank of priority and the noise model where a review is
+# one more annotation in a majority (benchmarks/RESULTS.md, "The review order"); auto chooses
+# by the dataset at its scan and is recorded as the choice
+REVIEW_ORDERS = ("auto", "noisiness", "review_score")
 
 # where `dqaudit relabel export` writes the cleaned dataset (coco: an object audit's boxes)
 EXPORT_TARGETS = ("folder", "csv", "fiftyone", "coco")
@@ -82,8 +87,12 @@ class ScoreConfig:
     duplicate_threshold: float = DUPLICATE_THRESHOLD  # cosine at or above: near-duplicates
     checks: tuple[str, ...] = CHECKS
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    review_order: str = "auto"
 
     def __post_init__(self):
+        if self.review_order not in REVIEW_ORDERS:
+            raise DqauditError(f"unknown review order {self.review_order!r}; valid: "
+                               f"{', '.join(REVIEW_ORDERS)}")
         if self.posterior_method not in POSTERIOR_CHOICES:
             raise DqauditError(f"unknown posteriors {self.posterior_method!r}; valid: "
                                f"{', '.join(POSTERIOR_CHOICES)}")

@@ -192,10 +192,21 @@ def score(data: LabeledImages, embeddings: np.ndarray | None, config: AuditConfi
                            method=s.posterior_method, k=s.k, knn_method=s.knn_method,
                            device=device, duplicate_threshold=s.duplicate_threshold,
                            image_stats=image_stats, checks=s.checks,
-                           probs_source="finetune" if fine_tuned else "pred_probs")
+                           probs_source="finetune" if fine_tuned else "pred_probs",
+                           review_order=s.review_order)
     if choice is not None:
         scored.stats["posteriors"] = {"requested": s.posterior_method, **choice}
     return scored
+
+
+def resolved_review_order(config: AuditConfig, data: LabeledImages) -> AuditConfig:
+    """``config`` with ``score.review_order`` ``auto`` made a choice, once, at the scan:
+    ``review_score`` when samples carry several annotations (a review is one more vote),
+    else ``noisiness`` (one look fixes a label); re-ranks keep the recorded choice."""
+    if config.score.review_order != "auto":
+        return config
+    order = "review_score" if data.has_multiple_annotations else "noisiness"
+    return replace(config, score=replace(config.score, review_order=order))
 
 
 def has_images(data: LabeledImages, embed_info: dict | None) -> bool:

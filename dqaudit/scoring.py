@@ -55,7 +55,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                   duplicate_threshold: float | None = None,
                   knn_method: str = "auto", device: str = "cpu", graph=None,
                   image_stats: np.ndarray | None = None, checks=CHECKS,
-                  probs_source: str = "pred_probs") -> ScoredDataset:
+                  probs_source: str = "pred_probs", review_order: str = "review_score"
+                  ) -> ScoredDataset:
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
 
     ``embeddings`` (N, D) give the posteriors (K-fold probes, ``method``) and the kNN graph
@@ -104,7 +105,11 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     label_error, n_errors, joint = found.flags, found.count, found.joint
     # calibrated to sum to the estimated number of wrong labels (benchmarks/calibration.py)
     error_probability = calibration.power(disagreement, n_errors)
-    review = scores.review_score_of(data.labels, review_probs, label_counts=data.label_counts)
+    # the order of review: where one look fixes a label, the chance it is wrong (noisiness's
+    # order); where a review is one more annotation, priority joined with the noise model
+    review = scores.review_score_of(data.labels, review_probs, label_counts=data.label_counts) \
+        if review_order == "review_score" else \
+        scores.mean_rank(disagreement) / max(n - 1, 1)
     normalised_entropy = ambiguity / np.log(data.n_classes)
     checks = _image_checks(image_stats if "images" in checked else None, n)
     junk = np.zeros(n, dtype=bool)

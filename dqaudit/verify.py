@@ -135,10 +135,10 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
                                "verification design; move it away to start again")
         seed = design["seed"]
         if split is not None and split != design.get("split"):
-            raise DqauditError(f"the sample was drawn from "
-                               f"{'split ' + repr(design['split']) if design.get('split') else 'every split'}"
-                               f"; a grown sample keeps its population (move {VERIFY_FRAME} "
-                               f"and {VERIFY_SAMPLE_CSV} away to draw from --split {split})")
+            drawn = f"split {design['split']!r}" if design.get("split") else "every split"
+            raise DqauditError(f"the sample was drawn from {drawn}; a grown sample keeps its "
+                               f"population (move {VERIFY_FRAME} and {VERIFY_SAMPLE_CSV} away "
+                               f"to draw from --split {split})")
         if uniform_share is not None and uniform_share != design["uniform_share"]:
             raise DqauditError(f"the sample was drawn with --uniform-share "
                                f"{design['uniform_share']}; a grown sample keeps its design")

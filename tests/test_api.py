@@ -2,6 +2,7 @@
 re-runs, the folder round trip."""
 
 import json
+from dataclasses import replace
 import shutil
 import re
 from pathlib import Path
@@ -92,7 +93,10 @@ def test_saved_audit_round_trips_and_rescores_in_place(tmp_path):
                          report=ReportConfig(enabled=False))
     audit = Audit.from_arrays(y, embeddings=x, config=config, out_dir=tmp_path / "a")
     loaded = Audit.load(tmp_path / "a")
-    assert loaded.config == config
+    # the config round-trips, with the choice auto made at the scan recorded
+    assert loaded.config == replace(config, score=replace(config.score,
+                                                          review_order="noisiness"))
+    assert audit.config == loaded.config
     pd.testing.assert_frame_equal(loaded.samples, audit.samples)
     np.testing.assert_allclose(loaded.probs, audit.probs, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(loaded.embeddings), x)
@@ -197,3 +201,25 @@ def test_tree_and_manifest_of_the_same_images_give_the_same_samples_table(class_
     assert sb["embedding"]["n_cached"] == len(rows)  # the copies hit the cache by content
     assert sa["clr"]["estimate"] == sb["clr"]["estimate"]
     assert sa["fingerprint_files"] != sb["fingerprint_files"]  # ids differ: a different release
+
+
+def test_the_review_order_follows_the_review_process():
+    """One label per sample: one look fixes it, so review goes by the chance the label is wrong
+    (noisiness's order, measured better on single-label CIFAR-10N); several annotations per
+    sample: the mean rank of priority and the noise model (the cleaning simulation's)."""
+    from scipy.stats import spearmanr
+
+    x, y = blobs()
+    noisy = y.copy()
+    noisy[[0, 31, 62]] = [1, 2, 0]
+    config = AuditConfig(clr=None, report=ReportConfig(enabled=False))
+    one = Audit.from_arrays(noisy, embeddings=x, config=config)
+    assert one.config.score.review_order == "noisiness"
+    s = one.samples
+    assert spearmanr(s["review_score"], s["label_error_probability"]).statistic > 0.999
+    counts = np.eye(3, dtype=np.float32)[noisy] * 2
+    counts[5, (noisy[5] + 1) % 3] = 1  # 2 of 3 annotators agree
+    many = Audit.from_arrays(noisy, embeddings=x, label_counts=counts, config=config)
+    assert many.config.score.review_order == "review_score"
+    with pytest.raises(DqauditError, match="unknown review order"):
+        ScoreConfig(review_order="alphabetical")
