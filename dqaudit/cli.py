@@ -393,7 +393,9 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, split, an
         lines.append(f"after {res['corrections_since_draw']} corrections: "
                      f"{100 * res['estimate']:.1f}% (95% CI {100 * res['ci_low']:.1f}-"
                      f"{100 * res['ci_high']:.1f}%)")
-    return res, lines
+    head = headline(audit.summary)  # what the cover and every other door now state
+    lines.append(f"noise: {head['text']}")
+    return {**res, "headline": head}, lines
 
 
 @main.command()

@@ -283,3 +283,38 @@ def test_datalab_shapes_get_issues_summary_and_report(noisy_audit, capsys):
     assert "<table" in audit._repr_html_()
     with pytest.raises(dqaudit.DqauditError, match="unknown issue type"):
         audit.get_issues("nope")
+
+
+def test_one_headline_through_relabel_and_verify(noisy_audit, tmp_path):
+    """The headline each door states after relabel apply and verify --apply is the one in
+    summary.json, on the cover and in report --json: one number with one interval."""
+    out = tmp_path / "copy"
+    shutil.copytree(noisy_audit[0], out)
+    samples = pd.read_parquet(out / "samples.parquet")
+    wrong = samples[samples["path"].str.endswith("really_red.png")]["id"].iat[0]
+    pd.DataFrame({"id": [wrong], "label": ["red"]}).to_csv(tmp_path / "fix.csv", index=False)
+
+    res = CliRunner().invoke(main, ["relabel", "apply", str(out), str(tmp_path / "fix.csv"),
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert json.loads(res.output)["headline"] == s["headline"]
+    _agrees(out)
+    res = CliRunner().invoke(main, ["verify", str(out), "--size", "10"])
+    assert res.exit_code == 0, res.output
+    sample = pd.read_csv(out / "verify_sample.csv", dtype=str, keep_default_na=False)
+    truth = {sid: ("red" if sid == wrong else ("green" if "really_green" in sid
+                                                else sid.split("/")[-2]))
+             for sid in samples["id"]}
+    sample["verified_label"] = [truth[i] for i in sample["id"]]
+    sample.to_csv(tmp_path / "checked.csv", index=False)
+    res = CliRunner().invoke(main, ["verify", str(out), "--apply", str(tmp_path / "checked.csv"),
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["headline"]["source"] == "verified" and s["headline"]["interval"] == \
+        "verified 95% CI"
+    assert json.loads(res.output)["headline"] == s["headline"]
+    _agrees(out)
+    res = CliRunner().invoke(main, ["verify", str(out), "--apply", str(tmp_path / "checked.csv")])
+    assert f"noise: {s['headline']['text']}" in res.output
