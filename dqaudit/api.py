@@ -521,6 +521,11 @@ class Audit:
         s["verdict"] = verdict(s, thresholds=tuple(self.config.report.verdict_thresholds))
         head = headline(s)
         s["headline"] = head  # the one share of wrong labels every door states
+        if not s.get("label_changes") and "headline_at_scan" not in s:
+            # the labels as scanned: kept for the report's before/after once they change
+            s["headline_at_scan"] = {"rate": head["rate"], "ci_low": head["ci_low"],
+                                     "ci_high": head["ci_high"], "text": head["text"],
+                                     "at": s.get("created_at")}
         s["flag_meaning"] = flag_meaning(self.samples, head, s["n_samples"])
         s["per_split"] = per_split(self.samples, head)
         s["per_class"] = per_class(self.samples, head, self.dataset.classes)

@@ -164,6 +164,10 @@ def _agrees(out):
         assert f"about{100 * f['expected_precision']:.0f}%ofthemareexpectedtobewrong" in html
     assert ("labelsdescribed:after" if s.get("corrections") else "labelsdescribed:asscanned") \
         in html
+    if s.get("label_changes") and s.get("headline_at_scan"):  # before and after, both named
+        b = s["headline_at_scan"]
+        assert f"asscanned({b['at']})theestimatewas{100 * b['rate']:.1f}%" in html
+        assert f"now{100 * head['rate']:.1f}%" in html
     if head["ci_low"] is not None:
         shown = (f"atmost{100 * head['ci_high']:.1f}%" if head["source"] == "gold-free" and
                  head["ci_low"] <= 0 else
