@@ -473,7 +473,11 @@ def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     config = replace(audit.config.clr or ClrConfig(), **given_options(
         grid=clr_grid, repeats=clr_repeats, mode=clr_mode, max_samples=clr_max_samples))
     res = audit.estimate_clr(config, device=device)
-    return res, [f"noise: {headline(audit.summary)['text']}"]
+    span = (f"at most {100 * res['bracket_high']:.1f}%" if res["bracket_low"] <= 0 else
+            f"{100 * res['bracket_low']:.1f}-{100 * res['bracket_high']:.1f}%")
+    lines = [f"gold-free estimate {100 * res['estimate']:.1f}% ({span}; plausible range "
+             "without verification)"]
+    return res, lines + [f"noise: {headline(audit.summary)['text']}"]
 
 
 for command in (plugin, fiftyone_group, app):
