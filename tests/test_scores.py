@@ -317,3 +317,17 @@ def test_scores_are_deterministic():
     a = score_dataset(dataset(x, y), x, seed=3).table
     b = score_dataset(dataset(x, y), x, seed=3).table
     assert a.equals(b)
+
+
+def test_ambiguous_means_nearly_tied_between_two_classes():
+    """The tag is the stated rule (top-two margin under 0.1, not a suspected error), not a
+    spread posterior: a confident-but-spread sample is not ambiguous, a near tie is."""
+    y = np.repeat(np.arange(3), 10)
+    probs = np.full((30, 3), 0.05)
+    probs[np.arange(30), y] = 0.9
+    probs[1] = [0.46, 0.44, 0.10]   # nearly tied between its label and another class
+    probs[2] = [0.50, 0.25, 0.25]   # spread (high entropy) but a clear first choice
+    table = score_dataset(dataset(np.zeros((30, 2)), y), None, pred_probs=probs).table
+    tags = table["issues"].map(list)
+    assert "ambiguous" in tags[1] and "ambiguous" not in tags[2]
+    assert sum("ambiguous" in t for t in tags) == 1
