@@ -164,6 +164,12 @@ def _agrees(out):
         assert f"about{100 * f['expected_precision']:.0f}%ofthemareexpectedtobewrong" in html
     assert ("labelsdescribed:after" if s.get("corrections") else "labelsdescribed:asscanned") \
         in html
+    found = {k: v for k, v in s["issue_counts"].items()
+             if k in ("blank", "dark", "bright", "blurry", "low_information", "grayscale",
+                      "odd_size") and v}
+    assert ("image-qualityfindings" in html) == bool(found)
+    for name, k in found.items():
+        assert f"{k}{name.replace('_', '')}" in html
     if s.get("label_changes") and s.get("headline_at_scan"):  # before and after, both named
         b = s["headline_at_scan"]
         assert f"asscanned({b['at']})theestimatewas{100 * b['rate']:.1f}%" in html

@@ -208,6 +208,9 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         "image_checks_ran": "blank_score" in samples.columns and bool(
             samples["blank_score"].notna().any()),
         "figures": figs,
+        # the image checks' findings for the cover, in the checks' order, nonzero only
+        "image_findings": [(name, summary["issue_counts"][name]) for name in IMAGE_ISSUES
+                           if summary.get("issue_counts", {}).get(name)],
         "evaluation_number": evaluation_number,
         "method_number": (evaluation_number or plan_number) + 1,
         "samples_csv": "samples.csv" if "paths" in redact else samples_csv,
