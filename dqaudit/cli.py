@@ -5,7 +5,6 @@ Heavy libraries are imported inside the commands, so ``dqaudit --help`` is insta
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from dataclasses import replace
 
@@ -14,7 +13,8 @@ import click
 from .cli_options import (check_fail_on, clr_options, command_line, embedding_options,
                           exit_on_sigterm,
                           fail_on_option, given_options, ingest_options, library_errors,
-                          parse_thresholds, positive_int, posterior_options, prints_result,
+                          json_envelope, parse_thresholds, positive_int, posterior_options,
+                          prints_result,
                           redactions,
                           report_options, scale_options, SectionedCommand, show_progress)
 from .clr import ClrConfig
@@ -122,7 +122,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
         label_field=label_field, saved_view=saved_view, box_margin=box_margin,
         min_box_side=min_box_side, pred_field=pred_field)
     if as_json:
-        click.echo(json.dumps(result.summary, indent=2, default=str))
+        click.echo(json_envelope(result.summary, out_dir=out_dir))
     elif not quiet:
         s = result.summary
         source = s["dataset"]["source"]
@@ -158,8 +158,7 @@ def report(out_dir, no_pdf, report_title, top_n, redact, thumbnails, page_size, 
                                      redact=redactions(redact), thumbnails=thumbnails))
     paths = audit.render_report(config)
     if as_json:
-        click.echo(json.dumps({**paths, "verdict": audit.summary["verdict"],
-                               "headline": headline(audit.summary)}, indent=2, default=str))
+        click.echo(json_envelope(paths, out_dir=out_dir))
     elif not quiet:
         click.echo("wrote " + ", ".join(paths.values()))
         click.echo(f"verdict: {audit.summary['verdict']['level']} - "
@@ -269,7 +268,7 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
              "changed") if res.get("already_applied") else (
         f"{res['annotations']} annotations, {res['label_changes']} labels changed, "
         f"{res['dropped']} dropped; {res['reviewed_samples']} samples reviewed so far")
-    return ({**res, "headline": head, "verdict": audit.summary["verdict"]},
+    return (res,
             [first,
              f"noise: {head['text']}",
              f"verdict: {audit.summary['verdict']['level']} - "
@@ -395,7 +394,7 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, split, an
                      f"{100 * res['ci_high']:.1f}%)")
     head = headline(audit.summary)  # what the cover and every other door now state
     lines.append(f"noise: {head['text']}")
-    return {**res, "headline": head}, lines
+    return res, lines
 
 
 @main.command()

@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import click
 
@@ -46,16 +47,40 @@ class VerdictReached(click.ClickException):
     exit_code = EXIT_FAIL_ON
 
 
+def json_envelope(result, *, out_dir=None) -> str:
+    """The one ``--json`` shape of every command: ``dqaudit_version``, ``command``,
+    ``out_dir``, the audit's ``headline`` and ``verdict`` as its folder now holds them (None
+    without an audit folder), and the command's own ``result``."""
+    from .outputs import SUMMARY_JSON
+    from .version import __version__
+
+    summary = {}
+    if out_dir is not None and (Path(out_dir) / SUMMARY_JSON).is_file():
+        try:
+            summary = json.loads((Path(out_dir) / SUMMARY_JSON).read_text())
+        except (OSError, ValueError):
+            summary = {}
+    ctx = click.get_current_context(silent=True)
+    return json.dumps({"dqaudit_version": __version__,
+                       "command": ctx.command_path if ctx else None,
+                       "out_dir": None if out_dir is None else str(out_dir),
+                       "headline": summary.get("headline"), "verdict": summary.get("verdict"),
+                       "result": result}, indent=2, default=str)
+
+
 def prints_result(func):
     """``--json`` and ``-q`` for a command that returns ``(data, lines)``: the data as JSON on
-    stdout, the lines as text, or nothing but errors."""
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    stdout in the one envelope (``json_envelope``), the lines as text, or nothing but
+    errors."""
+    @click.option("--json", "as_json", is_flag=True,
+                  help="Print the result as JSON: {dqaudit_version, command, out_dir, "
+                       "headline, verdict, result}.")
     @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
     @functools.wraps(func)
     def wrapper(*args, as_json: bool, quiet: bool, **kwargs):
         data, lines = func(*args, **kwargs)
         if as_json:
-            click.echo(json.dumps(data, indent=2, default=str))
+            click.echo(json_envelope(data, out_dir=kwargs.get("out_dir")))
         elif not quiet:
             for line in lines:
                 click.echo(line)

@@ -59,7 +59,9 @@ def test_scan_json_output(class_tree, tmp_path):
     res = run("scan", class_tree, "--out", tmp_path / "o", "--json", "--num-workers", "0",
               "--dup-threshold", "0.5")
     assert res.exit_code == 0
-    summary = json.loads(res.output)
+    envelope = json.loads(res.output)  # the one --json shape of every command
+    summary = envelope["result"]
+    assert envelope["headline"] == summary["headline"] and envelope["command"].endswith("scan")
     assert summary["n_samples"] == 12
     assert summary["score_parameters"]["duplicate_threshold"] == 0.5
     assert summary["score_parameters"]["fold_splits"] == 3  # repeated K-fold below 50,000
@@ -140,7 +142,7 @@ def test_fail_on_gates_a_release_with_its_own_exit_code(tmp_path, class_tree):
 def test_every_workflow_command_speaks_json_and_keeps_quiet(tmp_path):
     res = CliRunner().invoke(main, ["sample-data", str(tmp_path / "s"), "--per-class", "6",
                                     "--json"], catch_exceptions=False)
-    info = json.loads(res.output)
+    info = json.loads(res.output)["result"]
     assert res.exit_code == 0 and info["n_images"] >= 36
     out = tmp_path / "o"
     scan = CliRunner().invoke(main, ["scan", str(tmp_path / "s" / "manifest.csv"), "--out",
@@ -148,18 +150,19 @@ def test_every_workflow_command_speaks_json_and_keeps_quiet(tmp_path):
                                      "--num-workers", "0", "--clr-repeats", "2"])
     assert scan.exit_code == 0 and scan.output == ""
     queue = json.loads(CliRunner().invoke(main, ["relabel", "queue", str(out), "--budget", "3",
-                                                 "--no-thumbnails", "--json"]).output)
+                                                 "--no-thumbnails", "--json"]).output)["result"]
     assert queue["queued"] == 3 and len(queue["ids"]) == 3
     pd.DataFrame({"id": queue["ids"][:1], "label": ["DROP"]}).to_csv(tmp_path / "f.csv",
                                                                    index=False)
     applied = CliRunner().invoke(main, ["relabel", "apply", str(out), str(tmp_path / "f.csv"),
                                         "--json", "--no-clr-refresh"])
     body = json.loads(applied.output)
-    assert body["dropped"] == 1 and body["verdict"]["level"] and "rate" in body["headline"]
+    assert body["result"]["dropped"] == 1 and body["verdict"]["level"]
+    assert "rate" in body["headline"] and body["out_dir"] == str(out)
     quiet = CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "2", "-q"])
     assert quiet.exit_code == 0 and quiet.output == ""
     clr = json.loads(CliRunner().invoke(main, ["clr", str(out), "--clr-repeats", "2",
-                                               "--json"]).output)
+                                               "--json"]).output)["result"]
     assert clr["label_changes_at_estimate"] == 1 and 0 <= clr["estimate"] <= 1
 
 

@@ -179,7 +179,7 @@ def test_verified_labels_of_the_split_give_an_interval_that_holds(audit_dir, tmp
     sample.to_csv(out / "verify_sample.csv", index=False)
     res = CliRunner().invoke(main, ["evaluate", str(out), "--predictions", str(a), "--json"])
     assert res.exit_code == 0, res.output
-    m = json.loads(res.output)["models"][0]
+    m = json.loads(res.output)["result"]["models"][0]
     true = float((pa[splits == "test"] == truth[splits == "test"]).mean())
     acc = m["accuracy"]
     assert acc["method"] == "verified" and acc["n_verified"] == 40

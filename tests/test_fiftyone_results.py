@@ -305,7 +305,7 @@ def test_evaluate_reads_a_prediction_field_and_records_the_evaluation(mislabelle
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "o"), "--pred-field",
                                     "predictions", "--json"])
     assert res.exit_code == 0, res.output
-    block = json.loads(res.output)
+    block = json.loads(res.output)["result"]
     (m,) = block["models"]
     assert m["name"] == "predictions" and m["n_predicted"] == 12 and block["split"] is None
     assert m["observed_accuracy"] == round(11 / 12, 4)  # really_red.png is labelled blue
