@@ -259,7 +259,7 @@ def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset,
     summary["fingerprint_files"] = files
     summary["fingerprint"] = fingerprint(data, files=files)
     summary.update(scored.stats)
-    summary.update(plan_fields(samples, scored.stats["estimated_label_errors"]))
+    summary.update(plan_fields(samples))
     summary["label_changes"] = 0
     e = config.embed
     summary["dicom"] = None if data.source.get("kind") == "arrays" else dicom.summarize(
@@ -301,7 +301,7 @@ def rescored(samples: pd.DataFrame, data: LabeledImages, kept: LabeledImages,
     summary["n_samples"] = len(kept)
     summary["class_counts"] = kept.class_counts()
     summary["n_dropped"] = int((~keep).sum())
-    summary.update(plan_fields(table, scored.stats["estimated_label_errors"]))
+    summary.update(plan_fields(table))
     # the identity columns (and an object audit's box columns) stay as they are, every row
     identity = ["id", "path", "split"] + (
         list(data.objects.columns) if data.objects is not None else [])

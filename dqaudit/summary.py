@@ -69,11 +69,10 @@ def _versions() -> dict:
     return out
 
 
-def plan_fields(samples: pd.DataFrame, estimated_label_errors: int) -> dict:
+def plan_fields(samples: pd.DataFrame) -> dict:
     """``relabel_plan`` and ``verify_size_for_2pt`` of a scored samples table (scored rows)."""
     probability = samples["label_error_probability"].to_numpy(dtype=np.float64)
-    return {"relabel_plan": relabel_plan(samples["review_score"].to_numpy(), probability,
-                                         estimated_label_errors),
+    return {"relabel_plan": relabel_plan(samples["review_score"].to_numpy(), probability),
             "verify_size_for_2pt": verification_size(probability, HEADLINE_HALF_WIDTH)}
 
 

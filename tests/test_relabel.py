@@ -35,11 +35,18 @@ def snapshot(folder):
 
 def test_relabel_plan_sums_the_calibrated_chances_in_review_order():
     q = power(np.array([0.99, 0.9, 0.5, 0.2, 0.1, 0.05]), 2)
-    plan = relabel_plan(np.array([5.0, 4, 3, 2, 1, 0]), q, 2, n_points=6)
+    plan = relabel_plan(np.array([5.0, 4, 3, 2, 1, 0]), q, n_points=6)
     # the first review is expected to fix 0.98 of an error: half of 2 needs the second
     assert plan["budget_for_50pct"] == 2 and plan["budget_for_80pct"] == 2
     assert plan["expected_corrections_priority"][:3] == [0.0, 1.0, 1.8]
     assert plan["expected_corrections_random"][-1] == 2
+    # chances that no longer sum to the scan's count (a verified re-fit): both orders end at
+    # their sum, reviewing everything
+    refit = q * 0.7
+    plan = relabel_plan(np.array([5.0, 4, 3, 2, 1, 0]), refit, n_points=6)
+    assert plan["expected_corrections_random"][-1] == plan["expected_corrections_priority"][-1]
+    assert all(p >= r for p, r in zip(plan["expected_corrections_priority"],
+                                       plan["expected_corrections_random"]))
 
 
 def test_queue_apply_rerank_and_export(audit_dir, class_tree, tmp_path):
