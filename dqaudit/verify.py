@@ -306,6 +306,14 @@ def estimate_verified(out_dir, verified, *,
     est = survey.estimate_rate(y, s_strata, sizes, estimator=estimator, q_sample=q[idx],
                                q_means=q_means)
     weights = (sizes / per_stratum)[s_strata]
+    # the flag's precision as the verified sample measures it: the weighted share of wrong
+    # labels among the verified samples the audit had flagged as label errors
+    flags = samples.set_index("id")["issues"].map(lambda v: "label_error" in list(v))
+    flagged = flags.reindex(done["id"]).fillna(False).to_numpy(dtype=bool)
+    flag_precision = None if not flagged.any() else {
+        "estimate": round(float((weights[flagged] * y[flagged]).sum() /
+                                weights[flagged].sum()), 4),
+        "n_flagged_verified": int(flagged.sum())}
     per_class = {}
     for name in classes:
         m = given == name
@@ -332,7 +340,7 @@ def estimate_verified(out_dir, verified, *,
         "design": design["description"], "design_id": design["design_id"],
         "split": design.get("split"),
         "estimator": est.estimator, "interval": est.interval, "confidence": survey.CONFIDENCE,
-        "per_class": per_class, "verified_at": _now(),
+        "per_class": per_class, "verified_at": _now(), "flag_precision": flag_precision,
         "label_error_probability_refit": refit,
     }
     summary["clr"] = summary.get("clr") or {}

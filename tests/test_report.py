@@ -310,7 +310,8 @@ def test_one_headline_through_relabel_and_verify(noisy_audit, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert json.loads(res.output)["headline"] == s["headline"]
     _agrees(out)
-    res = CliRunner().invoke(main, ["verify", str(out), "--size", "10"])
+    flagged_at_draw = s["label_error_count"]
+    res = CliRunner().invoke(main, ["verify", str(out), "--size", str(s["n_samples"])])
     assert res.exit_code == 0, res.output
     sample = pd.read_csv(out / "verify_sample.csv", dtype=str, keep_default_na=False)
     truth = {sid: ("red" if sid == wrong else ("green" if "really_green" in sid
@@ -326,5 +327,12 @@ def test_one_headline_through_relabel_and_verify(noisy_audit, tmp_path):
         "verified 95% CI"
     assert json.loads(res.output)["headline"] == s["headline"]
     _agrees(out)
+    # the cover gives the flag's precision as the verified sample measured it
+    fp = s["clr"]["verified"]["flag_precision"]  # every sample drawn: every flagged one too
+    assert (fp is not None) == (flagged_at_draw > 0)
+    if fp is not None:
+        assert fp["n_flagged_verified"] == flagged_at_draw and 0 <= fp["estimate"] <= 1
+        html = _flat((out / "report.html").read_text())
+        assert f"ofthe{flagged_at_draw}flagged" in html and "werewrong" in html
     res = CliRunner().invoke(main, ["verify", str(out), "--apply", str(tmp_path / "checked.csv")])
     assert f"noise: {s['headline']['text']}" in res.output
