@@ -310,6 +310,8 @@ def test_evaluate_reads_a_prediction_field_and_records_the_evaluation(mislabelle
     assert m["name"] == "predictions" and m["n_predicted"] == 12 and block["split"] is None
     assert m["observed_accuracy"] == round(11 / 12, 4)  # really_red.png is labelled blue
     ds.reload()
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert ds.info["dqaudit"]["headline"] == summary["headline"]  # the one headline, here too
     info = ds.info["dqaudit"]["evaluation"]
     assert info["models"][0]["name"] == "predictions"
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "o"), "--pred-field", "nope"])

@@ -310,6 +310,8 @@ def test_one_headline_through_relabel_and_verify(noisy_audit, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert json.loads(res.output)["headline"] == s["headline"]
     _agrees(out)
+    again = CliRunner().invoke(main, ["relabel", "apply", str(out), str(tmp_path / "fix.csv")])
+    assert f"noise: {s['headline']['text']}" in again.output  # what the CLI prints
     flagged_at_draw = s["label_error_count"]
     res = CliRunner().invoke(main, ["verify", str(out), "--size", str(s["n_samples"])])
     assert res.exit_code == 0, res.output
