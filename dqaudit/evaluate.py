@@ -180,6 +180,9 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
         except Exception as exc:  # pyarrow raises many types for unreadable files
             raise DqauditError(f"{what}: not a readable Parquet file ({type(exc).__name__})"
                                ) from None
+    if path.is_file() and path.stat().st_size == 0:
+        raise DqauditError(f"{what}: the file is empty; it needs a header and one row per "
+                           "image (path,predicted)")
     try:
         return outputs.read_user_csv(path)
     except DqauditError as exc:

@@ -211,6 +211,7 @@ BAD = {
     "unknown classes": (lambda t: pd.DataFrame({"id": ["s000"], "predicted": ["zebra"]}),
                         "not classes of this audit"),
     "empty": (lambda t: pd.DataFrame({"id": [], "predicted": []}), "no rows"),
+    "zero bytes": (lambda t: None, "the file is empty"),
     "no split rows": (lambda t: pd.DataFrame({"id": ["s001", "s002"],
                                               "predicted": ["a", "b"]}),
                       "none of its rows is in the 'test' split"),
@@ -224,7 +225,11 @@ def test_bad_predictions_are_one_line_and_write_nothing(audit_dir, tmp_path, cas
     out = copy_audit(audit_dir, tmp_path)
     make, needle = BAD[case]
     path = tmp_path / "p.csv"
-    make(None).to_csv(path, index=False)
+    table = make(None)
+    if table is None:
+        path.write_bytes(b"")
+    else:
+        table.to_csv(path, index=False)
     before = digest(out)
     res = CliRunner().invoke(main, ["evaluate", str(out), "--predictions", str(path)])
     assert res.exit_code == 3, res.output
