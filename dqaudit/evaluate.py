@@ -247,7 +247,8 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
         observed_recall, corrected_recall = recall_table(
             predicted=pred, observed_truth=scanned[rows], truth_weights=truth[rows],
             n_classes=len(classes))
-        verified = _verified_model(design, rows, pred, len(classes)) if design else None
+        verified, why = _verified_model(design, rows, pred, len(classes)) if design else \
+            (None, _no_design_reason(split))
         if verified is not None:
             entry["accuracy"] = verified["accuracy"]
             corrected_recall = verified["recall"]
@@ -255,9 +256,7 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
             hits[name] = verified["paired"]
         else:
             entry["accuracy"] = {"estimate": gold["estimate"], "ci_low": gold["low"],
-                                 "ci_high": gold["high"], "method": "gold-free",
-                                 "why": design.get("why") if design is not None else
-                                 _no_design_reason(frame, split)}
+                                 "ci_high": gold["high"], "method": "gold-free", "why": why}
         entry["per_class"] = [
             {"class": c, "n_given": int((scanned[rows] == j).sum()),
              "observed_recall": None if np.isnan(o) else round(float(o), 4),
@@ -265,7 +264,7 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
             for j, (c, o, r) in enumerate(zip(classes, observed_recall, corrected_recall))]
         entry["sentence"] = _sentence(entry, split)
         models.append(entry)
-    pairs = _pairs(models, hits, design)
+    pairs = _pairs(models, hits)
     by_observed = sorted(models, key=lambda m: -m["observed_accuracy"])
     by_corrected = sorted(models, key=lambda m: -m["accuracy"]["estimate"])
     largest = max(models, key=lambda m: abs(m["accuracy"]["estimate"] - m["observed_accuracy"]))
@@ -278,7 +277,7 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
             "estimator": ESTIMATOR}
 
 
-def _no_design_reason(frame, split) -> str:
+def _no_design_reason(split) -> str:
     where = f" --split {split}" if split else ""
     return (f"no verified labels of this split; `dqaudit verify AUDIT{where} --size 300` draws "
             "a sample whose checked labels give a 95% interval")
@@ -296,17 +295,18 @@ def _verified_design(frame, sample, summary, split) -> dict | None:
         else:
             return {"why": "the verification design predates splits; draw again with --split"}
     if not len(frame) or not len(done):
-        return {"why": _no_design_reason(frame, split)}
+        return {"why": _no_design_reason(split)}
     classes = summary["dataset"]["classes"]
     return {"frame": frame.reset_index(drop=True), "done": done, "classes": classes,
             "why": None}
 
 
 def _verified_model(design: dict, rows: np.ndarray, pred: np.ndarray, n_classes: int
-                    ) -> dict | None:
-    """The verified accuracy of one model, or None (``design["why"]`` then says why)."""
-    if design.get("why") is not None:
-        return None
+                    ) -> tuple[dict | None, str | None]:
+    """(the verified accuracy of one model, None) or (None, why it has none). ``design`` is
+    shared by the models and never changed here: one model's reason is not another's."""
+    if design["why"] is not None:
+        return None, design["why"]
     frame, done, classes = design["frame"], design["done"], design["classes"]
     index = {c: j for j, c in enumerate(classes)}
     predicted = dict(zip(rows.tolist(), pred.tolist()))
@@ -316,8 +316,7 @@ def _verified_model(design: dict, rows: np.ndarray, pred: np.ndarray, n_classes:
     frame_rows = np.array([row_of.get(i, -1) for i in ids])
     in_pop = np.array([r in predicted for r in frame_rows])
     if not in_pop.any():
-        design["why"] = "no verified sample is among this model's predictions"
-        return None
+        return None, "no sample of the verification design is among this model's predictions"
     strata_all = frame["stratum"].to_numpy(dtype=np.int64)
     present = np.unique(strata_all[in_pop])
     remap = {h: k for k, h in enumerate(present)}
@@ -339,14 +338,13 @@ def _verified_model(design: dict, rows: np.ndarray, pred: np.ndarray, n_classes:
     verified = done[done["id"].astype(str).isin(position)]
     k = np.array([position[s] for s in verified["id"].astype(str)], dtype=np.int64)
     if not len(k):
-        design["why"] = _no_design_reason(None, None)
-        return None
+        return None, ("no verified sample is among this model's predictions; predict the "
+                      "images of verify_sample.csv too")
     n_h = np.bincount(strata[k], minlength=len(present))
     if (n_h < survey.MIN_PER_STRATUM).any():
-        design["why"] = (f"too few verified labels among this model's predictions "
-                         f"({int(len(k))}; every stratum needs {survey.MIN_PER_STRATUM}); "
-                         "verify more of the split (dqaudit verify --split)")
-        return None
+        return None, (f"too few verified labels among this model's predictions "
+                      f"({int(len(k))}; every stratum needs {survey.MIN_PER_STRATUM}); "
+                      "verify more of the split (dqaudit verify --split)")
     labels = verified["verified_label"].astype(str).str.strip().to_numpy()
     true = np.array([index.get(v, -1) for v in labels])  # DROP: no right answer exists
     z = (model_pred[k] == true).astype(np.float64)
@@ -371,11 +369,12 @@ def _verified_model(design: dict, rows: np.ndarray, pred: np.ndarray, n_classes:
                                                                            ).tolist(),
                           "note": "rows: verified true class, columns: predicted; counts "
                                   "weighted to the evaluated samples"},
-            "paired": {"ids": ids[pop][k], "z": z, "f": f[k], "f_all": f, "strata": strata,
-                       "k": k, "sizes": sizes, "pop_ids": ids[pop]}}
+            # what a paired comparison needs: the population, its verified rows, the proxy
+            "paired": {"pop_ids": ids[pop], "k": k, "z": z, "f": f, "strata": strata,
+                       "sizes": sizes}}, None
 
 
-def _pairs(models: list[dict], hits: dict, design) -> list[dict]:
+def _pairs(models: list[dict], hits: dict) -> list[dict]:
     out = []
     for a in range(len(models)):
         for b in range(a + 1, len(models)):
@@ -384,16 +383,17 @@ def _pairs(models: list[dict], hits: dict, design) -> list[dict]:
                      "observed_difference": round(ma["observed_accuracy"] -
                                                   mb["observed_accuracy"], 4)}
             pa, pb = hits.get(ma["name"]), hits.get(mb["name"])
+            # paired only on the same population and the same verified samples
             same = pa is not None and pb is not None and \
                 np.array_equal(pa["pop_ids"], pb["pop_ids"]) and \
-                np.array_equal(pa["ids"], pb["ids"])
+                np.array_equal(pa["k"], pb["k"])
             if same:
-                d_all = pa["f_all"] - pb["f_all"]
-                means = np.bincount(pa["strata"], weights=d_all, minlength=len(pa["sizes"])
+                d = pa["f"] - pb["f"]
+                means = np.bincount(pa["strata"], weights=d, minlength=len(pa["sizes"])
                                     ) / pa["sizes"]
                 est, low, high = paired_difference(
                     diff=pa["z"] - pb["z"], sample_strata=pa["strata"][pa["k"]],
-                    sizes=pa["sizes"], proxy_sample=pa["f"] - pb["f"], proxy_means=means,
+                    sizes=pa["sizes"], proxy_sample=d[pa["k"]], proxy_means=means,
                     estimator=ma["accuracy"]["estimator"])
                 entry.update({"difference": round(est, 4), "ci_low": round(low, 4),
                               "ci_high": round(high, 4), "method": "verified, paired"})
@@ -414,7 +414,7 @@ def _pair_sentence(e: dict) -> str:
     obs, d = e["observed_difference"], e["difference"]
     better, worse = (e["a"], e["b"]) if obs >= 0 else (e["b"], e["a"])
     text = f"{better} looks {_points(obs)} better than {worse} on your labels; "
-    cb, cw = (e["a"], e["b"]) if d >= 0 else (e["b"], e["a"])
+    cb = e["a"] if d >= 0 else e["b"]
     if e["ci_low"] is not None:
         lo, hi = (e["ci_low"], e["ci_high"]) if d >= 0 else (-e["ci_high"], -e["ci_low"])
         sure = lo > 0

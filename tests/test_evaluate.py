@@ -251,3 +251,26 @@ def test_a_split_that_does_not_exist_and_partial_coverage(audit_dir, tmp_path):
     assert "cover 30 of 60 samples; evaluated on those" in res.output
     m = json.loads((out / "summary.json").read_text())["evaluation"]["models"][0]
     assert m["coverage"] == 0.5 and m["n_predicted"] == 30
+
+
+def test_one_model_without_verified_samples_leaves_the_others_verified(audit_dir, tmp_path):
+    """Why one model cannot use the verified sample is that model's: a model that predicted
+    none of the verified images stays gold-free, the next one is still verified."""
+    out = copy_audit(audit_dir, tmp_path)
+    _, truth, noisy, splits = audit_dir
+    assert CliRunner().invoke(main, ["verify", str(out), "--split", "test", "--size",
+                                     "40"]).exit_code == 0
+    sample = pd.read_csv(out / "verify_sample.csv", dtype=str, keep_default_na=False)
+    sample["verified_label"] = [CLASSES[truth[int(i[1:])]] for i in sample["id"]]
+    sample.to_csv(out / "verify_sample.csv", index=False)
+    drawn = {int(i[1:]) for i in sample["id"]}
+    unverified = np.array([i for i in np.flatnonzero(splits == "test") if i not in drawn])
+    a, _ = predictions(tmp_path, truth, noisy, name="a", rows=unverified)
+    b, _ = predictions(tmp_path, truth, noisy, name="b", seed=1)
+    res = CliRunner().invoke(main, ["evaluate", str(out), "--predictions", f"A={a}",
+                                    "--predictions", f"B={b}", "--json"])
+    assert res.exit_code == 0, res.output
+    first, second = json.loads(res.output)["result"]["models"]
+    assert first["accuracy"]["method"] == "gold-free"
+    assert "no verified sample" in first["accuracy"]["why"]
+    assert second["accuracy"]["method"] == "verified" and second["accuracy"]["n_verified"] == 40
