@@ -23,6 +23,7 @@ import common
 
 
 def main() -> None:
+    from dqaudit import scores
     from dqaudit.scoring import score_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,8 +42,7 @@ def main() -> None:
     p = scored.probs
     c = p.shape[1]
     entropy = -(p * np.log(np.clip(p, 1e-12, 1))).sum(axis=1) / np.log(c)
-    top2 = np.sort(p, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
+    margin = scores.top_two_margin(p)  # the shipped rule's own measure
     rules = {f"entropy >= {t}": entropy >= t for t in (0.3, 0.4, 0.5, 0.6)}
     rules.update({f"margin < {t}": margin < t for t in (0.1, 0.2, 0.3, 0.5)})
     result = {"n": len(h), "agree": args.agree, "humanly_ambiguous": float(ambiguous.mean()),

@@ -119,6 +119,7 @@ def _tree_files(root: Path, skipped: list[dict]) -> list[tuple[Path, tuple[str, 
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
+        walked = []
         for name in sorted(dirnames):
             q = here / name
             if name.startswith("."):
@@ -126,8 +127,9 @@ def _tree_files(root: Path, skipped: list[dict]) -> list[tuple[Path, tuple[str, 
             elif q.is_symlink():
                 skipped.append({"path": str(q), "reason": "link to a folder, not followed "
                                 "(it could loop); link the files, or copy the folder"})
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".")
-                             and not (here / n).is_symlink())
+            else:
+                walked.append(name)
+        dirnames[:] = walked
         folders = here.relative_to(root).parts
         for name in sorted(filenames):
             if name.startswith("."):

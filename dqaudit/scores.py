@@ -40,6 +40,13 @@ def suggestions(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best, probs[np.arange(len(probs)), best]
 
 
+def top_two_margin(probs: np.ndarray) -> np.ndarray:
+    """(N,) p_(1) - p_(2): how far the most probable class is ahead of the second; near 0 the
+    posterior is tied between two classes (the ``ambiguous`` tag's rule)."""
+    top_two = np.sort(probs, axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0]
+
+
 def given_label_disagreement(target: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """(N,) 1 - sum_c t_c p_c: the probability that a fresh label drawn from the posterior
     disagrees with the given label distribution. A ranking score, not a probability of a label

@@ -120,8 +120,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     label_error = label_error & ~junk  # a black square is junk, not a mislabelled circle
     if "labels" not in checked:
         label_error = np.zeros(n, dtype=bool)
-    top_two = np.sort(probs, axis=1)[:, -2:]
-    ambiguous = (top_two[:, 1] - top_two[:, 0] < AMBIGUITY_MARGIN) & ~label_error & ~junk & (
+    ambiguous = (scores.top_two_margin(probs) < AMBIGUITY_MARGIN) & ~label_error & ~junk & (
         "labels" in checked)
     if duplicate_threshold is None:
         duplicate_threshold = DUPLICATE_THRESHOLD
