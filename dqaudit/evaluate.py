@@ -216,8 +216,13 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
     n_split = int(in_split.sum())
     scanned = np.array([index[c] for c in scanned_labels(samples, changelog)])
     current = np.array([index[c] for c in samples["label"].astype(str)])
-    q = samples["label_error_probability"].to_numpy(dtype=np.float64)
-    truth = true_class_posterior(given=current, error_probability=q, probs=probs)
+    # a sample dropped as junk (DROP) has no right class: a known wrong label, never a hit
+    dropped = samples["dropped"].to_numpy(dtype=bool) if "dropped" in samples.columns \
+        else np.zeros(len(samples), dtype=bool)
+    q = np.where(dropped, 1.0, samples["label_error_probability"].to_numpy(dtype=np.float64))
+    truth = true_class_posterior(given=current, error_probability=q,
+                                 probs=np.nan_to_num(probs, nan=0.0))
+    truth[dropped] = 0.0
     head = headline(summary)
     # the split's share of wrong labels, and its high end at the headline's relative range
     rate = float(q[in_split].mean())

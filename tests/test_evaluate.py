@@ -274,3 +274,23 @@ def test_one_model_without_verified_samples_leaves_the_others_verified(audit_dir
     assert first["accuracy"]["method"] == "gold-free"
     assert "no verified sample" in first["accuracy"]["why"]
     assert second["accuracy"]["method"] == "verified" and second["accuracy"]["n_verified"] == 40
+
+
+def test_a_sample_dropped_as_junk_is_a_miss_not_a_nan(audit_dir, tmp_path):
+    """After `relabel apply` drops an image as junk (its posteriors are gone), the evaluation
+    stays finite: the junk image has no right class, so no prediction on it is a hit."""
+    out = copy_audit(audit_dir, tmp_path)
+    _, truth, noisy, splits = audit_dir
+    a, _ = predictions(tmp_path, truth, noisy, name="a", right=0.85)
+    before = json.loads(CliRunner().invoke(main, ["evaluate", str(out), "--predictions", str(a),
+                                                  "--json"]).output)["result"]["models"][0]
+    junk = f"s{int(np.flatnonzero(splits == 'test')[0]):03d}"
+    pd.DataFrame({"id": [junk], "label": ["DROP"]}).to_csv(tmp_path / "drop.csv", index=False)
+    assert CliRunner().invoke(main, ["relabel", "apply", str(out), str(tmp_path / "drop.csv"),
+                                     "--no-clr-refresh"]).exit_code == 0
+    res = CliRunner().invoke(main, ["evaluate", str(out), "--predictions", str(a), "--json"])
+    after = json.loads(res.output)["result"]["models"][0]
+    g = after["gold_free"]
+    assert all(np.isfinite([g["estimate"], g["low"], g["high"], g["noise_high"]]))
+    assert g["estimate"] <= before["gold_free"]["estimate"]
+    assert after["observed_accuracy"] == before["observed_accuracy"]  # as scanned, exact
