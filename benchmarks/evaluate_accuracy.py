@@ -98,7 +98,9 @@ def run(noise: str, *, draws: int, n: int, seed: int, work: Path) -> dict:
               for m, p in preds.items()}
     true_acc = {m: float((p == clean[test]).mean()) for m, p in preds.items()}
     exact_obs = {m: float((p == noisy[test]).mean()) for m, p in preds.items()}
-    base = ev.evaluate(out, tables, split="test")
+    audit = Audit.load(out)  # its values; the draws below change only the verification files
+    values = {"samples": audit.samples, "summary": audit.summary, "probs": audit.probs}
+    base = ev.evaluate(out, tables, split="test", **values)
     gold = {m["name"]: m["gold_free"] for m in base["models"]}
     observed = {m["name"]: m["observed_accuracy"] for m in base["models"]}
     result = {"noise": noise, "seed": seed, "true_noise_rate_test": float(
@@ -128,7 +130,7 @@ def run(noise: str, *, draws: int, n: int, seed: int, work: Path) -> dict:
         sample.to_csv(out / verify.VERIFY_SAMPLE_CSV, index=False)
         for estimator in per_est:
             ev.ESTIMATOR = estimator
-            block = ev.evaluate(out, tables, split="test")
+            block = ev.evaluate(out, tables, split="test", **values)
             for m in block["models"]:
                 a = m["accuracy"]
                 r = per_est[estimator][m["name"]]

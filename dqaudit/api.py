@@ -459,8 +459,8 @@ class Audit:
         with outputs.locked(out):
             chosen = {"auto": evaluation.default_split(self.samples), "all": None}.get(split,
                                                                                       split)
-            block = evaluation.evaluate(out, predictions, split=chosen)
-            self.summary = outputs.read_summary(out)
+            block = evaluation.evaluate(out, predictions, split=chosen, samples=self.samples,
+                                        summary=self.summary, probs=self.probs)
             self.summary[evaluation.EVALUATION] = block
             self.finish()
         return block

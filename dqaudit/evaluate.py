@@ -28,7 +28,7 @@ from . import outputs, survey
 from .errors import DqauditError
 from .headline import headline
 from .relabel import CHANGELOG_CSV, sample_ids
-from .verify import VERIFY_FRAME, VERIFY_SAMPLE_CSV, read_frame
+from .verify import VERIFY_FRAME, VERIFY_SAMPLE_CSV, in_split, read_frame
 
 EVALUATION = "evaluation"
 ESTIMATOR = "difference"  # measured against stratified and regression: benchmarks/RESULTS.md
@@ -210,10 +210,8 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
     design (``verify_frame.parquet``) and its drawn rows (``verify_sample.csv``), or None."""
     classes = summary["dataset"]["classes"]
     index = {c: j for j, c in enumerate(classes)}
-    splits = samples["split"].astype(str).to_numpy() if "split" in samples.columns \
-        else np.full(len(samples), "")
-    in_split = np.ones(len(samples), dtype=bool) if split is None else splits == split
-    n_split = int(in_split.sum())
+    chosen = in_split(samples, split)
+    n_split = int(chosen.sum())
     scanned = np.array([index[c] for c in scanned_labels(samples, changelog)])
     current = np.array([index[c] for c in samples["label"].astype(str)])
     # a sample dropped as junk (DROP) has no right class: a known wrong label, never a hit
@@ -225,7 +223,7 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
     truth[dropped] = 0.0
     head = headline(summary)
     # the split's share of wrong labels, and its high end at the headline's relative range
-    rate = float(q[in_split].mean())
+    rate = float(q[chosen].mean())
     noise_high = min(1.0, rate * (head["ci_high"] / head["rate"]) if head.get("ci_high")
                      is not None and head["rate"] > 0 else max(rate, head["rate"]))
     design = _verified_design(frame, sample, summary, split)
@@ -233,7 +231,7 @@ def evaluate_models(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray,
         design["row_of"] = {sid: i for i, sid in enumerate(samples["id"].astype(str))}
     models, hits = [], {}
     for name, table in predictions.items():
-        table = table[in_split[table["row"].to_numpy()]]
+        table = table[chosen[table["row"].to_numpy()]]
         if not len(table):
             raise DqauditError(f"--predictions {name}: none of its rows is in the "
                                f"{split!r} split" if split else
@@ -457,24 +455,20 @@ def default_split(samples: pd.DataFrame) -> str | None:
     return None
 
 
-def evaluate(out_dir, predictions: dict, *, split: str | None) -> dict:
-    """Read an audit folder and ``predictions`` (name -> file or DataFrame), return the
-    ``evaluation`` block (``evaluate_models``); nothing is written here (``Audit.evaluate``
-    records it)."""
+def evaluate(out_dir, predictions: dict, *, split: str | None, samples: pd.DataFrame,
+             summary: dict, probs: np.ndarray | None) -> dict:
+    """The ``evaluation`` block (``evaluate_models``) of an audit's values (its samples table,
+    summary and posteriors, as ``Audit`` holds them) for ``predictions`` (name -> file or
+    DataFrame); the folder ``out_dir`` gives only what the scan did not hold: the corrections'
+    changelog and the verification sample. Nothing is written here (``Audit.evaluate`` records
+    it)."""
     out = Path(out_dir)
-    summary = outputs.read_summary(out)
-    samples = outputs.read_samples(out)
     if not predictions:
         raise DqauditError("give at least one --predictions FILE (or NAME=FILE)")
     if summary["dataset"]["source"].get("unit") == "object":
         raise DqauditError("evaluate measures image classifiers; this audit is of boxes")
-    if split is not None and split not in set(samples.get("split", pd.Series(dtype=str))
-                                              .astype(str)):
-        named = sorted(set(samples["split"].astype(str)) - {""}) if "split" in samples else []
-        raise DqauditError(f"--split {split!r}: no sample of this audit is in that split (its "
-                           f"splits: {', '.join(named) if named else 'none'})")
-    probs_path = out / outputs.PROBS_NPY
-    if not probs_path.exists():
+    in_split(samples, split)  # a split the audit does not have: the error, before any reading
+    if probs is None:
         raise DqauditError(f"{out}: no posteriors ({outputs.PROBS_NPY}); run `dqaudit scan` "
                            "again")
     classes = summary["dataset"]["classes"]
@@ -486,7 +480,7 @@ def evaluate(out_dir, predictions: dict, *, split: str | None) -> dict:
     if (out / VERIFY_FRAME).exists() and (out / VERIFY_SAMPLE_CSV).exists():
         frame = read_frame(out, samples)
         sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False)
-    block = evaluate_models(samples=samples, summary=summary, probs=np.load(probs_path),
+    block = evaluate_models(samples=samples, summary=summary, probs=probs,
                             predictions=tables, split=split, changelog=changelog, frame=frame,
                             sample=sample)
     block["predictions"] = {name: (str(src) if not isinstance(src, pd.DataFrame)

@@ -58,6 +58,20 @@ def read_frame(out: Path, samples: pd.DataFrame) -> pd.DataFrame | None:
     return frame
 
 
+def in_split(samples: pd.DataFrame, split: str | None) -> np.ndarray:
+    """(N,) bool: the samples of ``split`` (every sample for None); a split the audit does not
+    have is an error naming the splits it has. ``verify --split`` and ``evaluate --split``."""
+    splits = samples["split"].astype(str).to_numpy() if "split" in samples.columns \
+        else np.full(len(samples), "")
+    if split is None:
+        return np.ones(len(samples), dtype=bool)
+    if not (splits == split).any():
+        named = sorted(set(splits) - {""})
+        raise DqauditError(f"--split {split!r}: no sample of this audit is in that split "
+                           f"(its splits: {', '.join(named) if named else 'none'})")
+    return splits == split
+
+
 def _new_frame(samples: pd.DataFrame, probs: np.ndarray | None, split: str | None
                ) -> tuple[pd.DataFrame, np.ndarray]:
     """The population the sample is drawn from (every kept sample, or those of ``split``) with
@@ -69,14 +83,9 @@ def _new_frame(samples: pd.DataFrame, probs: np.ndarray | None, split: str | Non
                            "dqaudit before 2026-12); run `dqaudit scan` again first")
     keep = ~samples["dropped"].astype(bool).to_numpy() if "dropped" in samples.columns \
         else np.ones(len(samples), dtype=bool)
+    keep &= in_split(samples, split)
     splits = samples["split"].astype(str).to_numpy() if "split" in samples.columns \
         else np.full(len(samples), "")
-    if split is not None:
-        if not (splits == split).any():
-            named = sorted(set(splits) - {""})
-            raise DqauditError(f"--split {split!r}: no sample of this audit is in that split "
-                               f"(its splits: {', '.join(named) if named else 'none'})")
-        keep &= splits == split
     active = samples[keep]
     q = active[SCORE_COLUMN].to_numpy(dtype=np.float64)
     cuts = survey.strata_cuts(q)
