@@ -21,6 +21,16 @@ def examples(n: int) -> int:
     return n * FUZZ
 
 
+def blobs(*, n_per_class: int, d: int, spread: float, seed: int = 0):
+    """Embeddings of 3 classes: (n, d) float32 Gaussian clusters around centres drawn at
+    ``spread`` times the unit scale, and the (n,) labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, d)) * spread
+    y = np.repeat(np.arange(3), n_per_class)
+    x = centres[y] + rng.normal(size=(len(y), d))
+    return x.astype(np.float32), y
+
+
 def make_image(path, color, size=32, mode="RGB", fmt=None, seed=0):
     rng = np.random.default_rng(seed)
     arr = np.clip(np.array(color)[None, None, :] + rng.normal(0, 20, (size, size, 3)), 0, 255)

@@ -18,6 +18,8 @@ from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, ScoreConfig
 from dqaudit.errors import DqauditError, InputError
 
+from conftest import blobs as clusters
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -38,12 +40,8 @@ def test_readme_python_api_runs_as_written(tmp_path, monkeypatch):
                                                          ).exists()
 
 
-def blobs(n_per_class=30, d=16, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(3, d)) * 4
-    y = np.repeat(np.arange(3), n_per_class)
-    x = centres[y] + rng.normal(size=(len(y), d))
-    return x.astype(np.float32), y
+def blobs():
+    return clusters(n_per_class=30, d=16, spread=4)
 
 
 def test_from_arrays_with_embeddings_and_with_pred_probs_only():

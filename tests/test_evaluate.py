@@ -22,7 +22,7 @@ from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ReportConfig
 
-from conftest import examples
+from conftest import blobs as clusters, examples
 
 CLASSES = ["a", "b", "c"]
 
@@ -101,12 +101,8 @@ def test_a_stratum_where_the_model_was_right_every_time_still_has_width():
 # --------------------------------------------------------------------------- the command
 
 
-def blobs(seed=0, n_per_class=80, d=12):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(3, d)) * 3
-    y = np.repeat(np.arange(3), n_per_class)
-    x = centres[y] + rng.normal(size=(len(y), d))
-    return x.astype(np.float32), y
+def blobs():
+    return clusters(n_per_class=80, d=12, spread=3)
 
 
 @pytest.fixture(scope="module")
