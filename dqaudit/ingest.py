@@ -379,7 +379,7 @@ def load_manifest(
         raise InputError(f"{manifest}: no row has a label in column {lcol!r}")
     # a sample is its file: x.jpg, ./x.jpg, its absolute path or a link to it are one sample,
     # its rows' annotations counted together
-    df["_file"] = [os.path.realpath(p if os.path.isabs(p) else base / p) for p in df["_path"]]
+    df["_file"] = manifest_files(df["_path"], base=base)
     repeated = int(df["_file"].duplicated().sum())
 
     if count_cols:
@@ -487,6 +487,12 @@ def load_manifest(
                 "case_variants": case_variants(classes)},
         skipped=skipped,
     )
+
+
+def manifest_files(paths, *, base: Path) -> list[str]:
+    """Each manifest path (relative to ``base`` unless absolute) as the file it names, links
+    and ``..`` resolved: what makes two spellings one sample."""
+    return [os.path.realpath(p if os.path.isabs(p) else base / p) for p in paths]
 
 
 def _manifest_read_as(manifest: Path, *, pcol, lcol, scol, n_count: int, repeated: int) -> str:

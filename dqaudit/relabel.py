@@ -461,7 +461,7 @@ def _as_input_manifest(samples: pd.DataFrame, summary: dict, *, dropped: bool
     (``dq_label_change``: ``old -> new``, or ``dropped as junk`` where junk rows are kept).
     Rows the scan skipped are kept unchanged. None when the input was not a one-row-per-image
     manifest with a label column (count columns or repeated rows: the generic export)."""
-    from .ingest import read_table, separator
+    from .ingest import manifest_files, read_table, separator
 
     source = summary["dataset"]["source"]
     manifest = Path(source.get("location", ""))
@@ -473,8 +473,7 @@ def _as_input_manifest(samples: pd.DataFrame, summary: dict, *, dropped: bool
     if pcol not in table.columns or lcol not in table.columns or CHANGE_COLUMN in table.columns:
         return None
     base = Path(source.get("image_root") or manifest.parent)
-    files = [os.path.realpath(p if os.path.isabs(p) else base / p)
-             for p in table[pcol].astype(str).str.strip()]
+    files = manifest_files(table[pcol].astype(str).str.strip(), base=base)
     if len(set(files)) < len(files):
         return None  # one row per annotation: a row's label is not the sample's
     by_file = {os.path.realpath(original_path(p)): (lab, bool(d)) for p, lab, d in zip(
