@@ -20,6 +20,7 @@ from .dataset import (IMAGE_EXTENSIONS, LAYOUTS, SPLIT_NAMES, LabeledImages, cas
                       normal_text, one_hot, printable)
 from .dicom import header_size
 from .errors import InputError
+from .outputs import separator
 from .boxes import MIN_BOX_SIDE
 from .fiftyone_io import (DEFAULT_LABEL_FIELD, load_fiftyone_boxes, load_fiftyone_dataset,
                           load_view)
@@ -289,20 +290,6 @@ def read_table(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: cannot read manifest ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); check it is a valid "
                          "CSV or Parquet file") from exc
-
-
-SEPARATORS = (",", ";", "\t", "|")
-
-
-def separator(path: Path) -> str:
-    """A text manifest's separator, by one rule: the one of ``SEPARATORS`` that its header line
-    holds most often (a comma when none or a tie), a tab for ``.tsv``."""
-    if path.suffix.lower() == ".tsv":
-        return "\t"
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        header = f.readline()
-    counts = [header.count(c) for c in SEPARATORS]
-    return SEPARATORS[int(np.argmax(counts))] if max(counts) > 0 else ","
 
 
 def as_text(df: pd.DataFrame) -> pd.DataFrame:

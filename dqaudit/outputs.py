@@ -296,6 +296,21 @@ def recover(out_dir: Path) -> bool:
     return True
 
 
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def separator(path: Path) -> str:
+    """The separator of a CSV a user wrote (a manifest, corrections, predictions), by one
+    rule: the one of ``SEPARATORS`` its header line holds most often (a comma when none or a
+    tie), a tab for ``.tsv``."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        header = f.readline()
+    counts = [header.count(c) for c in SEPARATORS]
+    return SEPARATORS[int(np.argmax(counts))] if max(counts) > 0 else ","
+
+
 def read_user_csv(path) -> pd.DataFrame:
     """A CSV the user wrote (corrections, verified labels), every value a string; a file that
     is missing, empty or not UTF-8 is an error that names the fix."""
@@ -303,7 +318,8 @@ def read_user_csv(path) -> pd.DataFrame:
     if not path.is_file():
         raise DqauditError(f"{path}: no such file")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        return pd.read_csv(path, sep=separator(path), dtype=str, keep_default_na=False,
+                           encoding="utf-8")
     except UnicodeDecodeError:
         raise DqauditError(f"{path} is not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8)"
                            ) from None

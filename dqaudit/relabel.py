@@ -461,7 +461,7 @@ def _as_input_manifest(samples: pd.DataFrame, summary: dict, *, dropped: bool
     (``dq_label_change``: ``old -> new``, or ``dropped as junk`` where junk rows are kept).
     Rows the scan skipped are kept unchanged. None when the input was not a one-row-per-image
     manifest with a label column (count columns or repeated rows: the generic export)."""
-    from .ingest import manifest_files, read_table, separator
+    from .ingest import manifest_files, read_table
 
     source = summary["dataset"]["source"]
     manifest = Path(source.get("location", ""))
@@ -492,7 +492,8 @@ def _as_input_manifest(samples: pd.DataFrame, summary: dict, *, dropped: bool
     table[lcol] = labels
     table[CHANGE_COLUMN] = change
     table = table[np.array(keep, dtype=bool)]
-    return table, ("," if manifest.suffix.lower() in (".parquet", ".pq") else separator(manifest))
+    parquet = manifest.suffix.lower() in (".parquet", ".pq")
+    return table, "," if parquet else outputs.separator(manifest)
 
 
 def _changelog_beside(changelog: Path, target: Path) -> None:

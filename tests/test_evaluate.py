@@ -290,3 +290,18 @@ def test_a_sample_dropped_as_junk_is_a_miss_not_a_nan(audit_dir, tmp_path):
     assert all(np.isfinite([g["estimate"], g["low"], g["high"], g["noise_high"]]))
     assert g["estimate"] <= before["gold_free"]["estimate"]
     assert after["observed_accuracy"] == before["observed_accuracy"]  # as scanned, exact
+
+
+def test_a_semicolon_predictions_file_is_read_like_a_manifest(audit_dir, tmp_path):
+    """Every CSV a user writes goes through one reader (outputs.read_user_csv), which reads
+    the separator from the header as the manifest reader does."""
+    out = copy_audit(audit_dir, tmp_path)
+    _, truth, noisy, _ = audit_dir
+    a, _ = predictions(tmp_path, truth, noisy, name="a")
+    pd.read_csv(a).to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    comma = json.loads(CliRunner().invoke(main, ["evaluate", str(out), "--predictions",
+                                                 f"m={a}", "--json"]).output)["result"]
+    semi = CliRunner().invoke(main, ["evaluate", str(out), "--predictions",
+                                     f"m={tmp_path / 'semi.csv'}", "--json"])
+    assert semi.exit_code == 0, semi.output
+    assert json.loads(semi.output)["result"]["models"] == comma["models"]
