@@ -23,8 +23,8 @@ import common
 
 
 def main() -> None:
-    from dqaudit import scores
-    from dqaudit.scoring import score_dataset
+    from dqaudit.scoring import scores
+    from dqaudit.scoring.table import score_dataset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agree", type=float, default=0.8)

@@ -21,8 +21,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import common
-from dqaudit import calibration as cal
-from dqaudit import survey
+from dqaudit.scoring import calibration as cal
+from dqaudit.estimates import survey
 
 
 def reliability_svg(curves: dict, path: str, bins: int = 10) -> None:

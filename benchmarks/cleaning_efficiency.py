@@ -17,7 +17,7 @@ import common
 
 
 def main() -> None:
-    from dqaudit.simulation import DEFAULT_SELECTORS, simulate_manifest
+    from dqaudit.workflows.simulation import DEFAULT_SELECTORS, simulate_manifest
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)

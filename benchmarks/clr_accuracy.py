@@ -39,8 +39,8 @@ def cases(df, clean, seed=5):
 def main() -> None:
     from cleanlab.count import num_label_issues
 
-    from dqaudit.clr import ClrConfig, estimate_clr
-    from dqaudit.probes import project
+    from dqaudit.estimates.clr import ClrConfig, estimate_clr
+    from dqaudit.scoring.probes import project
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=20)

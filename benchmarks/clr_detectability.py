@@ -34,8 +34,8 @@ def members(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from dqaudit.clr import ClrConfig, _oof_posteriors
-    from dqaudit.probes import project
+    from dqaudit.estimates.clr import ClrConfig, _oof_posteriors
+    from dqaudit.scoring.probes import project
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--extra", default=None, help=".npy of CIFAR-10N embeddings (labels.csv order)")

@@ -18,8 +18,8 @@ import numpy as np
 
 
 def main() -> None:
-    from dqaudit.clr import ClrConfig, injection_runs
-    from dqaudit.probes import fit_probes, project
+    from dqaudit.estimates.clr import ClrConfig, injection_runs
+    from dqaudit.scoring.probes import fit_probes, project
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10000)

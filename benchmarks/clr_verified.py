@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 import common
-from dqaudit import survey
+from dqaudit.estimates import survey
 
 SIZES = (100, 200, 400, 800)
 

@@ -44,7 +44,7 @@ def embed(paths: list[str], *, model: str | None = None, image_size="auto", devi
           flip_tta: bool = True, progress: bool = False) -> np.ndarray:
     """Embeddings exactly as `dqaudit scan` computes them (same defaults, same cache)."""
     from dqaudit.embed import DEFAULT_ENCODER, auto_image_size, embed_images, load_encoder
-    from dqaudit.ingest import median_image_side
+    from dqaudit.io.ingest import median_image_side
 
     model = model or DEFAULT_ENCODER
 
@@ -73,7 +73,7 @@ def report(result: dict, json_path: str | None) -> None:
 
 def labeled_images(paths, labels, classes=CLASSES, counts=None):
     """A LabeledImages from arrays (the benchmarks bypass file ingest, not the scoring)."""
-    from dqaudit.ingest import LabeledImages
+    from dqaudit.io.ingest import LabeledImages
 
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[v] for v in labels], dtype=np.int64)
@@ -92,7 +92,7 @@ def scored_cases(*, cache: Path | None = None) -> dict:
     (label != clean) and the audit's columns. Cached as .npz (scoring takes ~20 s a case)."""
     from clr_accuracy import cases
 
-    from dqaudit.scoring import score_dataset
+    from dqaudit.scoring.table import score_dataset
 
     cache = cache or Path(os.environ.get("DQAUDIT_BENCH_CACHE",
                                          Path.home() / ".cache" / "dqaudit" / "bench"))

@@ -81,7 +81,7 @@ def flag_f1(df, embeddings) -> dict:
 
     import common
 
-    from dqaudit.scoring import score_dataset
+    from dqaudit.scoring.table import score_dataset
 
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
     out = {}

@@ -87,7 +87,7 @@ def write_coco(df, records, out: Path, noise: str) -> Path:
 
 
 def write_fiftyone(df, records, out: Path, noise: str, name: str) -> str:
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     if fo.dataset_exists(name):
@@ -238,7 +238,7 @@ def size_sweep(df, args, config, sets) -> None:
 
 def _cifar_ids(name: str) -> list[str]:
     """The CIFAR index of every box of FiftyOne dataset ``name``, by Detection id."""
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     ids, idx = fo.load_dataset(name).values(["ground_truth.detections.id",

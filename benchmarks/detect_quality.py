@@ -38,7 +38,7 @@ def evaluate(data, clean, emb, *, method, pred_probs=None, cleanlab_probs=None):
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    from dqaudit.scoring import score_dataset
+    from dqaudit.scoring.table import score_dataset
 
     err = data.labels != clean
     t = time.perf_counter()

@@ -1,7 +1,7 @@
 """DICOM input: every file audited, MONOCHROME1 = MONOCHROME2, scores as good as on PNG, speed.
 
 CIFAR-10N images (grey, as radiographs are) with a human noisy label set are written twice:
-as 8-bit PNGs and as DICOM files made with pydicom (``dqaudit.sample_dicom.write_dicom``:
+as 8-bit PNGs and as DICOM files made with pydicom (``dqaudit.io.sample_dicom.write_dicom``:
 16-bit stored values with rescale slope/intercept and window tags; a quarter MONOCHROME1,
 a fifth signed, a third without extension; every transfer syntax in turn: explicit, implicit,
 RLE, JPEG baseline, JPEG lossless, JPEG-LS, JPEG 2000; made-up patient data in every
@@ -30,7 +30,7 @@ from common import cifar10n_table, report  # noqa: E402
 
 from dqaudit.api import Audit  # noqa: E402
 from dqaudit.config import AuditConfig, EmbedConfig, ReportConfig  # noqa: E402
-from dqaudit.sample_dicom import SYNTAXES, write_dicom  # noqa: E402
+from dqaudit.io.sample_dicom import SYNTAXES, write_dicom  # noqa: E402
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:

@@ -53,7 +53,7 @@ def raw_rate(encoder, *, size: int, batch: int, n_batches: int, device: str,
 def main() -> None:
     from dqaudit.embed import (DEFAULT_ENCODER, auto_image_size, default_batch_size, embed_images,
                                load_encoder)
-    from dqaudit.ingest import median_image_side
+    from dqaudit.io.ingest import median_image_side
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000, help="images for the stage measurement")

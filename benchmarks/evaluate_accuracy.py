@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 import common
-from dqaudit import evaluate as ev
-from dqaudit import outputs, verify
+from dqaudit.workflows import evaluate as ev
+from dqaudit.io import outputs
+from dqaudit.workflows import verify
 from dqaudit.api import Audit
 from dqaudit.config import AuditConfig, ReportConfig
 

@@ -17,8 +17,8 @@ import pandas as pd
 
 
 def main() -> None:
-    from dqaudit.fiftyone_io import import_fiftyone, write_results
-    from dqaudit.ingest import LabeledImages
+    from dqaudit.io.fiftyone_io import import_fiftyone, write_results
+    from dqaudit.io.ingest import LabeledImages
     from dqaudit.api import Audit
 
     ap = argparse.ArgumentParser()

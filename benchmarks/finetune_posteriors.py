@@ -1,6 +1,6 @@
 """Cross-fitted fine-tuning on the benchmark data: out-of-fold posteriors saved for evaluation.
 
-Computes `dqaudit.finetune.finetune_posteriors` (the default encoder, the audit's fold split:
+Computes `scoring.finetune.finetune_posteriors` (the default encoder, the audit's fold split:
 `posteriors.stratified_folds(labels, seed=0)`) for each CIFAR-10N noise set, for the initial
 labels of CIFAR-10H cleaning-simulation seeds (`simulation.initial_labels`), and for stratified
 subsets of CIFAR-10N aggre (where fine-tuning starts to pay), and writes each as an .npz
@@ -32,9 +32,9 @@ def main() -> None:
     from dqaudit.dataset import one_hot
     from dqaudit.devices import resolve_device
     from dqaudit.embed.encoders import DEFAULT_ENCODER, SMALL_IMAGE_INPUT
-    from dqaudit.finetune import FinetuneConfig, decode_images, finetune_posteriors
-    from dqaudit.posteriors import stratified_folds
-    from dqaudit.simulation import initial_labels
+    from dqaudit.scoring.finetune import FinetuneConfig, decode_images, finetune_posteriors
+    from dqaudit.scoring.posteriors import stratified_folds
+    from dqaudit.workflows.simulation import initial_labels
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)

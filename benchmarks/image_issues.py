@@ -3,7 +3,7 @@ cleanvision on the same images.
 
 Random CIFAR-10N images and the untouched sample_data shapes get known corruptions (blacken,
 whiten, brightness x0.3 and x3, Gaussian blur, posterize to two levels, uniform noise, a crop to
-an 8:1 strip, grayscale, an exact copy); dqaudit's checks (``dqaudit.image_checks``, on the
+an 8:1 strip, grayscale, an exact copy); dqaudit's checks (``dqaudit.imaging.image_checks``, on the
 statistics the decode workers measure) and cleanvision's ``Imagelab`` run on the untouched and
 the corrupted images. Per corruption: the recall of the issue it should raise; per issue: the
 share of untouched images flagged. Also prints the score distributions that set the thresholds.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, cifar10n_table, report  # noqa: E402
 
 from dqaudit.embed.loader import to_rgb  # noqa: E402
-from dqaudit.image_checks import (THRESHOLDS, exact_duplicate_groups, image_flags,  # noqa: E402
+from dqaudit.imaging.image_checks import (THRESHOLDS, exact_duplicate_groups, image_flags,  # noqa: E402
                                   image_scores, image_stats, stat_column)
 
 # corruption -> (the issues that count as found in dqaudit, in cleanvision)

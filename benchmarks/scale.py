@@ -2,9 +2,9 @@
 
 For each N: time and peak RAM (each measurement in its own process, ru_maxrss) of
   score  the whole scoring stage on embeddings memory-mapped from an .npy file: first the kNN
-         graph (``dqaudit.neighbors.knn``, method auto: exact up to 20k, faiss IVF above; its
+         graph (``scoring.neighbors.knn``, method auto: exact up to 20k, faiss IVF above; its
          time and the peak RSS up to its end are reported on their own), then
-         ``dqaudit.scoring.score_dataset`` on that graph (projection, K-fold robust linear
+         ``dqaudit.scoring.table.score_dataset`` on that graph (projection, K-fold robust linear
          posteriors with two correction rounds, every score, duplicates, outliers, importance)
 and, at --recall-n samples, recall@10 of the approximate graph against exact search on all of
 them.
@@ -72,17 +72,17 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
     t = time.perf_counter()
     out: dict = {}
     if stage == "knn":
-        from dqaudit.neighbors import knn
+        from dqaudit.scoring.neighbors import knn
 
         graph = knn(emb, k=10, method="auto", device=device)
         out["knn"] = graph.info
     elif stage == "exact":
-        from dqaudit.neighbors import knn
+        from dqaudit.scoring.neighbors import knn
 
         graph = knn(emb, k=10, method="exact", device=device)
         np.save(emb_path + ".exact.npy", graph.indices)
     elif stage == "recall":
-        from dqaudit.neighbors import knn
+        from dqaudit.scoring.neighbors import knn
 
         graph = knn(emb, k=10, method=os.environ.get("SCALE_KNN_METHOD", "ivf"))
         exact = np.load(emb_path + ".exact.npy")
@@ -90,9 +90,9 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
         out["recall_at_10_all"] = round(float(hits / exact.size), 4)
         out["knn"] = graph.info
     elif stage == "score":
-        from dqaudit.ingest import LabeledImages
-        from dqaudit.neighbors import knn
-        from dqaudit.scoring import score_dataset
+        from dqaudit.io.ingest import LabeledImages
+        from dqaudit.scoring.neighbors import knn
+        from dqaudit.scoring.table import score_dataset
 
         graph = knn(emb, k=10, method="auto", device=device)
         out["knn_seconds"] = round(time.perf_counter() - t, 1)

@@ -15,7 +15,7 @@ Public API::
 Heavy modules load on first use, so importing dqaudit (and ``dqaudit --help``) stays instant.
 """
 
-from .version import __version__
+from dqaudit.version import __version__
 
 __all__ = ["__version__", "audit", "Audit", "AuditConfig", "EmbedConfig", "ScoreConfig",
            "ClrConfig", "ReportConfig", "load_dataset", "LabeledImages", "DqauditError",
@@ -24,8 +24,8 @@ __all__ = ["__version__", "audit", "Audit", "AuditConfig", "EmbedConfig", "Score
 _HOMES = {
     "audit": "api", "Audit": "api", "draw_verification_sample": "api", "apply_verified": "api",
     "AuditConfig": "config", "EmbedConfig": "config", "ScoreConfig": "config",
-    "ReportConfig": "config", "ClrConfig": "clr",
-    "load_dataset": "ingest", "LabeledImages": "dataset",
+    "ReportConfig": "config", "ClrConfig": "estimates.clr",
+    "load_dataset": "io.ingest", "LabeledImages": "dataset",
     "DqauditError": "errors", "InputError": "errors",
 }
 

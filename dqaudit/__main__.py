@@ -1,6 +1,6 @@
 """``python -m dqaudit ...``: the same command line as ``dqaudit ...``."""
 
-from .cli import main
+from dqaudit.cli import main
 
 if __name__ == "__main__":
     main()

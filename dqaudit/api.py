@@ -21,21 +21,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate as evaluation
-from . import conventions, fiftyone_io, outputs, relabel, verify
-from .clr import ClrConfig
-from .config import AuditConfig, ReportConfig
-from .dataset import LabeledImages, one_hot, original_path
-from .devices import resolve_device
-from .errors import DqauditError, InputError
-from .headline import headline, verdict
-from .ingest import fingerprint, load_dataset
-from .objects import OBJECT_COLUMNS
-from .pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared, rescored,
-                       resolved_review_order, run_clr, say_how_it_was_read, score, scored_summary,
-                       timed)
-from .report import REPORT_HTML, REPORT_PDF, render_report
-from .summary import flag_meaning, per_class, per_split
+from dqaudit.config import AuditConfig, ReportConfig
+from dqaudit.dataset import LabeledImages, one_hot, original_path
+from dqaudit.devices import resolve_device
+from dqaudit.errors import DqauditError, InputError
+from dqaudit.estimates.clr import ClrConfig
+from dqaudit.estimates.headline import headline, verdict
+from dqaudit.io import fiftyone_io, outputs
+from dqaudit.io.ingest import fingerprint, load_dataset
+from dqaudit.io.objects import OBJECT_COLUMNS
+from dqaudit.pipeline import (
+    check_scorable,
+    embed_dataset,
+    given_embeddings,
+    log,
+    prepared,
+    rescored,
+    resolved_review_order,
+    run_clr,
+    say_how_it_was_read,
+    score,
+    scored_summary,
+    timed,
+)
+from dqaudit.report import REPORT_HTML, REPORT_PDF, render_report
+from dqaudit.scoring import conventions
+from dqaudit.summary import flag_meaning, per_class, per_split
+from dqaudit.workflows import evaluate as evaluation
+from dqaudit.workflows import relabel, verify
 
 # the files Audit.save writes; summary.json records a stamp of each (outputs.file_stamp)
 DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,

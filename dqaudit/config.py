@@ -1,7 +1,7 @@
 """An audit's settings as data: frozen dataclasses, each default written once.
 
 ``AuditConfig`` holds one config per stage (``EmbedConfig``, ``ScoreConfig``, ``ClrConfig`` from
-``dqaudit.clr``, ``ReportConfig``) plus the seed and the device. It is stored in
+``dqaudit.estimates.clr``, ``ReportConfig``) plus the seed and the device. It is stored in
 ``summary.json`` under ``"config"`` and rebuilt from there by every re-run (re-score, CLR
 re-run, re-render), so a folder's later numbers come from the settings that made it. The CLI
 options and the plugin forms take their defaults from these fields (``default``).
@@ -13,15 +13,16 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 
-from .clr import ClrConfig
-from .dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
-from .embed.backends import BACKENDS
-from .embed.encoders import DEFAULT_ENCODER
-from .embed.gpu_decode import DECODERS
-from .errors import DqauditError
-from .finetune import FinetuneConfig
-from .neighbors import DUPLICATE_THRESHOLD
-from .posteriors import DEFAULT_METHOD, POSTERIOR_METHODS
+from dqaudit.estimates.clr import ClrConfig
+from dqaudit.imaging.dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
+from dqaudit.embed.backends import BACKENDS
+from dqaudit.embed.encoders import DEFAULT_ENCODER
+from dqaudit.embed.gpu_decode import DECODERS
+from dqaudit.errors import DqauditError
+from dqaudit.scoring.finetune import FinetuneConfig
+from dqaudit.scoring.checks import CHECKS
+from dqaudit.scoring.neighbors import DUPLICATE_THRESHOLD
+from dqaudit.scoring.posteriors import DEFAULT_METHOD, POSTERIOR_METHODS
 
 # the posteriors a scan can use: the probes on the embeddings (``posteriors.POSTERIOR_METHODS``)
 # or the encoder fine-tuned per fold (``finetune``: measured below the linear probe so far, so
@@ -32,8 +33,6 @@ ENGINES = ("local", "ray")
 PAGE_SIZES = ("A4", "Letter")  # the report templates' print sizes
 REDACTIONS = ("paths", "thumbnails")  # what a shareable report can leave out
 THUMBNAIL_POLICIES = ("safe", "burned-in")  # burned-in: DICOM images with burned-in text shown
-# what a scan checks: label errors (and ambiguity), near and exact duplicates, broken images
-CHECKS = ("labels", "duplicates", "images")
 # the order of review (samples.review_score): by noisiness where one look fixes a label (one
 # annotation per sample), by the mean rank of priority and the noise model where a review is
 # one more annotation in a majority (benchmarks/RESULTS.md, "The review order"); auto chooses
@@ -59,7 +58,7 @@ class EmbedConfig:
     cache_dir: str | None = None  # None: $DQAUDIT_CACHE_DIR or ~/.cache/dqaudit/embeddings
     backend: str = "auto"  # the CPU forward: auto, torch or openvino (dqaudit.embed.backends)
     decode: str = "auto"  # JPEGs: auto (nvjpeg on CUDA), cpu or nvjpeg (dqaudit.embed.gpu_decode)
-    # DICOM files (dqaudit.dicom): the window (file, minmax or "CENTER,WIDTH") and the frame of a
+    # DICOM files (imaging.dicom): the window (file, minmax or "CENTER,WIDTH") and the frame of a
     # multi-frame file (middle, first or a 0-based number)
     dicom_window: str = FILE_WINDOW
     dicom_frame: str = MIDDLE_FRAME
@@ -79,7 +78,7 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """How the posteriors and the per-sample scores are computed (``dqaudit.scoring``)."""
+    """How the posteriors and the per-sample scores are computed (``dqaudit.scoring.table``)."""
 
     posterior_method: str = DEFAULT_METHOD
     k: int = 10  # neighbours of the kNN graph
@@ -115,7 +114,7 @@ class ReportConfig:
     # "paths": no file-system location, file name or command line in the document (samples are
     # named by their row in samples.csv); "thumbnails": no image content
     redact: tuple[str, ...] = ()
-    # DICOM images that may carry burned-in patient text (dqaudit.dicom.burned_in) get no
+    # DICOM images that may carry burned-in patient text (dqaudit.imaging.dicom.burned_in) get no
     # thumbnail unless this is "burned-in"
     thumbnails: str = "safe"
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .dicom import DICOM_EXTENSIONS, is_dicom
-from .errors import InputError
+from dqaudit.imaging.dicom import DICOM_EXTENSIONS, is_dicom
+from dqaudit.errors import InputError
 
 if TYPE_CHECKING:  # pandas is not loaded for `dqaudit --help`
     import pandas as pd
@@ -178,7 +178,7 @@ class LabeledImages:
         source: how the dataset was given (kind, location, columns), for the report.
         skipped: files that were left out, as dicts ``{"path", "reason"}``.
         digests: (N,) ``file_digest`` per file, or None (not computed, or no files).
-        objects: for an object-level audit (``dqaudit.objects``: every box of a detection
+        objects: for an object-level audit (``dqaudit.io.objects``: every box of a detection
             dataset a sample, ``paths`` its crops), N rows of the boxes' own columns
             (``objects.OBJECT_COLUMNS``: image, box, box checks); None for an image audit.
     """

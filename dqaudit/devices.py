@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import DqauditError
+from dqaudit.errors import DqauditError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 

@@ -16,24 +16,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import calibration
-from .clr import ClrConfig, estimate_clr, take_subsample
-from .config import AuditConfig
-from . import dicom
-from .dataset import LabeledImages, is_dicom_file
-from .dicom import DicomRead
-from .embed import auto_image_size, embed_images, load_encoder
-from .embed import default_num_workers
-from .embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
-from .embed.cache import default_cache_dir
-from .embed.gpu_decode import resolve_decoder
-from .errors import DqauditError, InputError
-from .finetune import FinetuneResult, decode_images, finetune_posteriors
-from .ingest import files_fingerprint, fingerprint, median_image_side
-from .posteriors import DEFAULT_METHOD, stratified_folds
-from .probes import project
-from .scoring import MIN_CLASS_SAMPLES, ScoredDataset, base_samples_table, score_dataset
-from .summary import build_summary, plan_fields
+from dqaudit.config import AuditConfig
+from dqaudit.dataset import LabeledImages, is_dicom_file
+from dqaudit.embed import auto_image_size, default_num_workers, embed_images, load_encoder
+from dqaudit.embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
+from dqaudit.embed.cache import default_cache_dir
+from dqaudit.embed.gpu_decode import resolve_decoder
+from dqaudit.errors import DqauditError, InputError
+from dqaudit.estimates.clr import ClrConfig, estimate_clr, take_subsample
+from dqaudit.imaging import dicom
+from dqaudit.imaging.dicom import DicomRead
+from dqaudit.io.ingest import files_fingerprint, fingerprint, median_image_side
+from dqaudit.scoring import calibration
+from dqaudit.scoring.finetune import FinetuneResult, decode_images, finetune_posteriors
+from dqaudit.scoring.posteriors import DEFAULT_METHOD, stratified_folds
+from dqaudit.scoring.probes import project
+from dqaudit.scoring.table import (
+    MIN_CLASS_SAMPLES,
+    ScoredDataset,
+    base_samples_table,
+    score_dataset,
+)
+from dqaudit.summary import build_summary, plan_fields
 
 logger = logging.getLogger("dqaudit")
 
@@ -66,7 +70,7 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
         image_size = auto_image_size(e.model, median_image_side(data.paths, seed=config.seed))
     size = int(image_size) if image_size else None
     if e.engine == "ray":
-        from .embed.ray_engine import embed_images_ray
+        from dqaudit.embed.ray_engine import embed_images_ray
 
         if e.backend in OPENVINO_BACKENDS:
             raise InputError(f"the Ray engine runs its encoders with torch; drop --backend "
@@ -233,7 +237,7 @@ def choose_posteriors(data: LabeledImages, config: AuditConfig, *,
 
 def finetuned(data: LabeledImages, config: AuditConfig, *, device: str, image_size: int,
               quiet: bool) -> FinetuneResult:
-    """Cross-fitted fine-tuned posteriors of ``data`` (``dqaudit.finetune``) on the first fold
+    """Cross-fitted fine-tuned posteriors of ``data`` (``scoring.finetune``) on the first fold
     split of the linear probe; folds finished earlier are taken from the checkpoint folder
     beside the embedding cache."""
     e = config.embed
@@ -269,7 +273,7 @@ def scored_summary(data: LabeledImages, embed_info: dict, scored: ScoredDataset,
 
 def run_clr(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *, seed: int,
             config: ClrConfig, device: str = "cpu", probs: np.ndarray | None = None) -> dict:
-    """Controlled CLR injection on the embeddings (see ``dqaudit.clr``); ``config.max_samples``
+    """Controlled CLR injection on the embeddings (see ``estimates.clr``); ``config.max_samples``
     0 or None runs on every sample. The subsample is drawn before the projection, so a large
     dataset's embeddings are not projected in full only to be left out."""
     n_all = len(labels)

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import LabeledImages, printable
-from .headline import HEADLINE_HALF_WIDTH
-from .plan import relabel_plan
-from .survey import verification_size
-from .version import __version__
+from dqaudit.dataset import LabeledImages, printable
+from dqaudit.estimates.headline import HEADLINE_HALF_WIDTH
+from dqaudit.estimates.plan import relabel_plan
+from dqaudit.estimates.survey import verification_size
+from dqaudit.version import __version__
 
 
 def build_summary(data: LabeledImages, embed_info: dict, *, seed: int, timings: dict,

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from dqaudit import outputs
+from dqaudit.io import outputs
 from dqaudit.cli import main
 
 from conftest import COLORS, colour_tree, make_image
@@ -342,7 +342,7 @@ def test_a_forked_child_never_keeps_the_folder_locked(tmp_path):
             os._exit(0)
     try:
         res = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                              "from dqaudit import outputs\n"
+                              "from dqaudit.io import outputs\n"
                               "with outputs.locked(Path(sys.argv[1])): print('got it')",
                               str(out)], capture_output=True, text=True)
     finally:
@@ -387,7 +387,7 @@ def test_nothing_under_the_root_is_ignored_silently(tree, tmp_path):
 
 SIGTERMED = """
 import os, signal, sys
-from dqaudit.cli_options import exit_on_sigterm
+from dqaudit.cli.options import exit_on_sigterm
 exit_on_sigterm()
 try:
     os.kill(os.getpid(), signal.SIGTERM)

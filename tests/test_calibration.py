@@ -1,9 +1,9 @@
-"""Calibrated label-error probability (dqaudit.calibration)."""
+"""Calibrated label-error probability (dqaudit.scoring.calibration)."""
 
 import numpy as np
 import pytest
 
-from dqaudit import calibration
+from dqaudit.scoring import calibration
 
 
 def test_power_sums_to_the_estimate_and_keeps_the_order():

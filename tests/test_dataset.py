@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dqaudit import scores
+from dqaudit.scoring import scores
 from dqaudit.dataset import LabeledImages, majority_labels, one_hot
 from dqaudit.errors import InputError
-from dqaudit.ingest import load_dataset
+from dqaudit.io.ingest import load_dataset
 from dqaudit.config import ScoreConfig
-from dqaudit.scoring import score_dataset
+from dqaudit.scoring.table import score_dataset
 
 
 def test_majority_with_ties_going_to_the_preferred_annotation():
@@ -81,7 +81,7 @@ def test_score_dataset_defaults_to_the_method_scans_use():
 
 
 def test_the_verdict_says_when_an_audit_is_too_small_to_quote():
-    from dqaudit.headline import verdict
+    from dqaudit.estimates.headline import verdict
 
     def summary(n, smallest):
         return {"n_samples": n, "class_counts": {"a": n - smallest, "b": smallest},

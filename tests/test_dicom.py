@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from dqaudit import dicom
+from dqaudit.imaging import dicom
 from dqaudit.cli import main
-from dqaudit.dicom import DicomRead, DicomSkip, read_dicom
-from dqaudit.sample_data import draw_shape
-from dqaudit.sample_dicom import MADE_UP, SYNTAXES, generate_dicom, write_dicom
+from dqaudit.imaging.dicom import DicomRead, DicomSkip, read_dicom
+from dqaudit.io.sample_data import draw_shape
+from dqaudit.io.sample_dicom import MADE_UP, SYNTAXES, generate_dicom, write_dicom
 
 FILE = DicomRead(window="file", frame="middle")
 
@@ -201,7 +201,7 @@ def test_no_patient_data_reaches_any_output(tmp_path):
     """Every identifying attribute of every fixture carries a distinctive made-up value; none of
     them appears in anything the audit writes (files, PDF text, the review queue and its
     thumbnails, the FiftyOne dataset), in what it prints, or in its log."""
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     data = tmp_path / "dicom"
@@ -228,7 +228,7 @@ def test_no_patient_data_reaches_any_output(tmp_path):
         assert all(Path(p).exists() for p in filepaths)
         assert set(dataset.values("dq_source_path")) <= {str(p) for p in data.rglob("*")}
         # the App's review acts on the DICOM file the rendering shows
-        from dqaudit.fiftyone_app import apply_label
+        from dqaudit.cli.app import apply_label
 
         first = dataset.first()
         apply_label(dataset, [first.id], "star", annotator="tester")
@@ -281,7 +281,7 @@ def test_burned_in_images_get_no_thumbnail_unless_asked(tmp_path):
     html = (out / "report.html").read_text()
     assert "are shown, as asked" in html and "file paths not shown (redacted)" in html
     # the cleaned export into FiftyOne shows the audit's pictures too, the DICOM files beside
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     name = f"dqaudit-dicom-export-{uuid.uuid4().hex[:8]}"

@@ -379,7 +379,7 @@ def test_the_gpu_decoder_path_matches_the_cpu_decoder(tmp_path, lite0):
 
     from dqaudit.embed.gpu_decode import RawJpegDataset, collate_raw, decode_batch
     from dqaudit.embed.loader import ImageFolderDataset, collate
-    from dqaudit.image_checks import STAT_NAMES
+    from dqaudit.imaging.image_checks import STAT_NAMES
 
     rng = np.random.default_rng(0)
     paths = []

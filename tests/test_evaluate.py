@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dqaudit import evaluate as ev
-from dqaudit import survey
+from dqaudit.workflows import evaluate as ev
+from dqaudit.estimates import survey
 from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ReportConfig
@@ -182,7 +182,7 @@ def test_verified_labels_of_the_split_give_an_interval_that_holds(audit_dir, tmp
     assert acc["ci_low"] <= true <= acc["ci_high"] and acc["ci_high"] > acc["ci_low"]
     assert m["confusion"]["classes"] == CLASSES
     # a split-verified sample certifies the split, not the dataset: the cover keeps its number
-    from dqaudit.headline import headline
+    from dqaudit.estimates.headline import headline
 
     res = CliRunner().invoke(main, ["verify", str(out), "--apply", str(out / "verify_sample.csv")])
     assert res.exit_code == 0, res.output

@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from dqaudit.errors import InputError
-from dqaudit.fiftyone_io import import_fiftyone
-from dqaudit.ingest import load_dataset
+from dqaudit.io.fiftyone_io import import_fiftyone
+from dqaudit.io.ingest import load_dataset
 
 
 @pytest.fixture

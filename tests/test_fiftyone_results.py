@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.fiftyone_io import SUSPECTS_VIEW, import_fiftyone, install_plugin
+from dqaudit.io.fiftyone_io import SUSPECTS_VIEW, import_fiftyone, install_plugin
 
 fo = import_fiftyone()
 
@@ -97,7 +97,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     import fiftyone.operators as foo
     import fiftyone.plugins as fop
 
-    import dqaudit.fiftyone_io as fio
+    import dqaudit.io.fiftyone_io as fio
 
     writes = []
     write_results = fio.write_results
@@ -119,7 +119,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     assert out["n_samples"] == 12 and out["label_error_count"] >= 1
     assert out["suspects_view"] == SUSPECTS_VIEW and "Only 12 samples" in out["verdict"]
     summary = json.loads((tmp_path / "app-run" / "summary.json").read_text())
-    from dqaudit.headline import headline
+    from dqaudit.estimates.headline import headline
     assert out["estimated_noise_rate"] == headline(summary)["rate"]
     assert writes == [fo_name]  # the results are written to FiftyOne once per run
     assert (tmp_path / "app-run" / "report.html").exists()
@@ -320,7 +320,7 @@ def test_evaluate_reads_a_prediction_field_and_records_the_evaluation(mislabelle
 
 def test_review_operators_correct_the_audited_field_not_ground_truth(fo_name):
     """An audit of another field (the run info records it) is reviewed in that field."""
-    from dqaudit.fiftyone_app import audited_label_field
+    from dqaudit.cli.app import audited_label_field
 
     ds = fo.Dataset(fo_name)
     assert audited_label_field(ds) == "ground_truth"  # never audited: FiftyOne's default

@@ -1,4 +1,4 @@
-"""Cross-fitted fine-tuning (dqaudit.finetune): no sample's label reaches the model that scores
+"""Cross-fitted fine-tuning (scoring.finetune): no sample's label reaches the model that scores
 it, runs resume per fold, and the scan records which posteriors it used and why. Tiny lite0
 networks on a few coloured squares, on the CPU."""
 
@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dqaudit import finetune
+from dqaudit.scoring import finetune
 from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ScoreConfig
 from dqaudit.dataset import LabeledImages, one_hot
 from dqaudit.errors import DqauditError, InputError
-from dqaudit.finetune import FinetuneConfig, finetune_posteriors, random_crops
+from dqaudit.scoring.finetune import FinetuneConfig, finetune_posteriors, random_crops
 from dqaudit.pipeline import choose_posteriors
-from dqaudit.posteriors import stratified_folds
+from dqaudit.scoring.posteriors import stratified_folds
 
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [30, 40, 220]])
 

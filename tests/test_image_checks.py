@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageFilter, ImageOps
 
 from dqaudit.cli import main
-from dqaudit.image_checks import (IMAGE_ISSUES, exact_duplicate_groups, image_flags,
+from dqaudit.imaging.image_checks import (IMAGE_ISSUES, exact_duplicate_groups, image_flags,
                                   image_scores, image_stats, stat_column)
 
 from conftest import colour_tree

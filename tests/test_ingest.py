@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from dqaudit.errors import InputError
-from dqaudit.ingest import load_dataset
+from dqaudit.io.ingest import load_dataset
 
 from conftest import COLORS, make_image
 

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dqaudit import Audit
-from dqaudit.boxes import box_problems, duplicate_boxes, iou, match_predictions
+from dqaudit.imaging.boxes import box_problems, duplicate_boxes, iou, match_predictions
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, EmbedConfig, ReportConfig
 from dqaudit.errors import DqauditError, InputError
-from dqaudit.ingest import load_dataset
+from dqaudit.io.ingest import load_dataset
 from dqaudit.report.context import BOX_COLOUR, box_thumbnail
-from dqaudit.sample_data import generate_scenes
+from dqaudit.io.sample_data import generate_scenes
 
 FAST = AuditConfig(clr=None, embed=EmbedConfig(model="lite0", num_workers=0),
                    report=ReportConfig(enabled=False))
@@ -311,7 +311,7 @@ def scenes_dataset(fo, name: str, root):
 
 @pytest.fixture
 def fo_name():
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     name = f"dqaudit-test-{uuid.uuid4().hex[:8]}"
@@ -324,9 +324,9 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
                                                                             tmp_path):
     from fiftyone import ViewField as F
 
-    from dqaudit.fiftyone_app import (apply_label, draw_verification_for, selected_objects,
+    from dqaudit.cli.app import (apply_label, draw_verification_for, selected_objects,
                                       verify_selected)
-    from dqaudit.fiftyone_io import delete_results, import_fiftyone
+    from dqaudit.io.fiftyone_io import delete_results, import_fiftyone
 
     fo = import_fiftyone()
     root, _ = scenes
@@ -392,7 +392,7 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
 
 
 def test_coco_scan_into_fiftyone_adds_the_boxes(scanned, fo_name, tmp_path):
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     root, out = scanned
@@ -410,7 +410,7 @@ def test_coco_scan_into_fiftyone_adds_the_boxes(scanned, fo_name, tmp_path):
 def test_the_app_audits_a_detections_field_box_by_box(scenes, fo_name, tmp_path):
     import fiftyone.operators as foo
 
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     root, _ = scenes
@@ -426,8 +426,8 @@ def test_the_app_audits_a_detections_field_box_by_box(scenes, fo_name, tmp_path)
 
 
 def test_a_sub_audit_of_a_view_writes_its_boxes_under_its_own_names(scenes, fo_name, tmp_path):
-    from dqaudit.fiftyone_app import audit_fiftyone
-    from dqaudit.fiftyone_io import import_fiftyone
+    from dqaudit.cli.app import audit_fiftyone
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     root, _ = scenes

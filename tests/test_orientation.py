@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dqaudit.dicom import DicomRead
+from dqaudit.imaging.dicom import DicomRead
 from dqaudit.embed.encoders import Preprocessing
 from dqaudit.embed.gpu_decode import RawJpegDataset
 from dqaudit.embed.loader import TRANSPOSE, decode, open_rgb

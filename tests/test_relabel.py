@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.calibration import power
-from dqaudit.plan import relabel_plan
+from dqaudit.scoring.calibration import power
+from dqaudit.estimates.plan import relabel_plan
 
 from conftest import make_image
 

@@ -145,7 +145,7 @@ def _flat(doc: str) -> str:
 
 def _agrees(out):
     """Cover, verdict, per-class and per-split numbers agree with summary.json."""
-    from dqaudit.headline import headline
+    from dqaudit.estimates.headline import headline
 
     s = json.loads((out / "summary.json").read_text())
     html = _flat((out / "report.html").read_text())
@@ -266,7 +266,7 @@ def test_datalab_shapes_get_issues_summary_and_report(noisy_audit, capsys):
     per type, cleanvision's names for the image checks, a summary sorted worst first."""
     import dqaudit
     from dqaudit.api import Audit
-    from dqaudit.conventions import ISSUE_TYPES
+    from dqaudit.scoring.conventions import ISSUE_TYPES
 
     assert {"Audit", "audit", "AuditConfig"} <= set(dir(dqaudit))
     audit = Audit.load(noisy_audit[0])

@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 
-from dqaudit import neighbors
+from dqaudit.scoring import neighbors
 from dqaudit.errors import DqauditError
-from dqaudit.neighbors import duplicate_groups, exact_knn, knn
-from dqaudit.posteriors import linear_posteriors, stratified_folds
-from dqaudit.probes import ProbeConfig, project
+from dqaudit.scoring.neighbors import duplicate_groups, exact_knn, knn
+from dqaudit.scoring.posteriors import linear_posteriors, stratified_folds
+from dqaudit.scoring.probes import ProbeConfig, project
 
 
 def clustered(n=4000, d=48, n_classes=8, seed=0):

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from dqaudit import scores
+from dqaudit.scoring import scores
 from dqaudit.errors import DqauditError
-from dqaudit.ingest import LabeledImages
-from dqaudit.neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
+from dqaudit.io.ingest import LabeledImages
+from dqaudit.scoring.neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
                                outlier_flags, outlier_scores)
-from dqaudit.scoring import score_dataset
-from dqaudit.posteriors import (compute_posteriors, graph_posteriors, linear_posteriors,
+from dqaudit.scoring.table import score_dataset
+from dqaudit.scoring.posteriors import (compute_posteriors, graph_posteriors, linear_posteriors,
                                 stratified_folds)
-from dqaudit.probes import ProbeConfig, fit_probes, predict_proba, project
+from dqaudit.scoring.probes import ProbeConfig, fit_probes, predict_proba, project
 
 
 def clusters(n_per=60, n_classes=3, dim=16, spread=0.15, seed=0):
@@ -281,7 +281,7 @@ def test_find_label_errors_takes_the_estimated_count_in_the_flag_order():
 def test_review_score_is_what_the_cleaning_simulation_ranks_by():
     """The scan's review order comes from the posteriors the simulation's selector refits
     (one fold split, no correction rounds), so the queue is the order that was measured."""
-    from dqaudit.simulation import _model_priority
+    from dqaudit.workflows.simulation import _model_priority
 
     x, y = clusters(seed=4)
     y_noisy = y.copy()

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.simulation import (_majority_done, expected_noise, run_selector, simulate,
+from dqaudit.workflows.simulation import (_majority_done, expected_noise, run_selector, simulate,
                                 solve_temperature, tempered)
 
 from conftest import make_image

@@ -1,9 +1,9 @@
-"""Survey sampling for the verified noise rate: design, estimators, intervals (dqaudit.survey)."""
+"""Survey sampling for the verified noise rate: design, estimators, intervals (estimates.survey)."""
 
 import numpy as np
 import pytest
 
-from dqaudit import survey
+from dqaudit.estimates import survey
 from dqaudit.errors import DqauditError
 
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dqaudit import outputs
+from dqaudit.io import outputs
 from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.errors import describe_os_error
@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent("""
     import os, sys
     from contextlib import contextmanager
     import numpy as np, pandas as pd
-    from dqaudit import outputs
+    from dqaudit.io import outputs
     from dqaudit.api import Audit
     from dqaudit.config import AuditConfig, ReportConfig
 
@@ -325,7 +325,7 @@ def test_corrections_name_samples_by_meaning_and_count_once(tree_audit, tmp_path
     annotation."""
     import shutil
 
-    from dqaudit.relabel import ledger, record_corrections
+    from dqaudit.workflows.relabel import ledger, record_corrections
 
     import tempfile
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.headline import headline
+from dqaudit.estimates.headline import headline
 
 from conftest import COLORS, make_image
 

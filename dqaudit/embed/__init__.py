@@ -10,13 +10,19 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..dataset import file_digests
-from .cache import EmbeddingCache, default_cache_dir
-from .encoders import (DEFAULT_ENCODER, ENCODERS, Encoder, Preprocessing, auto_image_size,
-                       load_encoder)
-from ..image_checks import N_STATS
-from .gpu_decode import RawJpegDataset, collate_raw, decode_batch
-from .loader import ImageFolderDataset, collate
+from dqaudit.dataset import file_digests
+from dqaudit.embed.cache import EmbeddingCache, default_cache_dir
+from dqaudit.embed.encoders import (
+    DEFAULT_ENCODER,
+    ENCODERS,
+    Encoder,
+    Preprocessing,
+    auto_image_size,
+    load_encoder,
+)
+from dqaudit.embed.gpu_decode import RawJpegDataset, collate_raw, decode_batch
+from dqaudit.embed.loader import ImageFolderDataset, collate
+from dqaudit.imaging.image_checks import N_STATS
 
 __all__ = ["EmbeddingResult", "embed_images", "load_encoder", "Encoder", "Preprocessing",
            "ENCODERS", "DEFAULT_ENCODER", "default_batch_size", "auto_image_size"]

@@ -27,8 +27,8 @@ import os
 from dataclasses import asdict, dataclass, replace
 from collections.abc import Callable
 
-from ..dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
-from ..errors import DqauditError
+from dqaudit.imaging.dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
+from dqaudit.errors import DqauditError
 
 # The default: Lite0 and Lite2 stage features side by side. Measured on CIFAR-10N (2,000 images,
 # clean labels, 5-fold logistic probe, 160 px, flip TTA): lite0 78.6%, lite1 79.3%, lite2 80.2%,
@@ -50,7 +50,7 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
-    # how a DICOM file's pixels become a picture (dqaudit.dicom): its own window, middle frame
+    # how a DICOM file's pixels become a picture (imaging.dicom): its own window, middle frame
     dicom_window: str = FILE_WINDOW
     dicom_frame: str = MIDDLE_FRAME
 

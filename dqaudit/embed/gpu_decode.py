@@ -26,11 +26,18 @@ import math
 import numpy as np
 from PIL import Image
 
-from ..image_checks import N_STATS, STATS_SIDE, image_stats
-from .encoders import Preprocessing
-from ..errors import DqauditError
-from .loader import (MAX_ASPECT, ImageFolderDataset, decode, describe_failure, load_strict,
-                     orientation, to_rgb)
+from dqaudit.embed.encoders import Preprocessing
+from dqaudit.embed.loader import (
+    MAX_ASPECT,
+    ImageFolderDataset,
+    decode,
+    describe_failure,
+    load_strict,
+    orientation,
+    to_rgb,
+)
+from dqaudit.errors import DqauditError
+from dqaudit.imaging.image_checks import N_STATS, STATS_SIDE, image_stats
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 DECODERS = ("auto", "cpu", "nvjpeg")

@@ -10,10 +10,10 @@ import math
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from ..dataset import is_dicom_file
-from ..dicom import DicomRead, DicomSkip, read_dicom
-from ..image_checks import N_STATS, image_stats
-from .encoders import Preprocessing
+from dqaudit.dataset import is_dicom_file
+from dqaudit.imaging.dicom import DicomRead, DicomSkip, read_dicom
+from dqaudit.imaging.image_checks import N_STATS, image_stats
+from dqaudit.embed.encoders import Preprocessing
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # larger: skipped as too large (a decompression bomb)
 MAX_ASPECT = 4  # beyond 4:1 the centre square is cut before scaling (memory stays bounded)

@@ -19,12 +19,18 @@ import time
 
 import numpy as np
 
-from ..errors import DqauditError
-from . import (default_batch_size, EmbeddingResult, encode_batch, progress_bar, ShardWriter,
-               start_embedding)
-from .encoders import DEFAULT_ENCODER, load_encoder
-from ..image_checks import N_STATS
-from .loader import decode, describe_failure
+from dqaudit.embed import (
+    EmbeddingResult,
+    ShardWriter,
+    default_batch_size,
+    encode_batch,
+    progress_bar,
+    start_embedding,
+)
+from dqaudit.embed.encoders import DEFAULT_ENCODER, load_encoder
+from dqaudit.embed.loader import decode, describe_failure
+from dqaudit.errors import DqauditError
+from dqaudit.imaging.image_checks import N_STATS
 
 
 def _require_ray():

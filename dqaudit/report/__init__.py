@@ -9,10 +9,10 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
-from ..config import ReportConfig
-from ..errors import DqauditError
-from ..outputs import SAMPLES_CSV, read_samples, read_summary, replacing
-from .context import build_context
+from dqaudit.config import ReportConfig
+from dqaudit.errors import DqauditError
+from dqaudit.io.outputs import SAMPLES_CSV, read_samples, read_summary, replacing
+from dqaudit.report.context import build_context
 
 REPORT_HTML = "report.html"
 REPORT_PDF = "report.pdf"

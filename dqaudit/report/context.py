@@ -10,14 +10,15 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from ..dataset import is_dicom_file, original_path
-from ..dicom import DicomRead, header_record
-from ..embed.loader import open_rgb
-from ..headline import headline
-from ..objects import context_region
-from ..image_checks import IMAGE_ISSUE_TEXT, IMAGE_ISSUES, THRESHOLDS
-from ..outputs import dicom_read, review_order_column
-from . import figures
+from dqaudit.dataset import is_dicom_file, original_path
+from dqaudit.imaging.dicom import DicomRead, header_record
+from dqaudit.embed.loader import open_rgb
+from dqaudit.estimates.headline import headline
+from dqaudit.io.objects import context_region
+from dqaudit.imaging.image_checks import IMAGE_ISSUES, THRESHOLDS
+from dqaudit.scoring.checks import BOX_ISSUES, BY_NAME
+from dqaudit.io.outputs import dicom_read, review_order_column
+from dqaudit.report import figures
 
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
 BOX_COLOUR = (255, 0, 170)  # an object audit's box in its image: a colour photos rarely hold
@@ -150,7 +151,7 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
         if len(hit):
             hit = hit.sort_values(f"{issue}_score", ascending=False, kind="stable")
             image_issues.append({"issue": issue, "n": int(len(hit)),
-                                 "threshold": THRESHOLDS[issue], "what": IMAGE_ISSUE_TEXT[issue],
+                                 "threshold": THRESHOLDS[issue], "what": BY_NAME[issue].what,
                                  "rows": _rows(hit.head(min(top_n, 5)),
                                                ROW_COLUMNS + [f"{issue}_score"], redact,
                                                thumbs)})
@@ -230,13 +231,6 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
     }
 
 
-BOX_CHECK_TEXT = {
-    "duplicate_box": "the same object boxed twice: two boxes of one image overlapping at IoU "
-                     "≥ {iou:g} (same class or not)",
-    "box_outside": "reached outside its image (audited clipped to the image)",
-    "possible_spurious": "no prediction of the detector matches it (IoU ≥ {match_iou:g}): "
-                         "possibly nothing there",
-}
 
 
 def _box_checks(source: dict, samples: pd.DataFrame, *, top_n: int, redact,
@@ -246,7 +240,8 @@ def _box_checks(source: dict, samples: pd.DataFrame, *, top_n: int, redact,
     out = []
     predictions = source.get("predictions") or {}
     issues = samples["issues"].map(list)
-    for issue, text in BOX_CHECK_TEXT.items():
+    for issue in BOX_ISSUES:
+        text = BY_NAME[issue].what
         if issue == "possible_spurious" and not predictions:
             continue
         hit = samples[issues.map(lambda v, k=issue: k in v).to_numpy()]

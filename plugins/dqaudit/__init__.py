@@ -14,7 +14,7 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")  # before FiftyOne is imp
 import fiftyone.operators as foo  # noqa: E402
 import fiftyone.operators.types as types  # noqa: E402
 
-from dqaudit.fiftyone_io import DEFAULT_LABEL_FIELD  # noqa: E402 (imports no FiftyOne)
+from dqaudit.io.fiftyone_io import DEFAULT_LABEL_FIELD  # noqa: E402 (imports no FiftyOne)
 
 
 def _label_fields(ctx):
@@ -26,7 +26,7 @@ def _label_fields(ctx):
 
 
 def _audited_field(ctx):
-    from dqaudit.fiftyone_app import audited_label_field
+    from dqaudit.cli.app import audited_label_field
 
     return audited_label_field(ctx.dataset)
 
@@ -34,7 +34,7 @@ def _audited_field(ctx):
 def _objects(ctx, label_field):
     """The boxes selected in the App (labels, or patches of dq_suspect_objects): an object
     audit's review acts on them; none selected, the samples are reviewed."""
-    from dqaudit.fiftyone_app import selected_objects
+    from dqaudit.cli.app import selected_objects
 
     return selected_objects(ctx.view, list(ctx.selected), list(ctx.selected_labels or []),
                             label_field=label_field)
@@ -88,7 +88,7 @@ class RunAudit(foo.Operator):
                     default=DEFAULT_LABEL_FIELD if DEFAULT_LABEL_FIELD in fields else fields[0],
                     label="Label field", view=types.DropdownView())
         from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, default
-        from dqaudit.headline import SMALL_AUDIT_SAMPLES
+        from dqaudit.estimates.headline import SMALL_AUDIT_SAMPLES
 
         target = types.RadioGroup()
         target.add_choice("dataset", label=f"Whole dataset ({len(ctx.dataset)} samples)")
@@ -137,9 +137,9 @@ class RunAudit(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import (audit_fiftyone, audit_target, default_out_dir,
+        from dqaudit.cli.app import (audit_fiftyone, audit_target, default_out_dir,
                                           form_config)
-        from dqaudit.fiftyone_io import OBJECTS_VIEW, RunNames
+        from dqaudit.io.fiftyone_io import OBJECTS_VIEW, RunNames
 
         p = ctx.params
         view, run = audit_target(ctx.dataset, ctx.view, target=p.get("target", "dataset"),
@@ -148,7 +148,7 @@ class RunAudit(foo.Operator):
             view, label_field=p.get("label_field") or DEFAULT_LABEL_FIELD, run=run,
             out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name, run),
             config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
-        from dqaudit.headline import headline
+        from dqaudit.estimates.headline import headline
 
         s = result.summary
         names = RunNames(run)
@@ -187,7 +187,7 @@ class OpenSuspects(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_io import SUSPECTS_VIEW
+        from dqaudit.io.fiftyone_io import SUSPECTS_VIEW
 
         if not ctx.dataset.has_saved_view(SUSPECTS_VIEW):
             return _fail(ctx, "no audit yet: run 'dqaudit: audit labels' first")
@@ -208,7 +208,7 @@ class EstimateClr(foo.Operator):
 
     def resolve_input(self, ctx):
         from dqaudit.config import ClrConfig, default
-        from dqaudit.clr import MODES
+        from dqaudit.estimates.clr import MODES
 
         inputs = types.Object()
         inputs.int("repeats", default=default(ClrConfig, "repeats"),
@@ -219,7 +219,7 @@ class EstimateClr(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import estimate_clr_for
+        from dqaudit.cli.app import estimate_clr_for
 
         res = estimate_clr_for(ctx.dataset, ctx.params)
         return {k: res[k] for k in ("estimate", "ci_low", "ci_high", "method")}
@@ -246,7 +246,7 @@ class ExportReport(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import export_report
+        from dqaudit.cli.app import export_report
 
         paths = export_report(ctx.dataset, ctx.params["path"],
                               pdf=bool(ctx.params.get("pdf", True)))
@@ -261,7 +261,7 @@ class MarkReviewed(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import mark_reviewed
+        from dqaudit.cli.app import mark_reviewed
 
         n = mark_reviewed(ctx.dataset, list(ctx.selected),
                           object_ids=_objects(ctx, _audited_field(ctx)))
@@ -283,7 +283,7 @@ class ApplyLabel(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import apply_label
+        from dqaudit.cli.app import apply_label
 
         field = ctx.params.get("label_field") or _audited_field(ctx)
         n = apply_label(ctx.dataset, list(ctx.selected), ctx.params["label"],
@@ -308,7 +308,7 @@ class DrawVerification(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import draw_verification_for
+        from dqaudit.cli.app import draw_verification_for
 
         res = draw_verification_for(ctx.dataset, size=int(ctx.params.get("size") or 200))
         ctx.ops.reload_dataset()
@@ -334,7 +334,7 @@ class VerifySelected(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.fiftyone_app import verify_selected
+        from dqaudit.cli.app import verify_selected
 
         res = verify_selected(ctx.dataset, list(ctx.selected),
                               (ctx.params.get("label") or "").strip() or None,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# a box table, one row per ground-truth box (dqaudit.objects reads COCO and YOLO into it,
-# dqaudit.fiftyone_io a Detections field): ``object_id`` is the sample id (unique in the
+# a box table, one row per ground-truth box (dqaudit.io.objects reads COCO and YOLO into it,
+# dqaudit.io.fiftyone_io a Detections field): ``object_id`` is the sample id (unique in the
 # dataset); ``x, y, w, h`` pixels from the top-left corner (0-1 of the image when the source
 # says ``relative``); ``image_width``, ``image_height`` NaN when the file has to say
 BOX_COLUMNS = ("image_path", "image_id", "object_id", "label", "split", "x", "y", "w", "h",

@@ -1,7 +1,7 @@
 """Verified samples: draw a probability sample of an audit's labels for a person to check, and
 turn the checked labels into the noise rate a release can carry (``dqaudit verify``).
 
-The design (``dqaudit.survey``): strata by the calibrated ``label_error_probability``, Neyman
+The design (``estimates.survey``): strata by the calibrated ``label_error_probability``, Neyman
 allocation with a proportional share, simple random sampling within strata, every inclusion
 probability recorded. The frame (every sample's stratum at the time of the first draw) is kept
 in ``verify_frame.parquet``, so a later, larger ``--size`` grows the same design. The checked
@@ -17,10 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import calibration, outputs, survey
-from .errors import DqauditError
-from .fiftyone_io import tag_view
-from .relabel import CHANGELOG_CSV, DROP_LABEL, ledger
+from dqaudit.scoring import calibration
+
+from dqaudit.io import outputs
+
+from dqaudit.estimates import survey
+from dqaudit.errors import DqauditError
+from dqaudit.io.fiftyone_io import tag_view
+from dqaudit.workflows.relabel import CHANGELOG_CSV, DROP_LABEL, ledger
 
 VERIFY_SAMPLE_CSV = "verify_sample.csv"
 VERIFY_FRAME = "verify_frame.parquet"

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import click
 
-from .clr import MODES, ClrConfig
-from .dicom import DicomRead
-from .embed.backends import BACKENDS
-from .embed.gpu_decode import DECODERS
-from .config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, REVIEW_ORDERS,
+from dqaudit.estimates.clr import MODES, ClrConfig
+from dqaudit.imaging.dicom import DicomRead
+from dqaudit.embed.backends import BACKENDS
+from dqaudit.embed.gpu_decode import DECODERS
+from dqaudit.config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, REVIEW_ORDERS,
                      THUMBNAIL_POLICIES, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig,
                      default)
-from .finetune import TRAIN_MODES, FinetuneConfig
-from .dataset import LAYOUTS
-from .errors import DqauditError, expected_failure
-from .headline import VERDICT_LEVELS
-from .boxes import DEFAULT_MARGIN, MIN_BOX_SIDE
+from dqaudit.scoring.finetune import TRAIN_MODES, FinetuneConfig
+from dqaudit.dataset import LAYOUTS
+from dqaudit.errors import DqauditError, expected_failure
+from dqaudit.estimates.headline import VERDICT_LEVELS
+from dqaudit.imaging.boxes import DEFAULT_MARGIN, MIN_BOX_SIDE
 
 
 # exit codes: 0 done, 1 an unexpected failure (a bug: the traceback is shown), 2 a usage error
@@ -51,8 +51,8 @@ def json_envelope(result, *, out_dir=None) -> str:
     """The one ``--json`` shape of every command: ``dqaudit_version``, ``command``,
     ``out_dir``, the audit's ``headline`` and ``verdict`` as its folder now holds them (None
     without an audit folder), and the command's own ``result``."""
-    from .outputs import SUMMARY_JSON
-    from .version import __version__
+    from dqaudit.io.outputs import SUMMARY_JSON
+    from dqaudit.version import __version__
 
     summary = {}
     if out_dir is not None and (Path(out_dir) / SUMMARY_JSON).is_file():

@@ -10,7 +10,7 @@ their posteriors every ``refit_every`` annotations. The outcome is the share of 
 
 Selectors: ``random``; ``oracle`` (KL divergence of the current labels from the true
 distribution, the paper's oracle); ``linear``, ``graph``, ``ensemble``: the posteriors of
-``dqaudit.posteriors`` (one 5-fold split, no correction rounds, for speed) ranked by
+``dqaudit.scoring.posteriors`` (one 5-fold split, no correction rounds, for speed) ranked by
 ``scores.review_score``, the order of ``dqaudit relabel queue``; ``entropy``: posterior entropy
 (uncertainty sampling, for contrast).
 """
@@ -22,18 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import scores
-from .dataset import majority_labels
-from .devices import resolve_device
-from .embed import auto_image_size, embed_images, load_encoder
-from .embed.encoders import DEFAULT_ENCODER
-from .errors import DqauditError
-from .ingest import load_manifest, median_image_side
-from .neighbors import knn
-from .outputs import write_json
-from .posteriors import review_posteriors, stratified_folds
-from .probes import project
-from .report.figures import pyplot, svg_text
+from dqaudit.scoring import scores
+from dqaudit.dataset import majority_labels
+from dqaudit.devices import resolve_device
+from dqaudit.embed import auto_image_size, embed_images, load_encoder
+from dqaudit.embed.encoders import DEFAULT_ENCODER
+from dqaudit.errors import DqauditError
+from dqaudit.io.ingest import load_manifest, median_image_side
+from dqaudit.scoring.neighbors import knn
+from dqaudit.io.outputs import write_json
+from dqaudit.scoring.posteriors import review_posteriors, stratified_folds
+from dqaudit.scoring.probes import project
+from dqaudit.report.figures import pyplot, svg_text
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_options import library_errors, prints_result
+from dqaudit.cli.options import library_errors, prints_result
 
 
 @click.group()
@@ -20,7 +20,7 @@ def plugin():
 @prints_result
 def plugin_install(plugins_dir, link):
     """Install the plugin where FiftyOne discovers it."""
-    from .fiftyone_io import install_plugin
+    from dqaudit.io.fiftyone_io import install_plugin
 
     path = install_plugin(plugins_dir, link=link)
     lines = [f"installed the dqaudit plugin at {path}"]
@@ -40,7 +40,7 @@ def fiftyone_group():
 @prints_result
 def fiftyone_runs(name):
     """List the dqaudit runs recorded on FiftyOne dataset NAME, with their config."""
-    from .fiftyone_io import list_results
+    from dqaudit.io.fiftyone_io import list_results
 
     runs = list_results(name)
     lines = [f"{run['key']}  {run['timestamp']}  out_dir={run['config'].get('out_dir')}  "
@@ -58,7 +58,7 @@ def fiftyone_runs(name):
 @prints_result
 def fiftyone_delete(name, run):
     """Remove dqaudit's fields, saved views, tags and run records from FiftyOne dataset NAME."""
-    from .fiftyone_io import delete_results
+    from dqaudit.io.fiftyone_io import delete_results
 
     res = delete_results(name, run=run)
     return res, [f"removed {len(res['fields'])} fields, {len(res['views'])} views, "
@@ -76,7 +76,7 @@ def fiftyone_delete(name, run):
 @library_errors
 def app(name, port, view, address):
     """Launch the FiftyOne App on dataset NAME's suspects (after `scan --fiftyone NAME`)."""
-    from .fiftyone_io import launch_app
+    from dqaudit.io.fiftyone_io import launch_app
 
     session = launch_app(name, port=port, view=view or None, address=address, wait=False)
     click.echo(f"FiftyOne App on {name!r}, view {view!r}: {session.url}  (Ctrl-C to stop)")

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .errors import DqauditError
-from .posteriors import stratified_folds
-from .probes import ProbeConfig, fit_probes, predict_proba
-from .scores import label_error_fraction
+from dqaudit.errors import DqauditError
+from dqaudit.scoring.posteriors import stratified_folds
+from dqaudit.scoring.probes import ProbeConfig, fit_probes, predict_proba
+from dqaudit.scoring.scores import label_error_fraction
 
 DEFAULT_GRID = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.10)
 MODES = ("uniform", "posterior")

@@ -5,24 +5,45 @@ Heavy libraries are imported inside the commands, so ``dqaudit --help`` is insta
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import click
 
-from .cli_options import (check_fail_on, clr_options, command_line, embedding_options,
-                          exit_on_sigterm,
-                          fail_on_option, given_options, ingest_options, library_errors,
-                          json_envelope, parse_thresholds, positive_int, posterior_options,
-                          prints_result,
-                          redactions,
-                          report_options, scale_options, SectionedCommand, show_progress)
-from .clr import ClrConfig
-from .config import EXPORT_TARGETS, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig, default
-from .finetune import FinetuneConfig
-from .cli_fiftyone import app, fiftyone_group, plugin
-from .headline import headline
-from .version import __version__
+from dqaudit.cli.fiftyone import app, fiftyone_group, plugin
+from dqaudit.cli.options import (
+    SectionedCommand,
+    check_fail_on,
+    clr_options,
+    command_line,
+    embedding_options,
+    exit_on_sigterm,
+    fail_on_option,
+    given_options,
+    ingest_options,
+    json_envelope,
+    library_errors,
+    parse_thresholds,
+    positive_int,
+    posterior_options,
+    prints_result,
+    redactions,
+    report_options,
+    scale_options,
+    show_progress,
+)
+from dqaudit.config import (
+    EXPORT_TARGETS,
+    AuditConfig,
+    EmbedConfig,
+    ReportConfig,
+    ScoreConfig,
+    default,
+)
+from dqaudit.estimates.clr import ClrConfig
+from dqaudit.estimates.headline import headline
+from dqaudit.scoring.finetune import FinetuneConfig
+from dqaudit.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,7 +112,7 @@ def scan(dataset, out_dir, path_column, label_column, split_column, count_prefix
       dqaudit scan labels.csv --label-column noisy_label --out ./audit
       dqaudit scan instances_val.json --out ./audit-boxes
     """
-    from .api import Audit
+    from dqaudit.api import Audit
 
     image_size = image_size if image_size == "auto" else positive_int(image_size, "--image-size")
     checked = tuple(c.strip() for c in checks.split(",") if c.strip())
@@ -150,7 +171,7 @@ def report(out_dir, no_pdf, report_title, top_n, redact, thumbnails, page_size, 
     Nothing is recomputed: the report is built from summary.json and samples.parquet. The
     options given are recorded, so later re-renders (after corrections) keep them.
     """
-    from .api import Audit
+    from dqaudit.api import Audit
 
     audit = Audit.load(out_dir)
     config = replace(audit.config.report, enabled=True, pdf=not no_pdf,
@@ -183,12 +204,12 @@ def report(out_dir, no_pdf, report_title, top_n, redact, thumbnails, page_size, 
 @prints_result
 def sample_data(out_dir, per_class, noise_rate, seed, scenes, dicom):
     """Generate the synthetic shapes dataset with known label truth into OUT_DIR."""
-    from .sample_data import generate, generate_scenes
+    from dqaudit.io.sample_data import generate, generate_scenes
 
     if scenes and dicom:
         raise click.UsageError("--scenes and --dicom are two different datasets: choose one")
     if dicom:
-        from .sample_dicom import generate_dicom
+        from dqaudit.io.sample_dicom import generate_dicom
 
         per = per_class if click.get_current_context().get_parameter_source(
             "per_class") == click.core.ParameterSource.COMMANDLINE else 12
@@ -231,8 +252,8 @@ def relabel_queue(out_dir, budget, no_thumbnails):
     Fill its correct_label column (a class name, or DROP for junk) and pass it to
     `dqaudit relabel apply`.
     """
-    from .api import Audit
-    from .relabel import QUEUE_CSV
+    from dqaudit.api import Audit
+    from dqaudit.workflows.relabel import QUEUE_CSV
 
     queue = Audit.load(out_dir).review_queue(budget=budget, thumbnails=not no_thumbnails)
     return ({"queued": len(queue), "csv": f"{out_dir}/{QUEUE_CSV}",
@@ -258,7 +279,7 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
     Every number in the report is then for the corrected labels: the CLR injection is re-run
     (unless --no-clr-refresh); a verified estimate is carried forward by the corrections.
     """
-    from .api import Audit
+    from dqaudit.api import Audit
 
     audit = Audit.load(out_dir)
     res = audit.apply_corrections(corrections, annotator=annotator, device=device,
@@ -289,7 +310,7 @@ def relabel_apply(out_dir, corrections, annotator, device, no_clr_refresh):
 @prints_result
 def relabel_export(out_dir, to, dest, keep_junk, force):
     """Write the cleaned dataset as a new copy (the input is never modified)."""
-    from .api import Audit
+    from dqaudit.api import Audit
 
     res = Audit.load(out_dir).export(to=to, dest=dest, drop_junk=not keep_junk, force=force)
     return res, [f"exported {res['n_samples']} samples to {res['to']} {res['dest']}"]
@@ -319,7 +340,7 @@ def simulate(manifest, out_dir, noise_rate, seeds, selectors, budget, refit_ever
     Writes OUT/simulation.json (per selector: reannotations_to_90, reannotations_to_95,
     auc_normalized, curves) and OUT/simulation.svg.
     """
-    from .simulation import simulate_manifest
+    from dqaudit.workflows.simulation import simulate_manifest
 
     names = [s.strip() for s in selectors.split(",") if s.strip()]
     res = simulate_manifest(manifest, out_dir, noise_rate=noise_rate, seeds=seeds,
@@ -367,7 +388,7 @@ def verify(out_dir, size, apply_file, half_width, seed, uniform_share, split, an
     recorded, so the estimate is design-unbiased whatever the encoder's quality; the report's
     headline then carries its 95% interval.
     """
-    from .api import Audit
+    from dqaudit.api import Audit
 
     if (size is None) == (apply_file is None):
         raise click.UsageError("give --size N (draw or grow) or --apply FILE (estimate)")
@@ -423,7 +444,7 @@ def evaluate(out_dir, prediction_files, pred_fields, split):
     audit's gold-free estimate with the range the label noise allows, and, once labels of the
     split are verified, a 95% interval and the corrected ranking with paired differences.
     """
-    from .api import Audit
+    from dqaudit.api import Audit
 
     audit = Audit.load(out_dir)
     predictions = {}
@@ -439,7 +460,7 @@ def evaluate(out_dir, prediction_files, pred_fields, split):
         if not dataset:
             raise click.UsageError("--pred-field needs an audit written to FiftyOne "
                                    "(scan --fiftyone NAME or --from-fiftyone)")
-        from .fiftyone_io import read_predictions_field
+        from dqaudit.io.fiftyone_io import read_predictions_field
 
         for field in pred_fields:
             predictions[field] = read_predictions_field(dataset, field)
@@ -466,7 +487,7 @@ def clr(out_dir, clr_repeats, clr_grid, clr_mode, clr_max_samples, device):
     Options not given keep the audit's settings. Updates summary.json and the report;
     nothing is embedded again.
     """
-    from .api import Audit
+    from dqaudit.api import Audit
 
     audit = Audit.load(out_dir)
     config = replace(audit.config.clr or ClrConfig(), **given_options(

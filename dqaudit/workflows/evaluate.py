@@ -24,11 +24,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import outputs, survey
-from .errors import DqauditError
-from .headline import headline
-from .relabel import CHANGELOG_CSV, sample_ids
-from .verify import VERIFY_FRAME, VERIFY_SAMPLE_CSV, in_split, read_frame
+from dqaudit.io import outputs
+
+from dqaudit.estimates import survey
+from dqaudit.errors import DqauditError
+from dqaudit.estimates.headline import headline
+from dqaudit.workflows.relabel import CHANGELOG_CSV, sample_ids
+from dqaudit.workflows.verify import VERIFY_FRAME, VERIFY_SAMPLE_CSV, in_split, read_frame
 
 EVALUATION = "evaluation"
 ESTIMATOR = "difference"  # measured against stratified and regression: benchmarks/RESULTS.md

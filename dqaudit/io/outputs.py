@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import printable
-from .dicom import DicomRead
-from .errors import DqauditError
+from dqaudit.dataset import printable
+from dqaudit.imaging.dicom import DicomRead
+from dqaudit.errors import DqauditError
 
 SAMPLES_PARQUET = "samples.parquet"
 SAMPLES_CSV = "samples.csv"

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import (IMAGE_EXTENSIONS, LAYOUTS, SPLIT_NAMES, LabeledImages, case_variants,
+from dqaudit.dataset import (IMAGE_EXTENSIONS, LAYOUTS, SPLIT_NAMES, LabeledImages, case_variants,
                       cheap_file_problem, file_digests, is_dicom_file, majority_labels,
                       normal_text, one_hot, printable)
-from .dicom import header_size
-from .errors import InputError
-from .outputs import separator
-from .boxes import MIN_BOX_SIDE
-from .fiftyone_io import (DEFAULT_LABEL_FIELD, load_fiftyone_boxes, load_fiftyone_dataset,
+from dqaudit.imaging.dicom import header_size
+from dqaudit.errors import InputError
+from dqaudit.io.outputs import separator
+from dqaudit.imaging.boxes import MIN_BOX_SIDE
+from dqaudit.io.fiftyone_io import (DEFAULT_LABEL_FIELD, load_fiftyone_boxes, load_fiftyone_dataset,
                           load_view)
-from .objects import is_coco, is_yolo, load_coco, load_yolo, object_dataset
+from dqaudit.io.objects import is_coco, is_yolo, load_coco, load_yolo, object_dataset
 
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
                           "image_path")
@@ -58,7 +58,7 @@ def load_dataset(
     ``source`` is a directory (class folders, optionally under train/val/test), a ``.csv`` or
     ``.parquet`` manifest, or with ``from_fiftyone=True`` the name of a FiftyOne dataset.
     A detection dataset (a COCO instances ``.json``, a YOLO folder, a FiftyOne ``Detections``
-    field) is audited object by object (``dqaudit.objects``): every box a sample, its crop
+    field) is audited object by object (``dqaudit.io.objects``): every box a sample, its crop
     with ``box_margin`` of context (default ``boxes.DEFAULT_MARGIN``) kept in the crop
     cache under ``cache_dir`` (default: the embedding cache's). ``pred_field``: a FiftyOne
     ``Detections`` field of a detector's predictions, for possible missing and spurious boxes.

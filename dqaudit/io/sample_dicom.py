@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .sample_data import CLASSES, draw_shape
+from dqaudit.io.sample_data import CLASSES, draw_shape
 
 # distinctive made-up values, one per identifying attribute: none may reach an audit's output
 MADE_UP = {

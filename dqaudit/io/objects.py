@@ -25,13 +25,13 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from .boxes import (BOX_COLUMNS, DEFAULT_MARGIN, DUPLICATE_BOX_IOU, MIN_BOX_SIDE,
+from dqaudit.imaging.boxes import (BOX_COLUMNS, DEFAULT_MARGIN, DUPLICATE_BOX_IOU, MIN_BOX_SIDE,
                     box_problems, duplicate_boxes)
-from .dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, file_digest, one_hot,
+from dqaudit.dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, file_digest, one_hot,
                       printable)
-from .embed.cache import default_cache_dir
-from .embed.loader import describe_failure, load_strict, to_rgb
-from .errors import InputError
+from dqaudit.embed.cache import default_cache_dir
+from dqaudit.embed.loader import describe_failure, load_strict, to_rgb
+from dqaudit.errors import InputError
 
 # the samples table's columns of an object audit (Audit.load rebuilds ``objects`` from them):
 # where the box lies in its image (pixels: the report and the review queue show it there),

@@ -13,7 +13,7 @@ def relabel_plan(review_order: np.ndarray, error_probability: np.ndarray, *,
     """Expected number of corrected labels against review budget.
 
     ``error_probability`` is each sample's calibrated chance of a label error (the
-    ``label_error_probability`` column; ``dqaudit.calibration``), whose sum E is the expected
+    ``label_error_probability`` column; ``scoring.calibration``), whose sum E is the expected
     number of wrong labels. Reviewing in descending ``review_order`` (the ``review_score``
     column), the expected corrections after b reviews is the sum of the first b chances; random
     review finds ``b * E / N``: both reach E at b = N. (E, not the scan's confident-joint count:

@@ -12,16 +12,30 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import calibration, scores
-from .config import CHECKS
-from .dataset import LabeledImages, label_distribution, printable
-from .errors import InputError
-from .image_checks import (IMAGE_ISSUES, JUNK_ISSUES, exact_duplicate_groups, image_flags,
-                           image_scores, stat_column)
-from .neighbors import (DUPLICATE_THRESHOLD, duplicate_groups, group_flags, knn,
-                        knn_disagreement, outlier_flags, outlier_scores)
-from .posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
-from .probes import project
+from dqaudit.dataset import LabeledImages, label_distribution, printable
+from dqaudit.errors import InputError
+from dqaudit.imaging.image_checks import (
+    IMAGE_ISSUES,
+    JUNK_ISSUES,
+    exact_duplicate_groups,
+    image_flags,
+    image_scores,
+    stat_column,
+)
+from dqaudit.scoring import calibration, scores
+from dqaudit.scoring.checks import CHECKS, issue_masks
+from dqaudit.scoring.checks import flagged as flagged_by
+from dqaudit.scoring.neighbors import (
+    DUPLICATE_THRESHOLD,
+    duplicate_groups,
+    group_flags,
+    knn,
+    knn_disagreement,
+    outlier_flags,
+    outlier_scores,
+)
+from dqaudit.scoring.posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
+from dqaudit.scoring.probes import project
 
 DEFAULT_SEED = 0
 # a class of m samples gives each held-out sample's model at most m - 1 of its class to learn
@@ -34,12 +48,6 @@ MIN_CLASS_SAMPLES = 3
 # disagreement (benchmarks/ambiguity_tag.py): 10% of images tagged, 2.3x the base rate of
 # images the annotators split on; the former rule (entropy >= half of log C) tagged 43% at 1.7x
 AMBIGUITY_MARGIN = 0.1
-ISSUE_NAMES = ("label_error", "ambiguous", "duplicate", "exact_duplicate",
-               "conflicting_duplicate", "leak", "outlier", *IMAGE_ISSUES)
-# an object audit's own checks of its boxes (dqaudit.objects, dqaudit.boxes): a box that
-# reached outside its image, the same object boxed twice, and (with a detector's predictions)
-# a box no prediction matches
-BOX_ISSUES = ("box_outside", "duplicate_box", "possible_spurious")
 
 
 @dataclass
@@ -67,14 +75,14 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     out-of-sample class probabilities from the user's own model, used instead of the probes'
     (cleanlab's convention: each row predicted by a model that did not train on that sample).
     With ``pred_probs`` alone the graph scores are left empty (NaN, -1, False). ``graph``: a
-    kNN graph of ``embeddings`` already built (``dqaudit.neighbors.knn``) to reuse.
+    kNN graph of ``embeddings`` already built (``dqaudit.scoring.neighbors.knn``) to reuse.
     ``duplicate_threshold``: None takes ``neighbors.DUPLICATE_THRESHOLD``. ``image_stats``
     (N, S): the decode workers' measurements (``image_checks.image_stats``), for the image
     checks; None leaves them out (user embeddings, pred_probs). A junk image (blank,
     low-information) gets no label-error flag and no suggested label. ``checks``: which of
     ``config.CHECKS`` to report (the posteriors and scores are computed either way; a check
     left out sets none of its issues). ``probs_source``: what made ``pred_probs``, for the
-    summary (``pred_probs``: the user's model; ``finetune``: ``dqaudit.finetune``).
+    summary (``pred_probs``: the user's model; ``finetune``: ``dqaudit.scoring.finetune``).
     """
     n = len(data)
     checked = tuple(checks)
@@ -117,11 +125,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     junk = np.zeros(n, dtype=bool)
     for name in JUNK_ISSUES:
         junk |= checks["flags"][name]
-    label_error = label_error & ~junk  # a black square is junk, not a mislabelled circle
-    if "labels" not in checked:
-        label_error = np.zeros(n, dtype=bool)
-    ambiguous = (scores.top_two_margin(probs) < AMBIGUITY_MARGIN) & ~label_error & ~junk & (
-        "labels" in checked)
+    raw_ambiguous = scores.top_two_margin(probs) < AMBIGUITY_MARGIN
     if duplicate_threshold is None:
         duplicate_threshold = DUPLICATE_THRESHOLD
     if graph is not None:
@@ -143,15 +147,17 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     leak = group_flags(dup_group, data.splits, ignore_empty=True) | group_flags(
         exact_group, data.splits, ignore_empty=True)
 
-    names = list(ISSUE_NAMES)
-    image_masks = [checks["flags"][k] for k in IMAGE_ISSUES]
-    masks = [label_error, ambiguous, duplicate, exact, conflicting, leak, outlier, *image_masks]
-    box_masks = box_flags(data.objects) if data.objects is not None else {}
-    names += list(box_masks)
-    masks += list(box_masks.values())
-    issues = _issue_lists(names, masks)
-    flagged = label_error | conflicting | leak | outlier | duplicate | np.any(
-        image_masks + list(box_masks.values()), axis=0)
+    # the checks registry (scoring.checks) gates, suppresses and orders the issues
+    masks = issue_masks({"label_error": label_error, "ambiguous": raw_ambiguous,
+                         "duplicate": duplicate, "exact_duplicate": exact,
+                         "conflicting_duplicate": conflicting, "leak": leak, "outlier": outlier,
+                         **checks["flags"],
+                         **(box_flags(data.objects) if data.objects is not None else {})},
+                        checked=checked)
+    label_error = masks["label_error"]
+    names = list(masks)
+    issues = _issue_lists(names, list(masks.values()))
+    flagged = flagged_by(masks)
     classes = np.array(data.classes, dtype=object)
     suggested_names = classes[suggested].copy()
     suggested_names[junk] = ""  # no suggestion on junk: it would mislead the reviewer
@@ -199,7 +205,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "estimated_label_errors": n_errors,
         # the confident joint's count as a share: not the headline (summary["headline"])
         "confident_joint_rate": round(n_errors / len(data), 4),
-        "issue_counts": {name: int(m.sum()) for name, m in zip(names, masks)},
+        "issue_counts": {name: int(m.sum()) for name, m in masks.items()},
         "duplicate_groups": int(dup_group.max() + 1) if (dup_group >= 0).any() else 0,
         "exact_duplicate_groups": int(exact_group.max() + 1) if exact.any() else 0,
         "checks": list(checked),

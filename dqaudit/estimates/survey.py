@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .errors import DqauditError
+from dqaudit.errors import DqauditError
 
 ESTIMATORS = ("stratified", "difference", "regression")
 DEFAULT_ESTIMATOR = "stratified"  # measured in benchmarks/clr_verified.py (benchmarks/RESULTS.md)

@@ -42,10 +42,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import label_distribution, majority_labels
-from .embed.encoders import DEFAULT_ENCODER, LITE_STAGES, Preprocessing, all_lite, load_encoder
-from .embed.loader import ImageFolderDataset, collate
-from .errors import DqauditError, InputError
+from dqaudit.dataset import label_distribution, majority_labels
+from dqaudit.embed.encoders import (
+    DEFAULT_ENCODER,
+    LITE_STAGES,
+    Preprocessing,
+    all_lite,
+    load_encoder,
+)
+from dqaudit.embed.loader import ImageFolderDataset, collate
+from dqaudit.errors import DqauditError, InputError
 
 logger = logging.getLogger("dqaudit")
 
@@ -58,7 +64,7 @@ PROBE_L2 = 1e-3  # weight decay of the head's linear-probe start (features of un
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Hyper-parameters of the cross-fitted fine-tuning (``dqaudit.finetune``)."""
+    """Hyper-parameters of the cross-fitted fine-tuning (``dqaudit.scoring.finetune``)."""
 
     train: str = "auto"  # all, last, or auto (all on CUDA, last elsewhere)
     epochs: int = 12

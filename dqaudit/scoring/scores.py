@@ -51,7 +51,7 @@ def given_label_disagreement(target: np.ndarray, probs: np.ndarray) -> np.ndarra
     """(N,) 1 - sum_c t_c p_c: the probability that a fresh label drawn from the posterior
     disagrees with the given label distribution. A ranking score, not a probability of a label
     error: it mixes label errors with the model's own uncertainty, so its sum over-counts them
-    (``dqaudit.calibration`` turns it into ``label_error_probability``)."""
+    (``dqaudit.scoring.calibration`` turns it into ``label_error_probability``)."""
     return 1.0 - (target * probs).sum(axis=1)
 
 

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
-from .dataset import (SPLIT_NAMES, LabeledImages, cheap_file_problem, file_digest,
+from dqaudit.imaging.boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
+from dqaudit.dataset import (SPLIT_NAMES, LabeledImages, cheap_file_problem, file_digest,
                       is_dicom_file, one_hot, printable)
-from .dicom import DicomRead
-from .embed.loader import open_rgb
-from .errors import DqauditError, InputError
-from .headline import headline
-from .image_checks import IMAGE_ISSUES
-from .outputs import replacing, review_order_column
+from dqaudit.imaging.dicom import DicomRead
+from dqaudit.embed.loader import open_rgb
+from dqaudit.errors import DqauditError, InputError
+from dqaudit.estimates.headline import headline
+from dqaudit.imaging.image_checks import IMAGE_ISSUES
+from dqaudit.io.outputs import replacing, review_order_column
 
 
 DEFAULT_LABEL_FIELD = "ground_truth"  # FiftyOne's own name for a dataset's labels
@@ -129,7 +129,7 @@ def is_detections_field(fo, schema, name: str) -> bool:
 
 def load_fiftyone_boxes(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, view=None,
                         pred_field: str | None = None):
-    """The boxes of a FiftyOne ``Detections`` field as a box table (``dqaudit.objects``):
+    """The boxes of a FiftyOne ``Detections`` field as a box table (``dqaudit.io.objects``):
     (table, classes, skipped, source), or None when ``label_field`` is not ``Detections``.
 
     Object ids are the Detections' ids, image ids the samples'; boxes are FiftyOne's relative
@@ -664,7 +664,7 @@ def plugin_source():
     """The plugin folder shipped with dqaudit: ``plugins/dqaudit`` of the source tree (editable
     install), else the copy a wheel carries inside the package (``dqaudit/fiftyone_plugin``)."""
     here = Path(__file__).resolve()
-    candidates = (here.parents[1] / "plugins" / "dqaudit", here.parent / "fiftyone_plugin")
+    candidates = (here.parents[2] / "plugins" / "dqaudit", here.parents[1] / "fiftyone_plugin")
     for src in candidates:
         if (src / "fiftyone.yml").exists():
             return src

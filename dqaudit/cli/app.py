@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DqauditError
-from .fiftyone_io import DEFAULT_LABEL_FIELD
-from .fiftyone_io import (INFO_KEY, OBJECT_ID, RunNames, audited_paths, import_fiftyone,
+from dqaudit.errors import DqauditError
+from dqaudit.io.fiftyone_io import DEFAULT_LABEL_FIELD
+from dqaudit.io.fiftyone_io import (INFO_KEY, OBJECT_ID, RunNames, audited_paths, import_fiftyone,
                           is_detections_field, root_dataset)
-from .ingest import load_fiftyone
-from .api import Audit
-from .clr import ClrConfig
-from .config import AuditConfig
-from .report import REPORT_HTML, REPORT_PDF
-from .verify import VERIFY_SAMPLE_CSV
+from dqaudit.io.ingest import load_fiftyone
+from dqaudit.api import Audit
+from dqaudit.estimates.clr import ClrConfig
+from dqaudit.config import AuditConfig
+from dqaudit.report import REPORT_HTML, REPORT_PDF
+from dqaudit.workflows.verify import VERIFY_SAMPLE_CSV
 
 
 TARGETS = ("dataset", "view", "saved_view")  # what the App's audit runs on; the first is default

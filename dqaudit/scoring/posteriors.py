@@ -1,7 +1,7 @@
 """Out-of-sample posteriors p(y|x): no sample's probabilities come from a model that saw its label.
 
 Methods (registry ``POSTERIOR_METHODS``):
-    ``linear``    K-fold robust linear probe (``dqaudit.probes``), the recipe of "Active label
+    ``linear``    K-fold robust linear probe (``scoring.probes``), the recipe of "Active label
                   cleaning" (Bernhardt et al., Nat. Commun. 2022): bounded logits a*tanh(z/a),
                   label smoothing, weight decay.
     ``graph``     K-fold kNN-graph label spreading (same paper, Eq. 5; Zhou et al. 2004):
@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .dataset import label_distribution, majority_labels
-from .errors import DqauditError
-from .neighbors import KnnGraph
-from .probes import ProbeConfig, fit_probes, predict_proba
-from .scores import find_label_errors
+from dqaudit.dataset import label_distribution, majority_labels
+from dqaudit.errors import DqauditError
+from dqaudit.scoring.neighbors import KnnGraph
+from dqaudit.scoring.probes import ProbeConfig, fit_probes, predict_proba
+from dqaudit.scoring.scores import find_label_errors
 
 DEFAULT_METHOD = "linear"
 LINEAR_REPEATS = 3

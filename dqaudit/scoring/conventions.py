@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import DqauditError
+from dqaudit.errors import DqauditError
 
 # Datalab / cleanvision issue type -> (dqaudit's issue tag, dqaudit's column, how to turn it
 # into a quality score)

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import outputs
-from .config import EXPORT_TARGETS
-from .dataset import majority_labels, normal_text, original_path
-from .errors import DqauditError
-from .fiftyone_io import SOURCE_PATH, import_fiftyone, tag_samples, viewable_paths
-from .outputs import read_samples, read_summary, review_order_column, samples_for_csv
-from .report import REPORT_HTML, REPORT_PDF
-from .report.context import row_thumbnail
+from dqaudit.io import outputs
+from dqaudit.config import EXPORT_TARGETS
+from dqaudit.dataset import majority_labels, normal_text, original_path
+from dqaudit.errors import DqauditError
+from dqaudit.io.fiftyone_io import SOURCE_PATH, import_fiftyone, tag_samples, viewable_paths
+from dqaudit.io.outputs import read_samples, read_summary, review_order_column, samples_for_csv
+from dqaudit.report import REPORT_HTML, REPORT_PDF
+from dqaudit.report.context import row_thumbnail
 
 # --------------------------------------------------------------------------- review workflow
 
@@ -461,7 +461,7 @@ def _as_input_manifest(samples: pd.DataFrame, summary: dict, *, dropped: bool
     (``dq_label_change``: ``old -> new``, or ``dropped as junk`` where junk rows are kept).
     Rows the scan skipped are kept unchanged. None when the input was not a one-row-per-image
     manifest with a label column (count columns or repeated rows: the generic export)."""
-    from .ingest import manifest_files, read_table
+    from dqaudit.io.ingest import manifest_files, read_table
 
     source = summary["dataset"]["source"]
     manifest = Path(source.get("location", ""))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DqauditError
+from dqaudit.errors import DqauditError
 
 EXACT_MAX = 20_000
 EXACT_MAX_CUDA = 2_000_000
