@@ -38,7 +38,7 @@ def main() -> None:
     majority = share.argmax(axis=1)
     emb = common.embed(list(h["path"]))
     data = common.labeled_images(h["path"], [common.CLASSES[i] for i in majority])
-    scored = score_dataset(data, emb, method="linear")
+    scored = score_dataset(data, emb, method="linear", seed=0)
     p = scored.probs
     c = p.shape[1]
     entropy = -(p * np.log(np.clip(p, 1e-12, 1))).sum(axis=1) / np.log(c)

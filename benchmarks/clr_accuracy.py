@@ -58,7 +58,7 @@ def main() -> None:
         assert len(emb) == len(df), (emb.shape, len(df))
     else:
         emb = common.embed(list(df["path"]), model=args.model)
-    x = project(emb)
+    x = project(emb, seed=0)
     clean = np.array([common.CLASSES.index(c) for c in df["clean"]])
     scored = common.scored_cases()
     rows = {}
@@ -72,7 +72,7 @@ def main() -> None:
         # the posteriors the scan hands to CLR (they draw the bracket's posterior-mode flips)
         probs = scored[name]["probs"]
         res = estimate_clr(x, y, 10, config=ClrConfig(repeats=args.repeats), seed=0,
-                           probs=probs)
+                           device="cpu", probs=probs)
         lr = cross_val_predict(LogisticRegression(max_iter=1000), emb, y, cv=5,
                                method="predict_proba")
         cl = num_label_issues(y, lr) / len(y)

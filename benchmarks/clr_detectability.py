@@ -50,7 +50,7 @@ def main() -> None:
     runs = np.stack([cases[name] for name in CASES])
     flagged = {}
     for name, e in feats.items():
-        x = project(e / np.linalg.norm(e, axis=1, keepdims=True))
+        x = project(e / np.linalg.norm(e, axis=1, keepdims=True), seed=0)
         oof = _oof_posteriors(x, runs, 10, folds=3, config=ClrConfig().probe, seed=0,
                               device="cpu")
         flagged[name] = np.stack([members(runs[q], oof[q]) for q in range(len(CASES))])

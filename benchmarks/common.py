@@ -49,7 +49,7 @@ def embed(paths: list[str], *, model: str | None = None, image_size="auto", devi
     model = model or DEFAULT_ENCODER
 
     if image_size == "auto":
-        image_size = auto_image_size(model, median_image_side(paths))
+        image_size = auto_image_size(model, median_image_side(paths, seed=0))
     enc = load_encoder(model, image_size=image_size, flip_tta=flip_tta)
     res = embed_images(paths, model=enc, device=device, progress=progress)
     assert res.ok.all(), res.failures[:3]
@@ -73,7 +73,7 @@ def report(result: dict, json_path: str | None) -> None:
 
 def labeled_images(paths, labels, classes=CLASSES, counts=None):
     """A LabeledImages from arrays (the benchmarks bypass file ingest, not the scoring)."""
-    from dqaudit.io.ingest import LabeledImages
+    from dqaudit.dataset import LabeledImages
 
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[v] for v in labels], dtype=np.int64)
@@ -107,7 +107,7 @@ def scored_cases(*, cache: Path | None = None) -> dict:
             if emb is None:
                 emb = embed(list(df["path"]))
             data = labeled_images(df["path"], [CLASSES[i] for i in y])
-            sc = score_dataset(data, emb, method="linear")
+            sc = score_dataset(data, emb, method="linear", seed=0)
             t = sc.table
             np.savez(path, labels=y, errors=(y != clean), probs=sc.probs,
                      label_error_probability=t["label_error_probability"].to_numpy(),

@@ -87,7 +87,7 @@ def flag_f1(df, embeddings) -> dict:
     out = {}
     for ns in common.NOISE_SETS:
         data = common.labeled_images(df["path"], df[ns])
-        flags = score_dataset(data, embeddings).table["issues"].map(
+        flags = score_dataset(data, embeddings, seed=0).table["issues"].map(
             lambda v: "label_error" in v).to_numpy()
         out[ns] = round(float(f1_score(data.labels != clean, flags)), 4)
     return out

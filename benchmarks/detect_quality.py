@@ -43,7 +43,7 @@ def evaluate(data, clean, emb, *, method, pred_probs=None, cleanlab_probs=None):
     err = data.labels != clean
     t = time.perf_counter()
     scored = score_dataset(data, emb, method=method, pred_probs=pred_probs,
-                           probs_source="finetune")
+                           probs_source="finetune", seed=0)
     seconds = time.perf_counter() - t
     tab = scored.table
     ours_flag = tab["issues"].map(lambda v: "label_error" in v).to_numpy()

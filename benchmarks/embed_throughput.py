@@ -68,7 +68,8 @@ def main() -> None:
     paths = list(common.cifar10n_table()["path"])[: args.n] * args.repeat
     batch = default_batch_size(args.device)
     args.model = args.model or DEFAULT_ENCODER
-    size = auto_image_size(args.model, median_image_side(paths))  # as `dqaudit scan` picks it
+    # as `dqaudit scan` picks it
+    size = auto_image_size(args.model, median_image_side(paths, seed=0))
     enc = load_encoder(args.model, image_size=size)
     size = enc.preprocessing.image_size
     n_batches = max(30 if args.device.startswith("cuda") else 3, args.n // batch // 2)

@@ -100,8 +100,9 @@ def run(noise: str, *, draws: int, n: int, seed: int, work: Path) -> dict:
     true_acc = {m: float((p == clean[test]).mean()) for m, p in preds.items()}
     exact_obs = {m: float((p == noisy[test]).mean()) for m, p in preds.items()}
     audit = Audit.load(out)  # its values; the draws below change only the verification files
-    values = {"samples": audit.samples, "summary": audit.summary, "probs": audit.probs}
-    base = ev.evaluate(out, tables, split="test", **values)
+    values = {"samples": audit.samples, "summary": audit.summary, "probs": audit.probs,
+              "changelog": audit.changelog}
+    base = ev.evaluate(tables, split="test", frame=None, sample=None, **values)
     gold = {m["name"]: m["gold_free"] for m in base["models"]}
     observed = {m["name"]: m["observed_accuracy"] for m in base["models"]}
     result = {"noise": noise, "seed": seed, "true_noise_rate_test": float(
@@ -120,18 +121,18 @@ def run(noise: str, *, draws: int, n: int, seed: int, work: Path) -> dict:
         per_est[estimator]["pair"] = {"right_order": [], "sure": [], "cover": [],
                                       "half": []}
     for d in range(draws):
-        for name in (verify.VERIFY_FRAME, verify.VERIFY_SAMPLE_CSV):
-            (out / name).unlink(missing_ok=True)
-        summary = outputs.read_summary(out)
-        summary.pop("verification", None)
-        outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-        verify.draw_sample(out, size=n, seed=1000 * seed + d, split="test")
-        sample = pd.read_csv(out / verify.VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False)
+        summary = {k: v for k, v in audit.summary.items() if k != "verification"}
+        drawn = verify.draw_sample(samples=audit.samples, summary=summary, probs=audit.probs,
+                                   frame=None, sample=None, size=n, seed=1000 * seed + d,
+                                   uniform_share=audit.config.verify.uniform_share,
+                                   split="test", half_width=None)
+        sample = drawn["sample"]
         sample["verified_label"] = [truth_by_id[i] for i in sample["id"]]
-        sample.to_csv(out / verify.VERIFY_SAMPLE_CSV, index=False)
+        summary["verification"] = drawn["design"]
         for estimator in per_est:
             ev.ESTIMATOR = estimator
-            block = ev.evaluate(out, tables, split="test", **values)
+            block = ev.evaluate(tables, split="test", frame=drawn["frame"], sample=sample,
+                                **{**values, "summary": summary})
             for m in block["models"]:
                 a = m["accuracy"]
                 r = per_est[estimator][m["name"]]

@@ -17,8 +17,9 @@ import pandas as pd
 
 
 def main() -> None:
-    from dqaudit.io.fiftyone_io import import_fiftyone, write_results
-    from dqaudit.io.ingest import LabeledImages
+    from dqaudit.io.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_results import write_results
+    from dqaudit.dataset import LabeledImages
     from dqaudit.api import Audit
 
     ap = argparse.ArgumentParser()

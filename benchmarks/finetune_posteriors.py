@@ -32,7 +32,8 @@ def main() -> None:
     from dqaudit.dataset import one_hot
     from dqaudit.devices import resolve_device
     from dqaudit.embed.encoders import DEFAULT_ENCODER, SMALL_IMAGE_INPUT
-    from dqaudit.scoring.finetune import FinetuneConfig, decode_images, finetune_posteriors
+    from dqaudit.scoring.finetune import FinetuneConfig, finetune_posteriors
+    from dqaudit.scoring.finetune_net import decode_images
     from dqaudit.scoring.posteriors import stratified_folds
     from dqaudit.workflows.simulation import initial_labels
 

@@ -74,27 +74,27 @@ def run_stage(stage: str, emb_path: str, labels_path: str, n_classes: int) -> di
     if stage == "knn":
         from dqaudit.scoring.neighbors import knn
 
-        graph = knn(emb, k=10, method="auto", device=device)
+        graph = knn(emb, k=10, method="auto", device=device, seed=0)
         out["knn"] = graph.info
     elif stage == "exact":
         from dqaudit.scoring.neighbors import knn
 
-        graph = knn(emb, k=10, method="exact", device=device)
+        graph = knn(emb, k=10, method="exact", device=device, seed=0)
         np.save(emb_path + ".exact.npy", graph.indices)
     elif stage == "recall":
         from dqaudit.scoring.neighbors import knn
 
-        graph = knn(emb, k=10, method=os.environ.get("SCALE_KNN_METHOD", "ivf"))
+        graph = knn(emb, k=10, method=os.environ.get("SCALE_KNN_METHOD", "ivf"), seed=0)
         exact = np.load(emb_path + ".exact.npy")
         hits = (graph.indices[:, :, None] == exact[:, None, :]).any(axis=2).sum()
         out["recall_at_10_all"] = round(float(hits / exact.size), 4)
         out["knn"] = graph.info
     elif stage == "score":
-        from dqaudit.io.ingest import LabeledImages
+        from dqaudit.dataset import LabeledImages
         from dqaudit.scoring.neighbors import knn
         from dqaudit.scoring.table import score_dataset
 
-        graph = knn(emb, k=10, method="auto", device=device)
+        graph = knn(emb, k=10, method="auto", device=device, seed=0)
         out["knn_seconds"] = round(time.perf_counter() - t, 1)
         out["knn_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                        / 2**20, 2)

@@ -2,9 +2,12 @@
 
 An audit is the samples table (one row per sample, scores and flags), the summary (dataset-level
 numbers, the config that made them, the verdict), the embeddings and the out-of-sample
-posteriors. ``Audit.scan`` makes one from a dataset, ``Audit.from_arrays`` from a user's own
-embeddings or predicted probabilities, ``Audit.load`` from a folder. Every change (re-rank after
-corrections, CLR re-run, verification) ends in ``finish``: verdict, folder, report, FiftyOne.
+posteriors, and the reviewers' work: the corrections ledger and changelog, the verification
+frame and sample. ``Audit`` is their one owner: workflows are functions of these values, and
+only the store (``io.store``) writes the folder. ``Audit.scan`` makes one from a dataset,
+``Audit.from_arrays`` from a user's own embeddings or predicted probabilities (in memory; every
+step that needs no image works there too, and ``save`` makes it a folder audit), ``Audit.load``
+from a folder. Every change ends in ``finish``: verdict, folder, report, FiftyOne.
 The CLI commands and the FiftyOne plugin are calls on this object (as sqlite-utils' commands are
 calls on its ``Database``).
 """
@@ -15,62 +18,45 @@ import os
 import shutil
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from dqaudit.config import AuditConfig, ReportConfig
-from dqaudit.dataset import LabeledImages, one_hot, original_path
+from dqaudit.dataset import LabeledImages, original_path
 from dqaudit.devices import resolve_device
 from dqaudit.errors import DqauditError, InputError
 from dqaudit.estimates.clr import ClrConfig
 from dqaudit.estimates.headline import headline, verdict
-from dqaudit.io import fiftyone_io, outputs
-from dqaudit.io.ingest import fingerprint, load_dataset
+from dqaudit.io import outputs, store
+from dqaudit.io.fiftyone_results import write_results
+from dqaudit.io.fiftyone_runs import RunNames
+from dqaudit.io.reading import DEFAULT_LABEL_FIELD
+from dqaudit.io.ingest import read_input
+from dqaudit.io.reading import input_config
 from dqaudit.io.objects import OBJECT_COLUMNS
-from dqaudit.pipeline import (
-    check_scorable,
-    embed_dataset,
-    given_embeddings,
-    log,
-    prepared,
-    rescored,
-    resolved_review_order,
-    run_clr,
-    say_how_it_was_read,
-    score,
-    scored_summary,
-    timed,
-)
-from dqaudit.report import REPORT_HTML, REPORT_PDF, render_report
-from dqaudit.scoring import conventions
+from dqaudit.pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared,
+                              resolved_review_order, run_clr, say_how_it_was_read,
+                              score, scored_summary, timed)
+from dqaudit.report import render_report
+from dqaudit.scoring.conventions import DatalabViews
 from dqaudit.summary import flag_meaning, per_class, per_split
-from dqaudit.workflows import evaluate as evaluation
-from dqaudit.workflows import relabel, verify
-
-# the files Audit.save writes; summary.json records a stamp of each (outputs.file_stamp)
-DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
-              outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, outputs.PROBS_NPY,
-              outputs.IMAGE_STATS_NPY)
-# a new scan into a folder with an earlier audit: its reviewers' work is kept (and the ledger
-# re-applied), its outputs removed
-EARLIER_WORK = (relabel.CORRECTIONS_CSV, relabel.CHANGELOG_CSV, relabel.QUEUE_CSV,
-                relabel.THUMBS_DIR, verify.VERIFY_SAMPLE_CSV, verify.VERIFY_FRAME)
-EARLIER_OUTPUTS = (outputs.SUMMARY_JSON, REPORT_HTML, REPORT_PDF, "simulation.svg", *DATA_FILES)
-# the files a rescan replaces, all or none (the review thumbnails folder follows its queue)
-RESCAN_FILES = tuple(n for n in EARLIER_WORK + EARLIER_OUTPUTS if n != relabel.THUMBS_DIR)
+from dqaudit.workflows import relabel
+from dqaudit.workflows.export import inside
+from dqaudit.workflows.review import Reviewing
 
 
 @dataclass
-class Audit:
+class Audit(Reviewing, DatalabViews):
     """An audit in memory, and the folder it lives in (``out_dir``, None until ``save``).
 
     Row ``i`` of ``samples``, ``dataset``, ``embeddings`` (N, D), ``probs`` (N, C) and
     ``image_stats`` (N, S: the decode workers' measurements, None without decoded images) is
     the same sample; samples dropped as junk keep their rows (``samples["dropped"]``, NaN
-    probs).
+    probs). ``ledger``: every annotation received (``store.LEDGER_COLUMNS``); ``changelog``:
+    every label change; ``verify_frame`` / ``verify_sample``: the verification design's
+    population and drawn sample (None before a draw). The review methods are ``Reviewing``'s.
     """
 
     dataset: LabeledImages
@@ -82,6 +68,10 @@ class Audit:
     out_dir: Path | None = None
     quiet: bool = True
     image_stats: np.ndarray | None = None
+    ledger: pd.DataFrame = field(default_factory=store.empty_ledger)
+    changelog: pd.DataFrame = field(default_factory=store.empty_changelog)
+    verify_frame: pd.DataFrame | None = None
+    verify_sample: pd.DataFrame | None = None
 
     # ------------------------------------------------------------------ making one
 
@@ -89,18 +79,19 @@ class Audit:
     def scan(cls, source: str | os.PathLike | LabeledImages, *, config: AuditConfig | None = None,
              out_dir: str | os.PathLike | None = None, embeddings=None,
              fiftyone_dataset: str | None = None, fiftyone_run: str | None = None,
-             quiet: bool = False, command: str | None = None, **ingest_options) -> Audit:
+             quiet: bool = False, command: str | None = None, **input_options) -> Audit:
         """Ingest, embed (or take ``embeddings``: an (N, D) array or a .npy/.npz file, see
         ``pipeline.given_embeddings``), score, estimate the CLR, and ``finish``.
 
-        ``source``: anything ``load_dataset`` takes (``ingest_options`` go to it) or a loaded
+        ``source``: anything ``load_dataset`` takes, read as ``config.input`` says
+        (``input_options``: its fields by name, replacing them), or a loaded
         ``LabeledImages``. Results go into FiftyOne dataset ``fiftyone_dataset`` when given, and
         back into the source dataset when the samples came from FiftyOne; ``fiftyone_run``
         names the audit of part of a dataset (a view), whose results go under their own names
-        (``fiftyone_io.RunNames``), never over the whole dataset's.
+        (``fiftyone_runs.RunNames``), never over the whole dataset's.
         """
         if out_dir is not None and isinstance(source, (str, os.PathLike)) and \
-                Path(source).is_dir() and relabel.inside(Path(out_dir), Path(source)):
+                Path(source).is_dir() and inside(Path(out_dir), Path(source)):
             raise InputError(f"--out {out_dir} is inside the dataset {source}: the audit's "
                              "files would be written into the input; choose a folder outside "
                              "it")
@@ -108,15 +99,16 @@ class Audit:
         # not after hours of embedding
         with outputs.locked(Path(out_dir)) if out_dir is not None else nullcontext():
             config = config or AuditConfig()
+            if input_options:
+                config = replace(config, input=input_config(config.input, input_options))
             if fiftyone_run is not None:
-                fiftyone_io.RunNames(fiftyone_run)  # a bad name fails before the work
+                RunNames(fiftyone_run)  # a bad name fails before the work
             timings: dict[str, float] = {}
             with timed(timings, "ingest_seconds"):
-                if config.embed.cache_dir and "cache_dir" not in ingest_options:
-                    ingest_options["cache_dir"] = config.embed.cache_dir  # crops beside it
                 data, embeddings, info = prepared(
                     source if isinstance(source, LabeledImages) else
-                    load_dataset(source, **ingest_options), embeddings)
+                    read_input(source, config=config.input,  # box crops beside the cache
+                               cache_dir=config.embed.cache_dir), embeddings)
             say_how_it_was_read(data, quiet=quiet)
             device = resolve_device(config.device)
             stats = None
@@ -195,102 +187,54 @@ class Audit:
         # one transaction from the earlier audit to the new one: a kill, a full disk or an
         # error anywhere in it puts the earlier audit back whole, corrections included (the
         # next command that takes the folder recovers it), and leaves no half-written file
-        with outputs.locked(res.out_dir), outputs.transaction(res.out_dir, RESCAN_FILES):
-            keep, ledger = res._clear_earlier_audit()
+        with outputs.locked(res.out_dir), outputs.transaction(res.out_dir, store.RESCAN_FILES):
+            keep = store.keep_earlier_work(res.out_dir)
+            if keep is not None:
+                log(res.quiet, f"dqaudit: {res.out_dir} held an earlier audit: its review "
+                               f"files are kept in {keep}")
             try:
-                if ledger is None:
-                    res.finish()
+                book = store.read_ledger(keep) if keep is not None else store.empty_ledger()
+                if len(book):
+                    res._reapply(book, keep / store.CORRECTIONS_CSV)
                 else:
-                    res._reapply(ledger)
+                    res.finish()
             except Exception:  # the earlier audit comes back whole: its copy is not needed
                 if keep is not None:
                     shutil.rmtree(keep, ignore_errors=True)
                     with suppress(OSError):
                         keep.parent.rmdir()  # previous/, when it holds nothing else
                 raise
-        if not (res.out_dir / relabel.QUEUE_CSV).exists():  # the earlier queue's pictures
-            shutil.rmtree(res.out_dir / relabel.THUMBS_DIR, ignore_errors=True)
+        store.drop_stale_pictures(res.out_dir)  # the earlier queue's
         return res
-
-    def _clear_earlier_audit(self) -> tuple[Path | None, Path | None]:
-        """Before a new scan is saved into a folder that holds an earlier audit: the
-        reviewers' work (ledger, review queue, verification sample) is copied to
-        ``previous/<time>/``, and the earlier run's files are removed (nothing stale stays
-        beside the new ones; inside the scan's transaction, so they come back if the scan does
-        not finish); returns that folder (None: no earlier audit) and the earlier ledger to
-        re-apply (None: none)."""
-        out = self._folder()
-        if not (out / outputs.SUMMARY_JSON).exists():
-            return None, None
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        keep = out / "previous" / stamp
-        for name in EARLIER_WORK:
-            if (out / name).is_dir():
-                shutil.copytree(out / name, keep / name)
-            elif (out / name).exists():
-                keep.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(out / name, keep / name)
-        for name in RESCAN_FILES:
-            if (out / name).is_file():
-                (out / name).unlink()
-        if keep.exists():
-            log(self.quiet, f"dqaudit: {out} held an earlier audit: its review files are kept "
-                            f"in {keep}")
-        ledger = keep / relabel.CORRECTIONS_CSV
-        return (keep if keep.exists() else None), (ledger if ledger.exists() else None)
-
-    def _reapply(self, ledger: Path) -> None:
-        """Re-apply an earlier audit's corrections ledger to this new scan (rows naming samples
-        no longer in the dataset are left out, and counted in the message)."""
-        book = relabel.ledger(ledger.parent)
-        known = book["id"].isin(set(self.samples["id"]))
-        log(self.quiet, f"dqaudit: re-applied {int(known.sum())} of {len(book)} corrections "
-                        f"of the earlier audit ({ledger})"
-                        + (f"; {int((~known).sum())} name samples no longer in the dataset"
-                           if not known.all() else ""))
-        if known.any():
-            self.save()  # the ledger is applied to the folder's files
-            self.apply_corrections(book.loc[known, ["id", "label", "annotator", "note",
-                                                    "time"]])
-        else:
-            self.finish()
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike, *, quiet: bool = True) -> Audit:
         """The audit saved in folder ``out_dir`` (embeddings memory-mapped)."""
         out = Path(out_dir)
-        if not out.is_dir():
-            raise DqauditError(f"{out}: no such folder; run `dqaudit scan DATASET --out {out}` "
-                               "first")
-        if (out / outputs.ROLLBACK_DIR).exists():
-            with outputs.locked(out):
-                if outputs.recover(out):
-                    log(quiet, f"dqaudit: {out}: a command that changes the audit (a rescan or "
-                               "relabel apply) was interrupted: its folder is back as it was "
-                               "before it; run it again")
-        if not (out / outputs.SUMMARY_JSON).exists():
-            raise DqauditError(f"{out}: not an audit folder (no summary.json); run `dqaudit "
-                               f"scan DATASET --out {out}` first")
-        summary = outputs.read_summary(out)
-        outputs.check_stamps(out, summary)
-        samples = outputs.read_samples(out)
+        st = store.read(out)
+        summary = st.summary
+        if summary.pop("_recovered", False):
+            log(quiet, f"dqaudit: {out}: a command that changes the audit (a rescan or relabel "
+                       "apply) was interrupted: its folder is back as it was before it; run it "
+                       "again")
+        if "verified" in (summary.get("clr") or {}):  # audits written before 2026-12-07
+            summary["verified"] = summary["clr"].pop("verified")
+        samples = st.samples
         data = LabeledImages.from_labels(
             samples["label"].to_numpy(dtype=object), classes=summary["dataset"]["classes"],
-            label_counts=np.load(out / outputs.LABEL_COUNTS_NPY),
+            label_counts=st.label_counts,
             paths=[original_path(p) for p in samples["path"]], ids=samples["id"].tolist(),
             splits=samples["split"].tolist(), source=summary["dataset"]["source"])
         if summary["dataset"]["source"].get("unit") == "object":
             data.objects = samples[[c for c in OBJECT_COLUMNS if c in samples.columns]
                                    ].reset_index(drop=True)
-        emb = out / outputs.EMBEDDINGS_NPY
-        probs, stats = out / outputs.PROBS_NPY, out / outputs.IMAGE_STATS_NPY
-        return cls(dataset=data, samples=samples, summary=summary,
-                   embeddings=np.load(emb, mmap_mode="r") if emb.exists() else None,
-                   probs=np.load(probs) if probs.exists() else None,
-                   image_stats=np.load(stats) if stats.exists() else None,
+        return cls(dataset=data, samples=samples, summary=summary, embeddings=st.embeddings,
+                   probs=st.probs, image_stats=st.image_stats, ledger=st.ledger,
+                   changelog=st.changelog, verify_frame=st.verify_frame,
+                   verify_sample=st.verify_sample,
                    config=AuditConfig.from_summary(
-                       summary, report=(out / REPORT_HTML).exists(),
-                       pdf=(out / REPORT_PDF).exists()), out_dir=out, quiet=quiet)
+                       summary, report=(out / store.REPORT_HTML).exists(),
+                       pdf=(out / store.REPORT_PDF).exists()), out_dir=out, quiet=quiet)
 
     # ------------------------------------------------------------------ re-running
 
@@ -305,63 +249,6 @@ class Audit:
     def user_probs(self) -> bool:
         """Whether the posteriors are the user's ``pred_probs`` (kept as given on a re-rank)."""
         return self.summary.get("posterior_method") == "pred_probs"
-
-    def rescore(self, *, labels: list[str] | None = None, dropped=frozenset(),
-                device: str | None = None, refresh_clr: bool = False,
-                finish: bool = True) -> Audit:
-        """Re-rank after new annotations: the same embeddings, ``labels`` (class names, one per
-        row; None: unchanged) and ``dataset.label_counts``; samples with an id in ``dropped``
-        leave the scoring. Nothing is embedded again. ``refresh_clr``: re-run the CLR injection
-        on the new labels too (when the audit has one), so no gold-free number is left stale;
-        otherwise the headline marks it stale with the command that refreshes it."""
-        data = self.dataset
-        before = data.labels.copy()
-        device = resolve_device(device or self.config.device)
-        if labels is not None:
-            index = {c: i for i, c in enumerate(data.classes)}
-            unknown = sorted(set(labels) - set(index))
-            if unknown:
-                raise InputError(f"labels {unknown[:5]} are not classes of this audit")
-            new = np.array([index[v] for v in labels], dtype=np.int64)
-            counts = data.label_counts
-            changed = np.flatnonzero(new != before)
-            # labels the counts do not back (set directly, not through the ledger): a sample
-            # with one annotation takes the new label as that annotation; one with several
-            # needs another annotation, so that its label stays the majority of them
-            changed = changed[counts[changed, new[changed]] < counts[changed].max(axis=1)]
-            several = changed[counts[changed].sum(axis=1) > 1]
-            if len(several):
-                raise InputError(f"sample {data.ids[several[0]]!r} has several annotations; "
-                                 "add one with apply_corrections instead of setting its label")
-            counts[changed] = one_hot(new[changed], data.n_classes)
-            data.labels = new
-        keep = ~self.samples["id"].isin(set(dropped)).to_numpy()
-        # every number estimated before this change of labels is now stale (headline.py)
-        s = self.summary
-        s["label_changes"] = s.get("label_changes", 0) + int(
-            ((data.labels != before) & keep).sum() + (~keep & self.kept).sum())
-        emb = None if self.embeddings is None else (
-            self.embeddings if keep.all() else self.embeddings[keep])
-        given = self.probs[keep] if self.user_probs else None
-        timings = s.setdefault("timings", {})
-        kept = data.subset(keep)
-        with timed(timings, "rescore_seconds"):
-            scored = score(kept, emb, self.config, pred_probs=given, device=device,
-                           image_stats=None if self.image_stats is None
-                           else self.image_stats[keep], embed_info=s.get("embedding"),
-                           quiet=self.quiet)
-        self.samples = rescored(self.samples, data, kept, keep, scored, s)
-        if "fingerprint_files" in s:  # audits from before 2026-12-03 keep their scan's
-            s["fingerprint"] = fingerprint(data, files=s["fingerprint_files"],
-                                           dropped=set(self.samples["id"][~keep]))
-        probs = np.full((len(keep), data.n_classes), np.nan, dtype=np.float32)
-        probs[keep] = scored.probs
-        self.probs = probs
-        log(self.quiet, f"dqaudit: re-ranked {int(keep.sum())} samples; "
-                        f"{s['label_error_count']} suspected label errors remain")
-        if refresh_clr and (s.get("clr") or {}).get("method") and self.embeddings is not None:
-            self._estimate_clr(self.config.clr or ClrConfig(), device=device)
-        return self.finish() if finish else self
 
     def estimate_clr(self, config: ClrConfig | None = None, *, device: str | None = None
                      ) -> dict:
@@ -381,135 +268,14 @@ class Audit:
         probs = self.probs[keep] if self.probs is not None else score(
             self.dataset.subset(keep), self.embeddings[keep], self.config, device=device,
             embed_info=s.get("embedding"), quiet=self.quiet).probs
-        verified = (s.get("clr") or {}).get("verified")
         with timed(s.setdefault("timings", {}), "clr_seconds"):
             s["clr"] = run_clr(self.embeddings if keep.all() else self.embeddings[keep],
                                self.dataset.labels[keep], self.dataset.n_classes,
                                seed=self.config.seed, config=config, device=device,
                                probs=probs.astype(np.float64))
         s["clr"]["label_changes_at_estimate"] = s.get("label_changes", 0)
-        if verified:  # a verified estimate does not depend on the injection: keep it
-            s["clr"]["verified"] = verified
         self.config = replace(self.config, clr=config)
         log(self.quiet, f"dqaudit: {headline(s)['text']}")
-
-    # ------------------------------------------------------------------ review workflows
-
-    def review_queue(self, *, budget: int, thumbnails: bool = True) -> pd.DataFrame:
-        """The next ``budget`` unreviewed samples by review score (``relabel.review_queue``)."""
-        return relabel.review_queue(self._folder(), budget=budget, thumbnails=thumbnails)
-
-    def apply_corrections(self, corrections, *, annotator: str | None = None,
-                          rerank: bool = True, device: str | None = None,
-                          refresh_clr: bool = False, finish: bool = True) -> dict:
-        """Add reviewers' annotations to the ledger and the label counts
-        (``relabel.record_corrections``), then re-rank (``rescore``)."""
-        out = self._folder()
-        # all or nothing: a command killed half way is rolled back by the next Audit.load, so
-        # running the same apply again neither loses nor double-counts an annotation
-        with outputs.locked(out), outputs.transaction(out, relabel.APPLY_FILES):
-            rec = relabel.record_corrections(out, corrections, annotator=annotator)
-            counts = rec.pop("label_counts")
-            labels, dropped = rec.pop("labels"), rec.pop("dropped_ids")
-            if rec["already_applied"]:
-                log(self.quiet, "dqaudit: these corrections were already applied "
-                                f"({rec['already_applied']}); nothing changed")
-                return rec
-            self.dataset.label_counts = counts.astype(np.float32)
-            if rerank:
-                self.rescore(labels=labels, dropped=dropped, device=device,
-                             refresh_clr=refresh_clr, finish=finish)
-        return rec
-
-    def export(self, *, to: str, dest: str, drop_junk: bool = True, force: bool = False
-               ) -> dict:
-        """Write the cleaned dataset as a new copy (``relabel.export_cleaned``)."""
-        return relabel.export_cleaned(self._folder(), to=to, dest=dest, drop_junk=drop_junk,
-                                      force=force)
-
-    def draw_verification_sample(self, *, size: int, **options) -> dict:
-        """Draw or grow the verification sample (``verify.draw_sample``)."""
-        res = verify.draw_sample(self._folder(), size=size, **options)
-        self.summary = outputs.read_summary(self.out_dir)
-        return res
-
-    def apply_verified(self, verified, *, annotator: str | None = None,
-                       estimator: str | None = None) -> dict:
-        """The verified estimate from checked labels (``verify.estimate_verified``); the checked
-        labels enter the corrections ledger (once each), then the audit is re-ranked."""
-        out = self._folder()
-        with outputs.locked(out), outputs.transaction(out, relabel.APPLY_FILES):
-            todo = verify.estimate_verified(out, verified,
-                                            **({"estimator": estimator} if estimator else {}))
-            self.summary = outputs.read_summary(self.out_dir)
-            n_new = 0
-            if len(todo):
-                n_new = self.apply_corrections(todo, annotator=annotator, finish=False)[
-                    "annotations"]
-            # the corrections just made are in the estimate (corrections_since_draw): it is
-            # stale only after label changes that come later
-            block = self.summary["clr"]["verified"]
-            block["label_changes_at_estimate"] = self.summary.get("label_changes", 0)
-            self.finish()
-        return {**block, "new_annotations": n_new}
-
-    def record_verified(self, verified: pd.DataFrame, *, annotator: str | None = None) -> dict:
-        """Record checked labels; estimate once every stratum has one (the App's batches)."""
-        res = verify.record_verified(self._folder(), verified)
-        if res["estimated"]:
-            res.update(self.apply_verified(self.out_dir / verify.VERIFY_SAMPLE_CSV,
-                                           annotator=annotator))
-        return res
-
-    def evaluate(self, predictions: dict, *, split: str = "auto") -> dict:
-        """What the label noise does to models' accuracy (``evaluate.evaluate``): observed
-        against the labels as scanned, gold-free, and with a 95% interval from the verified
-        sample of the split. ``predictions``: name -> CSV/Parquet file or DataFrame (path or
-        id, ``predicted``). ``split``: ``auto`` (the test split when there is one, else every
-        predicted sample), ``all``, or a split's name. Recorded in ``summary["evaluation"]``,
-        the report and FiftyOne's run info."""
-        out = self._folder()
-        with outputs.locked(out):
-            chosen = {"auto": evaluation.default_split(self.samples), "all": None}.get(split,
-                                                                                      split)
-            block = evaluation.evaluate(out, predictions, split=chosen, samples=self.samples,
-                                        summary=self.summary, probs=self.probs)
-            self.summary[evaluation.EVALUATION] = block
-            self.finish()
-        return block
-
-    # ------------------------------------------------------------------ Datalab's shapes
-
-    def get_issues(self, name: str | None = None) -> pd.DataFrame:
-        """cleanlab Datalab's ``get_issues``: per sample ``is_<type>_issue`` and a quality
-        ``<type>_score`` (low = bad) for ``name`` (``label``, ``outlier``, ``near_duplicate``,
-        ``exact_duplicate``, cleanvision's ``dark``, ``light``, ...) or every type checked;
-        rows in ``samples``' order (``conventions.get_issues``)."""
-        return conventions.get_issues(self.samples, name)
-
-    def get_issue_summary(self, name: str | None = None) -> pd.DataFrame:
-        """Datalab's ``get_issue_summary``: ``issue_type``, ``num_issues``, mean ``score``."""
-        return conventions.get_issue_summary(self.samples, name)
-
-    def report(self, *, top: int = 10) -> None:
-        """Datalab's ``report()``: the headline, the issue summary and the ``top`` label issues,
-        printed (in a notebook the audit also shows itself as HTML)."""
-        print(conventions.report_text(self._summary_now(), self.samples, top=top))
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        s = self._summary_now()
-        table = conventions.get_issue_summary(self.samples, None).to_html(index=False)
-        return (f"<p><b>dqaudit</b>: {s['n_samples']:,} samples, "
-                f"{s['dataset']['n_classes']} classes; {escape(s['headline']['text'])}</p>"
-                + table)
-
-    def _summary_now(self) -> dict:
-        """The summary with its derived blocks (the headline) as they stand now."""
-        if "headline" not in self.summary:
-            self._derive()
-        return self.summary
 
     # ------------------------------------------------------------------ outputs
 
@@ -542,8 +308,7 @@ class Audit:
         s["flag_meaning"] = flag_meaning(self.samples, head, s["n_samples"])
         s["per_split"] = per_split(self.samples, head)
         s["per_class"] = per_class(self.samples, head, self.dataset.classes)
-        if self.out_dir is not None:
-            s["corrections"] = relabel.corrections_summary(self.out_dir)
+        s["corrections"] = relabel.corrections_summary(self.ledger, self.changelog)
         s["config"] = self.config.to_dict()
 
     def save(self, out_dir: str | os.PathLike | None = None) -> Path:
@@ -559,28 +324,13 @@ class Audit:
                                "or choose another folder, then run the command again") from None
 
     def _save(self, out: Path) -> Path:
-        out.mkdir(parents=True, exist_ok=True)
-        outputs.write_samples(out, self.samples)
-        outputs.write_skipped(out, self.dataset.skipped)
-        emb = out / outputs.EMBEDDINGS_NPY
-        same_file = isinstance(self.embeddings, np.memmap) and Path(
-            self.embeddings.filename).resolve() == emb.resolve()
-        if self.embeddings is not None and not same_file:
-            outputs.write_array(out, outputs.EMBEDDINGS_NPY, self.embeddings.astype(np.float32))
-        elif self.embeddings is None and emb.exists():
-            emb.unlink()  # an earlier run's, not this audit's
-        outputs.write_array(out, outputs.LABEL_COUNTS_NPY, self.dataset.label_counts)
-        for name, array, dtype in ((outputs.PROBS_NPY, self.probs, np.float32),
-                                   (outputs.IMAGE_STATS_NPY, self.image_stats, np.float64)):
-            if array is not None:
-                outputs.write_array(out, name, array.astype(dtype))
-            elif (out / name).exists():
-                (out / name).unlink()  # an earlier run's, not this audit's
+        self.summary["config"] = self.config.to_dict()
+        store.write(out, store.Stored(
+            samples=self.samples, summary=self.summary, label_counts=self.dataset.label_counts,
+            embeddings=self.embeddings, probs=self.probs, image_stats=self.image_stats,
+            ledger=self.ledger, changelog=self.changelog, verify_frame=self.verify_frame,
+            verify_sample=self.verify_sample), skipped=self.dataset.skipped)
         self.out_dir = out
-        # summary.json, written last, names the data files it goes with (Audit.load checks)
-        self.summary["files"] = {name: outputs.file_stamp(out / name) for name in DATA_FILES
-                                 if (out / name).exists()}
-        self._save_summary()
         return out
 
     def render_report(self, config: ReportConfig | None = None) -> dict:
@@ -604,9 +354,9 @@ class Audit:
         part = replace(self, dataset=self.dataset.subset(keep),
                        samples=self.samples[keep].reset_index(drop=True),
                        embeddings=None if self.embeddings is None else self.embeddings[keep])
-        written = fiftyone_io.write_results(
+        written = write_results(
             part, name, embeddings=self.embeddings is not None,
-            label_field=self.dataset.source.get("label_field", fiftyone_io.DEFAULT_LABEL_FIELD),
+            label_field=self.dataset.source.get("label_field", DEFAULT_LABEL_FIELD),
             run=self.summary.get("fiftyone_run"))
         if self.summary.get("fiftyone_dataset") != name:
             self.summary["fiftyone_dataset"] = name
@@ -618,7 +368,8 @@ class Audit:
     def _save_summary(self) -> None:
         if self.out_dir is not None:
             self.summary["config"] = self.config.to_dict()
-            outputs.write_json(self._folder() / outputs.SUMMARY_JSON, self.summary)
+            with outputs.locked(self.out_dir):
+                store.write_summary(self.out_dir, self.summary)
 
     def _folder(self) -> Path:
         if self.out_dir is None:

@@ -13,6 +13,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 
+from dqaudit.estimates import survey
 from dqaudit.estimates.clr import ClrConfig
 from dqaudit.imaging.dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
 from dqaudit.embed.backends import BACKENDS
@@ -20,6 +21,7 @@ from dqaudit.embed.encoders import DEFAULT_ENCODER
 from dqaudit.embed.gpu_decode import DECODERS
 from dqaudit.errors import DqauditError
 from dqaudit.scoring.finetune import FinetuneConfig
+from dqaudit.io.reading import InputConfig
 from dqaudit.scoring.checks import CHECKS
 from dqaudit.scoring.neighbors import DUPLICATE_THRESHOLD
 from dqaudit.scoring.posteriors import DEFAULT_METHOD, POSTERIOR_METHODS
@@ -102,6 +104,24 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class VerifyConfig:
+    """How a verification sample is drawn and estimated (``workflows.verify``); a grown sample
+    keeps the design it was drawn with (``summary["verification"]``)."""
+
+    # the share of the sample allocated in proportion to stratum size (1: proportional
+    # allocation, the tightest bound when no error is found); the rest by Neyman allocation
+    uniform_share: float = survey.UNIFORM_SHARE
+    estimator: str = survey.DEFAULT_ESTIMATOR
+
+    def __post_init__(self):
+        if not 0 <= float(self.uniform_share) <= 1:
+            raise DqauditError(f"uniform share {self.uniform_share}: choose 0 to 1")
+        if self.estimator not in survey.ESTIMATORS:
+            raise DqauditError(f"unknown estimator {self.estimator!r}; valid: "
+                               f"{', '.join(survey.ESTIMATORS)}")
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """The HTML/PDF report and the verdict it states."""
 
@@ -114,7 +134,7 @@ class ReportConfig:
     # "paths": no file-system location, file name or command line in the document (samples are
     # named by their row in samples.csv); "thumbnails": no image content
     redact: tuple[str, ...] = ()
-    # DICOM images that may carry burned-in patient text (dqaudit.imaging.dicom.burned_in) get no
+    # DICOM images that may carry burned-in patient text (imaging.dicom_header.burned_in) get no
     # thumbnail unless this is "burned-in"
     thumbnails: str = "safe"
 
@@ -139,9 +159,11 @@ class AuditConfig:
 
     seed: int = 0
     device: str = "auto"
+    input: InputConfig = field(default_factory=InputConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     clr: ClrConfig | None = field(default_factory=ClrConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_dict(self) -> dict:
@@ -167,14 +189,21 @@ class AuditConfig:
         return cls.from_dict(legacy)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> AuditConfig:
-        """The config saved by ``to_dict``; keys it does not know (a newer version's) are
-        ignored, missing ones take today's defaults (folders written before configs existed)."""
-        return _build(cls, data or {})
+    def from_dict(cls, data: dict | None, *, strict: bool = False,
+                  where: str = "config") -> AuditConfig:
+        """The config saved by ``to_dict``; missing keys take today's defaults (folders written
+        before configs existed). Keys it does not know (a newer version's) are ignored, or with
+        ``strict`` (a user's file, ``where``) an error naming the valid ones."""
+        return _build(cls, data or {}, strict=strict, where=where)
 
 
-def _build(cls, data: dict):
+def _build(cls, data: dict, *, strict: bool, where: str):
     hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if strict and unknown:
+        raise DqauditError(f"{where}: unknown setting {unknown[0]!r}; valid here: "
+                           f"{', '.join(sorted(known))}")
     kwargs = {}
     for f in fields(cls):
         if f.name not in data:
@@ -182,7 +211,7 @@ def _build(cls, data: dict):
         value = data[f.name]
         inner = _dataclass_of(hints[f.name])
         if inner is not None and isinstance(value, dict):
-            value = _build(inner, value)
+            value = _build(inner, value, strict=strict, where=f"{where} [{f.name}]")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[f.name] = value

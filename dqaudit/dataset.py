@@ -341,3 +341,35 @@ class LabeledImages:
         digests = self.digests if self.digests is not None else file_digests(self.paths)
         order = canonical_order(digests=digests, labels=self.labels, ids=self.ids)
         return replace(self, digests=digests).take(order), order
+
+
+def sample_ids(values: list[str], samples: pd.DataFrame, *,
+               fallbacks: list[str] | None) -> list[str | None]:
+    """The sample id each value names (else its ``fallbacks`` entry), by meaning rather than
+    by text: the id itself (spaces around it and Unicode normal form aside), or the sample's
+    file by its absolute path, its path as the manifest or folder gives it (``./a.jpg`` =
+    ``a.jpg``), or any spelling that resolves to the same file; None where nothing matches.
+    Files are resolved (``realpath``, a system call per folder) only when a value is not found
+    by its spelling."""
+    ids, paths = samples["id"].astype(str).tolist(), samples["path"].astype(str).tolist()
+    spelled: dict[str, str] = {}
+    for sid, path in zip(ids, paths):
+        for key in (normal_text(sid), normal_text(path)):
+            spelled.setdefault(key, sid)
+            spelled.setdefault(os.path.normpath(key), sid)
+    resolved: dict[str, str] = {}
+
+    def find(value) -> str | None:
+        v = normal_text(value)
+        if not v:
+            return None
+        hit = spelled.get(v) or spelled.get(os.path.normpath(v))
+        if hit is None:
+            if not resolved:
+                for sid, path in zip(ids, paths):
+                    resolved.setdefault(os.path.realpath(original_path(path)), sid)
+            hit = resolved.get(os.path.realpath(v))
+        return hit
+
+    return [find(v) or (find(f) if fallbacks is not None else None)
+            for v, f in zip(values, fallbacks if fallbacks is not None else values)]

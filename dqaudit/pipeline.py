@@ -28,7 +28,8 @@ from dqaudit.imaging import dicom
 from dqaudit.imaging.dicom import DicomRead
 from dqaudit.io.ingest import files_fingerprint, fingerprint, median_image_side
 from dqaudit.scoring import calibration
-from dqaudit.scoring.finetune import FinetuneResult, decode_images, finetune_posteriors
+from dqaudit.scoring.finetune import FinetuneResult, finetune_posteriors
+from dqaudit.scoring.finetune_net import decode_images
 from dqaudit.scoring.posteriors import DEFAULT_METHOD, stratified_folds
 from dqaudit.scoring.probes import project
 from dqaudit.scoring.table import (
@@ -294,8 +295,7 @@ def rescored(samples: pd.DataFrame, data: LabeledImages, kept: LabeledImages,
     ``keep``, the scored dataset. Updates ``summary``."""
     table = pd.concat([base_samples_table(kept), scored.table], axis=1)
     # a verified re-fit of the label-error probability outlives the re-rank
-    refit = ((summary.get("clr") or {}).get("verified") or {}).get(
-        "label_error_probability_refit")
+    refit = (summary.get("verified") or {}).get("label_error_probability_refit")
     table["label_error_probability"] = calibration.refit(
         table["label_error_probability"].to_numpy(), refit)
     summary.update(scored.stats)

@@ -66,11 +66,48 @@ def test_from_arrays_with_embeddings_and_with_pred_probs_only():
     assert (mine.samples["dup_group"] == -1).all() and mine.samples["outlier_score"].isna().all()
     with pytest.raises(DqauditError, match="none \\(pred_probs only\\)"):
         mine.estimate_clr()
-    with pytest.raises(DqauditError, match="no folder yet"):
-        mine.review_queue(budget=5)
+    # an audit without a folder reviews in memory: the queue leads with the three wrong labels
+    queue = mine.review_queue(budget=5)
+    assert {0, 31, 62} <= {int(i.split("_")[1]) for i in queue["id"].head(3)}
     # the re-rank keeps the user's probabilities: correcting the three labels clears them
     mine.rescore(labels=[f"c{v}" for v in y])
     assert mine.summary["label_error_count"] == 0 and mine.summary["label_changes"] == 3
+
+
+def test_an_audit_in_memory_reviews_verifies_and_becomes_a_folder(tmp_path):
+    """Everything that needs no image works without a folder: the review queue, corrections
+    (ledger, changelog, re-rank), a verification sample drawn and applied, the CLR estimate;
+    save() writes all of it, and load() gives back the same state and settings."""
+    x, y = blobs()
+    noisy = y.copy()
+    noisy[[0, 31, 62]] = (y[[0, 31, 62]] + 1) % 3
+    names = [f"c{v}" for v in noisy]
+    a = Audit.from_arrays(names, embeddings=x)
+    assert a.out_dir is None
+    queue = a.review_queue(budget=4)
+    fix = pd.DataFrame({"id": queue["id"], "label": [f"c{y[int(i.split('_')[1])]}"
+                                                     for i in queue["id"]]})
+    rec = a.apply_corrections(fix, annotator="ana")
+    assert rec["annotations"] == 4 and len(a.ledger) == 4 and rec["label_changes"] >= 3
+    assert set(a.changelog["annotator"]) == {"ana"}
+    assert a.summary["corrections"]["annotations"] == 4
+    assert a.review_queue(budget=4)["id"].isin(a.ledger["id"]).sum() == 0  # reviewed: skipped
+    drawn = a.draw_verification_sample(size=30, uniform_share=0.5)
+    assert drawn["n_drawn"] == 30 and "csv" not in drawn and len(a.verify_sample) == 30
+    assert a.config.verify.uniform_share == 0.5  # the setting of the design is recorded
+    checked = a.verify_sample.assign(verified_label=[f"c{y[int(i.split('_')[1])]}"
+                                                     for i in a.verify_sample["id"]])
+    v = a.apply_verified(checked)
+    assert v["n_verified"] == 30 and a.summary["headline"]["source"] == "verified"
+    assert a.summary["verified"]["estimate"] == v["estimate"]
+    out = a.save(tmp_path / "audit")
+    b = Audit.load(out)
+    assert len(b.ledger) == len(a.ledger) and len(b.changelog) == len(a.changelog)
+    assert b.verify_sample["id"].tolist() == a.verify_sample["id"].tolist()
+    assert b.summary["verified"]["estimate"] == v["estimate"]
+    assert b.config == a.config and b.config.verify.uniform_share == 0.5
+    assert b.review_queue(budget=3)["id"].tolist() == a.review_queue(budget=3)["id"].tolist()
+    assert (out / "review_queue.csv").exists()
 
 
 def test_from_arrays_refuses_bad_input_with_the_fix():

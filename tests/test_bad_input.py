@@ -387,7 +387,7 @@ def test_nothing_under_the_root_is_ignored_silently(tree, tmp_path):
 
 SIGTERMED = """
 import os, signal, sys
-from dqaudit.cli.options import exit_on_sigterm
+from dqaudit.cli.boundary import exit_on_sigterm
 exit_on_sigterm()
 try:
     os.kill(os.getpid(), signal.SIGTERM)

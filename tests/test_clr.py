@@ -76,7 +76,7 @@ def test_warm_started_runs_match_cold_converged_fits():
     rng = np.random.default_rng(1)
     centers = rng.normal(size=(4, 16))
     y = np.repeat(np.arange(4), 100)
-    x = project(centers[y] + 1.5 * rng.normal(size=(400, 16)))
+    x = project(centers[y] + 1.5 * rng.normal(size=(400, 16)), seed=0)
     probe = ProbeConfig(max_iter=300)
     cold = injection_runs(x, y, 4, seed=0, config=ClrConfig(
         grid=GRID, repeats=3, probe=probe, warm_start_iter=None))
@@ -94,15 +94,16 @@ def test_large_datasets_run_on_a_stratified_subsample():
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(4, 16))
     y = np.repeat(np.arange(4), [300, 200, 100, 50])
-    x = project(centers[y] + rng.normal(size=(650, 16)))
+    x = project(centers[y] + rng.normal(size=(650, 16)), seed=0)
     cfg = ClrConfig(grid=GRID, repeats=2, bootstrap=50, calibration_repeats=2,
                     probe=ProbeConfig(max_iter=30), max_samples=260)
-    res = estimate_clr(x, y, 4, config=cfg, seed=0)
+    res = estimate_clr(x, y, 4, config=cfg, seed=0, device="cpu")
     assert res["n_samples"] == 650 and res["n_samples_used"] == 260
     assert res["n_train"] + res["n_heldout"] == 260
     full = estimate_clr(x, y, 4, config=ClrConfig(grid=GRID, repeats=2, bootstrap=50,
                                                   calibration_repeats=2,
-                                                  probe=ProbeConfig(max_iter=30)), seed=0)
+                                                  probe=ProbeConfig(max_iter=30)), seed=0,
+                        device="cpu")
     assert full["n_samples_used"] == 650
 
 
@@ -116,7 +117,7 @@ def test_estimator_on_synthetic_data_with_known_noise(noise):
     flip = rng.choice(600, int(noise * 600), replace=False)
     noisy[flip] = (y[flip] + rng.integers(1, 4, len(flip))) % 4
     cfg = ClrConfig(grid=GRID, repeats=4, bootstrap=200, probe=ProbeConfig(max_iter=50))
-    res = estimate_clr(project(x), noisy, 4, config=cfg, seed=0)
+    res = estimate_clr(project(x, seed=0), noisy, 4, config=cfg, seed=0, device="cpu")
     assert abs(res["estimate"] - noise) < 0.03
     assert res["ci_low"] <= res["estimate"] <= res["ci_high"]
     acc = res["curves"]["accuracy"]["mean"]

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dqaudit.workflows import evaluate as ev
+from dqaudit.estimates import accuracy as ev
 from dqaudit.estimates import survey
 from dqaudit.api import Audit
 from dqaudit.cli import main
@@ -187,7 +187,7 @@ def test_verified_labels_of_the_split_give_an_interval_that_holds(audit_dir, tmp
     res = CliRunner().invoke(main, ["verify", str(out), "--apply", str(out / "verify_sample.csv")])
     assert res.exit_code == 0, res.output
     s = json.loads((out / "summary.json").read_text())
-    assert s["clr"]["verified"]["split"] == "test"
+    assert s["verified"]["split"] == "test"
     head = headline(s)
     assert head["source"] != "verified" and "'test' split verified" in head["how"]
 

@@ -12,7 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.io.fiftyone_io import SUSPECTS_VIEW, import_fiftyone, install_plugin
+from dqaudit.io.fiftyone_runs import SUSPECTS_VIEW
+from dqaudit.io.fiftyone_io import import_fiftyone
+from dqaudit.cli.fiftyone import install_plugin
 
 fo = import_fiftyone()
 
@@ -97,7 +99,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     import fiftyone.operators as foo
     import fiftyone.plugins as fop
 
-    import dqaudit.io.fiftyone_io as fio
+    import dqaudit.api as fio  # Audit.to_fiftyone's writer
 
     writes = []
     write_results = fio.write_results
@@ -176,7 +178,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
         "dataset": ds, "selected": to_check.values("id"),
         "params": {"label": "", "annotator": "app-user"}}).result
     assert checked["estimated"] and checked["n_verified"] == 4
-    verified = json.loads((tmp_path / "app-run" / "summary.json").read_text())["clr"]["verified"]
+    verified = json.loads((tmp_path / "app-run" / "summary.json").read_text())["verified"]
     assert verified["n_verified"] == 4 and verified["n_errors_found"] == 0
 
     suspect = ds.match(fo.ViewField("filepath").ends_with("really_red.png")).first()

@@ -14,7 +14,8 @@ from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ScoreConfig
 from dqaudit.dataset import LabeledImages, one_hot
 from dqaudit.errors import DqauditError, InputError
-from dqaudit.scoring.finetune import FinetuneConfig, finetune_posteriors, random_crops
+from dqaudit.scoring.finetune import FinetuneConfig, finetune_posteriors
+from dqaudit.scoring.finetune_net import random_crops
 from dqaudit.pipeline import choose_posteriors
 from dqaudit.scoring.posteriors import stratified_folds
 
@@ -43,7 +44,7 @@ def test_a_samples_own_label_never_reaches_the_model_that_scores_it(mode):
     folds = stratified_folds(labels, n_folds=3, seed=0)
     config = FinetuneConfig(train=mode, **TINY)
     base = finetune_posteriors(images, one_hot(labels, 3), folds, encoder="lite0",
-                               config=config, progress=False)
+                               config=config, progress=False, seed=0)
     assert base.probs.shape == (24, 3) and np.allclose(base.probs.sum(1), 1)
     # flip the labels of every sample of fold 0: fold 0's probabilities must not move at all,
     # the other folds' models (which trained on those labels) must
@@ -51,7 +52,7 @@ def test_a_samples_own_label_never_reaches_the_model_that_scores_it(mode):
     held = folds == 0
     flipped[held] = (labels[held] + 1) % 3
     other = finetune_posteriors(images, one_hot(flipped, 3), folds, encoder="lite0",
-                                config=config, progress=False)
+                                config=config, progress=False, seed=0)
     np.testing.assert_array_equal(other.probs[held], base.probs[held])
     assert not np.allclose(other.probs[~held], base.probs[~held])
 
@@ -70,7 +71,7 @@ def test_the_same_seed_gives_the_same_probabilities_and_another_seed_others():
 def test_a_killed_run_resumes_at_the_next_fold(tmp_path, monkeypatch):
     images, labels = squares()
     folds = stratified_folds(labels, n_folds=3, seed=0)
-    kwargs = dict(encoder="lite0", config=FinetuneConfig(**TINY), checkpoint_dir=tmp_path,
+    kwargs = dict(encoder="lite0", seed=0, config=FinetuneConfig(**TINY), checkpoint_dir=tmp_path,
                   progress=False)
     fitted = []
     real = finetune._fit_fold
@@ -90,7 +91,7 @@ def test_a_killed_run_resumes_at_the_next_fold(tmp_path, monkeypatch):
     assert fitted == [0, 1, "died", 2]  # folds 0 and 1 came from their checkpoints
     monkeypatch.setattr(finetune, "_fit_fold", real)
     fresh = finetune_posteriors(images, one_hot(labels, 3), folds, encoder="lite0",
-                                config=FinetuneConfig(**TINY), progress=False)
+                                config=FinetuneConfig(**TINY), progress=False, seed=0)
     np.testing.assert_array_equal(resumed.probs, fresh.probs)
     # other labels are another run: nothing is reused
     fitted[:] = ["died"]  # no more kills
@@ -114,7 +115,7 @@ def test_bad_settings_name_the_fix():
         ScoreConfig(posterior_method="deep")
     images, labels = squares(n_per_class=4)
     with pytest.raises(InputError, match="expected"):
-        finetune_posteriors(images[:5], one_hot(labels, 3), np.zeros(12, int))
+        finetune_posteriors(images[:5], one_hot(labels, 3), np.zeros(12, int), seed=0)
 
 
 def test_finetune_needs_the_image_files(tmp_path):
@@ -189,9 +190,9 @@ def test_other_encoders_fine_tune_every_layer_and_refuse_the_last_stages_mode(tm
     folds = stratified_folds(labels, n_folds=3, seed=0)
     encoder = f"timm:resnet10t//{weights}"
     res = finetune_posteriors(images, one_hot(labels, 3), folds, encoder=encoder,
-                              config=FinetuneConfig(train="all", **TINY), progress=False)
+                              config=FinetuneConfig(train="all", **TINY), progress=False, seed=0)
     assert res.probs.shape == (15, 3) and np.isfinite(res.probs).all()
     assert res.info["train"] == "all" and res.info["encoder"] == encoder
     with pytest.raises(InputError, match="--finetune-train all"):
         finetune_posteriors(images, one_hot(labels, 3), folds, encoder=encoder,
-                            config=FinetuneConfig(train="last", **TINY), progress=False)
+                            config=FinetuneConfig(train="last", **TINY), progress=False, seed=0)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from dqaudit.dataset import SPLIT_NAMES
 from dqaudit.errors import InputError
-from dqaudit.io.ingest import load_dataset, load_manifest
+from dqaudit.io.ingest import load_dataset
+from dqaudit.io.manifest import load_manifest
 
 from conftest import examples, make_image
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dqaudit.io.ingest import load_manifest
+from dqaudit.io.manifest import load_manifest
 
 from conftest import examples, make_image
 

@@ -282,7 +282,7 @@ def test_verified_estimate_at_box_level(scanned, tmp_path):
     sample.to_csv(tmp_path / "checked.csv", index=False)
     res = run("verify", work, "--apply", tmp_path / "checked.csv", "--json")
     assert res.exit_code == 0, res.output
-    verified = json.loads((work / "summary.json").read_text())["clr"]["verified"]
+    verified = json.loads((work / "summary.json").read_text())["verified"]
     wrong = (sample["verified_label"] != sample["given_label"]).sum()
     assert verified["n_verified"] == 30 and verified["n_errors_found"] == wrong
     assert verified["ci_low_at_draw"] <= verified["estimate_at_draw"] <= verified["ci_high_at_draw"]
@@ -326,7 +326,8 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
 
     from dqaudit.cli.app import (apply_label, draw_verification_for, selected_objects,
                                       verify_selected)
-    from dqaudit.io.fiftyone_io import delete_results, import_fiftyone
+    from dqaudit.io.fiftyone_runs import delete_results
+    from dqaudit.io.fiftyone_io import import_fiftyone
 
     fo = import_fiftyone()
     root, _ = scenes

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = """
 import json
 from dqaudit.report import environment, templates_dir
-from dqaudit.io.fiftyone_io import plugin_source
+from dqaudit.cli.fiftyone import plugin_source
 environment().get_template("report.html.j2")
 print(json.dumps({"templates": str(templates_dir()), "plugin": str(plugin_source()),
                   "files": sorted(p.name for p in plugin_source().iterdir())}))

@@ -125,7 +125,7 @@ def test_rescore_reads_the_audit_embeddings_memory_mapped(audit_dir):
 def test_rerank_after_corrections_runs_on_the_chosen_device(audit_dir, monkeypatch):
     """`relabel apply --device` reaches the re-rank's posteriors (it used to run on the CPU
     whatever the device)."""
-    import dqaudit.api as api
+    import dqaudit.workflows.review as api  # the re-rank (Audit.rescore)
 
     seen = []
     score = api.score

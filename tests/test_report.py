@@ -330,7 +330,7 @@ def test_one_headline_through_relabel_and_verify(noisy_audit, tmp_path):
     assert json.loads(res.output)["headline"] == s["headline"]
     _agrees(out)
     # the cover gives the flag's precision as the verified sample measured it
-    fp = s["clr"]["verified"]["flag_precision"]  # every sample drawn: every flagged one too
+    fp = s["verified"]["flag_precision"]  # every sample drawn: every flagged one too
     assert (fp is not None) == (flagged_at_draw > 0)
     if fp is not None:
         assert fp["n_flagged_verified"] == flagged_at_draw and 0 <= fp["estimate"] <= 1

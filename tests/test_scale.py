@@ -26,8 +26,8 @@ def recall(found, truth):
 @pytest.mark.parametrize("method", ["ivf", "hnsw"])
 def test_approximate_knn_reaches_its_recall_and_matches_exact_layout(method):
     x, _ = clustered()
-    exact = knn(x, k=10, method="exact")
-    approx = knn(x, k=10, method=method, target_recall=0.95)
+    exact = knn(x, k=10, method="exact", seed=0)
+    approx = knn(x, k=10, method=method, target_recall=0.95, seed=0)
     assert approx.indices.shape == (len(x), 10) and approx.indices.dtype == np.int64
     assert approx.info["method"] == method and approx.info["recall_at_k"] >= 0.95
     # the tuned recall, measured on a sample of queries, holds on every row
@@ -41,11 +41,11 @@ def test_approximate_knn_reaches_its_recall_and_matches_exact_layout(method):
 
 def test_ivf_tries_the_cheap_reranking_first_then_the_wider_one():
     x, _ = clustered()
-    easy = knn(x, k=10, method="ivf", target_recall=0.5)
+    easy = knn(x, k=10, method="ivf", target_recall=0.5, seed=0)
     assert (easy.info["nprobe"], easy.info["k_factor_rf"]) == (8, neighbors.REFINE_FACTORS[0])
     assert easy.info["recall_at_k"] >= 0.5
     # an unreachable target walks every setting and ends on the widest one
-    hard = knn(x, k=10, method="ivf", target_recall=1.01)
+    hard = knn(x, k=10, method="ivf", target_recall=1.01, seed=0)
     assert hard.info["k_factor_rf"] == neighbors.REFINE_FACTORS[1]
     # 4,000 rows: nlist = min(2 sqrt(N), N / 39) = 102, so the largest nprobe tried is 96
     assert hard.info["nlist"] == 102 and hard.info["nprobe"] == 96
@@ -54,11 +54,11 @@ def test_ivf_tries_the_cheap_reranking_first_then_the_wider_one():
 
 def test_auto_is_exact_up_to_the_threshold_then_ivf(monkeypatch):
     x, _ = clustered(n=1500)
-    assert knn(x, k=5).info["method"] == "exact"
+    assert knn(x, k=5, seed=0).info["method"] == "exact"
     monkeypatch.setattr(neighbors, "EXACT_MAX", 1000)
-    assert knn(x, k=5).info["method"] == "ivf"
+    assert knn(x, k=5, seed=0).info["method"] == "ivf"
     with pytest.raises(DqauditError, match="valid: auto, exact, ivf, hnsw"):
-        knn(x, method="annoy")
+        knn(x, method="annoy", seed=0)
 
 
 def test_auto_on_cuda_searches_exactly_while_it_fits_in_gpu_memory(monkeypatch):
@@ -96,7 +96,7 @@ def test_duplicate_groups_through_the_approximate_graph():
     x[100] = x[7]
     x[2999] = x[7]
     x[5] = x[6]
-    groups = duplicate_groups(knn(x, k=5, method="ivf"), threshold=0.999)
+    groups = duplicate_groups(knn(x, k=5, method="ivf", seed=0), threshold=0.999)
     assert groups[7] == groups[100] == groups[2999] == 1  # numbered by smallest member
     assert groups[5] == groups[6] == 0
     assert (groups >= 0).sum() == 5
@@ -107,8 +107,8 @@ def test_projection_fitted_on_a_subset_of_a_memory_mapped_array(tmp_path):
     path = tmp_path / "emb.npy"
     np.save(path, x)
     mapped = np.load(path, mmap_mode="r")
-    full = project(x, dim=7)  # the 8 centres span 7 directions: a stable subspace
-    sub = project(mapped, dim=7, fit_samples=1000)
+    full = project(x, dim=7, seed=0)  # the 8 centres span 7 directions: a stable subspace
+    sub = project(mapped, dim=7, fit_samples=1000, seed=0)
     assert sub.shape == full.shape == (3000, 7) and sub.dtype == np.float32
     assert abs(sub.std() - 1) < 0.05
     # same subspace: each column of one is explained by the other's columns
@@ -124,8 +124,8 @@ def test_probes_fitted_on_a_row_subset_still_find_the_flipped_labels():
     flip = rng.choice(len(y), 150, replace=False)
     noisy[flip] = (y[flip] + 1) % 4
     folds = stratified_folds(noisy, n_folds=5, seed=0)
-    probs = linear_posteriors(project(x), np.eye(4)[noisy], folds, correction_rounds=1,
-                              config=ProbeConfig(max_fit_samples=800))
+    probs = linear_posteriors(project(x, seed=0), np.eye(4)[noisy], folds, correction_rounds=1,
+                              config=ProbeConfig(max_fit_samples=800), seed=0)
     assert probs.shape == (3000, 4)
     assert (probs.argmax(axis=1) == y).mean() > 0.95
     worst = np.argsort(probs[np.arange(3000), noisy])[:150]

@@ -5,7 +5,7 @@ import pytest
 
 from dqaudit.scoring import scores
 from dqaudit.errors import DqauditError
-from dqaudit.io.ingest import LabeledImages
+from dqaudit.dataset import LabeledImages
 from dqaudit.scoring.neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
                                outlier_flags, outlier_scores)
 from dqaudit.scoring.table import score_dataset
@@ -47,7 +47,7 @@ def test_flipped_label_in_clean_cluster_ranks_first():
     x, y = clusters()
     y_noisy = y.copy()
     y_noisy[7] = 2
-    res = score_dataset(dataset(x, y_noisy), x)
+    res = score_dataset(dataset(x, y_noisy), x, seed=0)
     table = res.table
     assert table["priority"].idxmax() == 7 and table["noisiness"].idxmax() == 7
     assert table["review_score"].idxmax() == 7 and table["review_score"].between(0, 1).all()
@@ -63,7 +63,7 @@ def test_disagreeing_annotators_rank_below_a_clear_error():
     y2 = y.copy()
     y2[10] = 1                     # a clear single-annotator error on sample 10
     counts[10] = [0, 1, 0]
-    table = score_dataset(dataset(x, y2, counts=counts), x).table
+    table = score_dataset(dataset(x, y2, counts=counts), x, seed=0).table
     assert table.loc[3, "priority"] < table.loc[10, "priority"]
     assert table.loc[3, "noisiness"] < table.loc[10, "noisiness"]
     assert table.loc[3, "review_score"] < table.loc[10, "review_score"]
@@ -75,7 +75,7 @@ def test_exact_duplicates_with_different_labels_and_across_splits():
     y = np.concatenate([y, [1, y[70]]])           # a copy of sample 5 labelled otherwise
     splits = [""] * 180 + ["", ""]
     splits[70], splits[181] = "train", "test"     # a copy of sample 70 in the other split
-    table = score_dataset(dataset(x, y, splits=splits), x).table
+    table = score_dataset(dataset(x, y, splits=splits), x, seed=0).table
     assert table.loc[5, "dup_group"] == table.loc[180, "dup_group"] >= 0
     assert "conflicting_duplicate" in table.loc[180, "issues"]
     assert "leak" in table.loc[181, "issues"] and "leak" in table.loc[70, "issues"]
@@ -91,17 +91,17 @@ def test_far_away_point_is_top_outlier():
     far /= np.linalg.norm(far)
     x2 = np.concatenate([x, far])
     y2 = np.concatenate([y, [0]])
-    graph = knn(x2, k=5)
+    graph = knn(x2, k=5, seed=0)
     s = outlier_scores(graph)
     assert s.argmax() == 180
     assert outlier_flags(s)[180] and outlier_flags(s).sum() <= 3
-    table = score_dataset(dataset(x2, y2), x2).table
+    table = score_dataset(dataset(x2, y2), x2, seed=0).table
     assert "outlier" in table.loc[180, "issues"] and table.loc[180, "outlier_percentile"] == 100
 
 
 def test_knn_excludes_self_even_for_identical_rows():
     x = np.repeat(np.eye(3, dtype=np.float32), 2, axis=0)
-    g = knn(x, k=1, chunk=4)
+    g = knn(x, k=1, chunk=4, seed=0)
     assert (g.indices[:, 0] == [1, 0, 3, 2, 5, 4]).all()
     assert np.allclose(g.similarities, 1.0)
     labels = np.array([0, 1, 2, 2, 1, 1])
@@ -115,14 +115,14 @@ def test_knn_excludes_self_even_for_identical_rows():
 def test_posteriors_are_out_of_sample(method):
     """A sample's own label never moves its posterior: change it, and its row stays put."""
     x, y = clusters(seed=1)
-    xp = project(x)
-    graph = knn(x, k=8)
-    folds = stratified_folds(y)
+    xp = project(x, seed=0)
+    graph = knn(x, k=8, seed=0)
+    folds = stratified_folds(y, seed=0)
 
     def run(labels):
         counts = np.eye(3)[labels]
         if method == "linear":
-            return linear_posteriors(xp, counts, folds)
+            return linear_posteriors(xp, counts, folds, seed=0)
         return graph_posteriors(graph, counts, folds)
 
     base = run(y)
@@ -138,14 +138,15 @@ def test_repeated_folds_average_out_of_sample_runs():
     """The linear method averages K-fold runs on differently seeded splits (each one out of
     sample, test above), seeded from the scan's seed."""
     x, y = clusters(seed=2)
-    xp, graph = project(x), knn(x, k=8)
+    xp, graph = project(x, seed=0), knn(x, k=8, seed=0)
 
     def run(labels, repeats):
         return compute_posteriors(xp, graph, np.eye(3)[labels], labels, method="linear",
                                   seed=4, repeats=repeats).probs
 
     base = run(y, 3)
-    parts = [linear_posteriors(xp, np.eye(3)[y], stratified_folds(y, seed=s)) for s in (4, 5, 6)]
+    parts = [linear_posteriors(xp, np.eye(3)[y], stratified_folds(y, seed=s), seed=0)
+             for s in (4, 5, 6)]
     np.testing.assert_allclose(base, np.mean(parts, axis=0), atol=1e-6)
     np.testing.assert_allclose(run(y, 1), parts[0], atol=1e-6)
     assert np.abs(base - parts[0]).max() > 1e-4  # the other splits do contribute
@@ -156,7 +157,8 @@ def test_repeated_folds_average_out_of_sample_runs():
 def test_unknown_posterior_method_lists_valid_ones():
     x, y = clusters()
     with pytest.raises(DqauditError, match="linear, graph, ensemble"):
-        compute_posteriors(project(x), knn(x), np.eye(3)[y], y, method="magic")
+        compute_posteriors(project(x, seed=0), knn(x, seed=0), np.eye(3)[y], y, method="magic",
+                           seed=0)
 
 
 def test_stratified_folds_balance_classes():
@@ -170,7 +172,7 @@ def test_stratified_folds_balance_classes():
 
 def test_batched_probes_match_single_fits():
     x, y = clusters(n_per=40)
-    xp = project(x)
+    xp = project(x, seed=0)
     targets = np.eye(3)[y]
     masks = np.stack([np.arange(120) % 3 != k for k in range(3)]).astype(np.float32)
     cfg = ProbeConfig(max_iter=300)
@@ -202,11 +204,11 @@ def test_confident_joint_counts_known_noise():
     y_noisy = y.copy()
     flip = rng.choice(len(y), 40, replace=False)
     y_noisy[flip] = (y[flip] + 1 + rng.integers(0, 3, 40)) % 4
-    folds = stratified_folds(y_noisy)
-    probs = linear_posteriors(project(x), np.eye(4)[y_noisy], folds)
+    folds = stratified_folds(y_noisy, seed=0)
+    probs = linear_posteriors(project(x, seed=0), np.eye(4)[y_noisy], folds, seed=0)
     n = scores.estimate_label_error_count(y_noisy, probs)
     assert 30 <= n <= 50
-    res = score_dataset(dataset(x, y_noisy), x)
+    res = score_dataset(dataset(x, y_noisy), x, seed=0)
     flagged = res.table["issues"].map(lambda v: "label_error" in v).to_numpy()
     assert (flagged & (y_noisy != y)).sum() >= 0.85 * 40  # recall
     assert (flagged & (y_noisy == y)).sum() <= 8             # few false alarms
@@ -299,7 +301,7 @@ def test_importance_in_unit_range_and_high_for_errors():
     x, y = clusters(n_per=80, seed=4)
     y2 = y.copy()
     y2[:8] = 1
-    table = score_dataset(dataset(x, y2), x).table
+    table = score_dataset(dataset(x, y2), x, seed=0).table
     imp = table["importance"].to_numpy()
     assert imp.min() >= 0 and imp.max() == pytest.approx(1.0)
     assert np.median(imp[:8]) > np.quantile(imp[8:], 0.9)
@@ -307,8 +309,8 @@ def test_importance_in_unit_range_and_high_for_errors():
 
 def test_graph_posteriors_follow_neighbours():
     x, y = clusters()
-    folds = stratified_folds(y)
-    p = graph_posteriors(knn(x, k=8), np.eye(3)[y], folds)
+    folds = stratified_folds(y, seed=0)
+    p = graph_posteriors(knn(x, k=8, seed=0), np.eye(3)[y], folds)
     assert (p.argmax(1) == y).mean() > 0.95
 
 
@@ -327,7 +329,35 @@ def test_ambiguous_means_nearly_tied_between_two_classes():
     probs[np.arange(30), y] = 0.9
     probs[1] = [0.46, 0.44, 0.10]   # nearly tied between its label and another class
     probs[2] = [0.50, 0.25, 0.25]   # spread (high entropy) but a clear first choice
-    table = score_dataset(dataset(np.zeros((30, 2)), y), None, pred_probs=probs).table
+    table = score_dataset(dataset(np.zeros((30, 2)), y), None, pred_probs=probs, seed=0).table
     tags = table["issues"].map(list)
     assert "ambiguous" in tags[1] and "ambiguous" not in tags[2]
     assert sum("ambiguous" in t for t in tags) == 1
+
+
+def test_the_checks_registry_gates_suppresses_and_orders_the_issues():
+    """scoring.checks is the one list of issue types: a check whose switch is off sets nothing,
+    a suppressor clears its hits (junk is never a label error nor ambiguous, a label error is
+    never ambiguous), `flagged` is every flagging check, and docs/scores.md names each one."""
+    from pathlib import Path
+
+    from dqaudit.scoring.checks import BY_NAME, CHECKS, REGISTRY, flagged, issue_masks
+
+    n = 4
+    raw = {c.name: np.ones(n, dtype=bool) for c in REGISTRY}
+    raw["blank"] = np.array([True, False, False, False])
+    raw["low_information"] = np.zeros(n, dtype=bool)
+    raw["label_error"] = np.array([True, True, False, False])
+    masks = issue_masks(raw, checked=CHECKS)
+    assert list(masks) == [c.name for c in REGISTRY]
+    assert masks["label_error"].tolist() == [False, True, False, False]  # junk suppresses
+    assert masks["ambiguous"].tolist() == [False, False, True, True]  # and a label error
+    off = issue_masks(raw, checked=("labels",))
+    assert not any(off[c.name].any() for c in REGISTRY if c.group in ("duplicates", "images"))
+    assert off["outlier"].all() and off["box_outside"].all()  # no switch: always run
+    only_ambiguous = {"ambiguous": np.ones(n, dtype=bool), "label_error": np.zeros(n, bool)}
+    assert not flagged(issue_masks(only_ambiguous, checked=CHECKS)).any()
+    assert not BY_NAME["ambiguous"].flags and all(c.flags for c in REGISTRY
+                                                   if c.name != "ambiguous")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "scores.md").read_text()
+    assert [c.name for c in REGISTRY if f"`{c.name}`" not in doc] == []

@@ -325,9 +325,10 @@ def test_corrections_name_samples_by_meaning_and_count_once(tree_audit, tmp_path
     annotation."""
     import shutil
 
-    from dqaudit.workflows.relabel import ledger, record_corrections
-
     import tempfile
+
+    from dqaudit.api import Audit
+    from dqaudit.io.store import read_ledger
 
     first, root, ids = tree_audit
     out = Path(tempfile.mkdtemp(dir=tmp_path)) / "audit"
@@ -338,7 +339,8 @@ def test_corrections_name_samples_by_meaning_and_count_once(tree_audit, tmp_path
         row = {"id": "", "path": "", "label": label, "annotator": "ana"}
         row[column] = spelled(how, ids[k], root)
         table.extend([row, dict(row)] if twice else [row])
-    record_corrections(out, pd.DataFrame(table).astype(str))
-    got = sorted(zip(ledger(out)["id"], ledger(out)["label"]))
+    Audit.load(out).apply_corrections(pd.DataFrame(table).astype(str), rerank=False)
+    book = read_ledger(out)
+    got = sorted(zip(book["id"], book["label"]))
     want = sorted({(ids[k], label) for k, _, label, _ in rows})
     assert got == want

@@ -80,7 +80,7 @@ def test_draw_grow_apply_and_the_headline(audit):
     text = run("verify", out, "--apply", out / "filled.csv", "--annotator", "ana")
     assert "verified 20 of 20 drawn" in text
     summary = json.loads((out / "summary.json").read_text())
-    v = summary["clr"]["verified"]
+    v = summary["verified"]
     assert v["n_verified"] == 20 and 0 <= v["ci_low_at_draw"] <= v["estimate_at_draw"] \
         <= v["ci_high_at_draw"] <= 1
     n_wrong = sum(truth[i] != lab for i, lab in zip(grown["id"], grown["given_label"]))
@@ -101,7 +101,7 @@ def test_draw_grow_apply_and_the_headline(audit):
     text = run("clr", out, "--clr-repeats", "2")
     assert "plausible range without verification" in text
     summary = json.loads((out / "summary.json").read_text())
-    kept = summary["clr"]["verified"]
+    kept = summary["verified"]
     assert (kept["estimate"], kept["n_verified"]) == (v["estimate"], v["n_verified"])
     assert summary["verdict"]["source"] == "verified"
     # the queue no longer offers verified samples
@@ -116,7 +116,7 @@ def test_zero_errors_found_gives_an_exact_upper_bound(audit):
     s["verified_label"] = s["given_label"]
     s.to_csv(out / "filled.csv", index=False)
     run("verify", out, "--apply", out / "filled.csv")
-    v = json.loads((out / "summary.json").read_text())["clr"]["verified"]
+    v = json.loads((out / "summary.json").read_text())["verified"]
     assert v["estimate"] == 0 and v["ci_low"] == 0 and 0.2 < v["ci_high"] < 0.5
     assert "zero-error" in v["interval"]
 
@@ -155,7 +155,7 @@ def test_proportional_allocation_gives_the_binomial_zero_error_bound(audit):
     s["verified_label"] = s["given_label"]
     s.to_csv(out / "filled.csv", index=False)
     run("verify", out, "--apply", out / "filled.csv")
-    v = json.loads((out / "summary.json").read_text())["clr"]["verified"]
+    v = json.loads((out / "summary.json").read_text())["verified"]
     # proportional up to rounding: close to the simple random sample's 1 - 0.05^(1/12)
     assert v["ci_high"] == pytest.approx(1 - 0.05 ** (1 / 12), abs=0.03)
     assert "grown sample keeps its design" in run("verify", out, "--size", "20",

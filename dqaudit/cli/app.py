@@ -1,8 +1,10 @@
 """The FiftyOne plugin's services: each App operator is one call here, on the dataset's last
 audit (its saved outputs, ``dataset.info["dqaudit"]["out_dir"]``).
 
-This module sits above the pipeline and the workflows (the FiftyOne adapter, ``fiftyone_io``,
+This module sits above the pipeline and the workflows (the FiftyOne adapter, ``io.fiftyone_*``,
 sits below them and only reads and writes FiftyOne), so the adapter never imports the audit.
+``__all__`` is the plugin's whole view of dqaudit besides ``config`` and ``errors``
+(tests/test_layers.py checks that the plugin imports nothing else).
 """
 
 from __future__ import annotations
@@ -13,16 +15,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from dqaudit.errors import DqauditError
-from dqaudit.io.fiftyone_io import DEFAULT_LABEL_FIELD
-from dqaudit.io.fiftyone_io import (INFO_KEY, OBJECT_ID, RunNames, audited_paths, import_fiftyone,
-                          is_detections_field, root_dataset)
-from dqaudit.io.ingest import load_fiftyone
 from dqaudit.api import Audit
-from dqaudit.estimates.clr import ClrConfig
 from dqaudit.config import AuditConfig
-from dqaudit.report import REPORT_HTML, REPORT_PDF
-from dqaudit.workflows.verify import VERIFY_SAMPLE_CSV
+from dqaudit.errors import DqauditError
+from dqaudit.estimates.clr import MODES, ClrConfig
+from dqaudit.estimates.headline import SMALL_AUDIT_SAMPLES, headline
+from dqaudit.io.fiftyone_io import (audited_paths, import_fiftyone, is_detections_field,
+                                    root_dataset)
+from dqaudit.io.fiftyone_runs import (INFO_KEY, OBJECT_ID, OBJECTS_VIEW, SUSPECTS_VIEW,
+                                      RunNames)
+from dqaudit.io.ingest import load_fiftyone
+from dqaudit.io.reading import DEFAULT_LABEL_FIELD
+from dqaudit.io.store import REPORT_HTML, REPORT_PDF
+
+__all__ = [  # the services, and the names the plugin's forms and messages use
+    "audit_target", "audit_fiftyone", "form_config", "default_out_dir", "export_report",
+    "estimate_clr_for", "audited_label_field", "draw_verification_for", "verify_selected",
+    "selected_objects", "mark_reviewed", "apply_label", "headline", "RunNames",
+    "SMALL_AUDIT_SAMPLES", "MODES", "OBJECTS_VIEW", "SUSPECTS_VIEW", "DEFAULT_LABEL_FIELD",
+]
 
 
 TARGETS = ("dataset", "view", "saved_view")  # what the App's audit runs on; the first is default
@@ -35,7 +46,7 @@ def audit_target(dataset, view=None, *, target: str = "dataset", saved_view: str
     ``dataset``: every sample, results as the dataset's own (run None). ``view``: the App's
     current ``view``; ``saved_view``: the saved view of that name. Part of a dataset is a
     sub-audit named ``run`` (default: the saved view's name, or "view"), written under its
-    own fields and views (``fiftyone_io.RunNames``); a view holding every sample is the
+    own fields and views (``fiftyone_runs.RunNames``); a view holding every sample is the
     dataset."""
     if target not in TARGETS:
         raise DqauditError(f"unknown audit target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -60,8 +71,13 @@ def audit_fiftyone(view, *, label_field: str = DEFAULT_LABEL_FIELD, out_dir=None
                    **options) -> Audit:
     """Run the audit on a FiftyOne dataset or view and write the results back to it, under
     run name ``run`` (None: the dataset's own results; see ``audit_target``)."""
-    data = load_fiftyone(root_dataset(view).name, label_field=label_field, view=view,
-                         cache_dir=(config or AuditConfig()).embed.cache_dir)
+    config = config or AuditConfig()
+    config = replace(config, input=replace(config.input, from_fiftyone=True,
+                                           label_field=label_field))
+    c = config.input
+    data = load_fiftyone(root_dataset(view).name, label_field=c.label_field, view=view,
+                         pred_field=c.pred_field, box_margin=c.box_margin,
+                         min_box_side=c.min_box_side, cache_dir=config.embed.cache_dir)
     # the audit writes the results back to the dataset the samples came from: once
     return Audit.scan(data, out_dir=out_dir, config=config, fiftyone_run=run, **options)
 
@@ -139,9 +155,8 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
     Samples are matched to the audit's verification sample by file path; ``object_ids`` (an
     object audit: the selected boxes' Detection ids) by the boxes' audit ids."""
     label_field = label_field or audited_label_field(dataset)
-    out = Path(_run_dir(dataset))
-    sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False) \
-        if (out / VERIFY_SAMPLE_CSV).exists() else None
+    audit = Audit.load(_run_dir(dataset))
+    sample = audit.verify_sample
     if sample is None:
         raise DqauditError("no verification sample yet: run 'dqaudit: draw verification "
                            "sample' first")
@@ -157,8 +172,8 @@ def verify_selected(dataset, sample_ids: list[str], label: str | None, *,
     if not rows:
         raise DqauditError("none of the selected samples is in the verification sample "
                            "(saved view dq_verify)")
-    return Audit.load(out).record_verified(pd.DataFrame(rows, columns=["id", "verified_label"]),
-                                           annotator=annotator)
+    return audit.record_verified(pd.DataFrame(rows, columns=["id", "verified_label"]),
+                                 annotator=annotator)
 
 
 def selected_objects(view, selected: list[str], selected_labels: list[dict], *,

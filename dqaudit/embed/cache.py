@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dqaudit.files import replacing
+
 ENV_CACHE_DIR = "DQAUDIT_CACHE_DIR"
 
 
@@ -60,16 +62,10 @@ class EmbeddingCache:
         self._counter += 1
         name = f"shard-{time.time_ns():x}-{os.getpid()}-{self._counter}.npz"
         final = self.dir / name
-        tmp = self.dir / (name + ".tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, keys=np.array(keys, dtype="S40"),
-                         embeddings=embeddings.astype(np.float32),
-                         stats=np.asarray(stats, dtype=np.float64))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        finally:  # a full disk leaves no partial shard behind
-            if tmp.exists():
-                tmp.unlink()
+        with replacing(final) as tmp, open(tmp, "wb") as fh:  # a full disk leaves no shard
+            np.savez(fh, keys=np.array(keys, dtype="S40"),
+                     embeddings=embeddings.astype(np.float32),
+                     stats=np.asarray(stats, dtype=np.float64))
+            fh.flush()
+            os.fsync(fh.fileno())
         return final

@@ -319,7 +319,7 @@ def bracket(x: np.ndarray, labels: np.ndarray, n_classes: int, *, config: ClrCon
 
 
 def estimate_clr(embeddings_projected: np.ndarray, labels: np.ndarray, n_classes: int, *,
-                 config: ClrConfig = ClrConfig(), seed: int = 0, device: str = "cpu",
+                 config: ClrConfig, seed: int, device: str,
                  probs: np.ndarray | None = None) -> dict:
     """The whole protocol: injection curves, regression table and the CLR estimate (JSON-ready)."""
 

@@ -18,7 +18,7 @@ def headline(summary: dict) -> dict:
     estimate when a verification sample was applied (``dqaudit verify``), else the gold-free
     CLR estimate with its plausible range, else the confident-joint count."""
     clr = summary.get("clr") or {}
-    verified = clr.get("verified")
+    verified = summary.get("verified")
     # a sample drawn inside one split certifies that split, not the dataset
     split_verified = verified if verified and verified.get("split") else None
     verified = None if split_verified else verified

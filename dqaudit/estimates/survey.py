@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from dqaudit.errors import DqauditError
 
@@ -295,6 +294,7 @@ def interval(estimate: float, variance: float, *, n: int, n_errors: int, n_strat
     exact-binomial shaped, so it never reaches below 0 or above 1 and stays honest at small
     counts, where a normal interval fails.
     """
+    from scipy import stats  # heavy: loaded on first use
     alpha = 1 - confidence
     if n_errors == 0:
         return 0.0, zero_error_upper_bound(sizes, n_h, alpha=alpha), "exact zero-error bound"
@@ -332,6 +332,7 @@ def predicted_half_width(scores: np.ndarray, strata: np.ndarray, n_strata: int, 
     """Half-width of the normal interval a stratified sample of ``n`` is expected to reach
     under the model (y ~ Bernoulli(q)): z sqrt(sum_h W_h^2 (1 - f_h) S_h^2 / n_h), with S_h^2
     floored as the estimator floors it."""
+    from scipy import stats  # heavy: loaded on first use
     sizes = np.bincount(strata, minlength=n_strata)
     sd = stratum_model_sd(scores, strata, n_strata)
     n_h = allocate(sizes, sd, n, **kwargs)

@@ -31,28 +31,21 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from dqaudit.imaging.dicom_header import (DicomSkip, describe, first_number, header_record, invalid,
+                                          int_of, quiet_pydicom, sop_name, syntax_name, text_of)
+
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
 MAGIC_OFFSET = 128
-# modalities whose images commonly carry burned-in patient text (PS3.15 E.1.1 asks to check
-# them): ultrasound, secondary capture and other, endoscopy, external-camera photography,
-# document and slide-microscopy captures
-BURNED_IN_MODALITIES = frozenset({"US", "OT", "SC", "ES", "XC", "DOC", "SM", "GM"})
-SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR
 WINDOWS = ("file", "minmax")  # or "CENTER,WIDTH"
 FRAMES = ("middle", "first")  # or a frame number (0-based)
 FILE_WINDOW, MIDDLE_FRAME = "file", "middle"  # how DICOM is read unless the user says otherwise
 CODEC_PACKAGES = "python-gdcm (or pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg)"
 
 
-class DicomSkip(Exception):
-    """A DICOM file that cannot be audited; ``str()`` is its reason for skipped.csv, written
-    by this module and free of header values."""
 
 
 @dataclass(frozen=True)
@@ -125,24 +118,6 @@ def is_dicom(path: str | os.PathLike) -> bool:
         return False
 
 
-def _quiet():
-    """pydicom's warnings and log lines can quote header values: silenced while reading."""
-    import logging
-
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    logger = logging.getLogger("pydicom")
-    level, propagate = logger.level, logger.propagate
-    logger.setLevel(logging.CRITICAL + 1)
-    logger.propagate = False
-
-    def restore():
-        logger.setLevel(level)
-        logger.propagate = propagate
-        ctx.__exit__(None, None, None)
-
-    return restore
 
 
 def read_dicom(path: str | os.PathLike, read: DicomRead):
@@ -153,7 +128,7 @@ def read_dicom(path: str | os.PathLike, read: DicomRead):
     import pydicom
     from PIL import Image
 
-    restore = _quiet()
+    restore = quiet_pydicom()
     try:
         try:
             ds = pydicom.dcmread(path, force=False)
@@ -161,7 +136,7 @@ def read_dicom(path: str | os.PathLike, read: DicomRead):
             raise DicomSkip("damaged DICOM file (the header cannot be read)") from None
         if "PixelData" not in ds and "FloatPixelData" not in ds \
                 and "DoubleFloatPixelData" not in ds:
-            raise DicomSkip(f"DICOM object without pixel data ({_sop_name(ds)})")
+            raise DicomSkip(f"DICOM object without pixel data ({sop_name(ds)})")
         record = describe(ds)
         frames = record["frames"]
         index = _frame_index(parse_frame(read.frame), frames)
@@ -172,7 +147,7 @@ def read_dicom(path: str | os.PathLike, read: DicomRead):
         except Exception as exc:  # noqa: BLE001 - reasons are ours, never the exception's
             raise DicomSkip(_decode_reason(ds, exc)) from None
         if arr.ndim == 3 and arr.shape[-1] == 3:
-            rgb = _colour_to_8bit(arr, _int(ds, "BitsStored", 8))
+            rgb = _colour_to_8bit(arr, int_of(ds, "BitsStored", 8))
             img, window_used = Image.fromarray(np.ascontiguousarray(rgb), "RGB"), "colour"
         elif arr.ndim == 2:
             grey, window_used = _grey_to_8bit(ds, arr, parse_window(read.window))
@@ -181,51 +156,16 @@ def read_dicom(path: str | os.PathLike, read: DicomRead):
             img = Image.fromarray(np.ascontiguousarray(grey), "L").convert("RGB")
         else:
             raise DicomSkip(f"DICOM pixel layout not supported (shape {arr.shape})")
-        return img, {**record, "signed": _int(ds, "PixelRepresentation", 0) == 1,
+        return img, {**record, "signed": int_of(ds, "PixelRepresentation", 0) == 1,
                      "frame": index, "window": window_used}
     finally:
         restore()
 
 
-def header_record(path: str | os.PathLike) -> dict | None:
-    """What the audit records of a DICOM file, from its header alone (no pixels decoded):
-    modality, photometric interpretation, bits, transfer syntax, frames, burned-in text; None
-    when the header cannot be read. Nothing from the patient, study or institution."""
-    import pydicom
-
-    restore = _quiet()
-    try:
-        return describe(pydicom.dcmread(path, stop_before_pixels=True))
-    except Exception:  # noqa: BLE001 - the embed stage reports the file's problem
-        return None
-    finally:
-        restore()
 
 
-def describe(ds) -> dict:
-    """The attributes this audit records of a DICOM dataset, and nothing else: modality,
-    photometric interpretation, bits, transfer syntax, frames, whether text may be burned in."""
-    return {"modality": _text(ds, "Modality"),
-            "photometric": _text(ds, "PhotometricInterpretation").upper(),
-            "bits_stored": _int(ds, "BitsStored", 0),
-            "transfer_syntax": _ts_name(ds),
-            "frames": _int(ds, "NumberOfFrames", 1),
-            "burned_in": burned_in(ds)}
 
 
-def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(width, height) of a DICOM image from its header (Columns, Rows); None if unreadable."""
-    import pydicom
-
-    restore = _quiet()
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True,
-                             specific_tags=["Rows", "Columns"])
-        return int(ds.Columns), int(ds.Rows)
-    except Exception:  # noqa: BLE001 - the embed stage reports the file's problem
-        return None
-    finally:
-        restore()
 
 
 def summarize(paths: list[str], read: DicomRead) -> dict | None:
@@ -250,15 +190,6 @@ def summarize(paths: list[str], read: DicomRead) -> dict | None:
             "window": read.window, "frame": read.frame}
 
 
-def burned_in(ds) -> bool:
-    """Whether the image may carry burned-in text: the header says so (BurnedInAnnotation YES),
-    or it does not say NO and the modality or SOP class commonly carries it."""
-    said = _text(ds, "BurnedInAnnotation").upper()
-    if said in ("YES", "NO"):
-        return said == "YES"
-    sop = str(ds.get("SOPClassUID", ""))
-    return _text(ds, "Modality").upper() in BURNED_IN_MODALITIES or \
-        sop.startswith(SECONDARY_CAPTURE_PREFIX)
 
 
 # ------------------------------------------------------------------------------ internals
@@ -310,23 +241,23 @@ def _display(ds, arr: np.ndarray, window, *, present) -> tuple[np.ndarray, str]:
     try:
         m = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     except Exception:  # noqa: BLE001
-        raise DicomSkip(_invalid("RescaleSlope / RescaleIntercept or ModalityLUTSequence")
+        raise DicomSkip(invalid("RescaleSlope / RescaleIntercept or ModalityLUTSequence")
                         ) from None
     if window == "file":
         if "WindowCenter" in ds and "WindowWidth" in ds:
             try:
-                c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
+                c, w = first_number(ds.WindowCenter), first_number(ds.WindowWidth)
             except (TypeError, ValueError):
-                raise DicomSkip(_invalid("WindowCenter / WindowWidth")) from None
+                raise DicomSkip(invalid("WindowCenter / WindowWidth")) from None
             if math.isfinite(c) and math.isfinite(w) and w >= 1:
-                sigmoid = _text(ds, "VOILUTFunction").upper() == "SIGMOID"
+                sigmoid = text_of(ds, "VOILUTFunction").upper() == "SIGMOID"
                 return _window(m, c, w, sigmoid=sigmoid), "file"
         elif "VOILUTSequence" in ds:
             try:
                 v = np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True),
                                dtype=np.float64)
             except Exception:  # noqa: BLE001
-                raise DicomSkip(_invalid("VOILUTSequence")) from None
+                raise DicomSkip(invalid("VOILUTSequence")) from None
             return _minmax(v, present()), "file-lut"
         return _minmax(m, present()), "minmax"
     if window == "minmax":
@@ -366,49 +297,21 @@ def _decode_reason(ds, exc: Exception) -> str:
     if compressed and any(k in text for k in ("plugin", "missing", "no pixel data handler",
                                               "unable to decode", "not supported",
                                               "dependencies")):
-        return (f"DICOM pixel data in {_ts_name(ds)}, whose decoder is not installed: "
+        return (f"DICOM pixel data in {syntax_name(ds)}, whose decoder is not installed: "
                 f"pip install {CODEC_PACKAGES}")
     if any(k in text for k in ("truncat", "expected", "too short", "does not match",
                                "insufficient", "length", "end of file", "buffer")):
         return "truncated DICOM pixel data (fewer bytes than the header describes)"
-    return f"DICOM pixel data cannot be decoded ({_ts_name(ds)})"
+    return f"DICOM pixel data cannot be decoded ({syntax_name(ds)})"
 
 
-def _invalid(keywords: str) -> str:
-    return f"DICOM header value not valid for its VR ({keywords}); the file was left as it is"
 
 
-def _first(value) -> float:
-    try:
-        return float(value[0]) if not isinstance(value, (str, bytes)) and len(value) else \
-            float(value)
-    except TypeError:
-        return float(value)
 
 
-def _int(ds, keyword: str, default: int) -> int:
-    try:
-        value = ds.get(keyword, default)
-        return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        raise DicomSkip(_invalid(keyword)) from None
 
 
-def _text(ds, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return str(value).strip() if value is not None else ""
 
 
-def _ts_name(ds) -> str:
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    return getattr(ts, "name", None) or "unknown transfer syntax"
 
 
-def _sop_name(ds) -> str:
-    sop = ds.get("SOPClassUID") or (ds.file_meta.get("MediaStorageSOPClassUID")
-                                    if hasattr(ds, "file_meta") else None)
-    if str(sop) == MEDIA_STORAGE_DIRECTORY:
-        return "a DICOMDIR: the index of a DICOM volume; the images it lists are audited as " \
-               "files of the tree or manifest"
-    name = getattr(sop, "name", "") if sop is not None else ""
-    return name if name and name != str(sop) else "unknown SOP class"

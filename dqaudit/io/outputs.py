@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 
 from dqaudit.dataset import printable
 from dqaudit.imaging.dicom import DicomRead
+from dqaudit.files import replacing
 from dqaudit.errors import DqauditError
 
 SAMPLES_PARQUET = "samples.parquet"
@@ -35,20 +35,6 @@ def review_order_column(samples: pd.DataFrame) -> str:
     """The column that orders review: ``review_score``, or ``priority`` in audits written
     before that column existed."""
     return "review_score" if "review_score" in samples.columns else "priority"
-
-
-@contextmanager
-def replacing(path: Path):
-    """Yield a temporary name beside ``path`` (unique per process and call, so concurrent
-    writers never share one) that replaces ``path`` when the block succeeds; on failure the
-    temporary file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_json(path: Path, data: dict) -> None:

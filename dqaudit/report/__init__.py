@@ -12,10 +12,8 @@ from markupsafe import Markup, escape
 from dqaudit.config import ReportConfig
 from dqaudit.errors import DqauditError
 from dqaudit.io.outputs import SAMPLES_CSV, read_samples, read_summary, replacing
+from dqaudit.io.store import REPORT_HTML, REPORT_PDF
 from dqaudit.report.context import build_context
-
-REPORT_HTML = "report.html"
-REPORT_PDF = "report.pdf"
 
 
 def templates_dir() -> Path:

@@ -11,7 +11,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from dqaudit.dataset import is_dicom_file, original_path
-from dqaudit.imaging.dicom import DicomRead, header_record
+from dqaudit.imaging.dicom import DicomRead
+from dqaudit.imaging.dicom_header import header_record
 from dqaudit.embed.loader import open_rgb
 from dqaudit.estimates.headline import headline
 from dqaudit.io.objects import context_region
@@ -191,7 +192,7 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
     if summary.get("evaluation"):
         figs["evaluation"] = figures.evaluation(summary["evaluation"]["models"])
     # sections are numbered in order; the optional ones shift those after them
-    plan_number = 5 if summary.get("clr") else 4
+    plan_number = 5 if summary.get("clr") or summary.get("verified") else 4
     evaluation_number = plan_number + 1 if summary.get("evaluation") else None
     return {
         "s": summary,

@@ -144,7 +144,7 @@ def fit_isotonic(score: np.ndarray, outcome: np.ndarray, weights: np.ndarray) ->
 
 def refit(values: np.ndarray, fit: dict | None) -> np.ndarray:
     """``values`` through a stored verified re-fit (summary.json
-    ``clr.verified.label_error_probability_refit``, from ``fit_isotonic``); unchanged when
+    ``verified.label_error_probability_refit``, from ``fit_isotonic``); unchanged when
     there is none."""
     values = np.asarray(values, dtype=np.float64)
     return np.interp(values, fit["x"], fit["y"]) if fit else values

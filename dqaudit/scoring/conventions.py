@@ -114,3 +114,38 @@ def report_text(summary: dict, samples: pd.DataFrame, *, top: int) -> str:
         lines += ["", f"top {len(worst)} label issues (lowest label_score):",
                   shown.to_string(index=False)]
     return "\n".join(lines)
+
+
+class DatalabViews:
+    """cleanlab Datalab's shapes as methods of ``Audit`` (its ``samples`` and ``summary``)."""
+
+    def get_issues(self, name: str | None = None) -> pd.DataFrame:
+        """cleanlab Datalab's ``get_issues``: per sample ``is_<type>_issue`` and a quality
+        ``<type>_score`` (low = bad) for ``name`` (``label``, ``outlier``, ``near_duplicate``,
+        ``exact_duplicate``, cleanvision's ``dark``, ``light``, ...) or every type checked;
+        rows in ``samples``' order (``conventions.get_issues``)."""
+        return get_issues(self.samples, name)
+
+    def get_issue_summary(self, name: str | None = None) -> pd.DataFrame:
+        """Datalab's ``get_issue_summary``: ``issue_type``, ``num_issues``, mean ``score``."""
+        return get_issue_summary(self.samples, name)
+
+    def report(self, *, top: int = 10) -> None:
+        """Datalab's ``report()``: the headline, the issue summary and the ``top`` label issues,
+        printed (in a notebook the audit also shows itself as HTML)."""
+        print(report_text(self._summary_now(), self.samples, top=top))
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        s = self._summary_now()
+        table = get_issue_summary(self.samples, None).to_html(index=False)
+        return (f"<p><b>dqaudit</b>: {s['n_samples']:,} samples, "
+                f"{s['dataset']['n_classes']} classes; {escape(s['headline']['text'])}</p>"
+                + table)
+
+    def _summary_now(self) -> dict:
+        """The summary with its derived blocks (the headline) as they stand now."""
+        if "headline" not in self.summary:
+            self._derive()
+        return self.summary

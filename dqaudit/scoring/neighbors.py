@@ -55,7 +55,7 @@ class KnnGraph:
 
 
 def knn(embeddings: np.ndarray, *, k: int = 10, method: str = "auto", chunk: int = 2048,
-        device: str = "cpu", target_recall: float = TARGET_RECALL, seed: int = 0) -> KnnGraph:
+        device: str = "cpu", target_recall: float = TARGET_RECALL, seed: int) -> KnnGraph:
     """Cosine kNN graph of (N, D) L2-normalised rows; ``k`` is capped at N - 1."""
     if method not in KNN_METHODS:
         raise DqauditError(f"unknown kNN method {method!r}; valid: {', '.join(KNN_METHODS)}")
@@ -195,7 +195,7 @@ def _tuned_search(index, x, k, settings, target_recall: float, seed: int,
 
 
 def ivf_knn(embeddings: np.ndarray, *, k: int = 10, target_recall: float = TARGET_RECALL,
-            seed: int = 0) -> KnnGraph:
+            seed: int) -> KnnGraph:
     """Approximate kNN with a faiss IVF index (see module docstring)."""
     faiss = _faiss()
     n, d = embeddings.shape
@@ -244,7 +244,7 @@ def _ivf_spec(nlist: int, d: int) -> str:
 
 
 def hnsw_knn(embeddings: np.ndarray, *, k: int = 10, target_recall: float = TARGET_RECALL,
-             seed: int = 0) -> KnnGraph:
+             seed: int) -> KnnGraph:
     """Approximate kNN with a faiss HNSW32 graph (see module docstring)."""
     faiss = _faiss()
     n, d = embeddings.shape

@@ -47,7 +47,7 @@ class GraphConfig:
     prior: float = 1e-3  # mass of the class prior mixed in, for samples the graph cannot reach
 
 
-def stratified_folds(labels: np.ndarray, *, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+def stratified_folds(labels: np.ndarray, *, n_folds: int = 5, seed: int) -> np.ndarray:
     """(N,) fold index per sample, stratified by label, seeded."""
     rng = np.random.default_rng(seed)
     folds = np.empty(len(labels), dtype=np.int64)
@@ -60,7 +60,7 @@ def stratified_folds(labels: np.ndarray, *, n_folds: int = 5, seed: int = 0) -> 
     return folds
 
 
-def _fold_models(x, targets, train_masks, config, device, seed=0, init=None, max_iter=None):
+def _fold_models(x, targets, train_masks, config, device, seed, init=None, max_iter=None):
     """Fit one probe per row of ``train_masks`` (M, N) with per-model ``targets`` (M, N, C);
     return their (M, N, C) probabilities on every sample and their weights (W, b). Above
     ``config.max_fit_samples`` rows the probes are fitted on one seeded random subset of rows
@@ -80,8 +80,10 @@ def _fold_models(x, targets, train_masks, config, device, seed=0, init=None, max
 
 def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray, *,
                       config: ProbeConfig = ProbeConfig(), correction_rounds: int = 2,
-                      device: str = "cpu", labels: np.ndarray | None = None) -> np.ndarray:
+                      device: str = "cpu", labels: np.ndarray | None = None,
+                      seed: int) -> np.ndarray:
     """(N, C) out-of-fold probabilities of the robust linear probe; x is projected (N, D).
+    ``seed``: the subset of rows each probe is fitted on above ``config.max_fit_samples``.
 
     With ``correction_rounds`` > 0 the probe of each outer fold f is trained on targets in which
     the suspected label errors of its training part are replaced by their posteriors (soft
@@ -108,13 +110,13 @@ def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray
             once = [m for m, (f, g) in enumerate(pairs) if f < g]
             which = [once.index(pairs.index((min(f, g), max(f, g)))) for f, g in pairs]
             probs, weights = _fold_models(x, targets[:1].repeat(len(once), axis=0),
-                                          masks[once], config, device)
+                                          masks[once], config, device, seed)
             probs, weights = probs[which], tuple(v[which] for v in weights)
         else:
             # a later round's probes differ from the last round's in the targets of a few
             # suspects: started from those weights, they reach the same (convex) optimum
             probs, weights = _fold_models(x, targets[[f for f, _ in pairs]], masks, config,
-                                          device, init=weights, max_iter=WARM_ITER)
+                                          device, seed, init=weights, max_iter=WARM_ITER)
         inner = np.zeros((k, n, c))
         for m, (f, g) in enumerate(pairs):
             inner[f, folds == g] = probs[m, folds == g]
@@ -128,7 +130,8 @@ def linear_posteriors(x: np.ndarray, label_counts: np.ndarray, folds: np.ndarray
     # fitted from zero to convergence: a start from the inner probes' weights saved seconds but
     # left the outer probes where the shared line search had nudged them, so a sample's own
     # label moved its out-of-fold posterior by 1e-4 (tests/test_scores.py)
-    outer, _ = _fold_models(x, targets, np.stack([folds != f for f in range(k)]), config, device)
+    outer, _ = _fold_models(x, targets, np.stack([folds != f for f in range(k)]), config, device,
+                            seed)
     return outer[folds, np.arange(n)]
 
 
@@ -163,7 +166,7 @@ def graph_posteriors(graph: KnnGraph, label_counts: np.ndarray, folds: np.ndarra
 def review_posteriors(method: str, x: np.ndarray, graph: KnnGraph, label_counts: np.ndarray,
                       folds: np.ndarray, *, device: str = "cpu",
                       graph_probs: np.ndarray | None = None,
-                      labels: np.ndarray | None = None) -> np.ndarray:
+                      labels: np.ndarray | None = None, seed: int) -> np.ndarray:
     """(N, C) the posteriors the review order ranks by: ``method``'s out-of-fold posteriors on
     one fold split, the linear probe without its label-correction rounds.
 
@@ -180,7 +183,7 @@ def review_posteriors(method: str, x: np.ndarray, graph: KnnGraph, label_counts:
     if method == "graph":
         return graph_probs
     lin = linear_posteriors(x, label_counts, folds, correction_rounds=0, device=device,
-                            labels=labels)
+                            labels=labels, seed=seed)
     if method == "ensemble":
         return (lin + graph_probs) / 2.0
     return lin
@@ -202,7 +205,7 @@ class Posteriors:
 
 def _linear(ctx) -> np.ndarray:
     return np.mean([linear_posteriors(ctx["x"], ctx["counts"], folds, device=ctx["device"],
-                                      labels=ctx["labels"])
+                                      labels=ctx["labels"], seed=ctx["seed"])
                     for folds in ctx["fold_sets"]], axis=0)
 
 
@@ -242,7 +245,7 @@ def compute_posteriors(
     *,
     method: str = DEFAULT_METHOD,
     n_folds: int = 5,
-    seed: int = 0,
+    seed: int,
     device: str = "cpu",
     repeats: int | None = None,
 ) -> Posteriors:
@@ -261,7 +264,7 @@ def compute_posteriors(
         raise DqauditError(f"repeats must be at least 1, not {repeats}")
     fold_sets = [stratified_folds(labels, n_folds=n_folds, seed=seed + r) for r in range(repeats)]
     ctx = _Context(x=x, graph=graph, counts=label_counts, labels=labels, device=device,
-                   fold_sets=fold_sets)
+                   fold_sets=fold_sets, seed=seed)
     probs = ctx.setdefault_result(method)
     return Posteriors(method=method, probs=probs.astype(np.float64),
                       by_method=dict(ctx["results"]), fold_sets=fold_sets)

@@ -37,7 +37,7 @@ class ProbeConfig:
     max_fit_samples: int = 50_000
 
 
-def project(embeddings: np.ndarray, *, dim: int = 512, seed: int = 0,
+def project(embeddings: np.ndarray, *, dim: int = 512, seed: int,
             fit_samples: int = 20_000) -> np.ndarray:
     """Centre, project onto the top ``dim`` principal components and scale to unit variance.
 

@@ -37,7 +37,6 @@ from dqaudit.scoring.neighbors import (
 from dqaudit.scoring.posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
 from dqaudit.scoring.probes import project
 
-DEFAULT_SEED = 0
 # a class of m samples gives each held-out sample's model at most m - 1 of its class to learn
 # from: below 3 (one typo in a manifest makes a class of one) the class cannot be learnt and
 # every sample of it reads as a wrong label. A scan leaves such classes out (skipped.csv says
@@ -61,7 +60,7 @@ class ScoredDataset:
 
 
 def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
-                  pred_probs: np.ndarray | None = None, seed: int = DEFAULT_SEED,
+                  pred_probs: np.ndarray | None = None, seed: int,
                   method: str = DEFAULT_METHOD, k: int = 10,
                   duplicate_threshold: float | None = None,
                   knn_method: str = "auto", device: str = "cpu", graph=None,
@@ -103,7 +102,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         # measures (one fold split, no correction rounds; see posteriors.review_posteriors)
         review_probs = review_posteriors(
             method, x, graph, data.label_counts, post.fold_sets[0], device=device,
-            graph_probs=post.by_method.get("graph"), labels=data.labels)
+            graph_probs=post.by_method.get("graph"), labels=data.labels, seed=seed)
     else:
         probs = review_probs = pred_probs
     target = label_distribution(data.label_counts)

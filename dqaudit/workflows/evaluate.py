@@ -13,24 +13,25 @@ as a hit. For each model this module states three numbers on one split:
   posterior's probability that the prediction is right as the proxy, valid whatever the
   encoder's quality because the proxy only narrows it; else the gold-free numbers.
 
-The top half is functions of arrays (the stage style); ``evaluate`` below reads an audit folder.
+The maths are functions of arrays in ``estimates.accuracy``; ``evaluate`` applies them to an
+audit's values.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from dqaudit.io import outputs
 
 from dqaudit.estimates import survey
+from dqaudit.estimates.accuracy import (accuracy_range, paired_difference, recall_table,
+                                        true_class_posterior, verified_accuracy)
 from dqaudit.errors import DqauditError
 from dqaudit.estimates.headline import headline
-from dqaudit.workflows.relabel import CHANGELOG_CSV, sample_ids
-from dqaudit.workflows.verify import VERIFY_FRAME, VERIFY_SAMPLE_CSV, in_split, read_frame
+from dqaudit.io.predictions import read_predictions
+from dqaudit.workflows.verify import check_frame, in_split
 
 EVALUATION = "evaluation"
 ESTIMATOR = "difference"  # measured against stratified and regression: benchmarks/RESULTS.md
@@ -39,156 +40,22 @@ ESTIMATOR = "difference"  # measured against stratified and regression: benchmar
 # --------------------------------------------------------------------------- arrays
 
 
-def true_class_posterior(*, given: np.ndarray, error_probability: np.ndarray,
-                         probs: np.ndarray) -> np.ndarray:
-    """(N, C) probability of each true class given what the audit knows.
-
-    ``given`` (N,) class indices, ``error_probability`` (N,) the calibrated P(given label is
-    wrong) = q, ``probs`` (N, C) the out-of-sample posteriors p. The given class keeps 1 - q;
-    q is spread over the other classes as p spreads them: T_ic = q_i p_ic / (1 - p_i,given).
-    """
-    n, c = probs.shape
-    rows = np.arange(n)
-    q = np.clip(np.asarray(error_probability, dtype=np.float64), 0.0, 1.0)
-    p = np.asarray(probs, dtype=np.float64).copy()
-    p[rows, given] = 0.0
-    other = p.sum(axis=1, keepdims=True)
-    spread = np.divide(p, other, out=np.full_like(p, 1.0 / max(c - 1, 1)), where=other > 0)
-    t = q[:, None] * spread
-    t[rows, given] = 1.0 - q
-    return t
 
 
-def accuracy_range(*, agreement: float, noise_high: float) -> tuple[float, float]:
-    """The true accuracy's range when at most ``noise_high`` of the labels are wrong.
-
-    ``agreement``: the share of predictions equal to the given labels. A wrong label under an
-    agreeing prediction makes a hit a miss; under a disagreeing one it can turn a miss into a
-    hit. With the errors placed as badly, then as well, as possible:
-    [a - min(eta, a), a + min(eta, 1 - a)]. No assumption on where the errors are.
-    """
-    eta = float(np.clip(noise_high, 0.0, 1.0))
-    return agreement - min(eta, agreement), agreement + min(eta, 1.0 - agreement)
 
 
-def verified_accuracy(*, correct: np.ndarray, sample_strata: np.ndarray, sizes: np.ndarray,
-                      proxy_sample: np.ndarray, proxy_means: np.ndarray,
-                      estimator: str) -> survey.Estimate:
-    """Accuracy on a split from verified samples: ``correct`` (n,) 1 where the prediction equals
-    the verified label, in strata ``sample_strata`` of sizes ``sizes`` (H,); ``proxy_sample``
-    (n,) and ``proxy_means`` (H,) the posterior probability that the prediction is right, per
-    verified sample and per stratum of the split. ``survey.estimate_rate`` (difference:
-    sum_h W_h (Fbar_h + mean_h(z - f)); Korn-Graubard interval)."""
-    return survey.estimate_rate(correct, sample_strata, sizes, estimator=estimator,
-                                q_sample=proxy_sample, q_means=proxy_means)
 
 
-def paired_difference(*, diff: np.ndarray, sample_strata: np.ndarray, sizes: np.ndarray,
-                      proxy_sample: np.ndarray, proxy_means: np.ndarray, estimator: str,
-                      confidence: float = survey.CONFIDENCE) -> tuple[float, float, float]:
-    """(estimate, low, high) of accuracy(A) - accuracy(B) on the same verified samples:
-    ``diff`` (n,) = z_A - z_B in {-1, 0, 1}, the proxy f_A - f_B; t interval with n - H
-    degrees of freedom on the stratified variance."""
-    est, var = survey.point_estimate(diff, sample_strata, sizes, estimator=estimator,
-                                     q_sample=proxy_sample, q_means=proxy_means)
-    df = max(len(diff) - len(sizes), 1)
-    half = float(stats.t.ppf(0.5 + confidence / 2, df) * np.sqrt(max(var, 0.0)))
-    return est, max(est - half, -1.0), min(est + half, 1.0)
 
 
-def recall_table(*, predicted: np.ndarray, observed_truth: np.ndarray, truth_weights: np.ndarray,
-                 n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(observed, corrected) recall per class, NaN where a class has no weight.
-    ``observed_truth`` (N,) the given labels; ``truth_weights`` (N, C) the weight of each true
-    class per sample (a posterior, or a verified one-hot times 1 / inclusion probability)."""
-    hit = np.zeros((len(predicted), n_classes))
-    hit[np.arange(len(predicted)), predicted] = 1.0
-    given = np.bincount(observed_truth, minlength=n_classes).astype(float)
-    observed = np.bincount(observed_truth, weights=hit[np.arange(len(predicted)),
-                                                      observed_truth], minlength=n_classes)
-    mass = truth_weights.sum(axis=0)
-    corrected = (truth_weights * hit).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(given > 0, observed / given, np.nan), \
-            np.where(mass > 0, corrected / mass, np.nan)
 
 
 # --------------------------------------------------------------------------- an audit's models
 
-PATH_COLUMNS = ("path", "filepath", "file", "filename", "image", "id")
-PREDICTED_COLUMNS = ("predicted", "prediction", "pred", "predicted_label")
 
 
-def read_predictions(source, *, name: str, samples: pd.DataFrame,
-                     classes: list[str]) -> pd.DataFrame:
-    """A model's predictions -> DataFrame(``row``: index into ``samples``, ``predicted``: class
-    index). ``source``: a CSV/Parquet path or a DataFrame with a path (or id) column and
-    ``predicted``, or one probability column per class (then the top class is the
-    prediction). Samples are found by meaning (``relabel.sample_ids``: the id, the path as
-    the manifest or folder gives it, the absolute path). Every problem is one error naming
-    the file and the fix; nothing is written."""
-    what = f"--predictions {name}" + (f" ({source})" if not isinstance(source, pd.DataFrame)
-                                      else "")
-    df = source if isinstance(source, pd.DataFrame) else _read_table(Path(source), what)
-    if len(df) == 0:
-        raise DqauditError(f"{what}: no rows; it needs a header and one row per image "
-                           "(path,predicted)")
-    lower = {str(c).strip().lower(): c for c in df.columns}
-    key = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
-    if key is None:
-        raise DqauditError(f"{what}: no path column (tried {', '.join(PATH_COLUMNS)}); columns "
-                           f"are {', '.join(map(str, df.columns))}")
-    pred_col = next((lower[c] for c in PREDICTED_COLUMNS if c in lower), None)
-    prob_cols = [c for c in df.columns if str(c) in classes]
-    if pred_col is not None:
-        predicted = df[pred_col].astype(str).map(str.strip)
-    elif len(prob_cols) == len(classes):
-        probs = df[[c for c in classes]].apply(pd.to_numeric, errors="coerce").to_numpy()
-        if np.isnan(probs).any():
-            raise DqauditError(f"{what}: probability columns hold values that are not numbers")
-        predicted = pd.Series([classes[j] for j in probs.argmax(axis=1)], index=df.index)
-    else:
-        raise DqauditError(f"{what}: no 'predicted' column, nor one probability column per "
-                           f"class ({', '.join(classes[:5])}...); add a 'predicted' column")
-    unknown = sorted(set(predicted) - set(classes))
-    if unknown:
-        raise DqauditError(f"{what}: {len(unknown)} predicted classes are not classes of this "
-                           f"audit ({', '.join(map(repr, unknown[:3]))}); valid: "
-                           f"{', '.join(classes)}")
-    values = df[key].astype(str).tolist()
-    ids = sample_ids(values, samples)
-    missing = [v for v, i in zip(values, ids) if i is None]
-    if missing:
-        raise DqauditError(f"{what}: {len(missing)} of {len(values)} rows name no sample of "
-                           f"this audit (first: {', '.join(map(repr, missing[:3]))}); name "
-                           "images by the path the manifest or folder gives, their absolute "
-                           "path, or the id column of samples.csv")
-    position = {sid: i for i, sid in enumerate(samples["id"].astype(str))}
-    rows = np.array([position[i] for i in ids], dtype=np.int64)
-    repeated = pd.Series(rows).duplicated(keep=False).to_numpy()
-    if repeated.any():
-        first = values[int(np.flatnonzero(repeated)[0])]
-        raise DqauditError(f"{what}: {int(pd.Series(rows[repeated]).nunique())} images have "
-                           f"more than one row (first: {first!r}); give one prediction per "
-                           "image")
-    index = {c: j for j, c in enumerate(classes)}
-    return pd.DataFrame({"row": rows, "predicted": [index[c] for c in predicted]})
 
 
-def _read_table(path: Path, what: str) -> pd.DataFrame:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for unreadable files
-            raise DqauditError(f"{what}: not a readable Parquet file ({type(exc).__name__})"
-                               ) from None
-    if path.is_file() and path.stat().st_size == 0:
-        raise DqauditError(f"{what}: the file is empty; it needs a header and one row per "
-                           "image (path,predicted)")
-    try:
-        return outputs.read_user_csv(path)
-    except DqauditError as exc:
-        raise DqauditError(f"--predictions: {exc}") from None
 
 
 def scanned_labels(samples: pd.DataFrame, changelog: pd.DataFrame | None) -> np.ndarray:
@@ -457,34 +324,30 @@ def default_split(samples: pd.DataFrame) -> str | None:
     return None
 
 
-def evaluate(out_dir, predictions: dict, *, split: str | None, samples: pd.DataFrame,
-             summary: dict, probs: np.ndarray | None) -> dict:
+def evaluate(predictions: dict, *, split: str | None, samples: pd.DataFrame, summary: dict,
+             probs: np.ndarray | None, changelog: pd.DataFrame, frame: pd.DataFrame | None,
+             sample: pd.DataFrame | None) -> dict:
     """The ``evaluation`` block (``evaluate_models``) of an audit's values (its samples table,
-    summary and posteriors, as ``Audit`` holds them) for ``predictions`` (name -> file or
-    DataFrame); the folder ``out_dir`` gives only what the scan did not hold: the corrections'
-    changelog and the verification sample. Nothing is written here (``Audit.evaluate`` records
-    it)."""
-    out = Path(out_dir)
+    summary, posteriors, corrections' changelog and verification sample, as ``Audit`` holds
+    them) for ``predictions`` (name -> file or DataFrame). Nothing is written here
+    (``Audit.evaluate`` records it)."""
     if not predictions:
         raise DqauditError("give at least one --predictions FILE (or NAME=FILE)")
     if summary["dataset"]["source"].get("unit") == "object":
         raise DqauditError("evaluate measures image classifiers; this audit is of boxes")
     in_split(samples, split)  # a split the audit does not have: the error, before any reading
     if probs is None:
-        raise DqauditError(f"{out}: no posteriors ({outputs.PROBS_NPY}); run `dqaudit scan` "
-                           "again")
+        raise DqauditError(f"this audit has no posteriors ({outputs.PROBS_NPY}); run `dqaudit "
+                           "scan` again")
     classes = summary["dataset"]["classes"]
     tables = {name: read_predictions(src, name=name, samples=samples, classes=classes)
               for name, src in predictions.items()}
-    log = out / CHANGELOG_CSV
-    changelog = pd.read_csv(log, dtype=str, keep_default_na=False) if log.exists() else None
-    frame = sample = None
-    if (out / VERIFY_FRAME).exists() and (out / VERIFY_SAMPLE_CSV).exists():
-        frame = read_frame(out, samples)
-        sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False)
+    if frame is None or sample is None:
+        frame = sample = None
     block = evaluate_models(samples=samples, summary=summary, probs=probs,
-                            predictions=tables, split=split, changelog=changelog, frame=frame,
-                            sample=sample)
+                            predictions=tables, split=split,
+                            changelog=changelog if len(changelog) else None,
+                            frame=check_frame(frame, samples), sample=sample)
     block["predictions"] = {name: (str(src) if not isinstance(src, pd.DataFrame)
                                    else "DataFrame") for name, src in predictions.items()}
     return block

@@ -28,7 +28,8 @@ from dqaudit.devices import resolve_device
 from dqaudit.embed import auto_image_size, embed_images, load_encoder
 from dqaudit.embed.encoders import DEFAULT_ENCODER
 from dqaudit.errors import DqauditError
-from dqaudit.io.ingest import load_manifest, median_image_side
+from dqaudit.io.ingest import median_image_side
+from dqaudit.io.manifest import load_manifest
 from dqaudit.scoring.neighbors import knn
 from dqaudit.io.outputs import write_json
 from dqaudit.scoring.posteriors import review_posteriors, stratified_folds
@@ -37,6 +38,10 @@ from dqaudit.report.figures import pyplot, svg_text
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS
+
+# the simulation's features (projection, kNN graph, review folds) are fixed; its seeds vary
+# the noise and the annotators, so every selector is compared on the same representation
+PROJECTION_SEED = 0
 
 
 def tempered(dist: np.ndarray, temperature: float) -> np.ndarray:
@@ -137,7 +142,7 @@ def _model_priority(kind: str, x, graph, folds, device: str):
 
     def fn(counts):
         p = review_posteriors("linear" if kind == "entropy" else kind, x, graph, counts, folds,
-                              device=device)
+                              device=device, seed=PROJECTION_SEED)
         if kind == "entropy":
             return scores.ambiguity(p)
         labels = majority_labels(counts)
@@ -166,8 +171,8 @@ def simulate(embeddings: np.ndarray, dist: np.ndarray, *, noise_rate: float = 0.
     grid_step = grid_step or max(1, budget // 100)
     grid = np.arange(0, budget + 1, grid_step)
     temperature = solve_temperature(dist, noise_rate)
-    x = project(embeddings)
-    graph = knn(embeddings, k=10, device=device)
+    x = project(embeddings, seed=PROJECTION_SEED)
+    graph = knn(embeddings, k=10, device=device, seed=PROJECTION_SEED)
     truth = dist.argmax(axis=1)
     curves: dict[str, list[np.ndarray]] = {s: [] for s in selectors}
     start = []
@@ -254,7 +259,7 @@ def simulate_manifest(manifest, out_dir, *, noise_rate: float = 0.15, seeds: int
                            "(columns n_<class>, or --count-prefix) with several annotations")
     device = resolve_device(device)
     encoder = load_encoder(model, image_size=auto_image_size(model, median_image_side(
-        data.paths)))
+        data.paths, seed=PROJECTION_SEED)))
     emb = embed_images(data.paths, model=encoder, device=device, progress=progress is not None)
     if not emb.ok.all():
         data = data.subset(emb.ok, extra_skipped=emb.failures)

@@ -3,31 +3,28 @@ turn the checked labels into the noise rate a release can carry (``dqaudit verif
 
 The design (``estimates.survey``): strata by the calibrated ``label_error_probability``, Neyman
 allocation with a proportional share, simple random sampling within strata, every inclusion
-probability recorded. The frame (every sample's stratum at the time of the first draw) is kept
-in ``verify_frame.parquet``, so a later, larger ``--size`` grows the same design. The checked
-labels also go into the relabel ledger (``corrections.csv``), so nothing is checked twice.
+probability recorded. The frame (every sample's stratum at the time of the first draw; the
+store keeps it in ``verify_frame.parquet``) makes a later, larger ``--size`` grow the same
+design. The checked labels also go into the relabel ledger, so nothing is checked twice.
+Functions of an audit's values returning new values (``Audit`` records them): the design in
+``summary["verification"]``, the estimate beside it in ``summary["verified"]``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dqaudit.scoring import calibration
-
-from dqaudit.io import outputs
-
-from dqaudit.estimates import survey
 from dqaudit.errors import DqauditError
-from dqaudit.io.fiftyone_io import tag_view
-from dqaudit.workflows.relabel import CHANGELOG_CSV, DROP_LABEL, ledger
+from dqaudit.estimates import survey
+from dqaudit.io import outputs
+from dqaudit.io.store import VERIFY_FRAME, VERIFY_SAMPLE_CSV
+from dqaudit.scoring import calibration
+from dqaudit.workflows.relabel import DROP_LABEL
 
-VERIFY_SAMPLE_CSV = "verify_sample.csv"
-VERIFY_FRAME = "verify_frame.parquet"
 VERIFY_TAG = "dq_verify"
 VERIFIED_NOTE = "verified sample"
 SCORE_COLUMN = "label_error_probability"
@@ -48,16 +45,14 @@ def _design_id(frame: pd.DataFrame, seed: int) -> str:
     return h.hexdigest()[:16]
 
 
-def read_frame(out: Path, samples: pd.DataFrame) -> pd.DataFrame | None:
-    """The verification design's population (``verify_frame.parquet``), or None."""
-    path = out / VERIFY_FRAME
-    if not path.exists():
+def check_frame(frame: pd.DataFrame | None, samples: pd.DataFrame) -> pd.DataFrame | None:
+    """The verification design's population ``frame``, checked to belong to ``samples``."""
+    if frame is None:
         return None
-    frame = pd.read_parquet(path)
     missing = set(frame["id"]) - set(samples["id"])
     if missing:
-        raise DqauditError(f"{path} was drawn on another audit ({len(missing)} of its samples "
-                           f"are not in this one, e.g. {sorted(missing)[0]!r}); move "
+        raise DqauditError(f"{VERIFY_FRAME} was drawn on another audit ({len(missing)} of its "
+                           f"samples are not in this one, e.g. {sorted(missing)[0]!r}); move "
                            f"{VERIFY_FRAME} and {VERIFY_SAMPLE_CSV} away to start a new design")
     return frame
 
@@ -109,42 +104,36 @@ def _design_arrays(frame: pd.DataFrame):
     return strata, n_strata, sizes, q
 
 
-def draw_sample(out_dir, *, size: int, seed: int | None = None,
-                half_width: float | None = None, uniform_share: float | None = None,
-                split: str | None = None) -> dict:
-    """Draw (or grow to ``size``) the verification sample of an audit folder.
+def draw_sample(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray | None,
+                frame: pd.DataFrame | None, sample: pd.DataFrame | None, size: int,
+                seed: int, uniform_share: float, split: str | None,
+                half_width: float | None) -> dict:
+    """Draw (or grow to ``size``) an audit's verification sample.
 
-    Writes ``verify_sample.csv`` (id, path, given label, stratum, inclusion probability, draw,
-    design, an empty ``verified_label``; the rows a person already filled keep their values)
-    in a random order, so checking the rows top to bottom and stopping early still leaves a
-    random sample within every stratum. Tags the samples ``dq_verify`` in FiftyOne (saved view
-    ``dq_verify``) when the audit was written there. Returns what was drawn, the predicted
-    half-width of the 95% interval and, with ``half_width``, how many more labels reach it.
-    ``uniform_share`` (first draw only; default ``survey.UNIFORM_SHARE``): the share allocated
-    in proportion to stratum size. 1 is proportional allocation: no variance gain from the
-    scores, but the tightest bound when no error is found (for data expected to be clean).
-    ``split`` (first draw only): draw inside that split, for its certified noise rate and for
-    ``dqaudit evaluate`` of models on it.
+    A first draw (``frame`` None) makes the design: the population (every kept sample, or
+    those of ``split``), its strata, ``seed`` and ``uniform_share`` (the share allocated in
+    proportion to stratum size; 1 is proportional allocation: no variance gain from the
+    scores, but the tightest bound when no error is found). A later draw grows the same design
+    (``split`` and ``uniform_share`` must be its own or None). Returns ``frame``, ``sample``
+    (id, path, given label, stratum, inclusion probability, draw, design, an empty
+    ``verified_label``; rows a person already filled keep their values; new rows in a random
+    order, so checking top to bottom and stopping early still leaves a random sample within
+    every stratum), ``design`` (``summary["verification"]``) and ``result`` (what was drawn,
+    the predicted half-width of the 95% interval and, with ``half_width``, how many more
+    labels reach it).
     """
-    out = Path(out_dir)
-    summary = outputs.read_summary(out)
-    samples = outputs.read_samples(out)
-    frame = read_frame(out, samples)
-    sample_path = out / VERIFY_SAMPLE_CSV
-    design = summary.get("verification") or {}
+    frame = check_frame(frame, samples)
+    design = dict(summary.get("verification") or {})
     if frame is None:
-        probs = out / outputs.PROBS_NPY
-        frame, cuts = _new_frame(samples, np.load(probs) if probs.exists() else None, split)
-        seed = summary.get("seed", 0) if seed is None else seed
+        frame, cuts = _new_frame(samples, probs, split)
         design = {"seed": int(seed), "cuts": [round(float(c), 6) for c in cuts],
                   "split": split,
                   "score": SCORE_COLUMN, "drawn_at": _now(), "draws": 0,
-                  "uniform_share": survey.UNIFORM_SHARE if uniform_share is None
-                  else float(uniform_share)}
+                  "uniform_share": float(uniform_share)}
         previous = None
     else:
         if not design:
-            raise DqauditError(f"{out / VERIFY_FRAME} exists but summary.json has no "
+            raise DqauditError(f"{VERIFY_FRAME} exists but summary.json has no "
                                "verification design; move it away to start again")
         seed = design["seed"]
         if split is not None and split != design.get("split"):
@@ -155,8 +144,7 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
         if uniform_share is not None and uniform_share != design["uniform_share"]:
             raise DqauditError(f"the sample was drawn with --uniform-share "
                                f"{design['uniform_share']}; a grown sample keeps its design")
-        previous = pd.read_csv(sample_path, dtype=str, keep_default_na=False) \
-            if sample_path.exists() else None
+        previous = sample
     strata, n_strata, sizes, q = _design_arrays(frame)
     if size < survey.MIN_PER_STRATUM * n_strata:
         raise DqauditError(f"--size must be at least {survey.MIN_PER_STRATUM * n_strata} "
@@ -195,12 +183,10 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
                    "design", "verified_label"]]
     objects = summary["dataset"]["source"].get("unit") == "object"
     if objects:  # which box to check: its image and where it lies there (pixels)
-        where = outputs.read_samples(out).set_index("id")[list(BOX_PLACE)]
+        where = samples.set_index("id")[list(BOX_PLACE)]
         table = table.join(where, on="id")
         table = table[["id", "path", *BOX_PLACE] + [c for c in table.columns
                                                     if c not in ("id", "path", *BOX_PLACE)]]
-    frame.to_parquet(out / VERIFY_FRAME, index=False)
-    outputs.write_csv(sample_path, table)
     predicted = survey.predicted_half_width(q, strata, n_strata, size, **share)
     design.update({
         "design_id": design_id, "draws": draw_number, "n_strata": n_strata,
@@ -216,22 +202,14 @@ def draw_sample(out_dir, *, size: int, seed: int | None = None,
                        f"boundaries), Neyman allocation with a {design['uniform_share']:.0%} "
                        "proportional share, simple random sampling within strata",
     })
-    summary["verification"] = design
-    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
     result = {"n_drawn": int(chosen.sum()), "n_new": int(len(new_idx)),
-              "predicted_half_width": predicted, "csv": str(sample_path),
+              "predicted_half_width": predicted,
               "n_for_target_half_width": design["n_for_target_half_width"]}
     if half_width is not None:
         needed = survey.sample_size_for(half_width, q, strata, n_strata, **share)
         result["n_for_half_width"] = needed
         result["n_more_for_half_width"] = max(0, needed - int(chosen.sum()))
-    fo_name = summary.get("fiftyone_dataset")
-    if fo_name:
-        paths = list(table["path"])
-        if objects:  # the images holding the boxes
-            paths = list(dict.fromkeys(table["image_path"]))
-        tag_view(fo_name, paths, VERIFY_TAG, view_name=VERIFY_TAG)
-    return result
+    return {"frame": frame, "sample": table, "design": design, "result": result}
 
 
 def _read_verified(path_or_frame, sample: pd.DataFrame, design_id: str,
@@ -261,10 +239,11 @@ def _read_verified(path_or_frame, sample: pd.DataFrame, design_id: str,
     return new[new["verified_label"] != ""].drop_duplicates("id", keep="last")
 
 
-def _merge_checked(out: Path, verified, design: dict, classes: list[str]) -> pd.DataFrame:
-    """``verify_sample.csv`` with the checked labels of ``verified`` (validated by
-    ``_read_verified``) merged in; nothing is written."""
-    sample = pd.read_csv(out / VERIFY_SAMPLE_CSV, dtype=str, keep_default_na=False)
+def _merge_checked(sample: pd.DataFrame, verified, design: dict, classes: list[str]
+                   ) -> pd.DataFrame:
+    """The verification ``sample`` with the checked labels of ``verified`` (validated by
+    ``_read_verified``) merged in."""
+    sample = sample.copy()
     checked = _read_verified(verified, sample, design["design_id"], classes)
     merged = dict(zip(checked["id"], checked["verified_label"]))
     sample["verified_label"] = [merged.get(s, v) for s, v in
@@ -272,31 +251,27 @@ def _merge_checked(out: Path, verified, design: dict, classes: list[str]) -> pd.
     return sample
 
 
-def estimate_verified(out_dir, verified, *,
-                      estimator: str = survey.DEFAULT_ESTIMATOR) -> pd.DataFrame:
+def estimate_verified(verified, *, samples: pd.DataFrame, summary: dict,
+                      frame: pd.DataFrame | None, sample: pd.DataFrame | None,
+                      ledger: pd.DataFrame, changelog: pd.DataFrame, estimator: str) -> dict:
     """Estimate the share of wrong labels from the checked rows of ``verified`` (a CSV path or
     DataFrame with ``id`` and ``verified_label``: a class name, ``DROP`` for a sample that is
     not valid at all, counted as a wrong label, or blank for not checked yet).
 
-    Writes ``summary.json`` ``clr.verified`` (estimate and 95% interval for the labels as they
-    were drawn and, after the corrections since then, for the current labels; per-class rates;
-    the design and estimator), re-fits ``label_error_probability`` on the verified sample
-    (weighted isotonic regression, 1 / inclusion probability). Returns the checked labels not
-    yet in the relabel ledger, as corrections (``Audit.apply_verified`` adds them and
-    re-ranks).
+    Returns ``verified``: the block ``summary["verified"]`` (estimate and 95% interval for the
+    labels as they were drawn and, after the corrections since then, for the current labels;
+    per-class rates; the design and estimator; the re-fit of ``label_error_probability`` on the
+    verified sample: weighted isotonic regression, 1 / inclusion probability), ``sample`` (the
+    checked labels merged in: the file is the record) and ``todo``: the checked labels not yet
+    in the ledger, as corrections (``Audit.apply_verified`` adds them and re-ranks).
     """
-    out = Path(out_dir)
-    summary = outputs.read_summary(out)
     design = summary.get("verification")
-    sample_path = out / VERIFY_SAMPLE_CSV
-    if not design or not sample_path.exists() or not (out / VERIFY_FRAME).exists():
-        raise DqauditError(f"{out}: no verification sample; run `dqaudit verify {out} --size N` "
-                           "first")
-    samples = outputs.read_samples(out)
-    frame = read_frame(out, samples)
+    frame = check_frame(frame, samples)
+    if not design or sample is None or frame is None:
+        raise DqauditError("no verification sample; draw one first (`dqaudit verify AUDIT "
+                           "--size N`, audit.draw_verification_sample(size=N))")
     classes = summary["dataset"]["classes"]
-    # the checked labels are kept in verify_sample.csv too, so the file is the record
-    sample = _merge_checked(out, verified, design, classes)
+    sample = _merge_checked(sample, verified, design, classes)
     done = sample[sample["verified_label"].str.strip() != ""]
     if done.empty:
         raise DqauditError("no row has a verified_label yet; fill some in (a class name, or "
@@ -335,7 +310,8 @@ def estimate_verified(out_dir, verified, *,
                                "verified_rate": round(float(
                                    (weights[m] * y[m]).sum() / weights[m].sum()), 4)}
     # corrections since the draw fix known errors: the current labels' share is lower
-    corrected = _corrected_since(out, design["drawn_at"], set(frame["id"]) - set(done["id"]))
+    corrected = _corrected_since(changelog, design["drawn_at"],
+                                 set(frame["id"]) - set(done["id"]))
     fixed_in_sample = int(y.sum())
     n_pop = len(frame)
     shift = (fixed_in_sample + corrected) / n_pop
@@ -356,44 +332,36 @@ def estimate_verified(out_dir, verified, *,
         "per_class": per_class, "verified_at": _now(), "flag_precision": flag_precision,
         "label_error_probability_refit": refit,
     }
-    summary["clr"] = summary.get("clr") or {}
-    summary["clr"]["verified"] = verified_block
-    outputs.write_json(out / outputs.SUMMARY_JSON, summary)
-    outputs.write_csv(sample_path, sample)
     # the checked labels are annotations too; each verified row enters the ledger once
-    seen = ledger(out)
-    seen = set(seen.loc[seen["note"] == VERIFIED_NOTE, "id"])
+    seen = set(ledger.loc[ledger["note"] == VERIFIED_NOTE, "id"])
     todo = done[~done["id"].isin(seen)]
-    return pd.DataFrame({"id": todo["id"], "label": todo["verified_label"],
-                         "annotator": todo.get("annotator", ""), "note": VERIFIED_NOTE})
+    return {"verified": verified_block, "sample": sample,
+            "todo": pd.DataFrame({"id": todo["id"], "label": todo["verified_label"],
+                                  "annotator": todo.get("annotator", ""),
+                                  "note": VERIFIED_NOTE})}
 
 
-def _corrected_since(out: Path, since: str, ids: set) -> int:
+def _corrected_since(log: pd.DataFrame, since: str, ids: set) -> int:
     """How many of ``ids`` had their label changed (or were dropped) after ``since``."""
-    path = out / CHANGELOG_CSV
-    if not path.exists():
+    if not len(log):
         return 0
-    log = pd.read_csv(path, dtype=str, keep_default_na=False)
     log = log[(log["time"] >= since) & log["id"].isin(ids)]
     return int(log["id"].nunique())
 
 
-def record_verified(out_dir, verified: pd.DataFrame) -> dict:
-    """Write checked labels (``id``, ``verified_label``) into ``verify_sample.csv``. Returns
-    ``{"recorded": n, "estimated": e, "n_verified": m, "missing_strata": [...]}``, ``e`` True
-    once every stratum has at least one checked label (then ``Audit.record_verified``
+def record_verified(verified: pd.DataFrame, *, summary: dict, sample: pd.DataFrame | None
+                    ) -> tuple[pd.DataFrame, dict]:
+    """The verification ``sample`` with checked labels (``id``, ``verified_label``) merged in,
+    and ``{"recorded": n, "estimated": e, "n_verified": m, "missing_strata": [...]}``, ``e``
+    True once every stratum has at least one checked label (then ``Audit.record_verified``
     estimates). The App's verification operator records each batch a reviewer checks."""
-    out = Path(out_dir)
-    summary = outputs.read_summary(out)
     design = summary.get("verification")
-    sample_path = out / VERIFY_SAMPLE_CSV
-    if not design or not sample_path.exists():
-        raise DqauditError(f"{out}: no verification sample; draw one first (dqaudit verify "
-                           f"{out} --size N)")
-    sample = _merge_checked(out, verified, design, summary["dataset"]["classes"])
-    outputs.write_csv(sample_path, sample)
+    if not design or sample is None:
+        raise DqauditError("no verification sample; draw one first (dqaudit verify AUDIT "
+                           "--size N)")
+    sample = _merge_checked(sample, verified, design, summary["dataset"]["classes"])
     recorded = int((verified["verified_label"].astype(str).str.strip() != "").sum())
     done = sample[sample["verified_label"] != ""]
     missing = sorted(set(range(design["n_strata"])) - set(done["stratum"].astype(int)))
-    return {"recorded": recorded, "estimated": not missing, "n_verified": len(done),
-            "missing_strata": missing}
+    return sample, {"recorded": recorded, "estimated": not missing, "n_verified": len(done),
+                    "missing_strata": missing}

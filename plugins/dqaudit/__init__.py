@@ -14,7 +14,9 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")  # before FiftyOne is imp
 import fiftyone.operators as foo  # noqa: E402
 import fiftyone.operators.types as types  # noqa: E402
 
-from dqaudit.io.fiftyone_io import DEFAULT_LABEL_FIELD  # noqa: E402 (imports no FiftyOne)
+from dqaudit.config import InputConfig, default  # noqa: E402 (imports no FiftyOne)
+
+DEFAULT_LABEL_FIELD = default(InputConfig, "label_field")
 
 
 def _label_fields(ctx):
@@ -88,7 +90,7 @@ class RunAudit(foo.Operator):
                     default=DEFAULT_LABEL_FIELD if DEFAULT_LABEL_FIELD in fields else fields[0],
                     label="Label field", view=types.DropdownView())
         from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, default
-        from dqaudit.estimates.headline import SMALL_AUDIT_SAMPLES
+        from dqaudit.cli.app import SMALL_AUDIT_SAMPLES
 
         target = types.RadioGroup()
         target.add_choice("dataset", label=f"Whole dataset ({len(ctx.dataset)} samples)")
@@ -139,7 +141,7 @@ class RunAudit(foo.Operator):
     def execute(self, ctx):
         from dqaudit.cli.app import (audit_fiftyone, audit_target, default_out_dir,
                                           form_config)
-        from dqaudit.io.fiftyone_io import OBJECTS_VIEW, RunNames
+        from dqaudit.cli.app import OBJECTS_VIEW, RunNames
 
         p = ctx.params
         view, run = audit_target(ctx.dataset, ctx.view, target=p.get("target", "dataset"),
@@ -148,7 +150,7 @@ class RunAudit(foo.Operator):
             view, label_field=p.get("label_field") or DEFAULT_LABEL_FIELD, run=run,
             out_dir=p.get("out_dir") or default_out_dir(ctx.dataset.name, run),
             config=form_config(p), quiet=True, command="FiftyOne App: run_audit")
-        from dqaudit.estimates.headline import headline
+        from dqaudit.cli.app import headline
 
         s = result.summary
         names = RunNames(run)
@@ -187,7 +189,7 @@ class OpenSuspects(foo.Operator):
 
     @reported
     def execute(self, ctx):
-        from dqaudit.io.fiftyone_io import SUSPECTS_VIEW
+        from dqaudit.cli.app import SUSPECTS_VIEW
 
         if not ctx.dataset.has_saved_view(SUSPECTS_VIEW):
             return _fail(ctx, "no audit yet: run 'dqaudit: audit labels' first")
@@ -208,7 +210,7 @@ class EstimateClr(foo.Operator):
 
     def resolve_input(self, ctx):
         from dqaudit.config import ClrConfig, default
-        from dqaudit.estimates.clr import MODES
+        from dqaudit.cli.app import MODES
 
         inputs = types.Object()
         inputs.int("repeats", default=default(ClrConfig, "repeats"),
