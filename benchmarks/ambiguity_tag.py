@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 import common
+import numpy as np
 
 
 def main() -> None:

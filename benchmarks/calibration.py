@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import common
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-import common
-from dqaudit.scoring import calibration as cal
 from dqaudit.estimates import survey
+from dqaudit.scoring import calibration as cal
 
 
 def reliability_svg(curves: dict, path: str, bins: int = 10) -> None:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import common
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
-
-import common
 
 
 def cases(df, clean, seed=5):

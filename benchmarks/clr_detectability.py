@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 import clr_accuracy
 import common
+import numpy as np
 
 CASES = ["clean", "clean+20% uniform", "aggre", "random1", "worst"]
 LITE0_DIM = 624  # the default lite0+lite2 embedding: lite0's stage features first

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import common
 import numpy as np
 from scipy import stats
 
-import common
 from dqaudit.estimates import survey
 
 SIZES = (100, 200, 400, 800)

@@ -77,9 +77,8 @@ def main(argv=None) -> None:
 
 def flag_f1(df, embeddings) -> dict:
     """F1 of the audit's label-error flag against ``label != clean`` on each noise set."""
-    from sklearn.metrics import f1_score
-
     import common
+    from sklearn.metrics import f1_score
 
     from dqaudit.scoring.table import score_dataset
 

@@ -17,12 +17,11 @@ import json
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 from sklearn.model_selection import cross_val_predict
-
-import common
 
 
 def flag_metrics(err, flags):

@@ -32,9 +32,8 @@ import numpy as np
 
 def pack(path: str) -> None:
     """Write the images of ../shared/data into one npz (to carry to the GPU machine)."""
-    from PIL import Image
-
     import common
+    from PIL import Image
 
     n, h = common.cifar10n_table(), common.cifar10h_table()
 

@@ -14,10 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import common
 import numpy as np
 from PIL import Image, ImageEnhance
-
-import common
 
 THRESHOLDS = (0.95, 0.96, 0.97, 0.98, 0.985, 0.99)
 

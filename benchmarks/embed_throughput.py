@@ -15,9 +15,8 @@ import argparse
 import json
 import time
 
-import torch
-
 import common
+import torch
 
 
 def raw_rate(encoder, *, size: int, batch: int, n_batches: int, device: str,
@@ -51,8 +50,13 @@ def raw_rate(encoder, *, size: int, batch: int, n_batches: int, device: str,
 
 
 def main() -> None:
-    from dqaudit.embed import (DEFAULT_ENCODER, auto_image_size, default_batch_size, embed_images,
-                               load_encoder)
+    from dqaudit.embed import (
+        DEFAULT_ENCODER,
+        auto_image_size,
+        default_batch_size,
+        embed_images,
+        load_encoder,
+    )
     from dqaudit.io.ingest import median_image_side
 
     ap = argparse.ArgumentParser()

@@ -29,15 +29,15 @@ import argparse
 import os
 from pathlib import Path
 
+import common
 import numpy as np
 import pandas as pd
 
-import common
-from dqaudit.workflows import evaluate as ev
-from dqaudit.io import outputs
-from dqaudit.workflows import verify
 from dqaudit.api import Audit
 from dqaudit.config import AuditConfig, ReportConfig
+from dqaudit.io import outputs
+from dqaudit.workflows import evaluate as ev
+from dqaudit.workflows import verify
 
 
 def models(clean: np.ndarray, noisy: np.ndarray, *, seed: int) -> dict[str, np.ndarray]:

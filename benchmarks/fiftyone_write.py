@@ -17,10 +17,10 @@ import pandas as pd
 
 
 def main() -> None:
+    from dqaudit.api import Audit
+    from dqaudit.dataset import LabeledImages
     from dqaudit.io.fiftyone_io import import_fiftyone
     from dqaudit.io.fiftyone_results import write_results
-    from dqaudit.dataset import LabeledImages
-    from dqaudit.api import Audit
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)

@@ -23,9 +23,8 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 import common
+import numpy as np
 
 
 def main() -> None:

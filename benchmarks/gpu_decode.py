@@ -22,10 +22,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import common
 import numpy as np
 from PIL import Image
-
-import common
 
 SIZES = {"2mp": (1600, 1200), "12mp": (4000, 3000)}
 

@@ -26,8 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, cifar10n_table, report  # noqa: E402
 
 from dqaudit.embed.loader import to_rgb  # noqa: E402
-from dqaudit.imaging.image_checks import (THRESHOLDS, exact_duplicate_groups, image_flags,  # noqa: E402
-                                  image_scores, image_stats, stat_column)
+from dqaudit.imaging.image_checks import (  # noqa: E402
+    THRESHOLDS,
+    exact_duplicate_groups,
+    image_flags,
+    image_scores,
+    image_stats,
+    stat_column,
+)
 
 # corruption -> (the issues that count as found in dqaudit, in cleanvision)
 CORRUPTIONS = {

@@ -15,9 +15,8 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 import common
+import numpy as np
 
 
 def main() -> None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 import common
+import numpy as np
 
 ORDERS = ("review_score", "noisiness", "label_error_probability")
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import os
+import resource
 import subprocess
 import sys
 import tempfile

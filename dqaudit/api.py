@@ -24,27 +24,26 @@ import numpy as np
 import pandas as pd
 
 from dqaudit.config import AuditConfig, ReportConfig
-from dqaudit.dataset import LabeledImages, original_path
+from dqaudit.dataset import LabeledImages
 from dqaudit.devices import resolve_device
 from dqaudit.errors import DqauditError, InputError
 from dqaudit.estimates.clr import ClrConfig
 from dqaudit.estimates.headline import headline, verdict
+from dqaudit.files import original_path
 from dqaudit.io import outputs, store
-from dqaudit.io.fiftyone_results import write_results
 from dqaudit.io.fiftyone_runs import RunNames
-from dqaudit.io.reading import DEFAULT_LABEL_FIELD
 from dqaudit.io.ingest import read_input
-from dqaudit.io.reading import input_config
 from dqaudit.io.objects import OBJECT_COLUMNS
-from dqaudit.pipeline import (check_scorable, embed_dataset, given_embeddings, log, prepared,
-                              resolved_review_order, run_clr, say_how_it_was_read,
-                              score, scored_summary, timed)
+from dqaudit.io.reading import input_config
+from dqaudit.pipeline import (check_scorable, embed_dataset, given_embeddings, learnable_sets, log,
+                              prepared, resolved_review_order, run_clr, say_how_it_was_read, score,
+                              scored_summary, timed)
 from dqaudit.report import render_report
 from dqaudit.scoring.conventions import DatalabViews
 from dqaudit.summary import flag_meaning, per_class, per_split
 from dqaudit.workflows import relabel
 from dqaudit.workflows.export import inside
-from dqaudit.workflows.review import Reviewing
+from dqaudit.workflows.review import MULTI_LABEL_FIFTYONE, Reviewing
 
 
 @dataclass
@@ -122,6 +121,8 @@ class Audit(Reviewing, DatalabViews):
                     data, embeddings, stats, info = embed_dataset(data, config, device=device,
                                                                   quiet=quiet)
             check_scorable(data)
+            if data.multi_label and fiftyone_dataset is not None:
+                raise DqauditError(MULTI_LABEL_FIFTYONE)
             if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
                 fiftyone_dataset = data.source["location"]
             return cls._scored(data, embeddings, None, info, config=config, device=device,
@@ -132,6 +133,7 @@ class Audit(Reviewing, DatalabViews):
     @classmethod
     def from_arrays(cls, labels, *, embeddings=None, pred_probs=None, classes=None,
                     label_counts=None, paths=None, ids=None, splits=None,
+                    multi_label: bool | None = None,
                     config: AuditConfig | None = None, out_dir: str | os.PathLike | None = None,
                     quiet: bool = True) -> Audit:
         """An audit of arrays the user already has (cleanlab's convention).
@@ -143,12 +145,19 @@ class Audit(Reviewing, DatalabViews):
         ``pred_probs`` alone there are no duplicate, outlier or CLR results (they need
         embeddings). ``paths``/``ids``/``splits`` default to ``sample_<i>``/the paths/empty.
         Nothing is written unless ``out_dir`` is given.
+
+        Label sets (cleanlab's multi-label convention): ``labels`` a list of class-index lists
+        (or an (N, C) 0/1 array with ``multi_label=True``) and ``pred_probs`` (N, C)
+        independent out-of-sample probabilities of each class being present.
         """
         if embeddings is None and pred_probs is None:
             raise InputError("Audit.from_arrays needs embeddings=, pred_probs= or both")
-        data = LabeledImages.from_labels(
-            labels, classes=classes, label_counts=label_counts, paths=paths, ids=ids,
-            splits=splits, n_classes=None if pred_probs is None else np.shape(pred_probs)[1])
+        data = LabeledImages.from_user_labels(
+            labels, multi_label=multi_label, classes=classes, label_counts=label_counts,
+            paths=paths, ids=ids, splits=splits,
+            n_classes=None if pred_probs is None else np.shape(pred_probs)[1])
+        if data.multi_label:
+            data, pred_probs = learnable_sets(data, pred_probs)
         config = config or AuditConfig()
         if embeddings is not None:
             embeddings, info = given_embeddings(data, embeddings)
@@ -166,6 +175,8 @@ class Audit(Reviewing, DatalabViews):
     def _scored(cls, data, embeddings, pred_probs, info, *, config, device, timings, command,
                 out_dir, fiftyone_dataset, quiet, fiftyone_run=None, image_stats=None) -> Audit:
         config = resolved_review_order(config, data)
+        if data.multi_label and config.clr is not None:  # the injection flips one label
+            config = replace(config, clr=None)
         with timed(timings, "score_seconds"):
             scored = score(data, embeddings, config, device=device, pred_probs=pred_probs,
                            image_stats=image_stats, embed_info=info, quiet=quiet)
@@ -220,11 +231,14 @@ class Audit(Reviewing, DatalabViews):
         if "verified" in (summary.get("clr") or {}):  # audits written before 2026-12-07
             summary["verified"] = summary["clr"].pop("verified")
         samples = st.samples
-        data = LabeledImages.from_labels(
-            samples["label"].to_numpy(dtype=object), classes=summary["dataset"]["classes"],
-            label_counts=st.label_counts,
+        data = LabeledImages.from_user_labels(
+            st.label_counts if summary.get("multi_label") else
+            samples["label"].to_numpy(dtype=object), multi_label=bool(
+                summary.get("multi_label")), classes=summary["dataset"]["classes"],
+            label_counts=None if summary.get("multi_label") else st.label_counts,
             paths=[original_path(p) for p in samples["path"]], ids=samples["id"].tolist(),
-            splits=samples["split"].tolist(), source=summary["dataset"]["source"])
+            splits=samples["split"].tolist(), source=summary["dataset"]["source"],
+            n_classes=None)
         if summary["dataset"]["source"].get("unit") == "object":
             data.objects = samples[[c for c in OBJECT_COLUMNS if c in samples.columns]
                                    ].reset_index(drop=True)
@@ -260,6 +274,11 @@ class Audit(Reviewing, DatalabViews):
         return self.summary["clr"]
 
     def _estimate_clr(self, config: ClrConfig, *, device: str) -> None:
+        if self.dataset.multi_label:
+            raise DqauditError("controlled CLR injection flips one label per sample; a "
+                               "multi-label audit states per-class missing and extra rates "
+                               "instead (summary.json multi_label), and `dqaudit verify` gives "
+                               "the share of wrong sets an interval")
         if self.embeddings is None:
             raise DqauditError("CLR injection trains probes on embeddings, and this audit has "
                                "none (pred_probs only); pass embeddings= as well")
@@ -344,27 +363,6 @@ class Audit(Reviewing, DatalabViews):
             self._save_summary()
         return render_report(self._folder(), self.config.report)
 
-    def to_fiftyone(self, name: str | None = None) -> dict:
-        """Write the kept samples' ``dq_*`` fields, saved views and run record into FiftyOne
-        dataset ``name`` (default: the audit's); records the name."""
-        name = name or self.summary.get("fiftyone_dataset")
-        if not name:
-            raise DqauditError("no FiftyOne dataset named; pass one: audit.to_fiftyone('name')")
-        keep = self.kept
-        part = replace(self, dataset=self.dataset.subset(keep),
-                       samples=self.samples[keep].reset_index(drop=True),
-                       embeddings=None if self.embeddings is None else self.embeddings[keep])
-        written = write_results(
-            part, name, embeddings=self.embeddings is not None,
-            label_field=self.dataset.source.get("label_field", DEFAULT_LABEL_FIELD),
-            run=self.summary.get("fiftyone_run"))
-        if self.summary.get("fiftyone_dataset") != name:
-            self.summary["fiftyone_dataset"] = name
-            self._save_summary()
-        log(self.quiet, f"dqaudit: wrote fields and views {', '.join(written['views'])} to "
-                        f"FiftyOne dataset {written['dataset']!r}")
-        return written
-
     def _save_summary(self) -> None:
         if self.out_dir is not None:
             self.summary["config"] = self.config.to_dict()
@@ -379,12 +377,9 @@ class Audit(Reviewing, DatalabViews):
 
 
 def audit(source, *, out_dir=None, config: AuditConfig | None = None, **options) -> Audit:
-    """Audit a labeled image dataset (``Audit.scan``); the outputs go to ``out_dir`` when given.
-
-    ``config``: an ``AuditConfig`` (``dqaudit.config``); other keyword arguments go to
-    ``Audit.scan`` (``embeddings``, ``fiftyone_dataset``, ``quiet``, ``command``) and to
-    ``load_dataset`` (``label_column``, ``from_fiftyone``, ...).
-    """
+    """``Audit.scan``: the outputs go to ``out_dir`` when given; ``options`` to ``Audit.scan``
+    (``embeddings``, ``fiftyone_dataset``, ...) and ``InputConfig``'s fields (``label_column``,
+    ``multi_label``, ...)."""
     return Audit.scan(source, out_dir=out_dir, config=config, **options)
 
 

@@ -13,16 +13,16 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 
-from dqaudit.estimates import survey
-from dqaudit.estimates.clr import ClrConfig
-from dqaudit.imaging.dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
 from dqaudit.embed.backends import BACKENDS
 from dqaudit.embed.encoders import DEFAULT_ENCODER
 from dqaudit.embed.gpu_decode import DECODERS
 from dqaudit.errors import DqauditError
-from dqaudit.scoring.finetune import FinetuneConfig
+from dqaudit.estimates import survey
+from dqaudit.estimates.clr import ClrConfig
+from dqaudit.imaging.dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
 from dqaudit.io.reading import InputConfig
 from dqaudit.scoring.checks import CHECKS
+from dqaudit.scoring.finetune import FinetuneConfig
 from dqaudit.scoring.neighbors import DUPLICATE_THRESHOLD
 from dqaudit.scoring.posteriors import DEFAULT_METHOD, POSTERIOR_METHODS
 

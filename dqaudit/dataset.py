@@ -7,26 +7,17 @@ FiftyOne adapter, the stages and the audit folder all speak the same type.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
-import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dqaudit.imaging.dicom import DICOM_EXTENSIONS, is_dicom
 from dqaudit.errors import InputError
+from dqaudit.files import file_digests, normal_text
 
 if TYPE_CHECKING:  # pandas is not loaded for `dqaudit --help`
     import pandas as pd
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 # how a class-folder tree's nested class folders are read (ingest.load_folder)
@@ -66,12 +57,6 @@ def label_distribution(label_counts: np.ndarray) -> np.ndarray:
     return label_counts / label_counts.sum(axis=1, keepdims=True)
 
 
-def normal_text(text) -> str:
-    """A label, class folder or id as its meaning: spaces around it dropped, Unicode in one
-    normal form (NFC: an ``é`` typed as one code point or as ``e`` + accent is one class). The
-    one normalisation at every door (folder names, manifest cells, corrections); case is kept,
-    ``case_variants`` reports it."""
-    return unicodedata.normalize("NFC", str(text).strip())
 
 
 def case_variants(classes) -> list[list[str]]:
@@ -83,49 +68,12 @@ def case_variants(classes) -> list[list[str]]:
     return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
-def printable(text: str) -> str:
-    """``text`` with each byte of a file name that is not UTF-8 (Python's surrogate escapes)
-    written as ``\\xNN``: storable in Parquet, CSV, HTML and FiftyOne. Ids are made printable at
-    ingest; paths when they are written (``original_path`` turns them back)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
-def original_path(text: str) -> str:
-    """The path that ``printable`` wrote as ``text`` (``text`` itself when that file exists)."""
-    if "\\x" not in text or os.path.exists(text):
-        return text
-    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]),
-                 text.encode("utf-8"))
-    return os.fsdecode(raw)
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """40 hex digits: BLAKE2b-160 of the file's bytes. The identity of an image wherever it
-    lies: the embedding cache's key, the order of an audit, the fingerprint's file part."""
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
-def file_digests(paths: list[str], *, workers: int = 8, unreadable: str = "") -> list[str]:
-    """``file_digest`` of every path (``unreadable`` for a file that cannot be read: the embed
-    stage then reports why), read on ``workers`` threads (hashlib releases the GIL)."""
-    def one(path):
-        try:
-            return file_digest(path)
-        except OSError:
-            return unreadable
-
-    if len(paths) < 64 or workers <= 1:
-        return [one(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, paths, chunksize=64))
 
 
 def canonical_order(*, digests: list[str], labels: np.ndarray, ids: list[str]) -> np.ndarray:
@@ -140,27 +88,8 @@ def canonical_order(*, digests: list[str], labels: np.ndarray, ids: list[str]) -
                     dtype=np.int64)
 
 
-def is_dicom_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is read as DICOM: by content (``dicom.is_dicom``), for any file not
-    named as another image format (PACS exports often have no extension)."""
-    return Path(path).suffix.lower() not in IMAGE_EXTENSIONS and is_dicom(path)
 
 
-def cheap_file_problem(path: Path) -> str | None:
-    """A reason to skip the file that needs no decoding, or None."""
-    if path.is_dir():
-        return "a folder, not an image file"
-    if path.suffix.lower() not in IMAGE_EXTENSIONS and not is_dicom_file(path):
-        if path.suffix.lower() in DICOM_EXTENSIONS:
-            return "not a DICOM file (no DICM marker after the 128-byte preamble)"
-        return f"not an image file (extension {path.suffix or 'none'!r}, and not DICOM)"
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return f"cannot read file ({exc.strerror})"
-    if size == 0:
-        return "empty file (0 bytes)"
-    return None
 
 
 @dataclass
@@ -181,6 +110,10 @@ class LabeledImages:
         objects: for an object-level audit (``dqaudit.io.objects``: every box of a detection
             dataset a sample, ``paths`` its crops), N rows of the boxes' own columns
             (``objects.OBJECT_COLUMNS``: image, box, box checks); None for an image audit.
+        multi_label: each sample's label is a set of classes (multi-label data): then
+            ``label_counts`` (N, C) holds the given sets as 0/1 (``label_sets``), and
+            ``labels`` the first class of each set (0 for the empty set), for the code that
+            needs one class per sample (fold stratification, importance); no tie rule.
     """
 
     paths: list[str]
@@ -193,6 +126,7 @@ class LabeledImages:
     skipped: list[dict] = field(default_factory=list)
     digests: list[str] | None = None
     objects: pd.DataFrame | None = None
+    multi_label: bool = False
 
     def __post_init__(self) -> None:
         n, c = len(self.paths), len(self.classes)
@@ -213,6 +147,10 @@ class LabeledImages:
             raise InputError("inconsistent dataset: " + "; ".join(problems))
         if n and (self.labels.min() < 0 or self.labels.max() >= c):
             raise InputError(f"labels must be class indices in 0..{c - 1}")
+        if self.multi_label:
+            if not np.isin(self.label_counts, (0, 1)).all():
+                raise InputError("a multi-label dataset's label_counts are its sets as 0/1")
+            return
         outvoted = (self.label_counts[np.arange(n), self.labels]
                     < self.label_counts.max(axis=1)) if n else np.zeros(0, dtype=bool)
         if outvoted.any():
@@ -267,6 +205,68 @@ class LabeledImages:
                    ids=[str(i) for i in ids] if ids is not None else list(paths),
                    source=source or {"kind": "arrays", "location": "arrays"})
 
+    @classmethod
+    def from_label_sets(cls, label_sets, *, classes=None, n_classes: int | None = None,
+                        paths=None, ids=None, splits=None,
+                        source: dict | None = None) -> LabeledImages:
+        """A multi-label dataset without image files (``Audit.from_arrays``), in cleanlab's
+        convention: ``label_sets`` a list of class-index lists (one per sample; an empty list
+        is the empty set), or an (N, C) 0/1 array. ``classes`` default ``"0"``..``"C-1"``."""
+        if isinstance(label_sets, np.ndarray) and label_sets.ndim == 2:
+            sets = label_sets.astype(bool)
+            c = n_classes or sets.shape[1]
+        else:
+            rows = [list(r) for r in label_sets]
+            flat = [int(k) for r in rows for k in r]
+            if any(k < 0 for k in flat):
+                raise InputError("label sets hold class indices (0 or more)")
+            c = n_classes or (len(classes) if classes is not None else
+                              (max(flat) + 1 if flat else 1))
+            if flat and max(flat) >= c:
+                raise InputError(f"label sets name class {max(flat)}, but there are {c} classes")
+            sets = np.zeros((len(rows), c), dtype=bool)
+            for i, r in enumerate(rows):
+                sets[i, [int(k) for k in r]] = True
+        if len(sets) == 0:
+            raise InputError("label sets: none given")
+        classes = [str(k) for k in (classes if classes is not None else range(c))]
+        if len(classes) != sets.shape[1]:
+            raise InputError(f"{len(classes)} classes named for sets of {sets.shape[1]}")
+        n = len(sets)
+        paths = [str(p) for p in paths] if paths is not None else [f"sample_{i}"
+                                                                  for i in range(n)]
+        return cls(paths=paths, labels=first_classes(sets), classes=classes,
+                   label_counts=sets.astype(np.float32), multi_label=True,
+                   splits=np.array(list(splits) if splits is not None else [""] * n,
+                                   dtype=object),
+                   ids=[str(i) for i in ids] if ids is not None else list(paths),
+                   source=source or {"kind": "arrays", "location": "arrays"})
+
+    @classmethod
+    def from_user_labels(cls, labels, *, multi_label: bool | None, classes, label_counts,
+                         paths, ids, splits, n_classes: int | None,
+                         source: dict | None = None) -> LabeledImages:
+        """``from_label_sets`` or ``from_labels``: ``multi_label`` None reads cleanlab's
+        convention, a list of lists being a list of sets."""
+        if multi_label is None:
+            multi_label = not isinstance(labels, np.ndarray) and len(labels) > 0 and all(
+                isinstance(v, (list, tuple, set, np.ndarray)) for v in labels)
+        if multi_label:
+            return cls.from_label_sets(
+                labels if isinstance(labels, np.ndarray) else [sorted(v) for v in labels],
+                classes=classes, n_classes=n_classes, paths=paths, ids=ids, splits=splits,
+                source=source)
+        return cls.from_labels(labels, classes=classes, label_counts=label_counts, paths=paths,
+                               ids=ids, splits=splits, n_classes=n_classes, source=source)
+
+    def only_classes(self, keep: np.ndarray, reasons: list[str]) -> LabeledImages:
+        """A multi-label dataset with only the classes of (C,) bool ``keep`` (``reasons``:
+        why the others were left out, kept in ``source["classes_left_out"]``)."""
+        sets = self.label_counts[:, keep]
+        return replace(self, classes=[c for c, k in zip(self.classes, keep) if k],
+                       label_counts=sets, labels=first_classes(sets),
+                       source={**self.source, "classes_left_out": list(reasons)})
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -281,10 +281,21 @@ class LabeledImages:
 
     @property
     def has_multiple_annotations(self) -> bool:
-        return bool((self.label_counts.sum(axis=1) > 1).any())
+        """Whether some sample carries several annotations (never, for label sets: their
+        0/1 rows are the sets)."""
+        return not self.multi_label and bool((self.label_counts.sum(axis=1) > 1).any())
+
+    @property
+    def label_sets(self) -> np.ndarray:
+        """(N, C) bool: the classes each sample's label holds (one per sample unless
+        ``multi_label``)."""
+        return self.label_counts > 0 if self.multi_label else one_hot(
+            self.labels, self.n_classes).astype(bool)
 
     def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=self.n_classes)
+        """Samples per class (for sets: the samples whose set holds the class)."""
+        counts = self.label_counts.sum(axis=0).astype(np.int64) if self.multi_label else \
+            np.bincount(self.labels, minlength=self.n_classes)
         return {c: int(k) for c, k in zip(self.classes, counts)}
 
     def subset(self, keep: np.ndarray, *, extra_skipped: list[dict] | None = None) -> LabeledImages:
@@ -343,33 +354,35 @@ class LabeledImages:
         return replace(self, digests=digests).take(order), order
 
 
-def sample_ids(values: list[str], samples: pd.DataFrame, *,
-               fallbacks: list[str] | None) -> list[str | None]:
-    """The sample id each value names (else its ``fallbacks`` entry), by meaning rather than
-    by text: the id itself (spaces around it and Unicode normal form aside), or the sample's
-    file by its absolute path, its path as the manifest or folder gives it (``./a.jpg`` =
-    ``a.jpg``), or any spelling that resolves to the same file; None where nothing matches.
-    Files are resolved (``realpath``, a system call per folder) only when a value is not found
-    by its spelling."""
-    ids, paths = samples["id"].astype(str).tolist(), samples["path"].astype(str).tolist()
-    spelled: dict[str, str] = {}
-    for sid, path in zip(ids, paths):
-        for key in (normal_text(sid), normal_text(path)):
-            spelled.setdefault(key, sid)
-            spelled.setdefault(os.path.normpath(key), sid)
-    resolved: dict[str, str] = {}
 
-    def find(value) -> str | None:
-        v = normal_text(value)
-        if not v:
-            return None
-        hit = spelled.get(v) or spelled.get(os.path.normpath(v))
-        if hit is None:
-            if not resolved:
-                for sid, path in zip(ids, paths):
-                    resolved.setdefault(os.path.realpath(original_path(path)), sid)
-            hit = resolved.get(os.path.realpath(v))
-        return hit
 
-    return [find(v) or (find(f) if fallbacks is not None else None)
-            for v, f in zip(values, fallbacks if fallbacks is not None else values)]
+# --------------------------------------------------------------------------- label sets
+
+SET_SEP = ";"  # how a set is written in the samples table and the review files: "cat;dog"
+
+
+def set_text(row: np.ndarray, classes: list[str]) -> str:
+    """A (C,) 0/1 row as the set's text: its classes in class order joined by ``SET_SEP``
+    ("" for the empty set)."""
+    return SET_SEP.join(c for c, on in zip(classes, row) if on)
+
+
+def set_row(text: str, classes: list[str], *, what: str) -> np.ndarray:
+    """(C,) bool of a set's text (``set_text``'s inverse; spaces and Unicode form aside, a
+    class given twice counted once); an unknown class is an error naming ``what``."""
+    index = {c: i for i, c in enumerate(classes)}
+    row = np.zeros(len(classes), dtype=bool)
+    for part in str(text).split(SET_SEP):
+        name = normal_text(part)
+        if not name:
+            continue
+        if name not in index:
+            raise InputError(f"{what}: {name!r} is not a class of this audit (classes: "
+                             f"{', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''})")
+        row[index[name]] = True
+    return row
+
+
+def first_classes(sets: np.ndarray) -> np.ndarray:
+    """(N,) the first class of each (N, C) set (0 for the empty set)."""
+    return np.asarray(sets, dtype=bool).argmax(axis=1).astype(np.int64)

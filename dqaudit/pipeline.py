@@ -17,19 +17,21 @@ import numpy as np
 import pandas as pd
 
 from dqaudit.config import AuditConfig
-from dqaudit.dataset import LabeledImages, is_dicom_file
+from dqaudit.dataset import LabeledImages, set_text
 from dqaudit.embed import auto_image_size, default_num_workers, embed_images, load_encoder
 from dqaudit.embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
 from dqaudit.embed.cache import default_cache_dir
 from dqaudit.embed.gpu_decode import resolve_decoder
 from dqaudit.errors import DqauditError, InputError
 from dqaudit.estimates.clr import ClrConfig, estimate_clr, take_subsample
+from dqaudit.files import is_dicom_file
 from dqaudit.imaging import dicom
 from dqaudit.imaging.dicom import DicomRead
 from dqaudit.io.ingest import files_fingerprint, fingerprint, median_image_side
 from dqaudit.scoring import calibration
 from dqaudit.scoring.finetune import FinetuneResult, finetune_posteriors
 from dqaudit.scoring.finetune_net import decode_images
+from dqaudit.scoring.multilabel import learnable_classes
 from dqaudit.scoring.posteriors import DEFAULT_METHOD, stratified_folds
 from dqaudit.scoring.probes import project
 from dqaudit.scoring.table import (
@@ -55,6 +57,8 @@ def say_how_it_was_read(data: LabeledImages, *, quiet: bool) -> None:
     source = data.source
     if source.get("read_as"):
         log(quiet, f"dqaudit: read {source['location']} as {source['read_as']}")
+    for why in source.get("classes_left_out") or []:
+        logger.warning("dqaudit: %s", why)
     for group in source.get("case_variants") or []:
         logger.warning("dqaudit: classes %s differ only in case and are kept apart; if they are "
                        "one class, rename the folders (or labels) to one spelling",
@@ -120,15 +124,31 @@ def prepared(data: LabeledImages, embeddings=None
         embeddings, info = given_embeddings(data, embeddings)
     sizes = data.class_counts()
     data, order = data.in_canonical_order()
-    data, keep = data.without_small_classes(MIN_CLASS_SAMPLES)
+    if data.multi_label:  # a class is left out, not its samples (learnable_classes)
+        data, _ = learnable_sets(data, None)
+        keep = np.ones(len(data), dtype=bool)
+    else:
+        data, keep = data.without_small_classes(MIN_CLASS_SAMPLES)
     if embeddings is not None:
         embeddings = embeddings[order][keep]
-    if len(set(data.labels.tolist())) < 2:
+    if not data.multi_label and len(set(data.labels.tolist())) < 2:
         raise InputError(f"an audit needs two classes of at least {MIN_CLASS_SAMPLES} samples "
                          "(so a held-out model can learn each); the classes have "
                          + ", ".join(f"{c!r}: {k}" for c, k in list(sizes.items())[:8])
                          + "; add samples or merge classes")
     return data, embeddings, info
+
+
+def learnable_sets(data: LabeledImages, pred_probs) -> tuple[LabeledImages, object]:
+    """A multi-label dataset without the classes no held-out model can learn
+    (``multilabel.learnable_classes``: reasons in ``source["classes_left_out"]``), and the
+    user's (N, C) ``pred_probs`` without their columns (None stays None)."""
+    learnable, why = learnable_classes(data.label_sets, data.classes)
+    if learnable.all():
+        return data, pred_probs
+    if pred_probs is not None:
+        pred_probs = np.asarray(pred_probs)[:, learnable]
+    return data.only_classes(learnable, why), pred_probs
 
 
 def given_embeddings(data: LabeledImages, source) -> tuple[np.ndarray, dict]:
@@ -310,7 +330,8 @@ def rescored(samples: pd.DataFrame, data: LabeledImages, kept: LabeledImages,
     identity = ["id", "path", "split"] + (
         list(data.objects.columns) if data.objects is not None else [])
     full = samples[identity].copy()
-    full.insert(2, "label", [data.classes[i] for i in data.labels])
+    full.insert(2, "label", [set_text(r, data.classes) for r in data.label_sets]
+                if data.multi_label else [data.classes[i] for i in data.labels])
     full = full.merge(table.drop(columns=[c for c in identity if c != "id"] + ["label"]),
                       on="id", how="left")
     full["dropped"] = ~keep
@@ -332,6 +353,6 @@ def timed(timings: dict, key: str):
 def check_scorable(data: LabeledImages) -> None:
     if len(data) == 0:
         raise DqauditError("no image could be decoded; see skipped.csv for the reasons")
-    if len(set(data.labels.tolist())) < 2:
+    if not data.multi_label and len(set(data.labels.tolist())) < 2:
         raise DqauditError("after skipping undecodable files only one class is left; an audit "
                            "needs at least two")

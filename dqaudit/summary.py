@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import LabeledImages, printable
+from dqaudit.dataset import LabeledImages
 from dqaudit.estimates.headline import HEADLINE_HALF_WIDTH
 from dqaudit.estimates.plan import relabel_plan
 from dqaudit.estimates.survey import verification_size
+from dqaudit.files import printable
 from dqaudit.version import __version__
 
 

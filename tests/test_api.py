@@ -2,23 +2,22 @@
 re-runs, the folder round trip."""
 
 import json
-from dataclasses import replace
-import shutil
 import re
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import blobs as clusters
 
 import dqaudit
 from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ClrConfig, EmbedConfig, ReportConfig, ScoreConfig
 from dqaudit.errors import DqauditError, InputError
-
-from conftest import blobs as clusters
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

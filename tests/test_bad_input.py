@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import COLORS, colour_tree, make_image
 from PIL import Image
 
-from dqaudit.io import outputs
 from dqaudit.cli import main
-
-from conftest import COLORS, colour_tree, make_image
+from dqaudit.io import outputs
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-q", "--model", "lite0", "--num-workers", "0", "--no-pdf"]

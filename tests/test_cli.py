@@ -7,7 +7,6 @@ from click.testing import CliRunner
 
 from dqaudit.cli import main
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 

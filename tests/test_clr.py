@@ -7,8 +7,15 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.estimates.clr import (ClrConfig, classification_metrics, estimate_clr, injection_runs,
-                         nested_corruptions, regression, stratified_split)
+from dqaudit.estimates.clr import (
+    ClrConfig,
+    classification_metrics,
+    estimate_clr,
+    injection_runs,
+    nested_corruptions,
+    regression,
+    stratified_split,
+)
 from dqaudit.scoring.probes import ProbeConfig, project
 
 GRID = (0.0, 0.01, 0.05, 0.1, 0.2)

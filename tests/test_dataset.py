@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dqaudit.scoring import scores
+from dqaudit.config import ScoreConfig
 from dqaudit.dataset import LabeledImages, majority_labels, one_hot
 from dqaudit.errors import InputError
 from dqaudit.io.ingest import load_dataset
-from dqaudit.config import ScoreConfig
+from dqaudit.scoring import scores
 from dqaudit.scoring.table import score_dataset
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from dqaudit.imaging import dicom
 from dqaudit.cli import main
+from dqaudit.imaging import dicom
 from dqaudit.imaging.dicom import DicomRead, DicomSkip, read_dicom
 from dqaudit.io.sample_data import draw_shape
 from dqaudit.io.sample_dicom import MADE_UP, SYNTAXES, generate_dicom, write_dicom

@@ -7,14 +7,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import make_image
 from PIL import Image
 
 from dqaudit.embed import embed_images, load_encoder
 from dqaudit.embed.cache import EmbeddingCache
 from dqaudit.embed.loader import decode, to_rgb
 from dqaudit.errors import DqauditError
-
-from conftest import make_image
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import blobs as clusters
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dqaudit.estimates import accuracy as ev
-from dqaudit.estimates import survey
 from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ReportConfig
-
-from conftest import blobs as clusters, examples
+from dqaudit.estimates import accuracy as ev
+from dqaudit.estimates import survey
 
 CLASSES = ["a", "b", "c"]
 

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from dqaudit.cli import main
-from dqaudit.io.fiftyone_runs import SUSPECTS_VIEW
-from dqaudit.io.fiftyone_io import import_fiftyone
 from dqaudit.cli.fiftyone import install_plugin
+from dqaudit.io.fiftyone_io import import_fiftyone
+from dqaudit.io.fiftyone_runs import SUSPECTS_VIEW
 
 fo = import_fiftyone()
 
@@ -99,7 +99,7 @@ def test_plugin_is_discovered_and_operators_execute(mislabelled_tree, tmp_path, 
     import fiftyone.operators as foo
     import fiftyone.plugins as fop
 
-    import dqaudit.api as fio  # Audit.to_fiftyone's writer
+    import dqaudit.workflows.review as fio  # Audit.to_fiftyone's writer
 
     writes = []
     write_results = fio.write_results

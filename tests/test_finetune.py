@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dqaudit.scoring import finetune
 from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, ScoreConfig
 from dqaudit.dataset import LabeledImages, one_hot
 from dqaudit.errors import DqauditError, InputError
+from dqaudit.pipeline import choose_posteriors
+from dqaudit.scoring import finetune
 from dqaudit.scoring.finetune import FinetuneConfig, finetune_posteriors
 from dqaudit.scoring.finetune_net import random_crops
-from dqaudit.pipeline import choose_posteriors
 from dqaudit.scoring.posteriors import stratified_folds
 
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [30, 40, 220]])

@@ -6,13 +6,18 @@ import json
 import numpy as np
 import pandas as pd
 from click.testing import CliRunner
+from conftest import colour_tree
 from PIL import Image, ImageFilter, ImageOps
 
 from dqaudit.cli import main
-from dqaudit.imaging.image_checks import (IMAGE_ISSUES, exact_duplicate_groups, image_flags,
-                                  image_scores, image_stats, stat_column)
-
-from conftest import colour_tree
+from dqaudit.imaging.image_checks import (
+    IMAGE_ISSUES,
+    exact_duplicate_groups,
+    image_flags,
+    image_scores,
+    image_stats,
+    stat_column,
+)
 
 
 def shape(seed=0, size=64):

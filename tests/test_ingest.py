@@ -1,11 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COLORS, make_image
 
 from dqaudit.errors import InputError
 from dqaudit.io.ingest import load_dataset
-
-from conftest import COLORS, make_image
 
 
 def test_class_tree(class_tree):

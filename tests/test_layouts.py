@@ -14,6 +14,7 @@ import unicodedata
 
 import pandas as pd
 import pytest
+from conftest import examples, make_image
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,6 @@ from dqaudit.dataset import SPLIT_NAMES
 from dqaudit.errors import InputError
 from dqaudit.io.ingest import load_dataset
 from dqaudit.io.manifest import load_manifest
-
-from conftest import examples, make_image
 
 # spellings a user's folders really have: space variants, case variants, two Unicode forms
 CLASS_NAMES = ["cat", "dog", "truck", "truck ", "Frog", "frog", "caf\u00e9",

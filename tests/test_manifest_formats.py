@@ -4,12 +4,11 @@ spaces around values. A property over generated tables, not one case per file.""
 
 import pandas as pd
 import pytest
+from conftest import examples, make_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dqaudit.io.manifest import load_manifest
-
-from conftest import examples, make_image
 
 LABELS = st.one_of(st.none(), st.sampled_from(["cat", "dog", " cat", "dog ", "3", "7", ""]))
 SPLITS = st.one_of(st.none(), st.sampled_from(["train", "test", "val", "", " Train"]))

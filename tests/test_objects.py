@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dqaudit import Audit
-from dqaudit.imaging.boxes import box_problems, duplicate_boxes, iou, match_predictions
 from dqaudit.cli import main
 from dqaudit.config import AuditConfig, EmbedConfig, ReportConfig
 from dqaudit.errors import DqauditError, InputError
+from dqaudit.imaging.boxes import box_problems, duplicate_boxes, iou, match_predictions
 from dqaudit.io.ingest import load_dataset
-from dqaudit.report.context import BOX_COLOUR, box_thumbnail
 from dqaudit.io.sample_data import generate_scenes
+from dqaudit.report.context import BOX_COLOUR, box_thumbnail
 
 FAST = AuditConfig(clr=None, embed=EmbedConfig(model="lite0", num_workers=0),
                    report=ReportConfig(enabled=False))
@@ -324,10 +324,14 @@ def test_fiftyone_detections_audit_writes_attributes_views_and_predictions(scene
                                                                             tmp_path):
     from fiftyone import ViewField as F
 
-    from dqaudit.cli.app import (apply_label, draw_verification_for, selected_objects,
-                                      verify_selected)
-    from dqaudit.io.fiftyone_runs import delete_results
+    from dqaudit.cli.app import (
+        apply_label,
+        draw_verification_for,
+        selected_objects,
+        verify_selected,
+    )
     from dqaudit.io.fiftyone_io import import_fiftyone
+    from dqaudit.io.fiftyone_runs import delete_results
 
     fo = import_fiftyone()
     root, _ = scenes

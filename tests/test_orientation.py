@@ -6,17 +6,16 @@ and contents, through each path that decodes files."""
 import io
 
 import numpy as np
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dqaudit.imaging.dicom import DicomRead
 from dqaudit.embed.encoders import Preprocessing
 from dqaudit.embed.gpu_decode import RawJpegDataset
 from dqaudit.embed.loader import TRANSPOSE, decode, open_rgb
+from dqaudit.imaging.dicom import DicomRead
 from dqaudit.report.context import _open_rgb
-
-from conftest import examples
 
 READ = DicomRead(window="file", frame="middle")
 # the stored pixels of an upright picture under each orientation: the inverse transposes

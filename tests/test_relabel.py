@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import make_image
 
 from dqaudit.cli import main
-from dqaudit.scoring.calibration import power
 from dqaudit.estimates.plan import relabel_plan
-
-from conftest import make_image
+from dqaudit.scoring.calibration import power
 
 
 def run(*args):

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import COLORS, make_image
 from pypdf import PdfReader
 
 from dqaudit.cli import main
-
-from conftest import COLORS, make_image
 
 
 def scan(src, out, *extra):

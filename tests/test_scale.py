@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from dqaudit.scoring import neighbors
 from dqaudit.errors import DqauditError
+from dqaudit.scoring import neighbors
 from dqaudit.scoring.neighbors import duplicate_groups, exact_knn, knn
 from dqaudit.scoring.posteriors import linear_posteriors, stratified_folds
 from dqaudit.scoring.probes import ProbeConfig, project

@@ -3,15 +3,25 @@
 import numpy as np
 import pytest
 
-from dqaudit.scoring import scores
-from dqaudit.errors import DqauditError
 from dqaudit.dataset import LabeledImages
-from dqaudit.scoring.neighbors import (duplicate_groups, group_flags, knn, knn_disagreement,
-                               outlier_flags, outlier_scores)
-from dqaudit.scoring.table import score_dataset
-from dqaudit.scoring.posteriors import (compute_posteriors, graph_posteriors, linear_posteriors,
-                                stratified_folds)
+from dqaudit.errors import DqauditError
+from dqaudit.scoring import scores
+from dqaudit.scoring.neighbors import (
+    duplicate_groups,
+    group_flags,
+    knn,
+    knn_disagreement,
+    outlier_flags,
+    outlier_scores,
+)
+from dqaudit.scoring.posteriors import (
+    compute_posteriors,
+    graph_posteriors,
+    linear_posteriors,
+    stratified_folds,
+)
 from dqaudit.scoring.probes import ProbeConfig, fit_probes, predict_proba, project
+from dqaudit.scoring.table import score_dataset
 
 
 def clusters(n_per=60, n_classes=3, dim=16, spread=0.15, seed=0):

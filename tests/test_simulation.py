@@ -6,12 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import make_image
 
 from dqaudit.cli import main
-from dqaudit.workflows.simulation import (_majority_done, expected_noise, run_selector, simulate,
-                                solve_temperature, tempered)
-
-from conftest import make_image
+from dqaudit.workflows.simulation import (
+    _majority_done,
+    expected_noise,
+    run_selector,
+    simulate,
+    solve_temperature,
+    tempered,
+)
 
 
 def synthetic(n_per=80, seed=0):

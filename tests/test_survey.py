@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dqaudit.estimates import survey
 from dqaudit.errors import DqauditError
+from dqaudit.estimates import survey
 
 
 def population(n=4000, seed=0):

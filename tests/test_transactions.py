@@ -14,16 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dqaudit.io import outputs
 from dqaudit.api import Audit
 from dqaudit.cli import main
-from dqaudit.errors import describe_os_error
-from dqaudit.errors import DqauditError
-
-from conftest import examples
+from dqaudit.errors import DqauditError, describe_os_error
+from dqaudit.io import outputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -324,7 +322,6 @@ def test_corrections_name_samples_by_meaning_and_count_once(tree_audit, tmp_path
     ..), the correction lands on that sample; the same row twice in one file is one
     annotation."""
     import shutil
-
     import tempfile
 
     from dqaudit.api import Audit

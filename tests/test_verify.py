@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import COLORS, make_image
 
 from dqaudit.cli import main
 from dqaudit.estimates.headline import headline
-
-from conftest import COLORS, make_image
 
 WRONG = {("red", 0): "blue", ("green", 1): "red", ("blue", 2): "green"}
 

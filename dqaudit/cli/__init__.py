@@ -9,14 +9,30 @@ from dataclasses import replace
 
 import click
 
+from dqaudit.cli.boundary import (
+    check_fail_on,
+    command_line,
+    exit_on_sigterm,
+    fail_on_option,
+    json_envelope,
+    library_errors,
+    prints_result,
+    show_progress,
+)
 from dqaudit.cli.fiftyone import app, fiftyone_group, plugin
-from dqaudit.cli.boundary import (check_fail_on, command_line, exit_on_sigterm, fail_on_option,
-                                  json_envelope, library_errors, prints_result, show_progress)
+from dqaudit.cli.options import (
+    SectionedCommand,
+    clr_options,
+    embedding_options,
+    given_options,
+    ingest_options,
+    posterior_options,
+    redactions,
+    report_options,
+    scale_options,
+)
 from dqaudit.cli.review import evaluate, relabel, verify
 from dqaudit.cli.settings import config_from_options, read_config_file
-from dqaudit.cli.options import (SectionedCommand, clr_options, embedding_options,
-                                 given_options, ingest_options, posterior_options, redactions,
-                                 report_options, scale_options)
 from dqaudit.config import (
     AuditConfig,
     EmbedConfig,
@@ -156,18 +172,31 @@ def report(out_dir, no_pdf, report_title, top_n, redact, thumbnails, page_size, 
 @click.option("--scenes", is_flag=True,
               help="A detection dataset instead: scenes of several shapes each, boxes in "
                    "scenes.json (COCO), --noise-rate of the box labels corrupted.")
+@click.option("--multi-label", "multi_label", is_flag=True,
+              help="A multi-label dataset instead: images of one to three shapes, manifest.csv "
+                   "with each image's set (labels, like circle;star), --noise-rate of the sets "
+                   "wrong (a class missing or one extra).")
 @click.option("--dicom", is_flag=True,
               help="A small DICOM set instead (made-up patients): the shapes in grey, 16-bit "
                    "with rescale and window, some MONOCHROME1, some without extension, every "
                    "compressed transfer syntax; manifest.csv lists them (--per-class: 12).")
 @library_errors
 @prints_result
-def sample_data(out_dir, per_class, noise_rate, seed, scenes, dicom):
+def sample_data(out_dir, per_class, noise_rate, seed, scenes, multi_label, dicom):
     """Generate the synthetic shapes dataset with known label truth into OUT_DIR."""
     from dqaudit.io.sample_data import generate, generate_scenes
 
-    if scenes and dicom:
-        raise click.UsageError("--scenes and --dicom are two different datasets: choose one")
+    if scenes + dicom + multi_label > 1:
+        raise click.UsageError("--scenes, --multi-label and --dicom are different datasets: "
+                               "choose one")
+    if multi_label:
+        from dqaudit.io.sample_data import generate_multilabel
+
+        info = generate_multilabel(out_dir, noise_rate=noise_rate, seed=seed)
+        return info, [f"wrote {info['n_images']} images to {out_dir}; manifest.csv has "
+                      f"{info['n_corrupted']} wrong label sets (truth in column 'true_labels'); "
+                      f"audit it with: dqaudit scan {out_dir}/manifest.csv --multi-label "
+                      "--out AUDIT"]
     if dicom:
         from dqaudit.io.sample_dicom import generate_dicom
 

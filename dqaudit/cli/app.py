@@ -20,10 +20,8 @@ from dqaudit.config import AuditConfig
 from dqaudit.errors import DqauditError
 from dqaudit.estimates.clr import MODES, ClrConfig
 from dqaudit.estimates.headline import SMALL_AUDIT_SAMPLES, headline
-from dqaudit.io.fiftyone_io import (audited_paths, import_fiftyone, is_detections_field,
-                                    root_dataset)
-from dqaudit.io.fiftyone_runs import (INFO_KEY, OBJECT_ID, OBJECTS_VIEW, SUSPECTS_VIEW,
-                                      RunNames)
+from dqaudit.io.fiftyone_io import audited_paths, import_fiftyone, is_detections_field, root_dataset
+from dqaudit.io.fiftyone_runs import INFO_KEY, OBJECT_ID, OBJECTS_VIEW, SUSPECTS_VIEW, RunNames
 from dqaudit.io.ingest import load_fiftyone
 from dqaudit.io.reading import DEFAULT_LABEL_FIELD
 from dqaudit.io.store import REPORT_HTML, REPORT_PDF

@@ -17,7 +17,6 @@ import click
 from dqaudit.errors import DqauditError, expected_failure
 from dqaudit.estimates.headline import VERDICT_LEVELS
 
-
 # exit codes: 0 done, 1 an unexpected failure (a bug: the traceback is shown), 2 a usage error
 # (click's own), 3 the input or the audit folder cannot be used (the message names the fix),
 # 4 the verdict reached --fail-on

@@ -3,21 +3,29 @@
 
 from __future__ import annotations
 
-
-
 import click
 
-from dqaudit.estimates.clr import MODES, ClrConfig
-from dqaudit.imaging.dicom import DicomRead
+from dqaudit.cli.boundary import UserError
+from dqaudit.config import (
+    ENGINES,
+    PAGE_SIZES,
+    POSTERIOR_CHOICES,
+    REDACTIONS,
+    REVIEW_ORDERS,
+    THUMBNAIL_POLICIES,
+    AuditConfig,
+    EmbedConfig,
+    ReportConfig,
+    ScoreConfig,
+    default,
+)
+from dqaudit.dataset import LAYOUTS
 from dqaudit.embed.backends import BACKENDS
 from dqaudit.embed.gpu_decode import DECODERS
-from dqaudit.config import (ENGINES, PAGE_SIZES, POSTERIOR_CHOICES, REDACTIONS, REVIEW_ORDERS,
-                     THUMBNAIL_POLICIES, AuditConfig, EmbedConfig, ReportConfig, ScoreConfig,
-                     default)
-from dqaudit.cli.boundary import UserError
+from dqaudit.estimates.clr import MODES, ClrConfig
+from dqaudit.imaging.dicom import DicomRead
 from dqaudit.io.reading import InputConfig
 from dqaudit.scoring.finetune import TRAIN_MODES, FinetuneConfig
-from dqaudit.dataset import LAYOUTS
 
 
 def _with_options(func, options: list, *, section: str):
@@ -203,6 +211,19 @@ def ingest_options(func):
                      help="Detection datasets: boxes under this many pixels on their shorter "
                           "side are listed in skipped.csv, not audited (measured: smaller "
                           "ones get mostly false flags)."),
+        click.option("--multi-label", is_flag=True,
+                     help="Each image's label is a set of classes: manifest cells like "
+                          "cat;dog (an empty cell is the empty set), or --label-columns."),
+        click.option("--label-sep", default=default(InputConfig, "label_sep"),
+                     show_default=True, help="With --multi-label: what separates the classes "
+                                             "of a set in a cell."),
+        click.option("--label-columns", default=None, metavar="LIST",
+                     help="Label sets as one 0/1 column per class, comma-separated column "
+                          "names (implies --multi-label)."),
+        click.option("--classes", default=None, metavar="LIST",
+                     help="With --multi-label: the known classes, comma-separated; a set "
+                          "naming another class is an error [default: the classes the sets "
+                          "name]."),
         click.option("--pred-field", default=None,
                      help="With --from-fiftyone and a Detections --label-field: a detector's "
                           "Detections, matched to the boxes for possible missing and spurious "

@@ -4,17 +4,16 @@ the dataclasses), then ``--config FILE``, then the options the user gave
 
 from __future__ import annotations
 
-
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from dqaudit.estimates.clr import ClrConfig
-from dqaudit.config import (AuditConfig)
 from dqaudit.cli.boundary import UserError
 from dqaudit.cli.options import parse_thresholds, positive_int, redactions
+from dqaudit.config import AuditConfig
+from dqaudit.estimates.clr import ClrConfig
 
 
 def _inverted(value):
@@ -23,6 +22,10 @@ def _inverted(value):
 
 def _checks(value):
     return tuple(c.strip() for c in value.split(",") if c.strip())
+
+
+def _names(value):
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
 def _image_size(value):
@@ -35,7 +38,9 @@ OPTION_FIELDS = {
     **{name: ("input", name, None) for name in (
         "path_column", "label_column", "split_column", "count_prefix", "image_root", "layout",
         "from_fiftyone", "label_field", "saved_view", "box_margin", "min_box_side",
-        "pred_field")},
+        "pred_field", "multi_label", "label_sep")},
+    "label_columns": ("input", "label_columns", lambda v: _names(v)),
+    "classes": ("input", "classes", lambda v: _names(v)),
     "seed": (None, "seed", None), "device": (None, "device", None),
     **{name: ("embed", name, None) for name in (
         "model", "flip_tta", "batch_size", "num_workers", "engine", "ray_address",

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from dqaudit.dataset import file_digests
 from dqaudit.embed.cache import EmbeddingCache, default_cache_dir
 from dqaudit.embed.encoders import (
     DEFAULT_ENCODER,
@@ -22,6 +21,7 @@ from dqaudit.embed.encoders import (
 )
 from dqaudit.embed.gpu_decode import RawJpegDataset, collate_raw, decode_batch
 from dqaudit.embed.loader import ImageFolderDataset, collate
+from dqaudit.files import file_digests
 from dqaudit.imaging.image_checks import N_STATS
 
 __all__ = ["EmbeddingResult", "embed_images", "load_encoder", "Encoder", "Preprocessing",
@@ -77,7 +77,7 @@ def embed_images(
 
     Cached embeddings are reused; new ones are written to the cache every ``shard_size`` images
     so an interrupted run resumes where it stopped. ``keys``: the files' cache keys
-    (``dataset.file_digest``) when already computed. ``decoder``: ``cpu`` (the DataLoader
+    (``files.file_digest``) when already computed. ``decoder``: ``cpu`` (the DataLoader
     workers decode) or ``nvjpeg`` (JPEGs decoded on the CUDA device, ``embed.gpu_decode``).
     """
     import torch

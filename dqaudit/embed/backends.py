@@ -24,8 +24,8 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from dqaudit.errors import DqauditError
 from dqaudit.embed.encoders import Encoder, all_lite
+from dqaudit.errors import DqauditError
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-bf16")
 # the inference precision each OpenVINO backend compiles with

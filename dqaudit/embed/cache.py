@@ -1,7 +1,7 @@
 """On-disk embedding cache: resumable, and safe against killed runs.
 
 Layout: ``CACHE_DIR/<encoder cache key>/shard-*.npz``, each shard holding ``keys`` (per-file keys:
-``dataset.file_digest``, a hash of the file's bytes) and ``embeddings`` (float32). Shards are
+``files.file_digest``, a hash of the file's bytes) and ``embeddings`` (float32). Shards are
 written to a temporary name and renamed into place (atomic on POSIX), so a run killed mid-write
 leaves at most a stray ``.tmp`` file, never a shard that loads as valid. A re-run embeds only the
 files whose content is new: a moved, renamed or copied dataset hits the cache.

@@ -24,11 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, replace
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
-from dqaudit.imaging.dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
 from dqaudit.errors import DqauditError
+from dqaudit.imaging.dicom import FILE_WINDOW, MIDDLE_FRAME, DicomRead
 
 # The default: Lite0 and Lite2 stage features side by side. Measured on CIFAR-10N (2,000 images,
 # clean labels, 5-fold logistic probe, 160 px, flip TTA): lite0 78.6%, lite1 79.3%, lite2 80.2%,

@@ -10,10 +10,10 @@ import math
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from dqaudit.dataset import is_dicom_file
+from dqaudit.embed.encoders import Preprocessing
+from dqaudit.files import is_dicom_file
 from dqaudit.imaging.dicom import DicomRead, DicomSkip, read_dicom
 from dqaudit.imaging.image_checks import N_STATS, image_stats
-from dqaudit.embed.encoders import Preprocessing
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # larger: skipped as too large (a decompression bomb)
 MAX_ASPECT = 4  # beyond 4:1 the centre square is cut before scaling (memory stays bounded)
@@ -55,7 +55,7 @@ def load_strict(img: Image.Image) -> None:
 def open_rgb(path: str, dicom: DicomRead, *, min_side: int | None = None) -> Image.Image:
     """The one way dqaudit opens an image file: a loaded ``RGB`` PIL image.
 
-    DICOM files (by content, ``dataset.is_dicom_file``) through ``dicom.read_dicom`` with the
+    DICOM files (by content, ``files.is_dicom_file``) through ``dicom.read_dicom`` with the
     audit's window and frame; every other file through PIL, strictly (a truncated file raises)
     and converted by ``to_rgb``. ``min_side``: a JPEG may be decoded in the DCT domain at the
     smallest scale that keeps its short side at least that long. Raises on unreadable files

@@ -9,10 +9,8 @@ module's estimators) and ``recall_table`` (per-class recall with its truth weigh
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy import stats
-
 
 from dqaudit.estimates import survey
 

@@ -19,12 +19,14 @@ def headline(summary: dict) -> dict:
     CLR estimate with its plausible range, else the confident-joint count."""
     clr = summary.get("clr") or {}
     verified = summary.get("verified")
+    sets = bool(summary.get("multi_label"))
+    what = "label sets" if sets else "labels"
     # a sample drawn inside one split certifies that split, not the dataset
     split_verified = verified if verified and verified.get("split") else None
     verified = None if split_verified else verified
     if verified:
         rate, low, high = verified["estimate"], verified["ci_low"], verified["ci_high"]
-        how = (f"verified sample of {verified['n_verified']:,} labels, "
+        how = (f"verified sample of {verified['n_verified']:,} {what}, "
                f"{verified['n_errors_found']:,} wrong; {verified['estimator']} estimator, "
                f"95% interval")
         if verified.get("corrections_since_draw"):
@@ -40,10 +42,27 @@ def headline(summary: dict) -> dict:
                + (f"; about {need:,} verified labels would give ±2 points (dqaudit verify)"
                   if need else ""))
         source = "gold-free"
+    elif sets and summary["multi_label"].get("wrong_set_range"):
+        m = summary["multi_label"]
+        rate = m["wrong_set_share"]
+        low, high = m["wrong_set_range"]
+        need = summary.get("verify_size_for_2pt")
+        how = ("gold-free: the per-class counts of wrong answers combined per set as "
+               "independent; the range is what those counts allow however the errors fall "
+               "together (at least the largest class count, at most their sum), not a "
+               "statistical interval"
+               + (f"; about {need:,} verified sets would give ±2 points (dqaudit verify)"
+                  if need else ""))
+        source = "gold-free"
     else:  # audits written before the count was named for what it is
         rate = summary.get("confident_joint_rate", summary.get("estimated_noise_rate"))
         low, high = None, None
         how = "confident-joint count of the out-of-sample posteriors, no interval"
+        if sets:  # no injection for sets: the count and the way to an interval
+            need = summary.get("verify_size_for_2pt")
+            how = ("the per-class confident-joint counts, calibrated and combined per set; no "
+                   "gold-free range for sets" + (f"; about {need:,} verified sets would give "
+                                                 "±2 points (dqaudit verify)" if need else ""))
         source = "count"
     stale = _stale(summary, verified if source == "verified" else clr)
     if stale and source in ("verified", "gold-free"):
@@ -65,7 +84,7 @@ def headline(summary: dict) -> dict:
     return {"rate": rate, "ci_low": low, "ci_high": high, "interval": interval,
             "source": source, "how": how,
             "stale_label_changes": stale if source != "count" else 0,
-            "text": f"{100 * rate:.1f}% of labels estimated wrong{span}; {how}",
+            "text": f"{100 * rate:.1f}% of {what} estimated wrong{span}; {how}",
             "flagged_for_review": summary["label_error_count"]}
 
 
@@ -87,16 +106,17 @@ def verdict(summary: dict, *, thresholds: tuple[float, float]) -> dict:
     rate = head["rate"]
     errors = summary["label_error_count"]
     about = "about " if head["source"] != "verified" else ""
+    what = "label sets" if summary.get("multi_label") else "labels"
     if rate <= good:
-        level, text = VERDICT_LEVELS[0], (f"{about}{100 * rate:.1f}% of labels are estimated "
+        level, text = VERDICT_LEVELS[0], (f"{about}{100 * rate:.1f}% of {what} are estimated "
                                           "to be wrong, within the clean threshold of "
                                           f"{100 * good:.0f}%.")
     elif rate <= fair:
-        level, text = VERDICT_LEVELS[1], (f"{about}{100 * rate:.1f}% of labels are estimated "
+        level, text = VERDICT_LEVELS[1], (f"{about}{100 * rate:.1f}% of {what} are estimated "
                                           f"to be wrong; review the {errors:,} samples flagged "
                                           "for review before release.")
     else:
-        level, text = VERDICT_LEVELS[2], (f"{about}{100 * rate:.1f}% of labels are estimated "
+        level, text = VERDICT_LEVELS[2], (f"{about}{100 * rate:.1f}% of {what} are estimated "
                                           f"to be wrong, above {100 * fair:.0f}%; clean the "
                                           "labels before training or evaluating on this data "
                                           f"({errors:,} flagged for review).")

@@ -35,8 +35,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dqaudit.imaging.dicom_header import (DicomSkip, describe, first_number, header_record, invalid,
-                                          int_of, quiet_pydicom, sop_name, syntax_name, text_of)
+from dqaudit.imaging.dicom_header import (
+    DicomSkip,
+    describe,
+    first_number,
+    header_record,
+    int_of,
+    invalid,
+    quiet_pydicom,
+    sop_name,
+    syntax_name,
+    text_of,
+)
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
 MAGIC_OFFSET = 128

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import warnings
 
-
-
 # modalities whose images commonly carry burned-in patient text (PS3.15 E.1.1 asks to check
 # them): ultrasound, secondary capture and other, endoscopy, external-camera photography,
 # document and slide-microscopy captures

@@ -28,7 +28,6 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-
 # what the decode workers measure of every image, from the pixels they already hold (the image
 # checks of dqaudit.imaging.image_checks turn these into scores); one float64 row per image
 STAT_NAMES = ("width", "height", "lum_mean", "lum_p99", "lum_std", "entropy_bits", "sharpness",

@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.imaging.boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
-from dqaudit.dataset import (SPLIT_NAMES, LabeledImages, cheap_file_problem, one_hot, printable)
+from dqaudit.dataset import SPLIT_NAMES, LabeledImages, one_hot
 from dqaudit.errors import InputError
+from dqaudit.files import cheap_file_problem, printable
+from dqaudit.imaging.boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
 from dqaudit.io.reading import DEFAULT_LABEL_FIELD, import_fiftyone
-
-
-
 
 SOURCE_PATH = "dq_source_path"  # the DICOM file a rendering shows
 

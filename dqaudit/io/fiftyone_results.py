@@ -9,36 +9,23 @@ from pathlib import Path
 
 import numpy as np
 
-from dqaudit.dataset import (file_digest,
-                      is_dicom_file, printable)
-from dqaudit.imaging.dicom import DicomRead
 from dqaudit.embed.loader import open_rgb
 from dqaudit.errors import DqauditError
+from dqaudit.files import file_digest, is_dicom_file, printable
+from dqaudit.imaging.dicom import DicomRead
 from dqaudit.imaging.image_checks import IMAGE_ISSUES
 from dqaudit.io.fiftyone_io import SOURCE_PATH, import_fiftyone, load_view
-from dqaudit.io.fiftyone_runs import (FIELDS, IMAGE_FIELDS, OBJECT_ATTRIBUTES, OBJECTS_VIEW,
-                                      RunNames, record_run, write_columns)
-from dqaudit.io.reading import DEFAULT_LABEL_FIELD
+from dqaudit.io.fiftyone_runs import (
+    FIELDS,
+    IMAGE_FIELDS,
+    OBJECT_ATTRIBUTES,
+    OBJECTS_VIEW,
+    RunNames,
+    record_run,
+    write_columns,
+)
 from dqaudit.io.outputs import replacing, review_order_column
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+from dqaudit.io.reading import DEFAULT_LABEL_FIELD
 
 DICOM_RENDERINGS = "dicom_png"  # an audit folder's PNGs of its DICOM files, for the App
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
 from dqaudit.errors import InputError
 from dqaudit.estimates.headline import headline
 from dqaudit.imaging.image_checks import IMAGE_ISSUES
 from dqaudit.io.reading import import_fiftyone
-
 
 SUSPECTS_VIEW = "dq_suspects"
 

@@ -14,21 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from dqaudit.dataset import (IMAGE_EXTENSIONS, LAYOUTS, SPLIT_NAMES, LabeledImages,
-                             case_variants, cheap_file_problem, file_digests, is_dicom_file,
-                             normal_text, one_hot, printable)
+from dqaudit.dataset import LAYOUTS, SPLIT_NAMES, LabeledImages, case_variants, one_hot
 from dqaudit.errors import InputError
+from dqaudit.files import (
+    IMAGE_EXTENSIONS,
+    cheap_file_problem,
+    file_digests,
+    is_dicom_file,
+    normal_text,
+    printable,
+)
 from dqaudit.imaging.dicom_header import header_size
 from dqaudit.io.fiftyone_io import load_fiftyone_boxes, load_fiftyone_dataset, load_view
+from dqaudit.io.label_sets import load_set_manifest
 from dqaudit.io.manifest import load_manifest
-from dqaudit.io.reading import InputConfig, input_config
 from dqaudit.io.objects import is_coco, is_yolo, load_coco, load_yolo, object_dataset
-
-
-
-
-
-
+from dqaudit.io.reading import InputConfig, input_config
 
 
 def load_dataset(source: str | os.PathLike, config: InputConfig | None = None, *,
@@ -70,7 +71,17 @@ def read_input(source: str | os.PathLike, *, config: InputConfig,
         return object_dataset(table, classes=classes, source=info, skipped=skipped,
                               margin=c.box_margin, cache_dir=cache_dir, min_side=c.min_box_side)
     if path.is_dir():
+        if c.multi_label:
+            raise InputError(f"{path}: a class-folder tree gives each image one class; for "
+                             "label sets write a manifest (columns path,labels with labels like "
+                             "'cat;dog', or one 0/1 column per class) and scan it with "
+                             "--multi-label")
         return load_folder(path, layout=c.layout)
+    if c.multi_label and path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
+        return load_set_manifest(path, path_column=c.path_column, label_column=c.label_column,
+                                 split_column=c.split_column, image_root=c.image_root,
+                                 label_sep=c.label_sep, label_columns=c.label_columns,
+                                 classes=c.classes)
     if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
         return load_manifest(path, path_column=c.path_column, label_column=c.label_column,
                              split_column=c.split_column, count_prefix=c.count_prefix,
@@ -215,7 +226,7 @@ def load_folder(root: Path, *, layout: str) -> LabeledImages:
 
 
 def files_fingerprint(data: LabeledImages) -> str:
-    """SHA-256 over every sample's id and file digest (``dataset.file_digest``), in id order:
+    """SHA-256 over every sample's id and file digest (``files.file_digest``), in id order:
     the part of the fingerprint that labelling cannot change, computed once, at the scan."""
     digests = data.digests if data.digests is not None else file_digests(data.paths)
     digest = hashlib.sha256()

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import (SPLIT_NAMES, LabeledImages, case_variants, cheap_file_problem,
-                             majority_labels, normal_text, printable)
+from dqaudit.dataset import SPLIT_NAMES, LabeledImages, case_variants, majority_labels
 from dqaudit.errors import InputError
+from dqaudit.files import cheap_file_problem, normal_text, printable
 from dqaudit.io.outputs import separator
 
 PATH_COLUMN_CANDIDATES = ("path", "filepath", "file_path", "file", "filename", "image",
@@ -48,7 +48,7 @@ def as_text(df: pd.DataFrame) -> pd.DataFrame:
     return typed.astype(object).where(typed.notna(), "").astype(str)
 
 
-def _pick_column(df: pd.DataFrame, requested: str | None, candidates: tuple[str, ...],
+def pick_column(df: pd.DataFrame, requested: str | None, candidates: tuple[str, ...],
                  what: str, manifest: Path, option: str, required: bool) -> str | None:
     if requested is not None:
         if requested not in df.columns:
@@ -84,7 +84,7 @@ def load_manifest(
     df = read_table(manifest)
     if len(df) == 0:
         raise InputError(f"{manifest}: the manifest has no rows; add one row per image")
-    pcol = _pick_column(df, path_column, PATH_COLUMN_CANDIDATES, "path", manifest,
+    pcol = pick_column(df, path_column, PATH_COLUMN_CANDIDATES, "path", manifest,
                         "--path-column", True)
     prefix = DEFAULT_COUNT_PREFIX if count_prefix is None else count_prefix
     count_cols = [c for c in df.columns if prefix and str(c).startswith(prefix)
@@ -92,9 +92,9 @@ def load_manifest(
     if count_prefix is not None and not count_cols:
         raise InputError(f"{manifest}: no columns start with the count prefix {count_prefix!r}; "
                          f"columns are {', '.join(map(str, df.columns))}")
-    lcol = _pick_column(df, label_column, LABEL_COLUMN_CANDIDATES, "label", manifest,
+    lcol = pick_column(df, label_column, LABEL_COLUMN_CANDIDATES, "label", manifest,
                         "--label-column", required=not count_cols)
-    scol = _pick_column(df, split_column, SPLIT_COLUMN_CANDIDATES, "split", manifest,
+    scol = pick_column(df, split_column, SPLIT_COLUMN_CANDIDATES, "split", manifest,
                         "--split-column", False)
     base = Path(image_root).expanduser().resolve() if image_root else manifest.parent
 
@@ -167,6 +167,12 @@ def load_manifest(
         splits_raw = list(df[scol].astype(str)) if scol else [""] * len(df)
     else:
         classes = sorted(set(df["_label"]))
+        looks_like_sets = [c for c in classes if ";" in c and
+                           any(normal_text(part) in classes for part in c.split(";"))]
+        if looks_like_sets:
+            raise InputError(f"{manifest}: labels like {looks_like_sets[0]!r} hold several "
+                             "classes: pass --multi-label to audit label sets (each cell a set "
+                             "separated by ';', --label-sep to change it)")
         index = {c: i for i, c in enumerate(classes)}
         # one row per annotation: rows with the same path are summed into label counts
         grouped: dict[str, int] = {}

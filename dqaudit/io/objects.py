@@ -25,13 +25,19 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from dqaudit.imaging.boxes import (BOX_COLUMNS, DEFAULT_MARGIN, DUPLICATE_BOX_IOU, MIN_BOX_SIDE,
-                    box_problems, duplicate_boxes)
-from dqaudit.dataset import (IMAGE_EXTENSIONS, SPLIT_NAMES, LabeledImages, file_digest, one_hot,
-                      printable)
+from dqaudit.dataset import SPLIT_NAMES, LabeledImages, one_hot
 from dqaudit.embed.cache import default_cache_dir
 from dqaudit.embed.loader import describe_failure, load_strict, to_rgb
 from dqaudit.errors import InputError
+from dqaudit.files import IMAGE_EXTENSIONS, file_digest, printable
+from dqaudit.imaging.boxes import (
+    BOX_COLUMNS,
+    DEFAULT_MARGIN,
+    DUPLICATE_BOX_IOU,
+    MIN_BOX_SIDE,
+    box_problems,
+    duplicate_boxes,
+)
 
 # the samples table's columns of an object audit (Audit.load rebuilds ``objects`` from them):
 # where the box lies in its image (pixels: the report and the review queue show it there),

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import printable
-from dqaudit.imaging.dicom import DicomRead
-from dqaudit.files import replacing
 from dqaudit.errors import DqauditError
+from dqaudit.files import printable, replacing
+from dqaudit.imaging.dicom import DicomRead
 
 SAMPLES_PARQUET = "samples.parquet"
 SAMPLES_CSV = "samples.csv"

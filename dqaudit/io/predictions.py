@@ -1,6 +1,6 @@
 """A model's predictions, as a user gives them (``dqaudit evaluate --predictions``): a CSV or
 Parquet table of image paths (or ids) and predicted classes, or one probability column per
-class, matched to an audit's samples by meaning (``dataset.sample_ids``)."""
+class, matched to an audit's samples by meaning (``files.sample_ids``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.io import outputs
-
 from dqaudit.errors import DqauditError
-from dqaudit.dataset import sample_ids
-
+from dqaudit.files import sample_ids
+from dqaudit.io import outputs
 
 PATH_COLUMNS = ("path", "filepath", "file", "filename", "image", "id")
 
@@ -26,7 +24,7 @@ def read_predictions(source, *, name: str, samples: pd.DataFrame,
     """A model's predictions -> DataFrame(``row``: index into ``samples``, ``predicted``: class
     index). ``source``: a CSV/Parquet path or a DataFrame with a path (or id) column and
     ``predicted``, or one probability column per class (then the top class is the
-    prediction). Samples are found by meaning (``dataset.sample_ids``: the id, the path as
+    prediction). Samples are found by meaning (``files.sample_ids``: the id, the path as
     the manifest or folder gives it, the absolute path). Every problem is one error naming
     the file and the fix; nothing is written."""
     what = f"--predictions {name}" + (f" ({source})" if not isinstance(source, pd.DataFrame)

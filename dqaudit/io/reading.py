@@ -40,12 +40,28 @@ class InputConfig:
     label_field: str = DEFAULT_LABEL_FIELD  # FiftyOne: Classification or Detections
     saved_view: str | None = None
     pred_field: str | None = None  # FiftyOne: a detector's Detections
+    # label sets (multi-label data): a label column of sets separated by label_sep, or one
+    # 0/1 column per class (label_columns); classes: the known classes (a set naming another
+    # is an error)
+    multi_label: bool = False
+    label_sep: str = ";"
+    label_columns: tuple[str, ...] | None = None
+    classes: tuple[str, ...] | None = None
     box_margin: float = DEFAULT_MARGIN  # boxes: context, a fraction of the side each way
     min_box_side: float = MIN_BOX_SIDE  # boxes: shorter side in px, below: listed, not audited
 
     def __post_init__(self):
         if self.image_root is not None:
             object.__setattr__(self, "image_root", str(self.image_root))
+        for name in ("label_columns", "classes"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(str(v) for v in value))
+        if self.label_columns:  # 0/1 class columns are label sets
+            object.__setattr__(self, "multi_label", True)
+        if not self.label_sep or self.label_sep.strip() != self.label_sep:
+            raise InputError(f"label separator {self.label_sep!r}: choose a visible character "
+                             "that no class name holds, e.g. ; or |")
         if self.layout not in LAYOUTS:
             raise InputError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
         if not 0 <= float(self.box_margin) <= 2:

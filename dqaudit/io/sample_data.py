@@ -270,3 +270,54 @@ def generate_scenes(out_dir: str | os.PathLike, *, n_images: int = 60, objects: 
     (out / "scenes.json").write_text(json.dumps(doc, indent=1) + "\n")
     return {"n_images": n_images, "n_boxes": len(annotations), "classes": list(CLASSES),
             "n_corrupted": len(flip)}
+
+
+ML_SIZE = 112
+
+
+def generate_multilabel(out_dir: str | os.PathLike, *, n_images: int = 180,
+                        noise_rate: float = 0.1, seed: int = 0) -> dict:
+    """A multi-label dataset of shapes with known set truth: ``images/*.jpg`` of ML_SIZE px
+    with one to three shapes of different classes each, and ``manifest.csv`` (path, labels:
+    the given set as ``a;b``, true_labels, corrupted, split). About ``noise_rate`` of the
+    images get a wrong set: half of them miss one of their classes, half carry one extra."""
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k in range(n_images):
+        bg = rng.integers(0, 256, 3)
+        noise = rng.normal(0, 14, (ML_SIZE, ML_SIZE, 3))
+        img = Image.fromarray(np.clip(bg[None, None, :] + noise, 0, 255).astype(np.uint8), "RGB")
+        d = ImageDraw.Draw(img)
+        kinds = list(rng.choice(CLASSES, size=int(rng.integers(1, 4)), replace=False))
+        placed: list[tuple[float, float, float]] = []
+        for kind in kinds:
+            for _attempt in range(50):  # shapes may touch, not hide each other
+                r = rng.uniform(13, 22)
+                cx, cy = rng.uniform(r * 1.3, ML_SIZE - r * 1.3, 2)
+                if all(math.hypot(cx - px, cy - py) > 1.05 * (r + pr) for px, py, pr in placed):
+                    break
+            placed.append((cx, cy, r))
+            fg = tuple(int(v) for v in (bg + rng.integers(90, 166, 3)) % 256)
+            _draw_object(d, str(kind), cx, cy, r, rng.uniform(0, 2 * math.pi), fg)
+        name = f"images/ml_{k:03d}.jpg"
+        (out / name).write_bytes(_jpeg_bytes(img.filter(ImageFilter.GaussianBlur(0.5)), 90))
+        truth = sorted(str(v) for v in kinds)
+        rows.append({"path": name, "true_labels": ";".join(truth),
+                     "split": "test" if k % 5 == 0 else "train"})
+    wrong = set(rng.choice(n_images, size=int(round(noise_rate * n_images)),
+                           replace=False).tolist())
+    for k, row in enumerate(rows):
+        given = row["true_labels"].split(";")
+        if k in wrong:
+            absent = [c for c in CLASSES if c not in given]
+            if (k % 2 == 0 and len(given) > 1) or not absent:
+                given.remove(given[int(rng.integers(len(given)))])  # a missing label
+            else:
+                given.append(absent[int(rng.integers(len(absent)))])  # an extra label
+        row["labels"] = ";".join(sorted(given))
+        row["corrupted"] = k in wrong
+    pd.DataFrame(rows)[["path", "labels", "true_labels", "corrupted", "split"]].to_csv(
+        out / "manifest.csv", index=False)
+    return {"n_images": n_images, "classes": list(CLASSES), "n_corrupted": len(wrong)}

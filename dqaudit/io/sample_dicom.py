@@ -50,10 +50,18 @@ def write_dicom(path: str | os.PathLike, grey: np.ndarray, *, photometric: str =
     others noise. ``syntax``: one of ``SYNTAXES``."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless,
-                             RLELossless, ComputedRadiographyImageStorage,
-                             ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                             UltrasoundImageStorage, generate_uid)
+    from pydicom.uid import (
+        ComputedRadiographyImageStorage,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGBaseline8Bit,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        RLELossless,
+        UltrasoundImageStorage,
+        generate_uid,
+    )
 
     rng = np.random.default_rng(seed)
     ds = Dataset()

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from dqaudit.dataset import is_dicom_file, original_path
-from dqaudit.imaging.dicom import DicomRead
-from dqaudit.imaging.dicom_header import header_record
 from dqaudit.embed.loader import open_rgb
 from dqaudit.estimates.headline import headline
-from dqaudit.io.objects import context_region
+from dqaudit.files import is_dicom_file, original_path
+from dqaudit.imaging.dicom import DicomRead
+from dqaudit.imaging.dicom_header import header_record
 from dqaudit.imaging.image_checks import IMAGE_ISSUES, THRESHOLDS
-from dqaudit.scoring.checks import BOX_ISSUES, BY_NAME
+from dqaudit.io.objects import context_region
 from dqaudit.io.outputs import dicom_read, review_order_column
 from dqaudit.report import figures
+from dqaudit.scoring.checks import BOX_ISSUES, BY_NAME
 
 THUMB = 96  # px: 32 px images are upscaled 3x with nearest neighbour so they stay crisp
 BOX_COLOUR = (255, 0, 170)  # an object audit's box in its image: a colour photos rarely hold
@@ -123,7 +123,8 @@ def _location(source: dict, redact) -> str:
         else location
 
 
-ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_confidence",
+ROW_COLUMNS = ["id", "path", "label", "split", "suggested_label", "suggested_labels",
+               "missing_labels", "extra_labels", "suggested_confidence",
                "noisiness", "ambiguity", "priority", "review_score", "importance",
                "outlier_score", "outlier_percentile", "dup_group", "label_error_probability",
                "given_label_disagreement", "image_id"]
@@ -183,8 +184,10 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
             ds["classes"], [class_counts[c] for c in ds["classes"]], flagged_per_class),
         "priority": figures.priority_histogram(samples["priority"].to_numpy(),
                                                is_error.astype(bool)),
+        # label sets have no class-by-class transitions (summary["multi_label"] says why)
         "transition": figures.transition_heatmap(
-            ds["classes"], summary["estimated_transition_matrix"]["matrix"]),
+            ds["classes"], summary["estimated_transition_matrix"]["matrix"])
+        if summary.get("estimated_transition_matrix") else "",
         "relabel_plan": figures.relabel_plan(summary["relabel_plan"]),
     }
     if (summary.get("clr") or {}).get("curves"):

@@ -48,8 +48,13 @@ from dqaudit.embed.encoders import (
 )
 from dqaudit.errors import DqauditError, InputError
 from dqaudit.files import replacing
-from dqaudit.scoring.finetune_net import (LAST_FIRST_BLOCK, Pixels, build_net, random_crops,
-                                          trunk_activations)
+from dqaudit.scoring.finetune_net import (
+    LAST_FIRST_BLOCK,
+    Pixels,
+    build_net,
+    random_crops,
+    trunk_activations,
+)
 
 logger = logging.getLogger("dqaudit")
 

@@ -20,8 +20,8 @@ Targets are the normalised label counts, so several annotators per sample are fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 

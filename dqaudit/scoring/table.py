@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import LabeledImages, label_distribution, printable
+from dqaudit.dataset import LabeledImages, label_distribution, set_text
 from dqaudit.errors import InputError
+from dqaudit.files import printable
 from dqaudit.imaging.image_checks import (
     IMAGE_ISSUES,
     JUNK_ISSUES,
@@ -22,7 +23,7 @@ from dqaudit.imaging.image_checks import (
     image_scores,
     stat_column,
 )
-from dqaudit.scoring import calibration, scores
+from dqaudit.scoring import calibration, multilabel, scores
 from dqaudit.scoring.checks import CHECKS, issue_masks
 from dqaudit.scoring.checks import flagged as flagged_by
 from dqaudit.scoring.neighbors import (
@@ -88,43 +89,26 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     if embeddings is None and pred_probs is None:
         raise InputError("scoring needs embeddings, pred_probs or both")
     if pred_probs is not None:
-        pred_probs = _checked_probs(pred_probs, n, data.n_classes)
-    x = post = None
+        pred_probs = (_checked_set_probs if data.multi_label else _checked_probs)(
+            pred_probs, n, data.n_classes)
+    x = None
     if embeddings is not None:
         x = project(embeddings, seed=seed)
         if graph is None:
             graph = knn(embeddings, k=k, method=knn_method, device=device, seed=seed)
-    if pred_probs is None:
-        post = compute_posteriors(x, graph, data.label_counts, data.labels, method=method,
-                                  seed=seed, device=device)
-        probs = post.probs
-        # the order of review: the same scores on the posteriors the cleaning simulation
-        # measures (one fold split, no correction rounds; see posteriors.review_posteriors)
-        review_probs = review_posteriors(
-            method, x, graph, data.label_counts, post.fold_sets[0], device=device,
-            graph_probs=post.by_method.get("graph"), labels=data.labels, seed=seed)
-    else:
-        probs = review_probs = pred_probs
-    target = label_distribution(data.label_counts)
-    noisiness = scores.noisiness(target, probs)
-    ambiguity = scores.ambiguity(probs)
-    priority = noisiness - ambiguity
-    suggested, confidence = scores.suggestions(probs)
-    disagreement = scores.given_label_disagreement(target, probs)
-    found = scores.find_label_errors(data.labels, target, probs)
-    label_error, n_errors, joint = found.flags, found.count, found.joint
-    # calibrated to sum to the estimated number of wrong labels (benchmarks/calibration.py)
-    error_probability = calibration.power(disagreement, n_errors)
-    # the order of review: where one look fixes a label, the chance it is wrong (noisiness's
-    # order); where a review is one more annotation, priority joined with the noise model
-    review = scores.review_score_of(data.labels, review_probs, label_counts=data.label_counts) \
-        if review_order == "review_score" else \
-        scores.mean_rank(disagreement) / max(n - 1, 1)
+    lab = (_set_scores if data.multi_label else _label_scores)(
+        data, x, graph, pred_probs=pred_probs, method=method, seed=seed, device=device,
+        review_order=review_order)
+    probs, post = lab["probs"], lab["post"]
+    noisiness, ambiguity, priority = lab["noisiness"], lab["ambiguity"], lab["priority"]
+    suggested_names, confidence = lab["suggested"], lab["confidence"]
+    error_probability, disagreement = lab["error_probability"], lab["disagreement"]
+    label_error, n_errors, review = lab["label_error"], lab["n_errors"], lab["review"]
     checks = _image_checks(image_stats if "images" in checked else None, n)
     junk = np.zeros(n, dtype=bool)
     for name in JUNK_ISSUES:
         junk |= checks["flags"][name]
-    raw_ambiguous = scores.top_two_margin(probs) < AMBIGUITY_MARGIN
+    raw_ambiguous = lab["ambiguous"]
     if duplicate_threshold is None:
         duplicate_threshold = DUPLICATE_THRESHOLD
     if graph is not None:
@@ -142,7 +126,10 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         n, -1, dtype=np.int64)
     exact = exact_group >= 0
     duplicate = (dup_group >= 0) | exact
-    conflicting = group_flags(dup_group, data.labels) | group_flags(exact_group, data.labels)
+    # duplicates conflict when their labels (their whole sets, for multi-label data) differ
+    given = [set_text(r, data.classes) for r in data.label_sets] if data.multi_label \
+        else data.labels
+    conflicting = group_flags(dup_group, given) | group_flags(exact_group, given)
     leak = group_flags(dup_group, data.splits, ignore_empty=True) | group_flags(
         exact_group, data.splits, ignore_empty=True)
 
@@ -157,8 +144,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     names = list(masks)
     issues = _issue_lists(names, list(masks.values()))
     flagged = flagged_by(masks)
-    classes = np.array(data.classes, dtype=object)
-    suggested_names = classes[suggested].copy()
+    suggested_names = np.array(suggested_names, dtype=object)
     suggested_names[junk] = ""  # no suggestion on junk: it would mislead the reviewer
     confidence = np.where(junk, np.nan, confidence)
     table = pd.DataFrame({
@@ -180,22 +166,21 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         **{f"{k}_score": checks["scores"][k] for k in IMAGE_ISSUES},
         "exact_dup_group": exact_group,
     })
-    per_class_noise = {}
-    row_sums = joint.sum(axis=1)
-    for c, name in enumerate(data.classes):
-        members = data.labels == c
-        per_class_noise[name] = {
-            "n": int(members.sum()),
-            "confident_joint_rate": round(float(1 - joint[c, c] / row_sums[c]), 4)
-            if row_sums[c] > 0 else None,
-            "flagged_label_errors": int(label_error[members].sum()),
-        }
-    transition = joint / np.maximum(row_sums[:, None], 1e-12)
+    if data.multi_label:
+        extra = {"missing_labels": lab["missing_labels"], "extra_labels": lab["extra_labels"]}
+        for name, values in extra.items():
+            table.insert(table.columns.get_loc("suggested_label") + 1, name,
+                         np.where(junk, "", np.array(values, dtype=object)))
+        table = table.rename(columns={"suggested_label": "suggested_labels"})
+    noise_blocks = lab["noise_blocks"](label_error)
     stats = {
         "posterior_method": method if post is not None else probs_source,
         "label_error_probability": {
             "calibration": "power",
-            "description": "P(given label is wrong): 1 - p(given label) under the "
+            "description": "P(given set is wrong): 1 - prod over classes of (1 - q), q the "
+                           "calibrated probability that the class's answer is wrong "
+                           "(scoring.multilabel)" if data.multi_label else
+                           "P(given label is wrong): 1 - p(given label) under the "
                            "out-of-sample posteriors, raised to the power that makes the "
                            "column sum to the estimated number of wrong labels",
         },
@@ -211,13 +196,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "image_checks": "not run: left out by --checks" if "images" not in checked else
         "decode statistics" if image_stats is not None else
         "not run: no images were decoded (user embeddings or pred_probs)",
-        "per_class_noise": per_class_noise,
-        "estimated_transition_matrix": {
-            "classes": list(data.classes),
-            "description": "row: given label, column: likely true label (row-normalised "
-                           "calibrated confident joint)",
-            "matrix": np.round(transition, 4).tolist(),
-        },
+        **noise_blocks,
         "score_parameters": {"k": graph.k if graph is not None else None,
                              "duplicate_threshold": duplicate_threshold,
                              "ambiguity_margin": AMBIGUITY_MARGIN,
@@ -229,6 +208,110 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                              "posteriors": "probes" if post is not None else probs_source},
     }
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
+
+
+def _label_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed: int,
+                  device: str, review_order: str) -> dict:
+    """The label scores of a single-label dataset: posteriors (the probes', or the user's
+    ``pred_probs``), noisiness, ambiguity, the flag, the calibrated error probability, the
+    review order, and the confident joint's per-class blocks for the summary."""
+    n = len(data)
+    post = None
+    if pred_probs is None:
+        post = compute_posteriors(x, graph, data.label_counts, data.labels, method=method,
+                                  seed=seed, device=device)
+        probs = post.probs
+        # the order of review: the same scores on the posteriors the cleaning simulation
+        # measures (one fold split, no correction rounds; see posteriors.review_posteriors)
+        review_probs = review_posteriors(
+            method, x, graph, data.label_counts, post.fold_sets[0], device=device,
+            graph_probs=post.by_method.get("graph"), labels=data.labels, seed=seed)
+    else:
+        probs = review_probs = pred_probs
+    target = label_distribution(data.label_counts)
+    noisiness = scores.noisiness(target, probs)
+    ambiguity = scores.ambiguity(probs)
+    suggested, confidence = scores.suggestions(probs)
+    disagreement = scores.given_label_disagreement(target, probs)
+    found = scores.find_label_errors(data.labels, target, probs)
+    joint = found.joint
+    # the order of review: where one look fixes a label, the chance it is wrong (noisiness's
+    # order); where a review is one more annotation, priority joined with the noise model
+    review = scores.review_score_of(data.labels, review_probs, label_counts=data.label_counts) \
+        if review_order == "review_score" else \
+        scores.mean_rank(disagreement) / max(n - 1, 1)
+
+    def noise_blocks(label_error: np.ndarray) -> dict:
+        per_class_noise = {}
+        row_sums = joint.sum(axis=1)
+        for c, name in enumerate(data.classes):
+            members = data.labels == c
+            per_class_noise[name] = {
+                "n": int(members.sum()),
+                "confident_joint_rate": round(float(1 - joint[c, c] / row_sums[c]), 4)
+                if row_sums[c] > 0 else None,
+                "flagged_label_errors": int(label_error[members].sum()),
+            }
+        transition = joint / np.maximum(row_sums[:, None], 1e-12)
+        return {"per_class_noise": per_class_noise,
+                "estimated_transition_matrix": {
+                    "classes": list(data.classes),
+                    "description": "row: given label, column: likely true label "
+                                   "(row-normalised calibrated confident joint)",
+                    "matrix": np.round(transition, 4).tolist()}}
+
+    return {"probs": probs, "post": post, "noisiness": noisiness, "ambiguity": ambiguity,
+            "priority": noisiness - ambiguity,
+            "suggested": np.array(data.classes, dtype=object)[suggested],
+            "confidence": confidence, "disagreement": disagreement,
+            "label_error": found.flags, "n_errors": found.count,
+            # calibrated to sum to the estimated number of wrong labels (calibration.py)
+            "error_probability": calibration.power(disagreement, found.count),
+            "ambiguous": scores.top_two_margin(probs) < AMBIGUITY_MARGIN,
+            "review": review, "noise_blocks": noise_blocks}
+
+
+def _set_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed: int,
+                device: str, review_order: str) -> dict:
+    """The label scores of a multi-label dataset (``scoring.multilabel``): per-class
+    out-of-fold posteriors (or the user's independent ``pred_probs``), scored pair by pair;
+    the review goes by the chance the set is wrong."""
+    sets = data.label_sets
+    post = None
+    if pred_probs is None:
+        probs = multilabel.binary_posteriors(x, sets, seed=seed, device=device,
+                                             config=multilabel.SET_PROBE)
+    else:
+        probs = pred_probs
+    s = multilabel.set_scores(sets, probs, data.classes)
+    n = len(data)
+
+    def noise_blocks(label_error: np.ndarray) -> dict:
+        block = multilabel.set_summary(sets, s, data.classes)
+        per_class_noise = {name: {"n": v["n_present"], "confident_joint_rate": None,
+                                  "flagged_label_errors": v["flagged_missing"]
+                                  + v["flagged_extra"], **v}
+                           for name, v in block["per_class"].items()}
+        return {"per_class_noise": per_class_noise, "estimated_transition_matrix": None,
+                "multi_label": block}
+
+    return {**s, "probs": probs, "post": post,
+            "n_errors": int(round(float(s["error_probability"].sum()))),
+            "review": scores.mean_rank(s["disagreement"]) / max(n - 1, 1),
+            "noise_blocks": noise_blocks}
+
+
+def _checked_set_probs(pred_probs, n: int, n_classes: int) -> np.ndarray:
+    """(N, C) float64 independent probabilities of each class being present (cleanlab's
+    multi-label convention), or an InputError naming the fix."""
+    p = np.asarray(pred_probs, dtype=np.float64)
+    if p.shape != (n, n_classes):
+        raise InputError(f"pred_probs has shape {p.shape}; a multi-label audit needs "
+                         f"({n}, {n_classes}): one probability per sample and class")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise InputError("pred_probs of label sets are probabilities in [0, 1] (each class "
+                         "on its own; rows need not sum to 1)")
+    return p
 
 
 def box_flags(objects: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -267,11 +350,12 @@ def base_samples_table(data: LabeledImages) -> pd.DataFrame:
     """The identity columns of the samples table: id, path, label (class name), split, and for
     an object audit the box's own columns (``objects.OBJECT_COLUMNS``: its image, where it
     lies, the box checks; ``path`` is then its crop). A path that is not UTF-8 shows its odd
-    bytes as ``\\xNN`` (``dataset.printable``)."""
+    bytes as ``\\xNN`` (``files.printable``)."""
     table = pd.DataFrame({
         "id": data.ids,
         "path": [printable(p) for p in data.paths],
-        "label": [data.classes[i] for i in data.labels],
+        "label": [set_text(r, data.classes) for r in data.label_sets] if data.multi_label
+        else [data.classes[i] for i in data.labels],
         "split": list(data.splits),
     })
     if data.objects is not None:

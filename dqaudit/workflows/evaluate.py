@@ -19,17 +19,20 @@ audit's values.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
-from dqaudit.io import outputs
-
-from dqaudit.estimates import survey
-from dqaudit.estimates.accuracy import (accuracy_range, paired_difference, recall_table,
-                                        true_class_posterior, verified_accuracy)
 from dqaudit.errors import DqauditError
+from dqaudit.estimates import survey
+from dqaudit.estimates.accuracy import (
+    accuracy_range,
+    paired_difference,
+    recall_table,
+    true_class_posterior,
+    verified_accuracy,
+)
 from dqaudit.estimates.headline import headline
+from dqaudit.io import outputs
 from dqaudit.io.predictions import read_predictions
 from dqaudit.workflows.verify import check_frame, in_split
 
@@ -333,6 +336,10 @@ def evaluate(predictions: dict, *, split: str | None, samples: pd.DataFrame, sum
     (``Audit.evaluate`` records it)."""
     if not predictions:
         raise DqauditError("give at least one --predictions FILE (or NAME=FILE)")
+    if summary.get("multi_label"):
+        raise DqauditError("evaluate measures single-label classifiers' accuracy; a multi-label "
+                           "audit's verified sample (dqaudit verify) gives its share of wrong "
+                           "sets")
     if summary["dataset"]["source"].get("unit") == "object":
         raise DqauditError("evaluate measures image classifiers; this audit is of boxes")
     in_split(samples, split)  # a split the audit does not have: the error, before any reading

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from dqaudit.config import EXPORT_TARGETS
-from dqaudit.dataset import normal_text, original_path
 from dqaudit.errors import DqauditError
+from dqaudit.files import normal_text, original_path
 from dqaudit.io import outputs
 from dqaudit.io.fiftyone_io import SOURCE_PATH, import_fiftyone
 from dqaudit.io.fiftyone_results import viewable_paths
@@ -87,6 +87,13 @@ def export_cleaned(*, samples: pd.DataFrame, summary: dict, changelog: pd.DataFr
     sources = {str(Path(p).resolve()) for p in paths}
     if to in ("folder", "csv"):
         _check_destination(Path(dest), summary, sources, force=force)
+    sets = bool(summary.get("multi_label"))
+    if sets and to in ("folder", "fiftyone"):
+        raise DqauditError(f"--to {to}: a class folder holds one class per image, and FiftyOne "
+                           "fields for label sets are not written yet; export label sets with "
+                           "--to csv (a label column of sets like 'cat;dog')" if to == "folder"
+                           else "--to fiftyone: FiftyOne fields for label sets are not written "
+                           "yet; export label sets with --to csv")
     if to == "folder":
         target = Path(dest)
         plan, taken = [], set()
@@ -113,7 +120,7 @@ def export_cleaned(*, samples: pd.DataFrame, summary: dict, changelog: pd.DataFr
     if to == "csv":
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        kept = _as_input_manifest(samples, summary, dropped=drop_junk)
+        kept = None if sets else _as_input_manifest(samples, summary, dropped=drop_junk)
         if kept is not None:  # the input manifest, only its labels changed
             table, sep = kept
             with outputs.replacing(target) as tmp:

@@ -15,15 +15,18 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import majority_labels, normal_text, sample_ids
+from dqaudit.dataset import majority_labels, set_row, set_text
 from dqaudit.errors import DqauditError
+from dqaudit.files import normal_text, sample_ids
 from dqaudit.io import outputs
 from dqaudit.io.outputs import review_order_column
 from dqaudit.io.store import LEDGER_COLUMNS
 from dqaudit.report.context import row_thumbnail
 
 DROP_LABEL = "DROP"  # a correction with this label removes the sample on export
-QUEUE_COLUMNS = ["id", "path", "label", "suggested_label", "suggested_confidence",
+EMPTY_SET = "(none)"  # a multi-label correction saying the sample holds no class
+QUEUE_COLUMNS = ["id", "path", "label", "suggested_label", "suggested_labels", "missing_labels",
+                 "extra_labels", "suggested_confidence",
                  "review_score", "priority", "noisiness", "ambiguity", "issues",
                  # an object audit: which image the box is in, where (pixels)
                  "image_id", "image_path", "box_x", "box_y", "box_w", "box_h"]
@@ -69,7 +72,7 @@ def filled_unapplied(queue: pd.DataFrame | None, ledger: pd.DataFrame) -> int:
 
 
 def read_corrections(corrections, samples: pd.DataFrame, classes: list[str], *,
-                     annotator: str | None) -> pd.DataFrame:
+                     annotator: str | None, sets: bool) -> pd.DataFrame:
     """The ledger rows (``LEDGER_COLUMNS``) of ``corrections``: a CSV path or DataFrame with
     ``id`` (or ``path``) and ``label`` (or ``correct_label``, as in review_queue.csv; a class
     or ``DROP``), optionally ``annotator``, ``note`` and ``time``; validated (an error names the
@@ -98,12 +101,16 @@ def read_corrections(corrections, samples: pd.DataFrame, classes: list[str], *,
                            "gives it)")
     new["id"] = found
     new["label"] = new["label"].map(normal_text)  # as the scan read the classes
+    if sets:  # each label is a set ("a;b", EMPTY_SET for none): written as the audit writes it
+        new["label"] = [lab if lab == DROP_LABEL else set_text(set_row(
+            "" if lab == EMPTY_SET else lab, classes, what=f"correction of {sid!r}"), classes)
+            or EMPTY_SET for sid, lab in zip(new["id"], new["label"])]
     for column in ("annotator", "note"):
         if column in new.columns:
             new[column] = new[column].str.strip()
     new = new.drop_duplicates(subset=[c for c in ("id", "label", "annotator", "note")
                                       if c in new.columns], keep="last")
-    bad = sorted(set(new["label"]) - set(classes) - {DROP_LABEL})
+    bad = [] if sets else sorted(set(new["label"]) - set(classes) - {DROP_LABEL})
     if bad:
         raise DqauditError(f"unknown labels {bad[:5]}; valid: {', '.join(classes)} or "
                            f"{DROP_LABEL}")
@@ -175,6 +182,54 @@ def record_corrections(new: pd.DataFrame, *, samples: pd.DataFrame, classes: lis
             "dropped": len(dropped), "reviewed_samples": int(book["id"].nunique()),
             "labels": labels, "dropped_ids": dropped, "label_counts": counts,
             "ledger": book, "changelog": changelog}
+
+
+def record_set_corrections(new: pd.DataFrame, *, samples: pd.DataFrame, classes: list[str],
+                           ledger: pd.DataFrame, changelog: pd.DataFrame,
+                           label_counts: np.ndarray) -> dict:
+    """``record_corrections`` for label sets: a reviewer's set replaces the sample's (the
+    newest annotation wins: a set is checked class by class, not voted on); ``label_counts``
+    (N, C) are the sets as 0/1; each change's note names the classes added and removed."""
+    batch = new["batch"].iat[0] if len(new) else None
+    if batch is not None and (ledger["batch"] == batch).any():
+        return record_corrections(new, samples=samples, classes=classes, ledger=ledger,
+                                  changelog=changelog, label_counts=label_counts)
+    book = pd.concat([ledger, new], ignore_index=True) if len(ledger) else new.copy()
+    sets = np.array(label_counts, dtype=np.float32, copy=True)
+    index = {sid: i for i, sid in enumerate(samples["id"])}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    old = samples["label"].astype(str).tolist()
+    changes = []
+    for sid, lab, who, note in zip(new["id"], new["label"], new["annotator"], new["note"]):
+        i = index[sid]
+        if lab == DROP_LABEL:
+            changes.append({"id": sid, "path": samples["path"].iat[i], "old_label": old[i],
+                            "new_label": DROP_LABEL, "annotator": who, "time": now,
+                            "note": note or "marked as junk"})
+            continue
+        row = set_row("" if lab == EMPTY_SET else lab, classes, what=f"correction of {sid!r}")
+        before = sets[i] > 0
+        if (row != before).any():
+            added = [c for c, a, b in zip(classes, row, before) if a and not b]
+            removed = [c for c, a, b in zip(classes, row, before) if b and not a]
+            changes.append({"id": sid, "path": samples["path"].iat[i],
+                            "old_label": set_text(before, classes),
+                            "new_label": set_text(row, classes), "annotator": who,
+                            "time": now, "note": note or "; ".join(
+                                part for part in (f"added {', '.join(added)}" if added else "",
+                                                  f"removed {', '.join(removed)}"
+                                                  if removed else "") if part)})
+        sets[i] = row
+    if changes:
+        added = pd.DataFrame(changes).astype(str)
+        changelog = pd.concat([changelog, added], ignore_index=True) if len(changelog) \
+            else added
+    dropped = set(book.loc[book["label"] == DROP_LABEL, "id"])
+    return {"annotations": len(new), "already_applied": None,
+            "label_changes": sum(c["new_label"] != DROP_LABEL for c in changes),
+            "dropped": len(dropped), "reviewed_samples": int(book["id"].nunique()),
+            "labels": [set_text(r, classes) for r in sets > 0], "dropped_ids": dropped,
+            "label_counts": sets, "ledger": book, "changelog": changelog}
 
 
 def corrections_summary(ledger: pd.DataFrame, changelog: pd.DataFrame) -> dict | None:

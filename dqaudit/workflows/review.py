@@ -16,17 +16,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import one_hot
+from dqaudit.dataset import first_classes, one_hot, set_row
 from dqaudit.devices import resolve_device
 from dqaudit.errors import DqauditError, InputError
 from dqaudit.estimates.clr import ClrConfig
 from dqaudit.io import outputs, store
-from dqaudit.io.fiftyone_results import tag_samples, tag_view
+from dqaudit.io.fiftyone_results import tag_samples, tag_view, write_results
+from dqaudit.io.reading import DEFAULT_LABEL_FIELD
 from dqaudit.io.ingest import fingerprint
 from dqaudit.pipeline import log, rescored, score, timed
 from dqaudit.workflows import evaluate as evaluation
 from dqaudit.workflows import export, relabel, verify
 
+MULTI_LABEL_FIFTYONE = ("FiftyOne fields for label sets are not written yet: the samples table "
+                        "(missing_labels, extra_labels) and the report carry a multi-label "
+                        "audit's results; scan without --fiftyone")
 REVIEW_TAG = "dq_review"
 # the files a draw of the verification sample changes
 DRAW_FILES = (outputs.SUMMARY_JSON, store.VERIFY_SAMPLE_CSV, store.VERIFY_FRAME)
@@ -90,11 +94,13 @@ class Reviewing:
         or ``correct_label``, optionally ``annotator`` and ``note``) to the ledger and the
         label counts (``relabel.record_corrections``), then re-rank (``rescore``)."""
         new = relabel.read_corrections(corrections, self.samples, self.dataset.classes,
-                                       annotator=annotator)
+                                       annotator=annotator, sets=self.dataset.multi_label)
         with self._changing(store.APPLY_FILES):
-            rec = relabel.record_corrections(
-                new, samples=self.samples, classes=self.dataset.classes, ledger=self.ledger,
-                changelog=self.changelog, label_counts=self.dataset.label_counts)
+            record = relabel.record_set_corrections if self.dataset.multi_label else \
+                relabel.record_corrections
+            rec = record(new, samples=self.samples, classes=self.dataset.classes,
+                         ledger=self.ledger, changelog=self.changelog,
+                         label_counts=self.dataset.label_counts)
             self.ledger, self.changelog = rec.pop("ledger"), rec.pop("changelog")
             counts = rec.pop("label_counts")
             labels, dropped = rec.pop("labels"), rec.pop("dropped_ids")
@@ -214,8 +220,13 @@ class Reviewing:
         otherwise the headline marks it stale with the command that refreshes it."""
         data = self.dataset
         before = data.labels.copy()
+        before_sets = data.label_sets.copy()
         device = resolve_device(device or self.config.device)
-        if labels is not None:
+        if labels is not None and data.multi_label:  # a set's label is the whole set
+            sets = np.array([set_row(v, data.classes, what="label set") for v in labels])
+            data.label_counts = sets.astype(np.float32)
+            data.labels = first_classes(sets)
+        elif labels is not None:
             index = {c: i for i, c in enumerate(data.classes)}
             unknown = sorted(set(labels) - set(index))
             if unknown:
@@ -236,8 +247,10 @@ class Reviewing:
         keep = ~self.samples["id"].isin(set(dropped)).to_numpy()
         # every number estimated before this change of labels is now stale (headline.py)
         s = self.summary
+        changed = (data.label_sets != before_sets).any(axis=1) if data.multi_label \
+            else data.labels != before
         s["label_changes"] = s.get("label_changes", 0) + int(
-            ((data.labels != before) & keep).sum() + (~keep & self.kept).sum())
+            (changed & keep).sum() + (~keep & self.kept).sum())
         emb = None if self.embeddings is None else (
             self.embeddings if keep.all() else self.embeddings[keep])
         given = self.probs[keep] if self.user_probs else None
@@ -274,3 +287,26 @@ class Reviewing:
                                                     "time"]])
         else:
             self.finish()
+
+    def to_fiftyone(self, name: str | None = None) -> dict:
+        """Write the kept samples' ``dq_*`` fields, saved views and run record into FiftyOne
+        dataset ``name`` (default: the audit's); records the name."""
+        name = name or self.summary.get("fiftyone_dataset")
+        if not name:
+            raise DqauditError("no FiftyOne dataset named; pass one: audit.to_fiftyone('name')")
+        if self.dataset.multi_label:
+            raise DqauditError(MULTI_LABEL_FIFTYONE)
+        keep = self.kept
+        part = replace(self, dataset=self.dataset.subset(keep),
+                       samples=self.samples[keep].reset_index(drop=True),
+                       embeddings=None if self.embeddings is None else self.embeddings[keep])
+        written = write_results(
+            part, name, embeddings=self.embeddings is not None,
+            label_field=self.dataset.source.get("label_field", DEFAULT_LABEL_FIELD),
+            run=self.summary.get("fiftyone_run"))
+        if self.summary.get("fiftyone_dataset") != name:
+            self.summary["fiftyone_dataset"] = name
+            self._save_summary()
+        log(self.quiet, f"dqaudit: wrote fields and views {', '.join(written['views'])} to "
+                        f"FiftyOne dataset {written['dataset']!r}")
+        return written

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dqaudit.scoring import scores
 from dqaudit.dataset import majority_labels
 from dqaudit.devices import resolve_device
 from dqaudit.embed import auto_image_size, embed_images, load_encoder
@@ -30,11 +29,12 @@ from dqaudit.embed.encoders import DEFAULT_ENCODER
 from dqaudit.errors import DqauditError
 from dqaudit.io.ingest import median_image_side
 from dqaudit.io.manifest import load_manifest
-from dqaudit.scoring.neighbors import knn
 from dqaudit.io.outputs import write_json
+from dqaudit.report.figures import pyplot, svg_text
+from dqaudit.scoring import scores
+from dqaudit.scoring.neighbors import knn
 from dqaudit.scoring.posteriors import review_posteriors, stratified_folds
 from dqaudit.scoring.probes import project
-from dqaudit.report.figures import pyplot, svg_text
 
 SELECTORS = ("random", "oracle", "linear", "graph", "ensemble", "entropy")
 DEFAULT_SELECTORS = SELECTORS

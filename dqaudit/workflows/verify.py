@@ -18,12 +18,13 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from dqaudit.dataset import SET_SEP, set_row, set_text
 from dqaudit.errors import DqauditError
 from dqaudit.estimates import survey
 from dqaudit.io import outputs
 from dqaudit.io.store import VERIFY_FRAME, VERIFY_SAMPLE_CSV
 from dqaudit.scoring import calibration
-from dqaudit.workflows.relabel import DROP_LABEL
+from dqaudit.workflows.relabel import DROP_LABEL, EMPTY_SET
 
 VERIFY_TAG = "dq_verify"
 VERIFIED_NOTE = "verified sample"
@@ -213,7 +214,7 @@ def draw_sample(*, samples: pd.DataFrame, summary: dict, probs: np.ndarray | Non
 
 
 def _read_verified(path_or_frame, sample: pd.DataFrame, design_id: str,
-                   classes: list[str]) -> pd.DataFrame:
+                   classes: list[str], sets: bool) -> pd.DataFrame:
     """The filled rows of a verified-labels file, validated against the drawn sample."""
     new = path_or_frame if isinstance(path_or_frame, pd.DataFrame) else \
         outputs.read_user_csv(path_or_frame)
@@ -232,19 +233,25 @@ def _read_verified(path_or_frame, sample: pd.DataFrame, design_id: str,
         if sid not in drawn:
             raise DqauditError(f"row {row}: {sid!r} is not in this audit's verification "
                                "sample; nothing was written")
-        if label.strip() and label.strip() not in valid:
+        if sets and label.strip() and label.strip() not in (DROP_LABEL, EMPTY_SET):
+            set_row(label, classes, what=f"row {row}")  # an unknown class: the error
+        elif not sets and label.strip() and label.strip() not in valid:
             raise DqauditError(f"row {row}: {label!r} is not a class of this audit (valid: "
                                f"{', '.join(classes)} or {DROP_LABEL}); nothing was written")
     new = new.assign(verified_label=new["verified_label"].str.strip())
+    if sets:  # as the audit writes a set; the empty set as EMPTY_SET (blank: not checked)
+        new["verified_label"] = [v if v in ("", DROP_LABEL, EMPTY_SET) else
+                                 set_text(set_row(v, classes, what="verified set"), classes)
+                                 or EMPTY_SET for v in new["verified_label"]]
     return new[new["verified_label"] != ""].drop_duplicates("id", keep="last")
 
 
-def _merge_checked(sample: pd.DataFrame, verified, design: dict, classes: list[str]
-                   ) -> pd.DataFrame:
+def _merge_checked(sample: pd.DataFrame, verified, design: dict, classes: list[str],
+                   sets: bool) -> pd.DataFrame:
     """The verification ``sample`` with the checked labels of ``verified`` (validated by
     ``_read_verified``) merged in."""
     sample = sample.copy()
-    checked = _read_verified(verified, sample, design["design_id"], classes)
+    checked = _read_verified(verified, sample, design["design_id"], classes, sets)
     merged = dict(zip(checked["id"], checked["verified_label"]))
     sample["verified_label"] = [merged.get(s, v) for s, v in
                                 zip(sample["id"], sample["verified_label"])]
@@ -271,7 +278,8 @@ def estimate_verified(verified, *, samples: pd.DataFrame, summary: dict,
         raise DqauditError("no verification sample; draw one first (`dqaudit verify AUDIT "
                            "--size N`, audit.draw_verification_sample(size=N))")
     classes = summary["dataset"]["classes"]
-    sample = _merge_checked(sample, verified, design, classes)
+    sets = bool(summary.get("multi_label"))
+    sample = _merge_checked(sample, verified, design, classes, sets)
     done = sample[sample["verified_label"].str.strip() != ""]
     if done.empty:
         raise DqauditError("no row has a verified_label yet; fill some in (a class name, or "
@@ -289,7 +297,10 @@ def estimate_verified(verified, *, samples: pd.DataFrame, summary: dict,
                            f"{', '.join(map(str, rows))} of {VERIFY_SAMPLE_CSV}); every "
                            "stratum needs at least one")
     given = frame["given_label"].to_numpy()[idx]
-    y = (done["verified_label"].to_numpy() != given).astype(np.int64)
+    checked = done["verified_label"].to_numpy()
+    if sets:
+        checked = np.where(checked == EMPTY_SET, "", checked)
+    y = (checked != given).astype(np.int64)
     q_means = np.bincount(strata, weights=q, minlength=n_strata) / sizes
     est = survey.estimate_rate(y, s_strata, sizes, estimator=estimator, q_sample=q[idx],
                                q_means=q_means)
@@ -304,7 +315,7 @@ def estimate_verified(verified, *, samples: pd.DataFrame, summary: dict,
         "n_flagged_verified": int(flagged.sum())}
     per_class = {}
     for name in classes:
-        m = given == name
+        m = np.array([name in g.split(SET_SEP) for g in given]) if sets else given == name
         if m.any():
             per_class[name] = {"n_verified": int(m.sum()),
                                "verified_rate": round(float(
@@ -359,7 +370,8 @@ def record_verified(verified: pd.DataFrame, *, summary: dict, sample: pd.DataFra
     if not design or sample is None:
         raise DqauditError("no verification sample; draw one first (dqaudit verify AUDIT "
                            "--size N)")
-    sample = _merge_checked(sample, verified, design, summary["dataset"]["classes"])
+    sample = _merge_checked(sample, verified, design, summary["dataset"]["classes"],
+                            bool(summary.get("multi_label")))
     recorded = int((verified["verified_label"].astype(str).str.strip() != "").sum())
     done = sample[sample["verified_label"] != ""]
     missing = sorted(set(range(design["n_strata"])) - set(done["stratum"].astype(int)))

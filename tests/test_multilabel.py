@@ -1,0 +1,201 @@
+"""Multi-label audits: label sets read from a manifest (sets in a column, 0/1 class columns,
+annotators' rows), scored pair by pair (missing and extra classes), reviewed, verified and
+reported as sets; every bad input one line."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from dqaudit.api import Audit
+from dqaudit.cli import main
+from dqaudit.errors import DqauditError, InputError
+from dqaudit.io.ingest import load_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def files(class_tree):
+    return sorted(str(p) for p in class_tree.rglob("*.png"))  # 12 images
+
+
+def write(tmp_path, rows, name="m.csv", sep=","):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False, sep=sep)
+    return path
+
+
+def test_each_form_of_a_set_manifest_reads_the_same_sets(files, tmp_path):
+    sets = [["a", "b"], [], ["c"], ["b", "c"]] * 3
+    cells = [";".join(s) for s in sets]
+    a = load_dataset(write(tmp_path, {"path": files, "tags": cells}), multi_label=True,
+                     label_column="tags")
+    assert a.multi_label and a.classes == ["a", "b", "c"]
+    assert a.label_sets[files.index(files[1])].sum() == 0  # an empty cell is the empty set
+    b = load_dataset(write(tmp_path, {"path": files, "tags": [" | ".join(s) for s in sets]},
+                           "pipe.csv"), multi_label=True, label_column="tags", label_sep="|")
+    columns = {c: [int(c in s) for s in sets] for c in "abc"}
+    c = load_dataset(write(tmp_path, {"path": files, **columns}, "cols.csv"),
+                     label_columns=("a", "b", "c"))  # 0/1 columns imply --multi-label
+    order = {p: i for i, p in enumerate(a.paths)}
+    for other in (b, c):
+        assert other.classes == a.classes and other.multi_label
+        rows = np.array([order[p] for p in other.paths])
+        assert (other.label_sets == a.label_sets[rows]).all()
+    # annotators' rows: a class is in the set when most of the file's rows mark it
+    votes = write(tmp_path, {"path": [files[0]] * 3 + files[1:],
+                             "tags": ["a;b", "a", "a;c;c"] + cells[1:]}, "votes.csv")
+    v = load_dataset(votes, multi_label=True, label_column="tags")
+    first = v.label_sets[v.paths.index(files[0])]
+    assert [v.classes[j] for j in np.flatnonzero(first)] == ["a"]
+    assert "name a class twice" in v.source["read_as"]
+
+
+@pytest.mark.parametrize("rows,options,needle", [
+    ({"tags": ["a;zebra"] + ["a"] * 11}, {"classes": ("a", "b")}, "'zebra', not one of"),
+    ({"tags": ["a"] * 12}, {"classes": ("a;b", "c")}, "contains the set separator"),
+    ({"tags": ["a"] * 12, "x": ["2"] * 12}, {"label_columns": ("x",)}, "is not 0 or 1"),
+    ({"tags": ["a"] * 12}, {"label_columns": ("nope",)}, "no column 'nope'"),
+])
+def test_a_bad_set_manifest_is_one_line_naming_the_fix(files, tmp_path, rows, options,
+                                                        needle):
+    path = write(tmp_path, {"path": files, **rows})
+    with pytest.raises(InputError, match=needle):
+        load_dataset(path, multi_label=True, label_column="tags", **options)
+
+
+def test_sets_given_without_multi_label_or_as_folders_are_refused_with_the_fix(files,
+                                                                               class_tree,
+                                                                               tmp_path):
+    path = write(tmp_path, {"path": files, "label": ["red", "blue", "red;blue"] * 4})
+    with pytest.raises(InputError, match="pass --multi-label"):
+        load_dataset(path)
+    with pytest.raises(InputError, match="write a manifest"):
+        load_dataset(class_tree, multi_label=True)
+    with pytest.raises(InputError, match="separator"):
+        load_dataset(path, multi_label=True, label_sep=" ")
+
+
+def blob_sets(n=300, flips=((0, 0), (1, 1), (2, 2), (3, 0), (4, 1)), seed=0):
+    """Embeddings of sets of 3 classes (each class a direction) and the given sets with
+    ``flips`` (sample, class) pairs wrong."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random((n, 3)) < 0.4
+    x = rng.normal(size=(n, 16)) * 0.4 + truth.astype(float) @ (3 * np.eye(3, 16))
+    given = truth.copy()
+    for i, c in flips:
+        given[i, c] = ~given[i, c]
+    return x.astype(np.float32), truth, given
+
+
+def test_scores_name_the_missing_and_extra_classes_of_each_wrong_set():
+    x, truth, given = blob_sets()
+    audit = Audit.from_arrays([list(np.flatnonzero(r)) for r in given], embeddings=x,
+                              classes=["cat", "dog", "owl"])
+    s = audit.samples
+    flagged = set(np.flatnonzero(s["issues"].map(lambda v: "label_error" in v)))
+    assert {0, 1, 2, 3, 4} <= flagged and len(flagged) <= 8
+    for i, c in ((0, 0), (1, 1), (2, 2), (3, 0), (4, 1)):
+        name = ["cat", "dog", "owl"][c]
+        column = "extra_labels" if given[i, c] else "missing_labels"
+        assert name in s[column].iat[i].split(";")
+        assert s["suggested_labels"].iat[i] == ";".join(
+            n for n, on in zip(["cat", "dog", "owl"], truth[i]) if on)
+    assert (s.loc[~s.index.isin(flagged), "label_error_probability"] < 0.5).all()
+    m = audit.summary["multi_label"]
+    low, high = m["wrong_set_range"]
+    assert low <= 5 / 300 <= high + 0.01 and m["per_class"]["cat"]["flagged_extra"] >= 1
+    head = audit.summary["headline"]
+    assert head["source"] == "gold-free" and "label sets" in head["text"]
+    assert audit.summary["clr"] is None and audit.summary["estimated_transition_matrix"] is None
+    with pytest.raises(DqauditError, match="multi-label audit states"):
+        audit.estimate_clr()
+    # the user's own independent probabilities (cleanlab's multi-label convention)
+    probs = np.clip(truth * 0.9 + 0.05, 0, 1)
+    mine = Audit.from_arrays([list(np.flatnonzero(r)) for r in given], pred_probs=probs)
+    assert set(np.flatnonzero(mine.samples["issues"].map(lambda v: "label_error" in v))) \
+        >= {0, 1, 2, 3, 4}
+    with pytest.raises(InputError, match="in \\[0, 1\\]"):
+        Audit.from_arrays([list(np.flatnonzero(r)) for r in given], pred_probs=probs * 2)
+
+
+def test_a_class_no_model_can_learn_is_left_out_with_a_line(tmp_path):
+    x, truth, given = blob_sets()
+    sets = np.hstack([given, np.ones((len(given), 1), dtype=bool),
+                      np.zeros((len(given), 1), dtype=bool)])
+    audit = Audit.from_arrays(sets, multi_label=True, embeddings=x,
+                              classes=["cat", "dog", "owl", "everywhere", "nowhere"])
+    assert audit.dataset.classes == ["cat", "dog", "owl"]
+    reasons = audit.dataset.source["classes_left_out"]
+    assert any("'everywhere' is present on every sample" in r for r in reasons)
+    assert any("'nowhere' is present on no sample" in r for r in reasons)
+
+
+def test_sets_are_reviewed_verified_saved_and_exported_as_sets(tmp_path):
+    x, truth, given = blob_sets()
+    names = ["cat", "dog", "owl"]
+    text = {f"sample_{i}": ";".join(n for n, on in zip(names, r) if on) or "(none)"
+            for i, r in enumerate(truth)}
+    audit = Audit.from_arrays([list(np.flatnonzero(r)) for r in given], embeddings=x,
+                              classes=names, out_dir=tmp_path / "a")
+    queue = audit.review_queue(budget=6, thumbnails=False)
+    assert {"missing_labels", "extra_labels", "suggested_labels"} <= set(queue.columns)
+    fixed = queue.assign(correct_label=[text[i] for i in queue["id"]])
+    rec = audit.apply_corrections(fixed, annotator="ana")
+    assert rec["label_changes"] >= 5 and audit.summary["label_error_count"] <= 3
+    notes = set(audit.changelog["note"])
+    assert any(n.startswith("added ") or n.startswith("removed ") for n in notes)
+    with pytest.raises(InputError, match="'zebra' is not a class"):
+        audit.apply_corrections(pd.DataFrame({"id": ["sample_9"], "label": ["cat;zebra"]}))
+    drawn = audit.draw_verification_sample(size=40)
+    sample = audit.verify_sample.assign(verified_label=[text[i] for i in
+                                                        audit.verify_sample["id"]])
+    v = audit.apply_verified(sample)
+    assert v["n_verified"] == 40 and drawn["n_drawn"] == 40
+    assert audit.summary["headline"]["source"] == "verified"
+    back = Audit.load(tmp_path / "a")
+    assert back.dataset.multi_label and back.samples["label"].tolist() == \
+        audit.samples["label"].tolist()
+    out = back.export(to="csv", dest=str(tmp_path / "clean.csv"))
+    exported = pd.read_csv(tmp_path / "clean.csv", keep_default_na=False)
+    assert out["n_samples"] == 300 and exported["label"].iat[0] == audit.samples["label"].iat[0]
+    for target in ("folder", "fiftyone"):
+        with pytest.raises(DqauditError, match="label sets"):
+            back.export(to=target, dest=str(tmp_path / "x"))
+    with pytest.raises(DqauditError, match="not written yet"):
+        back.to_fiftyone("anything")
+
+
+def test_the_multi_label_sample_scans_and_reports_sets(tmp_path):
+    data = tmp_path / "ml"
+    shutil.copytree(REPO / "sample_data" / "multilabel", data)
+    out = tmp_path / "audit"
+    res = run("scan", data / "manifest.csv", "--multi-label", "--out", out, "--model", "lite0",
+              "--num-workers", "0", "--no-pdf", "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    envelope = json.loads(res.output)
+    assert "label sets" in envelope["headline"]["text"]
+    samples = pd.read_parquet(out / "samples.parquet")
+    truth = pd.read_csv(data / "manifest.csv", keep_default_na=False)
+    wrong = dict(zip(truth["path"].map(lambda p: p.split("/")[-1]), truth["corrupted"]))
+    flagged = samples["issues"].map(lambda v: "label_error" in v).to_numpy()
+    hits = samples["path"].map(lambda p: wrong[p.split("/")[-1]]).to_numpy().astype(bool)
+    assert (flagged & hits).sum() >= 0.5 * hits.sum()  # most wrong sets are found
+    assert (flagged & hits).sum() >= 0.6 * flagged.sum()  # and most flags are right
+    html = (out / "report.html").read_text()
+    assert "missing and extra classes" in html and "Class co-occurrence" in html
+    assert "transitions" not in html
+    res = run("relabel", "queue", out, "--budget", "5")
+    assert res.exit_code == 0, res.output
+    res = run("scan", data / "manifest.csv", "--multi-label", "--out", tmp_path / "b",
+              "--fiftyone", "x", "--model", "lite0")
+    assert res.exit_code == 3 and "FiftyOne fields for label sets" in res.output
