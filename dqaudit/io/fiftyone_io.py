@@ -47,6 +47,10 @@ def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, 
     if label_field not in schema:
         raise InputError(f"FiftyOne dataset {name!r} has no field {label_field!r}; fields are "
                          f"{', '.join(sorted(schema))}; pass --label-field")
+    if getattr(schema[label_field], "document_type", None) is fo.Classifications:
+        raise InputError(f"FiftyOne field {label_field!r} holds label sets (Classifications); "
+                         "reading them from FiftyOne is not built yet: write a manifest (path, "
+                         "labels like 'cat;dog') and scan it with --multi-label")
     ids, filepaths, labels, tags = view.values(["id", "filepath", f"{label_field}.label", "tags"])
     if not ids:
         raise InputError(f"FiftyOne dataset {name!r} (or its view) has no samples")
