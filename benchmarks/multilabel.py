@@ -190,6 +190,10 @@ def run_case(table, layout: str, seed: int, args) -> dict:
                 "missing": f1(pairs & ~given, wrong_pairs & ~given),
                 "extra": f1(pairs & given, wrong_pairs & given),
                 "gold_free_wrong_set_share": audit.summary["multi_label"]["wrong_set_share"],
+                "gold_free_wrong_set_range": audit.summary["multi_label"]["wrong_set_range"],
+                "independent_wrong_set_share":
+                    audit.summary["multi_label"]["independent_wrong_set_share"],
+                "gold_free_wrong_pair_share": audit.summary["multi_label"]["wrong_pair_share"],
                 "seconds": round(seconds, 1)}
         if name == "whole" and args.draws:
             ours["verified"] = coverage(audit, true, draws=args.draws, size=args.verify_size,

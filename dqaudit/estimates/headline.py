@@ -47,10 +47,9 @@ def headline(summary: dict) -> dict:
         rate = m["wrong_set_share"]
         low, high = m["wrong_set_range"]
         need = summary.get("verify_size_for_2pt")
-        how = ("gold-free: the per-class counts of wrong answers combined per set as "
-               "independent; the range is what those counts allow however the errors fall "
-               "together (at least the largest class count, at most their sum), not a "
-               "statistical interval"
+        how = ("gold-free: the range is what the per-class counts of wrong answers allow "
+               "however the errors fall together (at least the largest class count, at most "
+               "their sum), not a statistical interval; the share is its centre"
                + (f"; about {need:,} verified sets would give ±2 points (dqaudit verify)"
                   if need else ""))
         source = "gold-free"
