@@ -43,7 +43,7 @@ from dqaudit.scoring.conventions import DatalabViews
 from dqaudit.summary import flag_meaning, per_class, per_split
 from dqaudit.workflows import relabel
 from dqaudit.workflows.export import inside
-from dqaudit.workflows.review import MULTI_LABEL_FIFTYONE, Reviewing
+from dqaudit.workflows.review import Reviewing
 
 
 @dataclass
@@ -121,8 +121,6 @@ class Audit(Reviewing, DatalabViews):
                     data, embeddings, stats, info = embed_dataset(data, config, device=device,
                                                                   quiet=quiet)
             check_scorable(data)
-            if data.multi_label and fiftyone_dataset is not None:
-                raise DqauditError(MULTI_LABEL_FIFTYONE)
             if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
                 fiftyone_dataset = data.source["location"]
             return cls._scored(data, embeddings, None, info, config=config, device=device,

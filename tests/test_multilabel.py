@@ -171,8 +171,6 @@ def test_sets_are_reviewed_verified_saved_and_exported_as_sets(tmp_path):
     for target in ("folder", "fiftyone"):
         with pytest.raises(DqauditError, match="label sets"):
             back.export(to=target, dest=str(tmp_path / "x"))
-    with pytest.raises(DqauditError, match="not written yet"):
-        back.to_fiftyone("anything")
 
 
 def test_the_multi_label_sample_scans_and_reports_sets(tmp_path):
@@ -196,6 +194,47 @@ def test_the_multi_label_sample_scans_and_reports_sets(tmp_path):
     assert "transitions" not in html
     res = run("relabel", "queue", out, "--budget", "5")
     assert res.exit_code == 0, res.output
-    res = run("scan", data / "manifest.csv", "--multi-label", "--out", tmp_path / "b",
-              "--fiftyone", "x", "--model", "lite0")
-    assert res.exit_code == 3 and "FiftyOne fields for label sets" in res.output
+
+
+def test_sets_are_written_into_fiftyone_and_reviewed_from_the_app(tmp_path):
+    """A multi-label audit's FiftyOne dataset: the label field as Classifications whose members
+    the audit finds extra carry dq_extra, the missing classes in dq_missing, the suggested set
+    in dq_suggested, the suspects view; the App's review sets a whole set."""
+    import uuid
+
+    from dqaudit.cli.app import apply_label, mark_reviewed
+    from dqaudit.io.fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    data = tmp_path / "ml"
+    shutil.copytree(REPO / "sample_data" / "multilabel", data)
+    name = f"dqaudit-test-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "audit"
+    try:
+        res = run("scan", data / "manifest.csv", "--multi-label", "--out", out, "--model",
+                  "lite0", "--num-workers", "0", "--no-report", "--fiftyone", name, "--quiet")
+        assert res.exit_code == 0, res.output
+        samples = pd.read_parquet(out / "samples.parquet").set_index("path")
+        dataset = fo.load_dataset(name)
+        suspects = dataset.load_saved_view("dq_suspects")
+        assert len(suspects) == int(samples["flagged"].sum())
+        for s in suspects:
+            row = samples.loc[s.filepath]
+            given = [c.label for c in s.ground_truth.classifications]
+            assert ";".join(given) == row["label"]
+            extra = {c.label for c in s.ground_truth.classifications if c.dq_extra}
+            assert extra == set(filter(None, row["extra_labels"].split(";")))
+            assert [c.label for c in s.dq_missing.classifications] == \
+                [c for c in row["missing_labels"].split(";") if c]
+            assert ";".join(c.label for c in s.dq_suggested.classifications) == \
+                row["suggested_labels"]
+        first, second = suspects.values("id")[:2]
+        assert mark_reviewed(dataset, [first], annotator="ana") == 1
+        apply_label(dataset, [second], "circle;star", annotator="ana")
+        assert [c.label for c in fo.load_dataset(name)[second].ground_truth.classifications] \
+            == ["circle", "star"]
+        changelog = pd.read_csv(out / "changelog.csv", keep_default_na=False)
+        assert changelog["new_label"].tolist()[-1] == "circle;star"
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)

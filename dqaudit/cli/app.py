@@ -25,6 +25,7 @@ from dqaudit.io.fiftyone_runs import INFO_KEY, OBJECT_ID, OBJECTS_VIEW, SUSPECTS
 from dqaudit.io.ingest import load_fiftyone
 from dqaudit.io.reading import DEFAULT_LABEL_FIELD
 from dqaudit.io.store import REPORT_HTML, REPORT_PDF
+from dqaudit.workflows.relabel import EMPTY_SET
 
 __all__ = [  # the services, and the names the plugin's forms and messages use
     "audit_target", "audit_fiftyone", "form_config", "default_out_dir", "export_report",
@@ -240,13 +241,15 @@ def _annotate(dataset, sample_ids: list[str], labels: list[str] | None, *,
     if outside:
         raise DqauditError(f"{len(outside)} selected samples are not in the last audit (first: "
                            f"{outside[0]}); select samples of the audited view")
-    given = [str(samples.at[p, "label"]) for p in paths]
+    sets = audit.dataset.multi_label  # a set's label is its text, a;b ("(none)": empty)
+    given = [str(samples.at[p, "label"]) or (EMPTY_SET if sets else "") for p in paths]
     audit.apply_corrections(pd.DataFrame({"path": paths, "label": labels or given}),
                             annotator=annotator or "FiftyOne App")
     now = audit.samples.set_index("path")
     fo = import_fiftyone()
-    view.set_values(label_field, [fo.Classification(label=str(now.at[p, "label"]))
-                                  for p in paths])
+    view.set_values(label_field, [fo.Classifications(classifications=[
+        fo.Classification(label=c) for c in str(now.at[p, "label"]).split(";") if c])
+        if sets else fo.Classification(label=str(now.at[p, "label"])) for p in paths])
     view.set_values("dq_reviewed", [True] * len(paths))
     view.tag_samples("dq_reviewed")
     return pd.DataFrame({"path": paths, "given": given})

@@ -15,15 +15,9 @@ from dqaudit.files import file_digest, is_dicom_file, printable
 from dqaudit.imaging.dicom import DicomRead
 from dqaudit.imaging.image_checks import IMAGE_ISSUES
 from dqaudit.io.fiftyone_io import SOURCE_PATH, import_fiftyone, load_view
-from dqaudit.io.fiftyone_runs import (
-    FIELDS,
-    IMAGE_FIELDS,
-    OBJECT_ATTRIBUTES,
-    OBJECTS_VIEW,
-    RunNames,
-    record_run,
-    write_columns,
-)
+from dqaudit.io.fiftyone_runs import (FIELD_TYPES, FIELDS, IMAGE_FIELDS, OBJECT_ATTRIBUTES,
+                                      OBJECTS_VIEW, SET_FIELD_TYPES, RunNames, record_run,
+                                      write_columns)
 from dqaudit.io.outputs import replacing, review_order_column
 from dqaudit.io.reading import DEFAULT_LABEL_FIELD
 
@@ -60,7 +54,7 @@ def viewable_paths(paths: list[str], *, out_dir, dicom: DicomRead,
 
 
 def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
-                    dicom: DicomRead | None = None):
+                    dicom: DicomRead | None = None, extra=None):
     """The FiftyOne dataset to write to, and the sample id of every audited sample.
 
     Samples that came from this same FiftyOne dataset keep their ids; otherwise samples are
@@ -80,21 +74,43 @@ def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
     shown, sources = viewable_paths(data.paths, out_dir=out_dir, digests=data.digests,
                                     dicom=dicom or DicomRead.of({}))
     paths = [printable(p) for p in shown]  # FiftyOne stores UTF-8 text
-    for path, original, label, split in zip(paths, sources, data.labels, data.splits):
+    given = label_values(fo, data, extra=extra)
+    for path, original, label, split in zip(paths, sources, given, data.splits):
         if path not in existing:
             sample = fo.Sample(filepath=path, tags=[split] if split else [])
             if original is not None:
                 sample[SOURCE_PATH] = printable(original)
-            sample[label_field] = fo.Classification(label=data.classes[int(label)])
+            sample[label_field] = label
             new.append(sample)
     if new:
         for sample_id, sample in zip(dataset.add_samples(new, progress=False), new):
             existing[sample.filepath] = sample_id
     ids = [existing[p] for p in paths]
     # the audited labels are the truth of record: keep the dataset's field in step with them
-    dataset.set_values(label_field, {i: fo.Classification(label=data.classes[int(lab)])
-                                     for i, lab in zip(ids, data.labels)}, key_field="id")
+    dataset.set_values(label_field, dict(zip(ids, label_values(fo, data, extra=extra))),
+                       key_field="id")
     return dataset, ids
+
+
+def label_values(fo, data, *, extra) -> list:
+    """Each sample's audited label as FiftyOne holds it: a ``Classification``, or for label
+    sets a ``Classifications`` whose members carry ``dq_extra`` (True: the audit flags the
+    class as likely not there; ``extra`` (N,) the ``;``-joined flagged classes)."""
+    if not data.multi_label:
+        return [fo.Classification(label=data.classes[int(lab)]) for lab in data.labels]
+    out = []
+    for row, flagged in zip(data.label_sets, extra):
+        marked = set(str(flagged).split(";")) - {""}
+        out.append(fo.Classifications(classifications=[
+            fo.Classification(label=c, dq_extra=c in marked)
+            for c, on in zip(data.classes, row) if on]))
+    return out
+
+
+def _set_of(fo, text) -> object:
+    """A ``;``-joined set of classes as FiftyOne ``Classifications``."""
+    return fo.Classifications(classifications=[fo.Classification(label=c)
+                                               for c in str(text).split(";") if c])
 
 
 def write_results(result, name: str, *, label_field: str = DEFAULT_LABEL_FIELD,
@@ -116,8 +132,10 @@ def write_results(result, name: str, *, label_field: str = DEFAULT_LABEL_FIELD,
     if data.unit == "object":
         return _write_object_results(fo, result, name, label_field=label_field, names=names)
     embed = result.config.embed
+    sets = data.multi_label
     dataset, ids = _target_dataset(fo, name, data, label_field, out_dir=result.out_dir,
-                                   dicom=DicomRead.of(embed))
+                                   dicom=DicomRead.of(embed),
+                                   extra=samples["extra_labels"] if sets else None)
     for fname in names.fields:
         if dataset.has_sample_field(fname):
             dataset.delete_sample_field(fname)
@@ -133,8 +151,11 @@ def write_results(result, name: str, *, label_field: str = DEFAULT_LABEL_FIELD,
         "dq_flagged": samples["flagged"].astype(bool).tolist(),
         "dq_suggested": [fo.Classification(label=str(lab), confidence=float(conf))
                          for lab, conf in zip(samples["suggested_label"],
-                                              samples["suggested_confidence"])],
+                                              samples["suggested_confidence"])]
+        if not sets else [_set_of(fo, v) for v in samples["suggested_labels"]],
     }
+    if sets:  # the classes the audit finds missing from each set, as their own labels
+        columns["dq_missing"] = [_set_of(fo, v) for v in samples["missing_labels"]]
     order = names.field("dq_" + review_order_column(samples))  # priority in older audits
     if "given_label_disagreement" in samples.columns:  # calibrated (audits from 2026-12 on)
         columns["dq_label_error_probability"] = samples["label_error_probability"].astype(
@@ -149,7 +170,8 @@ def write_results(result, name: str, *, label_field: str = DEFAULT_LABEL_FIELD,
         for issue, fname in zip(IMAGE_ISSUES, IMAGE_FIELDS):
             columns[fname] = [None if np.isnan(v) else float(v)
                               for v in samples[f"{issue}_score"].astype(float)]
-    write_columns(fo, dataset, ids, columns, names)
+    write_columns(fo, dataset, ids, columns, names,
+                  types=SET_FIELD_TYPES if sets else FIELD_TYPES)
 
     # review scores tie (a mean of two ranks); the queue and the report keep the samples' row
     # order among ties, which is the order the samples were added here: ``_id`` ascending

@@ -33,7 +33,8 @@ IMAGE_FIELDS = tuple(f"dq_{k}_score" for k in IMAGE_ISSUES)
 
 FIELDS = ("dq_noisiness", "dq_ambiguity", "dq_priority", "dq_review_score", "dq_importance",
           "dq_label_error_probability", "dq_suggested", "dq_outlier", "dq_dup_group",
-          "dq_exact_dup_group", "dq_issues", "dq_flagged", "dq_embedding", *IMAGE_FIELDS)
+          "dq_exact_dup_group", "dq_issues", "dq_flagged", "dq_embedding", "dq_missing",
+          *IMAGE_FIELDS)
 
 
 RUN_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -143,16 +144,20 @@ FIELD_TYPES = {
     "dq_issues": ("ListField", {"subfield": "StringField"}), "dq_flagged": ("BooleanField", {}),
     "dq_suggested": ("EmbeddedDocumentField", {"embedded_doc_type": "Classification"}),
     "dq_embedding": ("VectorField", {}),
+    "dq_missing": ("EmbeddedDocumentField", {"embedded_doc_type": "Classifications"}),
 }
+# a multi-label audit's suggestion is a set
+SET_FIELD_TYPES = {**FIELD_TYPES, "dq_suggested": FIELD_TYPES["dq_missing"]}
 
 
-def write_columns(fo, dataset, ids: list[str], columns: dict, names: RunNames) -> None:
+def write_columns(fo, dataset, ids: list[str], columns: dict, names: RunNames, *,
+                  types: dict) -> None:
     """Write several fields of many samples through FiftyOne's public ``set_values``, one bulk
     write per field, keyed by sample id, under the run's field names. (A private
     one-update-per-sample path was 5x faster, benchmarks/RESULTS.md; dqaudit keeps to the
     public API so a FiftyOne upgrade cannot break the write.)"""
     for name in columns:
-        kind, kwargs = FIELD_TYPES[name]
+        kind, kwargs = types[name]
         kwargs = {k: getattr(fo, v) for k, v in kwargs.items()}
         dataset.add_sample_field(names.field(name), getattr(fo, kind), **kwargs)
     for name, values in columns.items():

@@ -28,9 +28,6 @@ from dqaudit.pipeline import log, rescored, score, timed
 from dqaudit.workflows import evaluate as evaluation
 from dqaudit.workflows import export, relabel, verify
 
-MULTI_LABEL_FIFTYONE = ("FiftyOne fields for label sets are not written yet: the samples table "
-                        "(missing_labels, extra_labels) and the report carry a multi-label "
-                        "audit's results; scan without --fiftyone")
 REVIEW_TAG = "dq_review"
 # the files a draw of the verification sample changes
 DRAW_FILES = (outputs.SUMMARY_JSON, store.VERIFY_SAMPLE_CSV, store.VERIFY_FRAME)
@@ -294,8 +291,6 @@ class Reviewing:
         name = name or self.summary.get("fiftyone_dataset")
         if not name:
             raise DqauditError("no FiftyOne dataset named; pass one: audit.to_fiftyone('name')")
-        if self.dataset.multi_label:
-            raise DqauditError(MULTI_LABEL_FIFTYONE)
         keep = self.kept
         part = replace(self, dataset=self.dataset.subset(keep),
                        samples=self.samples[keep].reset_index(drop=True),
