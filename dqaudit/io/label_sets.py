@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import SPLIT_NAMES, LabeledImages, first_classes
+from dqaudit.dataset import LabeledImages, first_classes
 from dqaudit.errors import InputError
-from dqaudit.files import cheap_file_problem, normal_text, printable
+from dqaudit.files import normal_text, printable
 from dqaudit.io.manifest import (LABEL_COLUMN_CANDIDATES, PATH_COLUMN_CANDIDATES,
-                                 SPLIT_COLUMN_CANDIDATES, manifest_files, pick_column,
-                                 read_table)
+                                 SPLIT_COLUMN_CANDIDATES, checked_files, manifest_files,
+                                 pick_column, read_table)
 from dqaudit.io.outputs import separator
 
 YES = frozenset({"1", "1.0", "true", "yes", "y", "t"})
@@ -110,19 +110,9 @@ def load_set_manifest(manifest: Path, *, path_column: str | None, label_column: 
     paths_rel = [paths.iat[i] for i in first]
     splits_raw = [df[scol].astype(str).iat[i] if scol else "" for i in first]
     abs_paths = list(unique)
-    gone = [p for p in abs_paths if not os.path.exists(p)]
-    if gone:
-        raise InputError(f"{manifest}: {len(gone)} of {len(abs_paths)} image paths do not exist "
-                         f"(first: {gone[0]}); paths are read relative to {base}, pass "
-                         "--image-root DIR if they are relative to another folder")
-    skipped, keep = [], np.ones(len(abs_paths), dtype=bool)
-    for i, p in enumerate(abs_paths):
-        reason = cheap_file_problem(Path(p))
-        if reason:
-            keep[i] = False
-            skipped.append({"path": p, "reason": reason})
-    splits = np.array([SPLIT_NAMES.get(s.strip().lower(), s.strip()) for s in splits_raw],
-                      dtype=object)
+    skipped: list[dict] = []
+    keep, splits = checked_files(manifest, abs_paths, base=base, splits_raw=splits_raw,
+                                 skipped=skipped)
     sets = sets[keep]
     repeated = len(df) - len(unique)
     read = (f"a manifest of label sets: paths from column {pcol!r}, "

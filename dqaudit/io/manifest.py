@@ -200,19 +200,8 @@ def load_manifest(
         raise InputError(f"{manifest}: every labeled row has the same class "
                          f"({classes[int(labels[0])]!r}); an audit needs at least two classes")
     abs_paths = files
-    missing = [p for p in abs_paths if not os.path.exists(p)]
-    if missing:
-        raise InputError(f"{manifest}: {len(missing)} of {len(abs_paths)} image paths do not exist "
-                         f"(first: {missing[0]}); paths are read relative to {base}, pass "
-                         "--image-root DIR if they are relative to another folder")
-    keep = np.ones(len(abs_paths), dtype=bool)
-    for i, p in enumerate(abs_paths):
-        reason = cheap_file_problem(Path(p))
-        if reason:
-            keep[i] = False
-            skipped.append({"path": p, "reason": reason})
-    splits = np.array([SPLIT_NAMES.get(s.strip().lower(), s.strip()) for s in splits_raw],
-                      dtype=object)
+    keep, splits = checked_files(manifest, abs_paths, base=base, splits_raw=splits_raw,
+                                 skipped=skipped)
     return LabeledImages(
         paths=[p for p, k in zip(abs_paths, keep) if k],
         labels=labels[keep],
@@ -229,6 +218,27 @@ def load_manifest(
                 "case_variants": case_variants(classes)},
         skipped=skipped,
     )
+
+
+def checked_files(manifest: Path, files: list[str], *, base: Path, splits_raw: list[str],
+                  skipped: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """((N,) bool: the manifest's ``files`` worth decoding, (N,) their split names). A missing
+    file is an error naming ``base`` and the fix; an empty or non-image file is appended to
+    ``skipped`` with its reason."""
+    missing = [p for p in files if not os.path.exists(p)]
+    if missing:
+        raise InputError(f"{manifest}: {len(missing)} of {len(files)} image paths do not exist "
+                         f"(first: {missing[0]}); paths are read relative to {base}, pass "
+                         "--image-root DIR if they are relative to another folder")
+    keep = np.ones(len(files), dtype=bool)
+    for i, p in enumerate(files):
+        reason = cheap_file_problem(Path(p))
+        if reason:
+            keep[i] = False
+            skipped.append({"path": p, "reason": reason})
+    splits = np.array([SPLIT_NAMES.get(s.strip().lower(), s.strip()) for s in splits_raw],
+                      dtype=object)
+    return keep, splits
 
 
 def manifest_files(paths, *, base: Path) -> list[str]:

@@ -151,20 +151,32 @@ def write(out: Path, state: Stored, *, skipped: list[dict]) -> None:
             outputs.write_array(out, name, array.astype(dtype))
         elif (out / name).exists():
             (out / name).unlink()
-    for name, table in ((CORRECTIONS_CSV, state.ledger), (CHANGELOG_CSV, state.changelog),
-                        (VERIFY_SAMPLE_CSV, state.verify_sample)):
-        if table is not None and len(table):
-            outputs.write_csv(out / name, table)
-        elif (out / name).exists():
-            (out / name).unlink()
-    if state.verify_frame is not None:
-        with outputs.replacing(out / VERIFY_FRAME) as tmp:
-            state.verify_frame.to_parquet(tmp, index=False)
-    elif (out / VERIFY_FRAME).exists():
-        (out / VERIFY_FRAME).unlink()
+    for name, table in ((CORRECTIONS_CSV, state.ledger), (CHANGELOG_CSV, state.changelog)):
+        _write_table(out / name, table)
+    write_verification(out, frame=state.verify_frame, sample=state.verify_sample)
     state.summary["files"] = {name: outputs.file_stamp(out / name) for name in DATA_FILES
                               if (out / name).exists()}
     write_summary(out, state.summary)
+
+
+def _write_table(path: Path, table: pd.DataFrame | None) -> None:
+    """A table of text as CSV; none (or an empty one) removes an earlier file."""
+    if table is not None and len(table):
+        outputs.write_csv(path, table)
+    elif path.exists():
+        path.unlink()
+
+
+def write_verification(out: Path, *, frame: pd.DataFrame | None,
+                       sample: pd.DataFrame | None) -> None:
+    """The verification frame and sample alone: a draw or a batch of checked labels changes
+    no data file (the caller writes summary.json after them)."""
+    _write_table(out / VERIFY_SAMPLE_CSV, sample)
+    if frame is not None:
+        with outputs.replacing(out / VERIFY_FRAME) as tmp:
+            frame.to_parquet(tmp, index=False)
+    elif (out / VERIFY_FRAME).exists():
+        (out / VERIFY_FRAME).unlink()
 
 
 def write_summary(out: Path, summary: dict) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dqaudit.dataset import first_classes, set_text
+from dqaudit.dataset import set_text
 from dqaudit.errors import InputError
 from dqaudit.scoring import calibration, scores
 from dqaudit.scoring.posteriors import (LINEAR_REPEATS, REPEAT_MAX_SAMPLES, linear_posteriors,
@@ -187,8 +187,3 @@ def learnable_classes(sets: np.ndarray, classes: list[str]) -> tuple[np.ndarray,
                          f"{MIN_CLASS_ANSWERS} samples with it and {MIN_CLASS_ANSWERS} without "
                          "it); add samples")
     return keep, why
-
-
-def stratify_by(sets: np.ndarray) -> np.ndarray:
-    """(N,) one class per sample to stratify folds by (the set's first class)."""
-    return first_classes(sets)

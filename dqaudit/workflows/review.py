@@ -58,6 +58,13 @@ class Reviewing:
         else:
             tag_samples(name, paths, tag)
 
+    def _save_verification(self) -> None:
+        """The verification files and summary.json: a draw or a batch of checked labels
+        changes no data file, so none is rewritten."""
+        store.write_verification(self.out_dir, frame=self.verify_frame,
+                                 sample=self.verify_sample)
+        self._save_summary()
+
     def _place_column(self, table: pd.DataFrame) -> str:
         return "image_path" if "image_path" in table.columns else "path"
 
@@ -143,7 +150,7 @@ class Reviewing:
                 self.config = replace(self.config, verify=replace(
                     self.config.verify, uniform_share=uniform_share))
             if self.out_dir is not None:
-                self.save()
+                self._save_verification()
         result = drawn["result"]
         if self.out_dir is not None:
             result["csv"] = str(self.out_dir / store.VERIFY_SAMPLE_CSV)
@@ -184,7 +191,7 @@ class Reviewing:
             self.verify_sample, res = verify.record_verified(verified, summary=self.summary,
                                                              sample=self.verify_sample)
             if self.out_dir is not None:
-                self.save()
+                self._save_verification()
         if res["estimated"]:
             res.update(self.apply_verified(self.verify_sample, annotator=annotator))
         return res
