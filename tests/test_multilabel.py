@@ -152,6 +152,9 @@ def test_sets_are_reviewed_verified_saved_and_exported_as_sets(tmp_path):
     fixed = queue.assign(correct_label=[text[i] for i in queue["id"]])
     rec = audit.apply_corrections(fixed, annotator="ana")
     assert rec["label_changes"] >= 5 and audit.summary["label_error_count"] <= 3
+    # the summary counts the same changes the ledger made (the headline's staleness reads it)
+    assert audit.summary["label_changes"] == rec["label_changes"] == \
+        audit.summary["corrections"]["label_changes"]
     notes = set(audit.changelog["note"])
     assert any(n.startswith("added ") or n.startswith("removed ") for n in notes)
     with pytest.raises(InputError, match="'zebra' is not a class"):

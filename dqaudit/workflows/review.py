@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import first_classes, one_hot, set_row
+from dqaudit.dataset import first_classes, one_hot, set_row, set_text
 from dqaudit.devices import resolve_device
 from dqaudit.errors import DqauditError, InputError
 from dqaudit.estimates.clr import ClrConfig
@@ -224,7 +224,9 @@ class Reviewing:
         otherwise the headline marks it stale with the command that refreshes it."""
         data = self.dataset
         before = data.labels.copy()
-        before_sets = data.label_sets.copy()
+        # a set's label is its 0/1 row, which apply_corrections has already updated: the
+        # table's text is the label before this change
+        before_sets = self.samples["label"].astype(str).to_numpy()
         device = resolve_device(device or self.config.device)
         if labels is not None and data.multi_label:  # a set's label is the whole set
             sets = np.array([set_row(v, data.classes, what="label set") for v in labels])
@@ -251,8 +253,8 @@ class Reviewing:
         keep = ~self.samples["id"].isin(set(dropped)).to_numpy()
         # every number estimated before this change of labels is now stale (headline.py)
         s = self.summary
-        changed = (data.label_sets != before_sets).any(axis=1) if data.multi_label \
-            else data.labels != before
+        changed = np.array([set_text(r, data.classes) for r in data.label_sets]) \
+            != before_sets if data.multi_label else data.labels != before
         s["label_changes"] = s.get("label_changes", 0) + int(
             (changed & keep).sum() + (~keep & self.kept).sum())
         emb = None if self.embeddings is None else (
