@@ -7,7 +7,9 @@ covers is no mistake of the set). Layouts vary the number and size of the parts:
 
 - ``halves``: two images side by side (64 x 32);
 - ``quarters``: a 2 x 2 grid of four images (64 x 64);
-- ``big_small``: one image filling a 64 x 64 canvas, a second one 24 x 24 in its corner.
+- ``big_small``: one image filling a 64 x 64 canvas, a second one 24 x 24 in its corner;
+- ``scatter``: two images of random sizes (24-48 px) at random places on a black 96 x 96
+  canvas, not overlapping: parts that no fixed grid of regions lines up with.
 
 On the same embeddings (dqaudit's default encoder, as `dqaudit scan` computes them):
 
@@ -19,11 +21,14 @@ On the same embeddings (dqaudit's default encoder, as `dqaudit scan` computes th
 Measured per layout and seed: sample-level F1 of the flag against "given set != true set",
 (sample, class) F1 of dqaudit's missing / extra pairs, the gold-free share of wrong sets against
 the truth, and the verified interval's coverage of the true share over repeated draws
-(``--draws``, size ``--verify-size``). Also ``--regions``: the embedding of the whole image
-joined with the mean and max of its four quadrant crops' embeddings (region features), to see
-whether small parts are helped.
+(``--draws``, size ``--verify-size``). With ``--regions`` also dqaudit's region model
+(``dqaudit scan --regions``: the regions of ``embed.REGIONS`` embedded as crop files here, the
+same pixels ``embed.embed_regions`` crops, passed as ``region_embeddings``), against cleanlab on
+the same region embeddings (the whole image's joined with the mean and the max of its regions',
+each block L2-normalised).
 
-    .venv/bin/python benchmarks/multilabel.py [--n 3000] [--seeds 0 1 2] [--draws 200]
+    .venv/bin/python benchmarks/multilabel.py [--n 3000] [--seeds 0 1 2] [--draws 200] \
+        [--layouts halves quarters big_small scatter] [--regions]
 """
 
 from __future__ import annotations
@@ -36,13 +41,24 @@ import common
 import numpy as np
 from PIL import Image
 
-LAYOUTS = ("halves", "quarters", "big_small")
-PARTS = {"halves": 2, "quarters": 4, "big_small": 2}
+LAYOUTS = ("halves", "quarters", "big_small", "scatter")
+PARTS = {"halves": 2, "quarters": 4, "big_small": 2, "scatter": 2}
 CACHE = Path.home() / ".cache" / "dqaudit" / "bench" / "multilabel"
 
 
-def compose(images: list[Image.Image], layout: str) -> Image.Image:
-    if layout == "halves":
+def compose(images: list[Image.Image], layout: str, rng) -> Image.Image:
+    if layout == "scatter":
+        out, placed = Image.new("RGB", (96, 96)), []
+        for im in images:
+            for _ in range(200):  # a free place (two parts of at most 48 px always fit)
+                s = int(rng.integers(24, 49))
+                x0, y0 = (int(v) for v in rng.integers(0, 96 - s + 1, size=2))
+                if all(x0 + s <= a or a + b <= x0 or y0 + s <= c or c + b <= y0
+                       for a, c, b in placed):
+                    break
+            placed.append((x0, y0, s))
+            out.paste(im.resize((s, s)), (x0, y0))
+    elif layout == "halves":
         out = Image.new("RGB", (64, 32))
         for k, im in enumerate(images):
             out.paste(im.resize((32, 32)), (32 * k, 0))
@@ -65,11 +81,13 @@ def make_set(table, layout: str, n: int, seed: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     root = common.SHARED / "cifar10n"
     paths = []
+    place = np.random.default_rng([seed, LAYOUTS.index(layout), 1])  # scatter's places
     for i, idx in enumerate(parts):
         path = folder / f"{i:05d}.png"
+        image = compose([Image.open(root / table["file"].iat[j]).convert("RGB") for j in idx],
+                        layout, place)  # composed even when cached: the places stay in step
         if not path.exists():
-            compose([Image.open(root / table["file"].iat[j]).convert("RGB") for j in idx],
-                    layout).save(path)
+            image.save(path)
         paths.append(str(path))
     index = {c: j for j, c in enumerate(common.CLASSES)}
     given = np.zeros((n, 10), dtype=bool)
@@ -81,26 +99,35 @@ def make_set(table, layout: str, n: int, seed: int) -> dict:
     return {"paths": paths, "given": given, "true": true}
 
 
-def region_features(paths: list[str], whole: np.ndarray, layout: str, seed: int) -> np.ndarray:
-    """[whole, mean of the 4 quadrant crops, max of them], each block L2-normalised."""
-    folder = CACHE / f"crops-{layout}-{seed}-{len(paths)}"
+def region_embeddings(paths: list[str], layout: str, seed: int) -> np.ndarray:
+    """(N, R, D): the embeddings of the regions ``embed.REGIONS`` of each image, each region
+    saved as a crop file (cached) and embedded as ``dqaudit scan`` embeds images."""
+    from dqaudit.embed import REGIONS
+
+    folder = CACHE / f"crops8-{layout}-{seed}-{len(paths)}"
     folder.mkdir(parents=True, exist_ok=True)
     crops = []
     for i, p in enumerate(paths):
-        im = Image.open(p).convert("RGB")
-        w, h = im.size
-        for q in range(4):
-            path = folder / f"{i:05d}-{q}.png"
+        image = None
+        for r, (left, top, right, bottom) in enumerate(REGIONS):
+            path = folder / f"{i:05d}-{r}.png"
             if not path.exists():
-                x0, y0 = (q % 2) * w // 2, (q // 2) * h // 2
-                im.crop((x0, y0, x0 + w // 2, y0 + h // 2)).save(path)
+                image = image or Image.open(p).convert("RGB")
+                w, h = image.size
+                image.crop((round(left * w), round(top * h), round(right * w),
+                            round(bottom * h))).save(path)
             crops.append(str(path))
-    emb = common.embed(crops).reshape(len(paths), 4, -1)
+    return common.embed(crops).reshape(len(paths), len(REGIONS), -1)
 
+
+def pooled_features(whole: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """The features cleanlab's logistic regression gets from the same region embeddings:
+    [whole, mean of the regions, max of them], each block L2-normalised."""
     def unit(a):
         return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
-    return np.hstack([unit(whole), unit(emb.mean(axis=1)), unit(emb.max(axis=1))]) / np.sqrt(3)
+    return np.hstack([unit(whole), unit(regions.mean(axis=1)),
+                      unit(regions.max(axis=1))]) / np.sqrt(3)
 
 
 def f1(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -170,13 +197,17 @@ def run_case(table, layout: str, seed: int, args) -> dict:
            "true_wrong_set_share": round(float(wrong.mean()), 4),
            "true_wrong_pair_share": round(float(wrong_pairs.mean()), 4),
            "embed_seconds": round(embed_s, 1)}
-    features = {"whole": whole}
+    variants = {"whole": (None, whole)}  # (region embeddings, cleanlab's features)
     if args.regions:
-        features["regions"] = region_features(data["paths"], whole, layout, seed)
-    config = AuditConfig(seed=seed, clr=None, report=ReportConfig(enabled=False))
-    for name, x in features.items():
         t = time.time()
-        audit = Audit.from_arrays([list(np.flatnonzero(r)) for r in given], embeddings=x,
+        regions = region_embeddings(data["paths"], layout, seed)
+        out["region_embed_seconds"] = round(time.time() - t, 1)
+        variants["regions"] = (regions, pooled_features(whole, regions))
+    config = AuditConfig(seed=seed, clr=None, report=ReportConfig(enabled=False))
+    for name, (regions, x) in variants.items():
+        t = time.time()
+        audit = Audit.from_arrays([list(np.flatnonzero(r)) for r in given], embeddings=whole,
+                                  region_embeddings=regions,
                                   classes=[str(j) for j in range(10)], config=config)
         seconds = time.time() - t
         s = audit.samples
@@ -195,7 +226,7 @@ def run_case(table, layout: str, seed: int, args) -> dict:
                     audit.summary["multi_label"]["independent_wrong_set_share"],
                 "gold_free_wrong_pair_share": audit.summary["multi_label"]["wrong_pair_share"],
                 "seconds": round(seconds, 1)}
-        if name == "whole" and args.draws:
+        if args.draws:
             ours["verified"] = coverage(audit, true, draws=args.draws, size=args.verify_size,
                                         seed=seed)
         out[f"dqaudit_{name}"] = ours

@@ -35,8 +35,9 @@ from dqaudit.io.fiftyone_runs import RunNames
 from dqaudit.io.ingest import read_input
 from dqaudit.io.objects import OBJECT_COLUMNS
 from dqaudit.io.reading import input_config
-from dqaudit.pipeline import (check_scorable, embed_dataset, given_embeddings, learnable_sets, log,
-                              prepared, resolved_review_order, run_clr, say_how_it_was_read, score,
+from dqaudit.pipeline import (check_regions, check_scorable, checked_regions, embed_dataset,
+                              given_embeddings, learnable_sets, log, prepared, region_embeddings,
+                              resolved_review_order, run_clr, say_how_it_was_read, score,
                               scored_summary, timed)
 from dqaudit.report import render_report
 from dqaudit.scoring.conventions import DatalabViews
@@ -71,6 +72,8 @@ class Audit(Reviewing, DatalabViews):
     changelog: pd.DataFrame = field(default_factory=store.empty_changelog)
     verify_frame: pd.DataFrame | None = None
     verify_sample: pd.DataFrame | None = None
+    # (N, R, D) embeddings of each image's regions (a multi-label audit with --regions)
+    regions: np.ndarray | None = None
 
     # ------------------------------------------------------------------ making one
 
@@ -109,8 +112,9 @@ class Audit(Reviewing, DatalabViews):
                     read_input(source, config=config.input,  # box crops beside the cache
                                cache_dir=config.embed.cache_dir), embeddings)
             say_how_it_was_read(data, quiet=quiet)
+            check_regions(data, config, given_embeddings=embeddings is not None)
             device = resolve_device(config.device)
-            stats = None
+            stats = regions = None
             with timed(timings, "embed_seconds"):
                 if embeddings is None:
                     what = (f"{len(data)} boxes of {data.source.get('n_images')} images"
@@ -120,18 +124,21 @@ class Audit(Reviewing, DatalabViews):
                                f"{device if config.embed.engine == 'local' else 'Ray'}")
                     data, embeddings, stats, info = embed_dataset(data, config, device=device,
                                                                   quiet=quiet)
+                    if config.embed.regions:
+                        regions = region_embeddings(data, config, info, device=device,
+                                                    quiet=quiet)
             check_scorable(data)
             if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
                 fiftyone_dataset = data.source["location"]
             return cls._scored(data, embeddings, None, info, config=config, device=device,
                                timings=timings, command=command, out_dir=out_dir,
                                fiftyone_dataset=fiftyone_dataset, quiet=quiet,
-                               fiftyone_run=fiftyone_run, image_stats=stats)
+                               fiftyone_run=fiftyone_run, image_stats=stats, regions=regions)
 
     @classmethod
     def from_arrays(cls, labels, *, embeddings=None, pred_probs=None, classes=None,
                     label_counts=None, paths=None, ids=None, splits=None,
-                    multi_label: bool | None = None,
+                    multi_label: bool | None = None, region_embeddings=None,
                     config: AuditConfig | None = None, out_dir: str | os.PathLike | None = None,
                     quiet: bool = True) -> Audit:
         """An audit of arrays the user already has (cleanlab's convention).
@@ -146,7 +153,9 @@ class Audit(Reviewing, DatalabViews):
 
         Label sets (cleanlab's multi-label convention): ``labels`` a list of class-index lists
         (or an (N, C) 0/1 array with ``multi_label=True``) and ``pred_probs`` (N, C)
-        independent out-of-sample probabilities of each class being present.
+        independent out-of-sample probabilities of each class being present;
+        ``region_embeddings`` (N, R, D) beside ``embeddings``: features of R parts of each
+        image, for the region model's per-class posteriors (``scoring.regions``).
         """
         if embeddings is None and pred_probs is None:
             raise InputError("Audit.from_arrays needs embeddings=, pred_probs= or both")
@@ -157,6 +166,8 @@ class Audit(Reviewing, DatalabViews):
         if data.multi_label:
             data, pred_probs = learnable_sets(data, pred_probs)
         config = config or AuditConfig()
+        if region_embeddings is not None:
+            region_embeddings = checked_regions(region_embeddings, embeddings, len(data))
         if embeddings is not None:
             embeddings, info = given_embeddings(data, embeddings)
         else:
@@ -167,17 +178,19 @@ class Audit(Reviewing, DatalabViews):
         return cls._scored(data, embeddings, pred_probs, info, config=config,
                            device=resolve_device(config.device), timings={},
                            command="Audit.from_arrays", out_dir=out_dir, quiet=quiet,
-                           fiftyone_dataset=None)
+                           fiftyone_dataset=None, regions=region_embeddings)
 
     @classmethod
     def _scored(cls, data, embeddings, pred_probs, info, *, config, device, timings, command,
-                out_dir, fiftyone_dataset, quiet, fiftyone_run=None, image_stats=None) -> Audit:
+                out_dir, fiftyone_dataset, quiet, fiftyone_run=None, image_stats=None,
+                regions=None) -> Audit:
         config = resolved_review_order(config, data)
         if data.multi_label and config.clr is not None:  # the injection flips one label
             config = replace(config, clr=None)
         with timed(timings, "score_seconds"):
             scored = score(data, embeddings, config, device=device, pred_probs=pred_probs,
-                           image_stats=image_stats, embed_info=info, quiet=quiet)
+                           image_stats=image_stats, embed_info=info, quiet=quiet,
+                           regions=regions)
         stats = scored.stats
         log(quiet, f"dqaudit: {stats['label_error_count']} suspected label errors (estimated "
                    f"{stats['estimated_label_errors']}), {stats['flagged_count']} samples "
@@ -187,7 +200,7 @@ class Audit(Reviewing, DatalabViews):
         summary["fiftyone_dataset"] = fiftyone_dataset
         summary["fiftyone_run"] = fiftyone_run
         res = cls(dataset=data, samples=samples, summary=summary, embeddings=embeddings,
-                  probs=scored.probs, config=config, image_stats=image_stats,
+                  probs=scored.probs, config=config, image_stats=image_stats, regions=regions,
                   out_dir=Path(out_dir) if out_dir is not None else None, quiet=quiet)
         if config.clr is not None:
             res._estimate_clr(config.clr, device=device)
@@ -243,7 +256,7 @@ class Audit(Reviewing, DatalabViews):
         return cls(dataset=data, samples=samples, summary=summary, embeddings=st.embeddings,
                    probs=st.probs, image_stats=st.image_stats, ledger=st.ledger,
                    changelog=st.changelog, verify_frame=st.verify_frame,
-                   verify_sample=st.verify_sample,
+                   verify_sample=st.verify_sample, regions=st.regions,
                    config=AuditConfig.from_summary(
                        summary, report=(out / store.REPORT_HTML).exists(),
                        pdf=(out / store.REPORT_PDF).exists()), out_dir=out, quiet=quiet)
@@ -346,7 +359,7 @@ class Audit(Reviewing, DatalabViews):
             samples=self.samples, summary=self.summary, label_counts=self.dataset.label_counts,
             embeddings=self.embeddings, probs=self.probs, image_stats=self.image_stats,
             ledger=self.ledger, changelog=self.changelog, verify_frame=self.verify_frame,
-            verify_sample=self.verify_sample), skipped=self.dataset.skipped)
+            verify_sample=self.verify_sample, regions=self.regions), skipped=self.dataset.skipped)
         self.out_dir = out
         return out
 

@@ -64,6 +64,9 @@ class EmbedConfig:
     # multi-frame file (middle, first or a 0-based number)
     dicom_window: str = FILE_WINDOW
     dicom_frame: str = MIDDLE_FRAME
+    # multi-label audits: embed each image's regions too (embed.REGIONS; 9x the embedding
+    # work) for the per-class posteriors of the region model (scoring.regions)
+    regions: bool = False
 
     def __post_init__(self):
         try:

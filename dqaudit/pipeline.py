@@ -18,7 +18,8 @@ import pandas as pd
 
 from dqaudit.config import AuditConfig
 from dqaudit.dataset import LabeledImages, set_text
-from dqaudit.embed import auto_image_size, default_num_workers, embed_images, load_encoder
+from dqaudit.embed import (auto_image_size, default_num_workers, embed_images, embed_regions,
+                           load_encoder)
 from dqaudit.embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
 from dqaudit.embed.cache import default_cache_dir
 from dqaudit.embed.gpu_decode import resolve_decoder
@@ -113,6 +114,57 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
             result.embeddings[result.ok], result.stats[result.ok], info)
 
 
+def check_regions(data: LabeledImages, config: AuditConfig, *, given_embeddings: bool) -> None:
+    """Refuse ``--regions`` where it cannot serve, before any embedding."""
+    if not config.embed.regions:
+        return
+    if not data.multi_label:
+        raise InputError("--regions serves multi-label audits (a class is present when some "
+                         "part of the image shows it); drop it, or add --multi-label")
+    if given_embeddings:
+        raise InputError("--regions embeds parts of the images, which given embeddings cannot "
+                         "supply; drop --regions or the embeddings")
+    if config.embed.engine != "local":
+        raise InputError("--regions embeds with the local engine; drop --engine ray")
+
+
+def region_embeddings(data: LabeledImages, config: AuditConfig, info: dict, *, device: str,
+                      quiet: bool) -> np.ndarray:
+    """(N, R, D) embeddings of the regions of each image (``embed.REGIONS``) with the
+    encoder, input size and reading of the whole images' embeddings (``info``); ``info``
+    gains the regions' count and time."""
+    e = config.embed
+    encoder = load_encoder(e.model, image_size=info["image_size"], flip_tta=e.flip_tta)
+    read = DicomRead.of(e)
+    encoder = replace(encoder, preprocessing=replace(
+        encoder.preprocessing, dicom_window=read.window, dicom_frame=read.frame))
+    encoder = with_backend(encoder, resolve_backend(e.backend, device, model=e.model),
+                           required=e.backend in OPENVINO_BACKENDS)
+    log(quiet, f"dqaudit: embedding 8 regions of each of {len(data)} images (--regions)")
+    regions, more = embed_regions(data.paths, model=encoder, device=device,
+                                  batch_size=e.batch_size, num_workers=e.num_workers,
+                                  cache_dir=e.cache_dir, use_cache=e.use_cache,
+                                  progress=not quiet, keys=data.digests)
+    info.update(more)
+    return regions
+
+
+def checked_regions(regions, embeddings, n: int) -> np.ndarray:
+    """A user's region embeddings (N, R, D) as float32, checked against the (N, D)
+    ``embeddings`` they go with; an InputError names what is wrong."""
+    if embeddings is None:
+        raise InputError("region_embeddings= go beside embeddings= (the whole images' features "
+                         "of the same model); pass both")
+    r = np.asarray(regions, dtype=np.float32)
+    d = np.shape(embeddings)[1] if np.ndim(embeddings) == 2 else None
+    if r.ndim != 3 or len(r) != n or r.shape[1] < 1 or r.shape[2] != d:
+        raise InputError(f"region_embeddings have shape {r.shape}; expected ({n}, R, {d}): R "
+                         "regions of each sample, in the embeddings' rows and dimensions")
+    if not np.isfinite(r).all():
+        raise InputError("region_embeddings contain NaN or infinite values")
+    return r
+
+
 def prepared(data: LabeledImages, embeddings=None
              ) -> tuple[LabeledImages, np.ndarray | None, dict | None]:
     """The ingested dataset made ready for a scan: the user's ``embeddings`` matched to it
@@ -198,10 +250,11 @@ def given_embeddings(data: LabeledImages, source) -> tuple[np.ndarray, dict]:
 def score(data: LabeledImages, embeddings: np.ndarray | None, config: AuditConfig, *,
           device: str, pred_probs: np.ndarray | None = None,
           image_stats: np.ndarray | None = None, embed_info: dict | None = None,
-          quiet: bool = True) -> ScoredDataset:
+          quiet: bool = True, regions: np.ndarray | None = None) -> ScoredDataset:
     """``scoring.score_dataset`` with the audit's score settings; the posteriors chosen by
     ``choose_posteriors`` (fine-tuned ones computed here, from the image files). ``embed_info``:
-    the embed stage's record (None or a user's embeddings: no images to fine-tune on)."""
+    the embed stage's record (None or a user's embeddings: no images to fine-tune on).
+    ``regions`` (N, R, D): the region embeddings of a multi-label audit (``--regions``)."""
     s = config.score
     choice = None
     fine_tuned = False
@@ -218,7 +271,7 @@ def score(data: LabeledImages, embeddings: np.ndarray | None, config: AuditConfi
                            device=device, duplicate_threshold=s.duplicate_threshold,
                            image_stats=image_stats, checks=s.checks,
                            probs_source="finetune" if fine_tuned else "pred_probs",
-                           review_order=s.review_order)
+                           review_order=s.review_order, regions=regions)
     if choice is not None:
         scored.stats["posteriors"] = {"requested": s.posterior_method, **choice}
     return scored

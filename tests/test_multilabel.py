@@ -150,7 +150,12 @@ def test_sets_are_reviewed_verified_saved_and_exported_as_sets(tmp_path):
     queue = audit.review_queue(budget=6, thumbnails=False)
     assert {"missing_labels", "extra_labels", "suggested_labels"} <= set(queue.columns)
     fixed = queue.assign(correct_label=[text[i] for i in queue["id"]])
+    # the audit fitted these posteriors, so a re-rank fits them again on the corrected sets
+    # (they once read as a user's pred_probs and stayed as scanned)
+    assert audit.summary["posterior_method"] == "linear" and not audit.user_probs
+    before = audit.probs.copy()
     rec = audit.apply_corrections(fixed, annotator="ana")
+    assert not np.allclose(audit.probs, before)
     assert rec["label_changes"] >= 5 and audit.summary["label_error_count"] <= 3
     # the summary counts the same changes the ledger made (the headline's staleness reads it)
     assert audit.summary["label_changes"] == rec["label_changes"] == \

@@ -45,7 +45,7 @@ OPTION_FIELDS = {
     **{name: ("embed", name, None) for name in (
         "model", "flip_tta", "batch_size", "num_workers", "engine", "ray_address",
         "num_gpus_per_worker", "cache_dir", "backend", "decode", "dicom_window",
-        "dicom_frame")},
+        "dicom_frame", "regions")},
     "image_size": ("embed", "image_size", _image_size),
     "no_cache": ("embed", "use_cache", _inverted),
     "knn_method": ("score", "knn_method", None),

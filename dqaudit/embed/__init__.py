@@ -21,11 +21,13 @@ from dqaudit.embed.encoders import (
 )
 from dqaudit.embed.gpu_decode import RawJpegDataset, collate_raw, decode_batch
 from dqaudit.embed.loader import ImageFolderDataset, collate
+from dqaudit.errors import DqauditError
 from dqaudit.files import file_digests
 from dqaudit.imaging.image_checks import N_STATS
 
 __all__ = ["EmbeddingResult", "embed_images", "load_encoder", "Encoder", "Preprocessing",
-           "ENCODERS", "DEFAULT_ENCODER", "default_batch_size", "auto_image_size"]
+           "ENCODERS", "DEFAULT_ENCODER", "default_batch_size", "auto_image_size", "REGIONS",
+           "embed_regions"]
 
 
 @dataclass
@@ -162,6 +164,41 @@ def embed_images(
         "total_seconds": round(time.perf_counter() - t0, 3),
     }
     return EmbeddingResult(embeddings=emb, ok=ok, stats=stats, failures=failures, info=info)
+
+
+# The parts of an image embedded beside the whole for region features (multi-label audits,
+# ``scoring.regions``): the four quadrants and the two halves each way, (left, top, right,
+# bottom) as fractions. An object a quarter of the image's area fills at least a quarter of one
+# of them; a whole-image embedding dilutes it (benchmarks/RESULTS.md, "Multi-label audits").
+REGIONS = ((0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0),
+           (0.5, 0.5, 1.0, 1.0), (0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0),
+           (0.0, 0.0, 1.0, 0.5), (0.0, 0.5, 1.0, 1.0))
+
+
+def embed_regions(paths: list[str], *, model: Encoder, device: str, batch_size: int | None,
+                  num_workers: int | None, cache_dir, use_cache: bool, progress: bool,
+                  keys: list[str] | None) -> tuple[np.ndarray, dict]:
+    """((N, R, D) float32 embeddings of every region of ``REGIONS`` of each file, the run's
+    info). The files are those whose whole image embedded already; each region is cached as
+    an embedding of its own (the preprocessing's ``region`` is part of the cache key). Regions
+    are decoded on the CPU."""
+    out, seconds, computed = None, 0.0, 0
+    for r, box in enumerate(REGIONS):
+        encoder = replace(model, decoder="cpu",
+                          preprocessing=replace(model.preprocessing, region=box))
+        res = embed_images(paths, model=encoder, device=device, batch_size=batch_size,
+                           num_workers=num_workers, cache_dir=cache_dir, use_cache=use_cache,
+                           progress=progress, keys=keys, decoder="cpu")
+        if res.failures:
+            raise DqauditError(f"{res.failures[0]['path']}: a region of this image could not be "
+                               f"embedded ({res.failures[0]['reason']}); run without --regions")
+        if out is None:
+            out = np.zeros((len(paths), len(REGIONS), res.embeddings.shape[1]), np.float32)
+        out[:, r] = res.embeddings
+        seconds += res.info["embed_seconds"]
+        computed += res.info["n_embedded"]
+    return out, {"regions": len(REGIONS), "n_region_embeddings": computed,
+                 "region_seconds": round(seconds, 3)}
 
 
 @dataclass

@@ -53,11 +53,16 @@ class Preprocessing:
     # how a DICOM file's pixels become a picture (imaging.dicom): its own window, middle frame
     dicom_window: str = FILE_WINDOW
     dicom_frame: str = MIDDLE_FRAME
+    # the part of the image embedded, (left, top, right, bottom) as fractions of its width and
+    # height (``embed.REGIONS``); None: the whole image
+    region: tuple[float, float, float, float] | None = None
 
     def key(self) -> str:
         fields = asdict(self)
         if self.dicom().is_default:  # keys of audits without DICOM settings are unchanged
             del fields["dicom_window"], fields["dicom_frame"]
+        if self.region is None:  # nor those of whole images
+            del fields["region"]
         return json.dumps(fields, sort_keys=True)
 
     def dicom(self) -> DicomRead:

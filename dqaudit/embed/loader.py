@@ -113,6 +113,11 @@ def decode(path: str, prep: Preprocessing, *, stats: bool = False):
     if factor >= 2:  # other formats (and what draft left): an integer box reduction first
         img = img.reduce(factor)
     measured = image_stats(img, size=original) if stats else None
+    if prep.region is not None:
+        w, h = img.size
+        left, top, right, bottom = prep.region
+        img = img.crop((round(left * w), round(top * h), max(round(right * w), round(left * w) + 1),
+                        max(round(bottom * h), round(top * h) + 1)))
     resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
     w, h = img.size
     if prep.resize_mode == "squash" or w == h:

@@ -28,6 +28,7 @@ EMBEDDINGS_NPY = "embeddings.npy"
 LABEL_COUNTS_NPY = "label_counts.npy"
 PROBS_NPY = "probs.npy"
 IMAGE_STATS_NPY = "image_stats.npy"
+REGIONS_NPY = "regions.npy"  # a multi-label audit with --regions: (N, R, D) float16
 
 
 def review_order_column(samples: pd.DataFrame) -> str:

@@ -37,7 +37,7 @@ CHANGELOG_COLUMNS = ["id", "path", "old_label", "new_label", "annotator", "time"
 # the arrays and tables ``write`` makes; summary.json records a stamp of each
 DATA_FILES = (outputs.SAMPLES_PARQUET, outputs.SAMPLES_CSV, outputs.SKIPPED_CSV,
               outputs.EMBEDDINGS_NPY, outputs.LABEL_COUNTS_NPY, outputs.PROBS_NPY,
-              outputs.IMAGE_STATS_NPY)
+              outputs.IMAGE_STATS_NPY, outputs.REGIONS_NPY)
 # the reviewers' work: a new scan into the folder keeps a copy and re-applies the ledger
 EARLIER_WORK = (CORRECTIONS_CSV, CHANGELOG_CSV, QUEUE_CSV, THUMBS_DIR, VERIFY_SAMPLE_CSV,
                 VERIFY_FRAME)
@@ -72,6 +72,7 @@ class Stored:
     changelog: pd.DataFrame = field(default_factory=empty_changelog)
     verify_frame: pd.DataFrame | None = None
     verify_sample: pd.DataFrame | None = None
+    regions: np.ndarray | None = None  # (N, R, D), stored as float16
 
 
 def _text_table(path: Path) -> pd.DataFrame | None:
@@ -124,7 +125,9 @@ def read(out: Path) -> Stored:
         image_stats=np.load(stats) if stats.exists() else None,
         ledger=read_ledger(out),
         changelog=changelog if changelog is not None else empty_changelog(),
-        verify_frame=frame, verify_sample=_text_table(out / VERIFY_SAMPLE_CSV))
+        verify_frame=frame, verify_sample=_text_table(out / VERIFY_SAMPLE_CSV),
+        regions=np.load(out / outputs.REGIONS_NPY, mmap_mode="r")
+        if (out / outputs.REGIONS_NPY).exists() else None)
     if recovered:
         summary["_recovered"] = True
     return stored
@@ -145,6 +148,14 @@ def write(out: Path, state: Stored, *, skipped: list[dict]) -> None:
     elif state.embeddings is None and emb.exists():
         emb.unlink()  # an earlier run's, not this audit's
     outputs.write_array(out, outputs.LABEL_COUNTS_NPY, state.label_counts)
+    regions = out / outputs.REGIONS_NPY
+    if isinstance(state.regions, np.memmap) and Path(
+            state.regions.filename).resolve() == regions.resolve():
+        pass  # the folder's own
+    elif state.regions is not None:
+        outputs.write_array(out, outputs.REGIONS_NPY, state.regions.astype(np.float16))
+    elif regions.exists():
+        regions.unlink()
     for name, array, dtype in ((outputs.PROBS_NPY, state.probs, np.float32),
                                (outputs.IMAGE_STATS_NPY, state.image_stats, np.float64)):
         if array is not None:

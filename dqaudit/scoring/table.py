@@ -24,6 +24,7 @@ from dqaudit.imaging.image_checks import (
     stat_column,
 )
 from dqaudit.scoring import calibration, multilabel, scores
+from dqaudit.scoring import regions as regions_model
 from dqaudit.scoring.checks import CHECKS, issue_masks
 from dqaudit.scoring.checks import flagged as flagged_by
 from dqaudit.scoring.neighbors import (
@@ -35,8 +36,10 @@ from dqaudit.scoring.neighbors import (
     outlier_flags,
     outlier_scores,
 )
-from dqaudit.scoring.posteriors import DEFAULT_METHOD, compute_posteriors, review_posteriors
+from dqaudit.scoring.posteriors import (DEFAULT_METHOD, LINEAR_REPEATS, REPEAT_MAX_SAMPLES,
+                                        compute_posteriors, review_posteriors)
 from dqaudit.scoring.probes import project
+from dqaudit.scoring.regions import SET_REGIONS
 
 # a class of m samples gives each held-out sample's model at most m - 1 of its class to learn
 # from: below 3 (one typo in a manifest makes a class of one) the class cannot be learnt and
@@ -66,8 +69,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                   duplicate_threshold: float | None = None,
                   knn_method: str = "auto", device: str = "cpu", graph=None,
                   image_stats: np.ndarray | None = None, checks=CHECKS,
-                  probs_source: str = "pred_probs", review_order: str = "review_score"
-                  ) -> ScoredDataset:
+                  probs_source: str = "pred_probs", review_order: str = "review_score",
+                  regions: np.ndarray | None = None) -> ScoredDataset:
     """Posteriors, then every per-sample score of the output contract (see docs/scores.md).
 
     ``embeddings`` (N, D) give the posteriors (K-fold probes, ``method``) and the kNN graph
@@ -83,6 +86,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     ``config.CHECKS`` to report (the posteriors and scores are computed either way; a check
     left out sets none of its issues). ``probs_source``: what made ``pred_probs``, for the
     summary (``pred_probs``: the user's model; ``finetune``: ``dqaudit.scoring.finetune``).
+    ``regions`` (N, R, D): embeddings of each image's regions (``embed.REGIONS``), for the
+    per-class posteriors of a multi-label dataset (``scoring.regions``).
     """
     n = len(data)
     checked = tuple(checks)
@@ -91,14 +96,19 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
     if pred_probs is not None:
         pred_probs = (_checked_set_probs if data.multi_label else _checked_probs)(
             pred_probs, n, data.n_classes)
-    x = None
+    x = views = None
+    if regions is not None:
+        if not data.multi_label or embeddings is None or pred_probs is not None:
+            raise InputError("region embeddings serve the per-class posteriors of a multi-label "
+                             "audit from its embeddings; drop them (--regions) here")
+        views = regions_model.project_views(embeddings, regions, dim=SET_REGIONS.dim, seed=seed)
     if embeddings is not None:
         x = project(embeddings, seed=seed)
         if graph is None:
             graph = knn(embeddings, k=k, method=knn_method, device=device, seed=seed)
     lab = (_set_scores if data.multi_label else _label_scores)(
         data, x, graph, pred_probs=pred_probs, method=method, seed=seed, device=device,
-        review_order=review_order)
+        review_order=review_order, views=views)
     probs, post = lab["probs"], lab["post"]
     noisiness, ambiguity, priority = lab["noisiness"], lab["ambiguity"], lab["priority"]
     suggested_names, confidence = lab["suggested"], lab["confidence"]
@@ -173,8 +183,9 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                          np.where(junk, "", np.array(values, dtype=object)))
         table = table.rename(columns={"suggested_label": "suggested_labels"})
     noise_blocks = lab["noise_blocks"](label_error)
+    fitted = lab["fitted"]  # what made the posteriors when the audit fitted them, else None
     stats = {
-        "posterior_method": method if post is not None else probs_source,
+        "posterior_method": method if fitted else probs_source,
         "label_error_probability": {
             "calibration": "power",
             "description": "P(given set is wrong): 1 - prod over classes of (1 - q), q the "
@@ -200,18 +211,20 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "score_parameters": {"k": graph.k if graph is not None else None,
                              "duplicate_threshold": duplicate_threshold,
                              "ambiguity_margin": AMBIGUITY_MARGIN,
-                             "n_folds": 5 if post is not None or probs_source == "finetune"
+                             "n_folds": 5 if fitted or probs_source == "finetune"
                              else None,
-                             "fold_splits": post.fold_splits if post is not None else None,
+                             "fold_splits": post.fold_splits if post is not None else
+                             (LINEAR_REPEATS if n <= REPEAT_MAX_SAMPLES else 1) if fitted
+                             else None,
                              "pca_dim": int(x.shape[1]) if x is not None else None,
                              "knn": graph.info if graph is not None else None,
-                             "posteriors": "probes" if post is not None else probs_source},
+                             "posteriors": fitted or probs_source},
     }
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
 
 
 def _label_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed: int,
-                  device: str, review_order: str) -> dict:
+                  device: str, review_order: str, views) -> dict:
     """The label scores of a single-label dataset: posteriors (the probes', or the user's
     ``pred_probs``), noisiness, ambiguity, the flag, the calibrated error probability, the
     review order, and the confident joint's per-class blocks for the summary."""
@@ -260,7 +273,8 @@ def _label_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, see
                                    "(row-normalised calibrated confident joint)",
                     "matrix": np.round(transition, 4).tolist()}}
 
-    return {"probs": probs, "post": post, "noisiness": noisiness, "ambiguity": ambiguity,
+    return {"probs": probs, "post": post, "fitted": "probes" if post is not None else None,
+            "noisiness": noisiness, "ambiguity": ambiguity,
             "priority": noisiness - ambiguity,
             "suggested": np.array(data.classes, dtype=object)[suggested],
             "confidence": confidence, "disagreement": disagreement,
@@ -272,17 +286,23 @@ def _label_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, see
 
 
 def _set_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed: int,
-                device: str, review_order: str) -> dict:
+                device: str, review_order: str, views) -> dict:
     """The label scores of a multi-label dataset (``scoring.multilabel``): per-class
-    out-of-fold posteriors (or the user's independent ``pred_probs``), scored pair by pair;
-    the review goes by the chance the set is wrong."""
+    out-of-fold posteriors (the region model's on ``views`` (N, J, d) when given, else the
+    one-vs-rest probes', or the user's independent ``pred_probs``), scored pair by pair; the
+    review goes by the chance the set is wrong."""
     sets = data.label_sets
     post = None
-    if pred_probs is None:
+    if views is not None:
+        fitted = "region model (scoring.regions)"
+        probs = regions_model.region_posteriors(views, sets, config=SET_REGIONS, seed=seed,
+                                                device=device)
+    elif pred_probs is None:
+        fitted = "one-vs-rest probes (scoring.multilabel)"
         probs = multilabel.binary_posteriors(x, sets, seed=seed, device=device,
                                              config=multilabel.SET_PROBE)
     else:
-        probs = pred_probs
+        fitted, probs = None, pred_probs
     s = multilabel.set_scores(sets, probs, data.classes)
     n = len(data)
 
@@ -295,7 +315,7 @@ def _set_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed:
         return {"per_class_noise": per_class_noise, "estimated_transition_matrix": None,
                 "multi_label": block}
 
-    return {**s, "probs": probs, "post": post,
+    return {**s, "probs": probs, "post": post, "fitted": fitted,
             "n_errors": int(round(float(s["error_probability"].sum()))),
             "review": scores.mean_rank(s["disagreement"]) / max(n - 1, 1),
             "noise_blocks": noise_blocks}

@@ -266,7 +266,8 @@ class Reviewing:
             scored = score(kept, emb, self.config, pred_probs=given, device=device,
                            image_stats=None if self.image_stats is None
                            else self.image_stats[keep], embed_info=s.get("embedding"),
-                           quiet=self.quiet)
+                           quiet=self.quiet, regions=None if self.regions is None
+                           else np.asarray(self.regions[keep], dtype=np.float32))
         self.samples = rescored(self.samples, data, kept, keep, scored, s)
         if "fingerprint_files" in s:  # audits from before 2026-12-03 keep their scan's
             s["fingerprint"] = fingerprint(data, files=s["fingerprint_files"],
