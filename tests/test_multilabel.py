@@ -246,3 +246,64 @@ def test_sets_are_written_into_fiftyone_and_reviewed_from_the_app(tmp_path):
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
+
+
+def test_sets_are_read_from_a_fiftyone_classifications_field_and_written_back(tmp_path):
+    """A FiftyOne Classifications field is read as label sets (--multi-label implied): an empty
+    Classifications is the empty set, a sample without the field is skipped; the audit's
+    fields go back into the same dataset, the user's members marked dq_extra, kept."""
+    import uuid
+
+    from dqaudit.io.fiftyone_io import import_fiftyone
+
+    fo = import_fiftyone()
+    data = tmp_path / "ml"
+    shutil.copytree(REPO / "sample_data" / "multilabel", data)
+    rows = pd.read_csv(data / "manifest.csv", keep_default_na=False).head(90)
+    name = f"dqaudit-test-{uuid.uuid4().hex[:8]}"
+    dataset = fo.Dataset(name)
+    try:
+        samples = []
+        for k, r in rows.iterrows():
+            sample = fo.Sample(filepath=str(data / r["path"]), tags=[r["split"]])
+            if k == 7:  # an empty Classifications: the empty set
+                rows.loc[k, "labels"] = ""
+            if k != 5:  # sample 5 has no answer at all
+                sample["ground_truth"] = fo.Classifications(classifications=[
+                    fo.Classification(label=c, confidence=0.9) for c in r["labels"].split(";")
+                    if c and k != 7])
+            samples.append(sample)
+        dataset.add_samples(samples, progress=False)
+        ds = load_dataset(name, from_fiftyone=True)
+        assert ds.multi_label and len(ds) == 89
+        assert ds.skipped[0]["reason"] == "no label set in field 'ground_truth'"
+        wanted = {str(data / p): s for p, s in zip(rows["path"], rows["labels"])}
+        got = {p: ";".join(c for c, on in zip(ds.classes, r) if on)
+               for p, r in zip(ds.paths, ds.label_sets)}
+        assert all(got[p] == wanted[p] for p in got)
+        assert any(v == "" for v in got.values())  # the empty set is read as a set
+        # bad input: --multi-label on a single-label field, an unknown class
+        dataset.add_sample_field("single", fo.EmbeddedDocumentField,
+                                 embedded_doc_type=fo.Classification)
+        with pytest.raises(InputError, match="one label; label sets"):
+            load_dataset(name, from_fiftyone=True, label_field="single", multi_label=True)
+        with pytest.raises(InputError, match="not one of the classes given"):
+            load_dataset(name, from_fiftyone=True, classes=("circle", "square"))
+        out = tmp_path / "audit"
+        res = run("scan", name, "--from-fiftyone", "--out", out, "--model", "lite0",
+                  "--num-workers", "0", "--no-report", "--quiet")
+        assert res.exit_code == 0, res.output
+        table = pd.read_parquet(out / "samples.parquet").set_index("id")
+        dataset = fo.load_dataset(name)
+        for s in dataset.load_saved_view("dq_suspects"):
+            row = table.loc[s.id]
+            members = s.ground_truth.classifications
+            assert [c.confidence for c in members] == [0.9] * len(members)  # the user's kept
+            extra = {c.label for c in members if c.dq_extra}
+            assert extra == set(filter(None, row["extra_labels"].split(";")))
+            assert [c.label for c in s.dq_missing.classifications] == \
+                [c for c in row["missing_labels"].split(";") if c]
+        assert len(dataset.load_saved_view("dq_suspects")) == int(table["flagged"].sum()) > 0
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)

@@ -76,7 +76,8 @@ def audit_fiftyone(view, *, label_field: str = DEFAULT_LABEL_FIELD, out_dir=None
     c = config.input
     data = load_fiftyone(root_dataset(view).name, label_field=c.label_field, view=view,
                          pred_field=c.pred_field, box_margin=c.box_margin,
-                         min_box_side=c.min_box_side, cache_dir=config.embed.cache_dir)
+                         min_box_side=c.min_box_side, cache_dir=config.embed.cache_dir,
+                         classes=c.classes, multi_label=c.multi_label)
     # the audit writes the results back to the dataset the samples came from: once
     return Audit.scan(data, out_dir=out_dir, config=config, fiftyone_run=run, **options)
 

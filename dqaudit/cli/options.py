@@ -218,7 +218,8 @@ def ingest_options(func):
                           "ones get mostly false flags)."),
         click.option("--multi-label", is_flag=True,
                      help="Each image's label is a set of classes: manifest cells like "
-                          "cat;dog (an empty cell is the empty set), or --label-columns."),
+                          "cat;dog (an empty cell is the empty set), or --label-columns (a "
+                          "FiftyOne Classifications field is read as sets without it)."),
         click.option("--label-sep", default=default(InputConfig, "label_sep"),
                      show_default=True, help="With --multi-label: what separates the classes "
                                              "of a set in a cell."),

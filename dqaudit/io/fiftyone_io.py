@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import SPLIT_NAMES, LabeledImages, one_hot
+from dqaudit.dataset import SET_SEP, SPLIT_NAMES, LabeledImages, first_classes, one_hot
 from dqaudit.errors import InputError
-from dqaudit.files import cheap_file_problem, printable
+from dqaudit.files import cheap_file_problem, normal_text, printable
 from dqaudit.imaging.boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
 from dqaudit.io.reading import DEFAULT_LABEL_FIELD, import_fiftyone
 
@@ -34,8 +34,12 @@ def _view_of(fo, name: str, view):
     return fo.load_dataset(name)
 
 
-def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, view=None):
-    """A FiftyOne dataset (or ``view`` of it) with a ``Classification`` field -> LabeledImages.
+def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, view=None,
+                          classes: tuple[str, ...] | None = None, multi_label: bool = False):
+    """A FiftyOne dataset (or ``view`` of it) with a ``Classification`` field -> LabeledImages;
+    a ``Classifications`` field gives label sets (``load_fiftyone_sets``; ``classes``: the
+    known classes, as ``--classes``; ``multi_label``: sets asked for, so a ``Classification``
+    field is an error).
 
     Sample ids are FiftyOne's, so results can be written back to the same samples. Splits come
     from the tags train/val/test. Samples without a label are listed in ``skipped``.
@@ -48,9 +52,11 @@ def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, 
         raise InputError(f"FiftyOne dataset {name!r} has no field {label_field!r}; fields are "
                          f"{', '.join(sorted(schema))}; pass --label-field")
     if getattr(schema[label_field], "document_type", None) is fo.Classifications:
-        raise InputError(f"FiftyOne field {label_field!r} holds label sets (Classifications); "
-                         "reading them from FiftyOne is not built yet: write a manifest (path, "
-                         "labels like 'cat;dog') and scan it with --multi-label")
+        return load_fiftyone_sets(view, dataset.name, label_field=label_field, classes=classes)
+    if classes or multi_label:
+        raise InputError(f"FiftyOne field {label_field!r} gives each sample one label; label "
+                         "sets (--multi-label, --classes) are read from a Classifications "
+                         "field: name one with --label-field, or drop those options")
     ids, filepaths, labels, tags = view.values(["id", "filepath", f"{label_field}.label", "tags"])
     if not ids:
         raise InputError(f"FiftyOne dataset {name!r} (or its view) has no samples")
@@ -83,6 +89,70 @@ def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, 
                 "view": None if view is dataset else view_description(view)},
         skipped=skipped,
     )
+
+
+def load_fiftyone_sets(view, name: str, *, label_field: str,
+                       classes: tuple[str, ...] | None) -> LabeledImages:
+    """The label sets of a ``Classifications`` field -> a multi-label ``LabeledImages``.
+
+    A sample whose field holds an empty ``Classifications`` has the empty set (a valid set); a
+    sample without the field (None) has no answer and is listed in ``skipped``. A class named
+    twice in one sample counts once (the source says how many samples did). With ``classes``,
+    a set naming another class is an error; without, the classes are those the sets name.
+    """
+    ids, filepaths, labels, tags = view.values(
+        ["id", "filepath", f"{label_field}.classifications.label", "tags"])
+    if not ids:
+        raise InputError(f"FiftyOne dataset {name!r} (or its view) has no samples")
+    known = [normal_text(c) for c in classes] if classes else None
+    skipped, keep, parsed, duplicated = [], [], [], 0
+    for i, (fp, members) in enumerate(zip(filepaths, labels)):
+        if members is None:
+            skipped.append({"path": fp, "reason": f"no label set in field {label_field!r}"})
+            continue
+        reason = cheap_file_problem(Path(fp))
+        if reason:
+            skipped.append({"path": fp, "reason": reason})
+            continue
+        names = [normal_text(str(m)) for m in members if m is not None and str(m).strip()]
+        duplicated += len(names) != len(set(names))
+        keep.append(i)
+        parsed.append(set(names))
+    if not keep:
+        raise InputError(f"FiftyOne dataset {name!r}: no sample has a label set in field "
+                         f"{label_field!r}")
+    named = sorted(set().union(*parsed))
+    if known is not None:
+        unknown = [(ids[i], sorted(s - set(known))) for i, s in zip(keep, parsed)
+                   if s - set(known)]
+        if unknown:
+            sid, what = unknown[0]
+            raise InputError(f"FiftyOne sample {sid} names {what[0]!r} in {label_field!r}, not "
+                             f"one of the classes given ({', '.join(known[:8])}); fix the label "
+                             "or the --classes list")
+    names = sorted(known) if known is not None else named
+    joined = [c for c in names if SET_SEP in c]
+    if joined:
+        raise InputError(f"class {joined[0]!r} holds {SET_SEP!r}, which separates the classes of "
+                         "a set in dqaudit's tables; rename the class in FiftyOne")
+    if not names:
+        raise InputError(f"FiftyOne dataset {name!r}: field {label_field!r} names no class")
+    index = {c: j for j, c in enumerate(names)}
+    sets = np.zeros((len(keep), len(names)), dtype=bool)
+    for r, s in enumerate(parsed):
+        sets[r, [index[c] for c in s]] = True
+    read = (f"FiftyOne field {label_field!r} (Classifications) as label sets"
+            + (f"; {duplicated} samples name a class twice (counted once)" if duplicated else ""))
+    return LabeledImages(
+        paths=[filepaths[i] for i in keep], labels=first_classes(sets), classes=names,
+        label_counts=sets.astype(np.float32), multi_label=True,
+        splits=np.array([_split_of(tags[i]) for i in keep], dtype=object),
+        ids=[ids[i] for i in keep],
+        source={"kind": "fiftyone", "location": name, "label_field": label_field,
+                "view": None if view is root_dataset(view) else view_description(view),
+                "multi_label": True, "duplicate_classes_in_cells": duplicated,
+                "read_as": read},
+        skipped=skipped)
 
 
 def read_predictions_field(name: str, field: str):

@@ -64,7 +64,10 @@ def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
     """
     source = data.source or {}
     if source.get("kind") == "fiftyone" and source.get("location") == name:
-        return fo.load_dataset(name), list(data.ids)
+        dataset = fo.load_dataset(name)
+        if data.multi_label:  # the user's own Classifications: mark the members, keep them
+            mark_extra(dataset, list(data.ids), label_field, extra)
+        return dataset, list(data.ids)
     if fo.dataset_exists(name):
         dataset = fo.load_dataset(name)
     else:
@@ -90,6 +93,18 @@ def _target_dataset(fo, name: str, data, label_field: str, *, out_dir=None,
     dataset.set_values(label_field, dict(zip(ids, label_values(fo, data, extra=extra))),
                        key_field="id")
     return dataset, ids
+
+
+def mark_extra(dataset, ids: list[str], label_field: str, extra) -> None:
+    """Set ``dq_extra`` on every member of the ``Classifications`` of samples ``ids`` in
+    ``label_field`` (True: the audit flags the class as likely not there; ``extra`` (N,) the
+    ``;``-joined flagged classes of each sample), leaving the labels as they are."""
+    flagged = {sid: set(str(v).split(";")) - {""} for sid, v in zip(ids, extra)}
+    view = dataset.select(ids)
+    rows = view.values(["id", f"{label_field}.classifications.label"])
+    values = [None if labels is None else [lab in flagged[sid] for lab in labels]
+              for sid, labels in zip(*rows)]
+    view.set_values(f"{label_field}.classifications.dq_extra", values)
 
 
 def label_values(fo, data, *, extra) -> list:

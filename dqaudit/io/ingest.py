@@ -58,7 +58,8 @@ def read_input(source: str | os.PathLike, *, config: InputConfig,
         view = load_view(str(source), saved_view=c.saved_view) if c.saved_view else None
         return load_fiftyone(str(source), label_field=c.label_field, view=view,
                              pred_field=c.pred_field, box_margin=c.box_margin, cache_dir=cache_dir,
-                             min_box_side=c.min_box_side)
+                             min_box_side=c.min_box_side, classes=c.classes,
+                             multi_label=c.multi_label)
     if c.pred_field:
         raise InputError("--pred-field names a FiftyOne field: use it with --from-fiftyone")
     path = Path(source).expanduser()
@@ -92,7 +93,8 @@ def read_input(source: str | os.PathLike, *, config: InputConfig,
 
 def load_fiftyone(name: str, *, label_field: str, view, pred_field: str | None,
                   box_margin: float, cache_dir: str | os.PathLike | None,
-                  min_box_side: float) -> LabeledImages:
+                  min_box_side: float, classes: tuple[str, ...] | None,
+                  multi_label: bool) -> LabeledImages:
     """A FiftyOne dataset (or ``view`` of it): a ``Classification`` field gives an image audit,
     a ``Detections`` field an object audit (every box a sample; see ``load_dataset``)."""
     boxes = load_fiftyone_boxes(name, label_field=label_field, view=view, pred_field=pred_field)
@@ -103,7 +105,8 @@ def load_fiftyone(name: str, *, label_field: str, view, pred_field: str | None,
     if pred_field:
         raise InputError(f"--pred-field {pred_field}: predictions are matched to boxes, and "
                          f"field {label_field!r} holds no Detections")
-    return load_fiftyone_dataset(name, label_field=label_field, view=view)
+    return load_fiftyone_dataset(name, label_field=label_field, view=view, classes=classes,
+                                 multi_label=multi_label)
 
 
 # --------------------------------------------------------------------------- folder trees

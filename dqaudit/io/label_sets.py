@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import LabeledImages, first_classes
+from dqaudit.dataset import SET_SEP, LabeledImages, first_classes
 from dqaudit.errors import InputError
 from dqaudit.files import normal_text, printable
 from dqaudit.io.manifest import (LABEL_COLUMN_CANDIDATES, PATH_COLUMN_CANDIDATES,
@@ -91,6 +91,10 @@ def load_set_manifest(manifest: Path, *, path_column: str | None, label_column: 
         rows = np.zeros((len(df), len(names)), dtype=bool)
         for r, s in enumerate(parsed):
             rows[r, [index[c] for c in s]] = True
+    joined = [c for c in names if SET_SEP in c]
+    if joined:
+        raise InputError(f"class {joined[0]!r} holds {SET_SEP!r}, which separates the classes of "
+                         "a set in dqaudit's tables; rename the class")
     if not len(names):
         raise InputError(f"{manifest}: no set names a class; fill the label column "
                          f"{lcol!r} with sets like 'cat{label_sep}dog'")
