@@ -176,9 +176,8 @@ def test_sets_are_reviewed_verified_saved_and_exported_as_sets(tmp_path):
     out = back.export(to="csv", dest=str(tmp_path / "clean.csv"))
     exported = pd.read_csv(tmp_path / "clean.csv", keep_default_na=False)
     assert out["n_samples"] == 300 and exported["label"].iat[0] == audit.samples["label"].iat[0]
-    for target in ("folder", "fiftyone"):
-        with pytest.raises(DqauditError, match="label sets"):
-            back.export(to=target, dest=str(tmp_path / "x"))
+    with pytest.raises(DqauditError, match="one class per image; export label sets"):
+        back.export(to="folder", dest=str(tmp_path / "x"))
 
 
 def test_the_multi_label_sample_scans_and_reports_sets(tmp_path):
@@ -304,6 +303,16 @@ def test_sets_are_read_from_a_fiftyone_classifications_field_and_written_back(tm
             assert [c.label for c in s.dq_missing.classifications] == \
                 [c for c in row["missing_labels"].split(";") if c]
         assert len(dataset.load_saved_view("dq_suspects")) == int(table["flagged"].sum()) > 0
+        # relabel export --to fiftyone writes the sets as Classifications, read back as sets
+        audit = Audit.load(out)
+        audit.apply_corrections(pd.DataFrame({"id": [table.index[0]], "label": ["(none)"]}))
+        audit.export(to="fiftyone", dest=name + "-clean")
+        back = load_dataset(name + "-clean", from_fiftyone=True)
+        now = dict(zip(audit.samples["path"], audit.samples["label"]))
+        assert {p: ";".join(c for c, on in zip(back.classes, r) if on)
+                for p, r in zip(back.paths, back.label_sets)} == now
+        assert now[audit.samples["path"].iat[0]] == ""
     finally:
-        if fo.dataset_exists(name):
-            fo.delete_dataset(name)
+        for n in (name, name + "-clean"):
+            if fo.dataset_exists(n):
+                fo.delete_dataset(n)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dqaudit.config import EXPORT_TARGETS
+from dqaudit.dataset import SET_SEP
 from dqaudit.errors import DqauditError
 from dqaudit.files import normal_text, original_path
 from dqaudit.io import outputs
@@ -61,7 +62,8 @@ def export_cleaned(*, samples: pd.DataFrame, summary: dict, changelog: pd.DataFr
     """Write the cleaned dataset as a new copy; the input dataset is never touched.
 
     ``to``: ``folder`` (DEST/<split>/<label>/<file>, files copied), ``csv`` (a manifest DEST
-    with absolute paths, label, split) or ``fiftyone`` (a new FiftyOne dataset named DEST).
+    with absolute paths, label, split) or ``fiftyone`` (a new FiftyOne dataset named DEST;
+    label sets as ``Classifications``, which a scan reads back as sets).
     An object audit exports its boxes: ``coco`` (an instances JSON DEST, file names absolute,
     annotation ids the audit's) or ``fiftyone`` (Detections in ``ground_truth``).
     Samples marked ``DROP`` are left out when ``drop_junk``. ``changelog.csv`` is copied beside
@@ -88,12 +90,10 @@ def export_cleaned(*, samples: pd.DataFrame, summary: dict, changelog: pd.DataFr
     if to in ("folder", "csv"):
         _check_destination(Path(dest), summary, sources, force=force)
     sets = bool(summary.get("multi_label"))
-    if sets and to in ("folder", "fiftyone"):
-        raise DqauditError(f"--to {to}: a class folder holds one class per image, and FiftyOne "
-                           "fields for label sets are not written yet; export label sets with "
-                           "--to csv (a label column of sets like 'cat;dog')" if to == "folder"
-                           else "--to fiftyone: FiftyOne fields for label sets are not written "
-                           "yet; export label sets with --to csv")
+    if sets and to == "folder":
+        raise DqauditError("--to folder: a class folder holds one class per image; export "
+                           "label sets with --to csv (a label column of sets like 'cat;dog') "
+                           "or --to fiftyone (Classifications)")
     if to == "folder":
         target = Path(dest)
         plan, taken = [], set()
@@ -138,8 +138,9 @@ def export_cleaned(*, samples: pd.DataFrame, summary: dict, changelog: pd.DataFr
         dicom=outputs.dicom_read(summary))
     new = []
     for p, src, lab, s in zip(shown, sources, samples["label"], samples["split"]):
-        sample = fo.Sample(filepath=p, tags=[s] if s else [],
-                           ground_truth=fo.Classification(label=lab))
+        sample = fo.Sample(filepath=p, tags=[s] if s else [], ground_truth=fo.Classifications(
+            classifications=[fo.Classification(label=c) for c in lab.split(SET_SEP) if c])
+            if sets else fo.Classification(label=lab))
         if src is not None:
             sample[SOURCE_PATH] = src
         new.append(sample)
