@@ -185,6 +185,7 @@ def coverage(audit, true_sets: np.ndarray, *, draws: int, size: int, seed: int) 
 def run_case(table, layout: str, seed: int, args) -> dict:
     from dqaudit.api import Audit
     from dqaudit.config import AuditConfig, ReportConfig
+    from dqaudit.scoring.calibration import expected_calibration_error
 
     data = make_set(table, layout, args.n, seed)
     t = time.time()
@@ -217,7 +218,9 @@ def run_case(table, layout: str, seed: int, args) -> dict:
         for i, (miss, extra) in enumerate(zip(s["missing_labels"], s["extra_labels"])):
             for c in [v for v in (miss + ";" + extra).split(";") if v]:
                 pairs[i, col[c]] = True
+        prob = s["label_error_probability"].to_numpy(dtype=float)
         ours = {"flag": f1(flag, wrong), "pairs": f1(pairs, wrong_pairs),
+                "ece": round(float(expected_calibration_error(prob, wrong)), 4),
                 "missing": f1(pairs & ~given, wrong_pairs & ~given),
                 "extra": f1(pairs & given, wrong_pairs & given),
                 "gold_free_wrong_set_share": audit.summary["multi_label"]["wrong_set_share"],
@@ -236,7 +239,8 @@ def run_case(table, layout: str, seed: int, args) -> dict:
                                       4)
         print(layout, seed, name, "F1 ours", ours["flag"]["f1"], "cleanlab",
               out[f"cleanlab_{name}"]["flag"]["f1"], "pairs", ours["pairs"]["f1"],
-              "share", ours["gold_free_wrong_set_share"], "truth", out["true_wrong_set_share"],
+              "ece", ours["ece"], "share", ours["gold_free_wrong_set_share"], "truth",
+              out["true_wrong_set_share"],
               ours.get("verified", ""), flush=True)
     return out
 

@@ -32,13 +32,13 @@ from dqaudit.estimates.headline import headline, verdict
 from dqaudit.files import original_path
 from dqaudit.io import outputs, store
 from dqaudit.io.fiftyone_runs import RunNames
+from dqaudit.io.given import checked_regions, given_embeddings, pred_probs_info
 from dqaudit.io.ingest import read_input
 from dqaudit.io.objects import OBJECT_COLUMNS
 from dqaudit.io.reading import input_config
-from dqaudit.pipeline import (check_regions, check_scorable, checked_regions, embed_dataset,
-                              given_embeddings, learnable_sets, log, prepared, region_embeddings,
-                              resolved_review_order, run_clr, say_how_it_was_read, score,
-                              scored_summary, timed)
+from dqaudit.pipeline import (check_regions, check_scorable, embed_dataset, learnable_sets, log,
+                              prepared, region_embeddings, resolved_review_order, run_clr,
+                              say_how_it_was_read, score, scored_summary, timed)
 from dqaudit.report import render_report
 from dqaudit.scoring.conventions import DatalabViews
 from dqaudit.summary import flag_meaning, per_class, per_split
@@ -83,7 +83,7 @@ class Audit(Reviewing, DatalabViews):
              fiftyone_dataset: str | None = None, fiftyone_run: str | None = None,
              quiet: bool = False, command: str | None = None, **input_options) -> Audit:
         """Ingest, embed (or take ``embeddings``: an (N, D) array or a .npy/.npz file, see
-        ``pipeline.given_embeddings``), score, estimate the CLR, and ``finish``.
+        ``io.given.given_embeddings``), score, estimate the CLR, and ``finish``.
 
         ``source``: anything ``load_dataset`` takes, read as ``config.input`` says
         (``input_options``: its fields by name, replacing them), or a loaded
@@ -112,7 +112,7 @@ class Audit(Reviewing, DatalabViews):
                     read_input(source, config=config.input,  # box crops beside the cache
                                cache_dir=config.embed.cache_dir), embeddings)
             say_how_it_was_read(data, quiet=quiet)
-            check_regions(data, config, given_embeddings=embeddings is not None)
+            check_regions(data, config, user_embeddings=embeddings is not None)
             device = resolve_device(config.device)
             stats = regions = None
             with timed(timings, "embed_seconds"):
@@ -124,9 +124,8 @@ class Audit(Reviewing, DatalabViews):
                                f"{device if config.embed.engine == 'local' else 'Ray'}")
                     data, embeddings, stats, info = embed_dataset(data, config, device=device,
                                                                   quiet=quiet)
-                    if config.embed.regions:
-                        regions = region_embeddings(data, config, info, device=device,
-                                                    quiet=quiet)
+                    regions = region_embeddings(data, config, info, device=device,
+                                                quiet=quiet)
             check_scorable(data)
             if fiftyone_dataset is None and data.source.get("kind") == "fiftyone":
                 fiftyone_dataset = data.source["location"]
@@ -166,14 +165,11 @@ class Audit(Reviewing, DatalabViews):
         if data.multi_label:
             data, pred_probs = learnable_sets(data, pred_probs)
         config = config or AuditConfig()
-        if region_embeddings is not None:
-            region_embeddings = checked_regions(region_embeddings, embeddings, len(data))
+        region_embeddings = checked_regions(region_embeddings, embeddings, len(data))
         if embeddings is not None:
             embeddings, info = given_embeddings(data, embeddings)
         else:
-            info = {"model": "user pred_probs", "device": None, "image_size": None,
-                    "flip_tta": False, "n_embedded": len(data), "n_cached": 0, "n_failed": 0,
-                    "images_per_second": None}
+            info = pred_probs_info(len(data))
             config = replace(config, clr=None)  # injection trains probes on embeddings
         return cls._scored(data, embeddings, pred_probs, info, config=config,
                            device=resolve_device(config.device), timings={},

@@ -28,6 +28,7 @@ from dqaudit.estimates.clr import ClrConfig, estimate_clr, take_subsample
 from dqaudit.files import is_dicom_file
 from dqaudit.imaging import dicom
 from dqaudit.imaging.dicom import DicomRead
+from dqaudit.io.given import given_embeddings
 from dqaudit.io.ingest import files_fingerprint, fingerprint, median_image_side
 from dqaudit.scoring import calibration
 from dqaudit.scoring.finetune import FinetuneResult, finetune_posteriors
@@ -114,14 +115,14 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
             result.embeddings[result.ok], result.stats[result.ok], info)
 
 
-def check_regions(data: LabeledImages, config: AuditConfig, *, given_embeddings: bool) -> None:
+def check_regions(data: LabeledImages, config: AuditConfig, *, user_embeddings: bool) -> None:
     """Refuse ``--regions`` where it cannot serve, before any embedding."""
     if not config.embed.regions:
         return
     if not data.multi_label:
         raise InputError("--regions serves multi-label audits (a class is present when some "
                          "part of the image shows it); drop it, or add --multi-label")
-    if given_embeddings:
+    if user_embeddings:
         raise InputError("--regions embeds parts of the images, which given embeddings cannot "
                          "supply; drop --regions or the embeddings")
     if config.embed.engine != "local":
@@ -129,11 +130,13 @@ def check_regions(data: LabeledImages, config: AuditConfig, *, given_embeddings:
 
 
 def region_embeddings(data: LabeledImages, config: AuditConfig, info: dict, *, device: str,
-                      quiet: bool) -> np.ndarray:
+                      quiet: bool) -> np.ndarray | None:
     """(N, R, D) embeddings of the regions of each image (``embed.REGIONS``) with the
     encoder, input size and reading of the whole images' embeddings (``info``); ``info``
-    gains the regions' count and time."""
+    gains the regions' count and time. None without ``--regions``."""
     e = config.embed
+    if not e.regions:
+        return None
     encoder = load_encoder(e.model, image_size=info["image_size"], flip_tta=e.flip_tta)
     read = DicomRead.of(e)
     encoder = replace(encoder, preprocessing=replace(
@@ -147,22 +150,6 @@ def region_embeddings(data: LabeledImages, config: AuditConfig, info: dict, *, d
                                   progress=not quiet, keys=data.digests)
     info.update(more)
     return regions
-
-
-def checked_regions(regions, embeddings, n: int) -> np.ndarray:
-    """A user's region embeddings (N, R, D) as float32, checked against the (N, D)
-    ``embeddings`` they go with; an InputError names what is wrong."""
-    if embeddings is None:
-        raise InputError("region_embeddings= go beside embeddings= (the whole images' features "
-                         "of the same model); pass both")
-    r = np.asarray(regions, dtype=np.float32)
-    d = np.shape(embeddings)[1] if np.ndim(embeddings) == 2 else None
-    if r.ndim != 3 or len(r) != n or r.shape[1] < 1 or r.shape[2] != d:
-        raise InputError(f"region_embeddings have shape {r.shape}; expected ({n}, R, {d}): R "
-                         "regions of each sample, in the embeddings' rows and dimensions")
-    if not np.isfinite(r).all():
-        raise InputError("region_embeddings contain NaN or infinite values")
-    return r
 
 
 def prepared(data: LabeledImages, embeddings=None
@@ -201,50 +188,6 @@ def learnable_sets(data: LabeledImages, pred_probs) -> tuple[LabeledImages, obje
     if pred_probs is not None:
         pred_probs = np.asarray(pred_probs)[:, learnable]
     return data.only_classes(learnable, why), pred_probs
-
-
-def given_embeddings(data: LabeledImages, source) -> tuple[np.ndarray, dict]:
-    """The user's own (N, D) embeddings for ``data``: an array, a ``.npy`` file with one row per
-    audited sample in ingest order, or a ``.npz`` file with ``embeddings`` and ``paths`` (or
-    ``ids``) matched to the samples."""
-    name = "array"
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        name = path.name
-        if not path.is_file():
-            raise InputError(f"{path}: no such embeddings file")
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                keys = set(z.files)
-                if "embeddings" not in keys or not keys & {"paths", "ids"}:
-                    raise InputError(f"{path}: an .npz needs arrays 'embeddings' and 'paths' "
-                                     f"(or 'ids'); it has {', '.join(sorted(keys))}")
-                key = "paths" if "paths" in keys else "ids"
-                rows = {str(v): i for i, v in enumerate(z[key])}
-                want = [str(Path(p).resolve()) for p in data.paths] if key == "paths" \
-                    else [str(v) for v in data.ids]
-                if key == "paths":
-                    rows = {str(Path(k).resolve()): i for k, i in rows.items()}
-                missing = [w for w in want if w not in rows]
-                if missing:
-                    raise InputError(f"{path}: {len(missing)} audited samples have no row "
-                                     f"(first: {missing[0]}); match its {key!r} to the dataset")
-                source = z["embeddings"][[rows[w] for w in want]]
-        elif path.suffix == ".npy":
-            source = np.load(path, allow_pickle=False)
-        else:
-            raise InputError(f"{path}: embeddings must be a .npy or .npz file")
-    x = np.asarray(source, dtype=np.float32)
-    if x.ndim != 2 or len(x) != len(data):
-        raise InputError(f"embeddings from {name} have shape {x.shape}; expected "
-                         f"({len(data)}, D), one row per audited sample in the order dqaudit "
-                         "reads them (or an .npz with 'paths' to match rows by file)")
-    if not np.isfinite(x).all():
-        raise InputError(f"embeddings from {name} contain NaN or infinite values")
-    info = {"model": f"user embeddings ({name})", "device": None, "dim": int(x.shape[1]),
-            "image_size": None, "flip_tta": False,
-            "n_embedded": len(x), "n_cached": 0, "n_failed": 0, "images_per_second": None}
-    return x, info
 
 
 def score(data: LabeledImages, embeddings: np.ndarray | None, config: AuditConfig, *,

@@ -24,7 +24,6 @@ from dqaudit.imaging.image_checks import (
     stat_column,
 )
 from dqaudit.scoring import calibration, multilabel, scores
-from dqaudit.scoring import regions as regions_model
 from dqaudit.scoring.checks import CHECKS, issue_masks
 from dqaudit.scoring.checks import flagged as flagged_by
 from dqaudit.scoring.neighbors import (
@@ -39,7 +38,7 @@ from dqaudit.scoring.neighbors import (
 from dqaudit.scoring.posteriors import (DEFAULT_METHOD, LINEAR_REPEATS, REPEAT_MAX_SAMPLES,
                                         compute_posteriors, review_posteriors)
 from dqaudit.scoring.probes import project
-from dqaudit.scoring.regions import SET_REGIONS
+from dqaudit.scoring.regions import SET_REGIONS, project_views
 
 # a class of m samples gives each held-out sample's model at most m - 1 of its class to learn
 # from: below 3 (one typo in a manifest makes a class of one) the class cannot be learnt and
@@ -101,7 +100,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         if not data.multi_label or embeddings is None or pred_probs is not None:
             raise InputError("region embeddings serve the per-class posteriors of a multi-label "
                              "audit from its embeddings; drop them (--regions) here")
-        views = regions_model.project_views(embeddings, regions, dim=SET_REGIONS.dim, seed=seed)
+        views = project_views(embeddings, regions, dim=SET_REGIONS.dim, seed=seed)
     if embeddings is not None:
         x = project(embeddings, seed=seed)
         if graph is None:
@@ -189,8 +188,9 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "label_error_probability": {
             "calibration": "power",
             "description": "P(given set is wrong): 1 - prod over classes of (1 - q), q the "
-                           "calibrated probability that the class's answer is wrong "
-                           "(scoring.multilabel)" if data.multi_label else
+                           "calibrated probability that the class's answer is wrong, raised "
+                           "to the power that makes the column sum to the estimated number "
+                           "of wrong sets (scoring.multilabel)" if data.multi_label else
                            "P(given label is wrong): 1 - p(given label) under the "
                            "out-of-sample posteriors, raised to the power that makes the "
                            "column sum to the estimated number of wrong labels",
@@ -293,16 +293,8 @@ def _set_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed:
     review goes by the chance the set is wrong."""
     sets = data.label_sets
     post = None
-    if views is not None:
-        fitted = "region model (scoring.regions)"
-        probs = regions_model.region_posteriors(views, sets, config=SET_REGIONS, seed=seed,
-                                                device=device)
-    elif pred_probs is None:
-        fitted = "one-vs-rest probes (scoring.multilabel)"
-        probs = multilabel.binary_posteriors(x, sets, seed=seed, device=device,
-                                             config=multilabel.SET_PROBE)
-    else:
-        fitted, probs = None, pred_probs
+    probs, fitted = multilabel.set_posteriors(x, views, sets, pred_probs=pred_probs, seed=seed,
+                                              device=device)
     s = multilabel.set_scores(sets, probs, data.classes)
     n = len(data)
 
