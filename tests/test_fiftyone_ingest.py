@@ -51,16 +51,18 @@ def test_a_saved_view_records_its_name_and_stages(fo_dataset):
     assert load_dataset(fo_dataset.name, from_fiftyone=True).source["view"] is None
 
 
-def test_a_classifications_field_says_how_to_audit_its_sets(class_tree):
-    """Label sets in FiftyOne (Classifications) are not read yet: one line naming the way that
-    works (a manifest of sets with --multi-label), not a count of unlabeled samples."""
+def test_a_classifications_field_is_read_as_label_sets(class_tree):
+    """Label sets in FiftyOne (Classifications) are read as sets, --multi-label implied (the
+    whole round trip: tests/test_multilabel.py)."""
     fo = import_fiftyone()
     ds = fo.Dataset(f"dqaudit-test-{uuid.uuid4().hex[:8]}")
     try:
+        files = sorted(class_tree.rglob("*.png"))
         ds.add_samples([fo.Sample(filepath=str(p), tags=[], tags_set=fo.Classifications(
-            classifications=[fo.Classification(label=p.parent.name)]))
-            for p in sorted(class_tree.rglob("*.png"))])
-        with pytest.raises(InputError, match="holds label sets.*--multi-label"):
-            load_dataset(ds.name, from_fiftyone=True, label_field="tags_set")
+            classifications=[fo.Classification(label=p.parent.name)])) for p in files])
+        data = load_dataset(ds.name, from_fiftyone=True, label_field="tags_set")
+        assert data.multi_label and len(data) == len(files)
+        assert data.classes == sorted({p.parent.name for p in files})
+        assert (data.label_sets.sum(axis=1) == 1).all()
     finally:
         ds.delete()
