@@ -183,12 +183,15 @@ def embed_regions(paths: list[str], *, model: Encoder, device: str, batch_size: 
     an embedding of its own (the preprocessing's ``region`` is part of the cache key). Regions
     are decoded on the CPU."""
     out, seconds, computed = None, 0.0, 0
+    bar = progress_bar(len(paths) * len(REGIONS), f"{model.name} regions", device,
+                       enabled=progress)
     for r, box in enumerate(REGIONS):
         encoder = replace(model, decoder="cpu",
                           preprocessing=replace(model.preprocessing, region=box))
         res = embed_images(paths, model=encoder, device=device, batch_size=batch_size,
                            num_workers=num_workers, cache_dir=cache_dir, use_cache=use_cache,
-                           progress=progress, keys=keys, decoder="cpu")
+                           progress=False, keys=keys, decoder="cpu")
+        bar.update(len(paths))
         if res.failures:
             raise DqauditError(f"{res.failures[0]['path']}: a region of this image could not be "
                                f"embedded ({res.failures[0]['reason']}); run without --regions")
@@ -197,6 +200,7 @@ def embed_regions(paths: list[str], *, model: Encoder, device: str, batch_size: 
         out[:, r] = res.embeddings
         seconds += res.info["embed_seconds"]
         computed += res.info["n_embedded"]
+    bar.close()
     return out, {"regions": len(REGIONS), "n_region_embeddings": computed,
                  "region_seconds": round(seconds, 3)}
 
