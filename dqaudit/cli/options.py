@@ -81,9 +81,9 @@ def embedding_options(func):
                           "most 64 px, else 224)."),
         click.option("--regions", is_flag=True, default=default(EmbedConfig, "regions"),
                      help="With --multi-label: also embed each image's quadrants and halves "
-                          "(9x the embedding time) and score each class by the region that "
-                          "shows it best; finds more wrong sets where objects are small "
-                          "(docs/scores.md)."),
+                          "(8 more forward passes per image) and score each class by the "
+                          "region that shows it best too; finds more wrong sets where objects "
+                          "are small (docs/scores.md)."),
         click.option("--flip-tta/--no-flip-tta", default=default(EmbedConfig, "flip_tta"),
                      show_default=True,
                      help="Average each image's features with its mirror image's (2x compute, "
