@@ -159,3 +159,18 @@ def test_regions_where_they_cannot_serve_is_one_line(small_sets, class_tree, tmp
 def test_whole_image_cache_keys_do_not_change():
     encoder = load_encoder("lite0")
     assert "region" not in encoder.preprocessing.key()
+
+
+def test_sets_scanned_by_an_older_version_are_refitted_on_a_rerank(small_sets, tmp_path):
+    """Scans before 2026-12-07 recorded a multi-label audit's own posteriors as a user's
+    pred_probs (its re-ranks kept them); reading such a folder says they were fitted."""
+    out = tmp_path / "audit"
+    res = run("scan", small_sets / "manifest.csv", "--multi-label", "--out", out, "--model",
+              "lite0", "--num-workers", "0", "--no-report", "--quiet")
+    assert res.exit_code == 0, res.output
+    path = out / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["posterior_method"] = "pred_probs"  # as the older version wrote it
+    path.write_text(json.dumps(summary))
+    audit = Audit.load(out)
+    assert not audit.user_probs and audit.summary["posterior_method"] == "linear"

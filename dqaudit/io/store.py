@@ -95,6 +95,17 @@ def read_ledger(folder: Path) -> pd.DataFrame:
     return book
 
 
+def fitted_sets(summary: dict) -> None:
+    """Multi-label audits scanned before 2026-12-07 recorded the posteriors they fitted as a
+    user's ``pred_probs``, so their re-ranks kept the scan's; a scan takes no pred_probs, so
+    such a record of a scanned dataset (not arrays) is the audit's own fit: say so."""
+    source = (summary.get("dataset") or {}).get("source") or {}
+    if summary.get("multi_label") and summary.get("posterior_method") == "pred_probs" and \
+            source.get("kind") not in (None, "arrays"):
+        summary["posterior_method"] = ((summary.get("config") or {}).get("score") or {}).get(
+            "posterior_method") or "linear"
+
+
 def read(out: Path) -> Stored:
     """The audit saved in ``out`` (embeddings memory-mapped). An interrupted change is put
     back first (``outputs.recover``; returned in ``summary["_recovered"]`` for the message)."""
@@ -110,6 +121,7 @@ def read(out: Path) -> Stored:
                            f"scan DATASET --out {out}` first")
     summary = outputs.read_summary(out)
     outputs.check_stamps(out, summary)
+    fitted_sets(summary)
     samples = outputs.read_samples(out)
     emb, probs, stats = (out / outputs.EMBEDDINGS_NPY, out / outputs.PROBS_NPY,
                          out / outputs.IMAGE_STATS_NPY)
