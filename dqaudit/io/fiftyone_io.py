@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import SET_SEP, SPLIT_NAMES, LabeledImages, first_classes, one_hot
+from dqaudit.dataset import SPLIT_NAMES, LabeledImages, first_classes, one_hot
 from dqaudit.errors import InputError
 from dqaudit.files import cheap_file_problem, normal_text, printable
 from dqaudit.imaging.boxes import BOX_COLUMNS, MATCH_IOU, MISSING_CONFIDENCE, match_predictions
 from dqaudit.io.reading import DEFAULT_LABEL_FIELD, import_fiftyone
+from dqaudit.io.set_names import sets_of_names
 
 SOURCE_PATH = "dq_source_path"  # the DICOM file a rendering shows
 
@@ -60,17 +61,8 @@ def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, 
     ids, filepaths, labels, tags = view.values(["id", "filepath", f"{label_field}.label", "tags"])
     if not ids:
         raise InputError(f"FiftyOne dataset {name!r} (or its view) has no samples")
-    skipped = []
-    keep = []
-    for i, (fp, lab) in enumerate(zip(filepaths, labels)):
-        if lab is None or str(lab) == "":
-            skipped.append({"path": fp, "reason": f"no label in field {label_field!r}"})
-            continue
-        reason = cheap_file_problem(Path(fp))
-        if reason:
-            skipped.append({"path": fp, "reason": reason})
-            continue
-        keep.append(i)
+    keep, skipped = _auditable(filepaths, [lab is not None and str(lab) != "" for lab in labels],
+                               missing=f"no label in field {label_field!r}")
     classes = sorted({str(labels[i]) for i in keep})
     if len(classes) < 2:
         raise InputError(f"FiftyOne dataset {name!r}: field {label_field!r} has fewer than two "
@@ -91,6 +83,20 @@ def load_fiftyone_dataset(name: str, *, label_field: str = DEFAULT_LABEL_FIELD, 
     )
 
 
+def _auditable(filepaths: list[str], answered: list[bool], *, missing: str
+               ) -> tuple[list[int], list[dict]]:
+    """(the indices of the samples with an answer whose file shows no cheap problem, the
+    others as rows of ``skipped``: ``missing`` where there is no answer)."""
+    keep, skipped = [], []
+    for i, (fp, ok) in enumerate(zip(filepaths, answered)):
+        reason = cheap_file_problem(Path(fp)) if ok else missing
+        if reason:
+            skipped.append({"path": fp, "reason": reason})
+        else:
+            keep.append(i)
+    return keep, skipped
+
+
 def load_fiftyone_sets(view, name: str, *, label_field: str,
                        classes: tuple[str, ...] | None) -> LabeledImages:
     """The label sets of a ``Classifications`` field -> a multi-label ``LabeledImages``.
@@ -105,42 +111,20 @@ def load_fiftyone_sets(view, name: str, *, label_field: str,
     if not ids:
         raise InputError(f"FiftyOne dataset {name!r} (or its view) has no samples")
     known = [normal_text(c) for c in classes] if classes else None
-    skipped, keep, parsed, duplicated = [], [], [], 0
-    for i, (fp, members) in enumerate(zip(filepaths, labels)):
-        if members is None:
-            skipped.append({"path": fp, "reason": f"no label set in field {label_field!r}"})
-            continue
-        reason = cheap_file_problem(Path(fp))
-        if reason:
-            skipped.append({"path": fp, "reason": reason})
-            continue
-        names = [normal_text(str(m)) for m in members if m is not None and str(m).strip()]
+    keep, skipped = _auditable(filepaths, [m is not None for m in labels],
+                               missing=f"no label set in field {label_field!r}")
+    parsed, duplicated = [], 0
+    for i in keep:
+        names = [normal_text(str(m)) for m in labels[i] if m is not None and str(m).strip()]
         duplicated += len(names) != len(set(names))
-        keep.append(i)
         parsed.append(set(names))
     if not keep:
         raise InputError(f"FiftyOne dataset {name!r}: no sample has a label set in field "
                          f"{label_field!r}")
-    named = sorted(set().union(*parsed))
-    if known is not None:
-        unknown = [(ids[i], sorted(s - set(known))) for i, s in zip(keep, parsed)
-                   if s - set(known)]
-        if unknown:
-            sid, what = unknown[0]
-            raise InputError(f"FiftyOne sample {sid} names {what[0]!r} in {label_field!r}, not "
-                             f"one of the classes given ({', '.join(known[:8])}); fix the label "
-                             "or the --classes list")
-    names = sorted(known) if known is not None else named
-    joined = [c for c in names if SET_SEP in c]
-    if joined:
-        raise InputError(f"class {joined[0]!r} holds {SET_SEP!r}, which separates the classes of "
-                         "a set in dqaudit's tables; rename the class in FiftyOne")
+    names, sets = sets_of_names(parsed, known, fix="the label",
+                                where=lambda r: f"FiftyOne sample {ids[keep[r]]} ({label_field!r})")
     if not names:
         raise InputError(f"FiftyOne dataset {name!r}: field {label_field!r} names no class")
-    index = {c: j for j, c in enumerate(names)}
-    sets = np.zeros((len(keep), len(names)), dtype=bool)
-    for r, s in enumerate(parsed):
-        sets[r, [index[c] for c in s]] = True
     read = (f"FiftyOne field {label_field!r} (Classifications) as label sets"
             + (f"; {duplicated} samples name a class twice (counted once)" if duplicated else ""))
     return LabeledImages(

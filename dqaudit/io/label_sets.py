@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.dataset import SET_SEP, LabeledImages, first_classes
+from dqaudit.dataset import LabeledImages, first_classes
 from dqaudit.errors import InputError
 from dqaudit.files import normal_text, printable
-from dqaudit.io.manifest import (LABEL_COLUMN_CANDIDATES, PATH_COLUMN_CANDIDATES,
-                                 SPLIT_COLUMN_CANDIDATES, checked_files, manifest_files,
-                                 pick_column, read_table)
+from dqaudit.io.manifest import (LABEL_COLUMN_CANDIDATES, checked_files, manifest_files, opened,
+                                 pick_column)
 from dqaudit.io.outputs import separator
+from dqaudit.io.set_names import check_set_classes, sets_of_names
 
 YES = frozenset({"1", "1.0", "true", "yes", "y", "t"})
 NO = frozenset({"0", "0.0", "false", "no", "n", "f", ""})
@@ -33,14 +33,8 @@ def load_set_manifest(manifest: Path, *, path_column: str | None, label_column: 
     ``classes`` given, a set naming another class is an error; without, the classes are those
     the sets name."""
     manifest = manifest.resolve()
-    df = read_table(manifest)
-    if len(df) == 0:
-        raise InputError(f"{manifest}: the manifest has no rows; add one row per image")
-    pcol = pick_column(df, path_column, PATH_COLUMN_CANDIDATES, "path", manifest,
-                       "--path-column", True)
-    scol = pick_column(df, split_column, SPLIT_COLUMN_CANDIDATES, "split", manifest,
-                       "--split-column", False)
-    base = Path(image_root).expanduser().resolve() if image_root else manifest.parent
+    df, pcol, scol, base = opened(manifest, path_column=path_column, split_column=split_column,
+                                  image_root=image_root)
     known = [normal_text(c) for c in classes] if classes else None
     if known is not None:
         inside = [c for c in known if label_sep in c]
@@ -68,6 +62,7 @@ def load_set_manifest(manifest: Path, *, path_column: str | None, label_column: 
                                  "is not 0 or 1; each --label-columns column says whether "
                                  "its class is present (1) or not (0)")
             rows[:, k] = cells.isin(YES).to_numpy()
+        check_set_classes(names)
     else:
         lcol = pick_column(df, label_column, LABEL_COLUMN_CANDIDATES, "label", manifest,
                            "--label-column", True)
@@ -77,24 +72,8 @@ def load_set_manifest(manifest: Path, *, path_column: str | None, label_column: 
             parts = [p for p in parts if p]
             duplicated += len(parts) != len(set(parts))
             parsed.append(set(parts))
-        named = sorted(set().union(*parsed))
-        if known is not None:
-            unknown = [(r, sorted(s - set(known))) for r, s in enumerate(parsed)
-                       if s - set(known)]
-            if unknown:
-                r, what = unknown[0]
-                raise InputError(f"{manifest}: row {r + 2} names {what[0]!r}, not one of the "
-                                 f"classes given ({', '.join(known[:8])}); fix the row or "
-                                 "the --classes list")
-        names = known if known is not None else named
-        index = {c: i for i, c in enumerate(names)}
-        rows = np.zeros((len(df), len(names)), dtype=bool)
-        for r, s in enumerate(parsed):
-            rows[r, [index[c] for c in s]] = True
-    joined = [c for c in names if SET_SEP in c]
-    if joined:
-        raise InputError(f"class {joined[0]!r} holds {SET_SEP!r}, which separates the classes of "
-                         "a set in dqaudit's tables; rename the class")
+        names, rows = sets_of_names(parsed, known, where=lambda r: f"{manifest}: row {r + 2}",
+                                    fix="the row")
     if not len(names):
         raise InputError(f"{manifest}: no set names a class; fill the label column "
                          f"{lcol!r} with sets like 'cat{label_sep}dog'")

@@ -65,6 +65,22 @@ def pick_column(df: pd.DataFrame, requested: str | None, candidates: tuple[str, 
     return None
 
 
+def opened(manifest: Path, *, path_column: str | None, split_column: str | None,
+           image_root: str | os.PathLike | None) -> tuple[pd.DataFrame, str, str | None, Path]:
+    """(the rows of ``manifest`` (resolved), its path column, its split column or None, the
+    folder its paths are relative to); an empty manifest or a missing path column is an
+    InputError naming the fix. Both manifest readers start here."""
+    df = read_table(manifest)
+    if len(df) == 0:
+        raise InputError(f"{manifest}: the manifest has no rows; add one row per image")
+    pcol = pick_column(df, path_column, PATH_COLUMN_CANDIDATES, "path", manifest,
+                       "--path-column", True)
+    scol = pick_column(df, split_column, SPLIT_COLUMN_CANDIDATES, "split", manifest,
+                       "--split-column", False)
+    base = Path(image_root).expanduser().resolve() if image_root else manifest.parent
+    return df, pcol, scol, base
+
+
 def load_manifest(
     manifest: Path,
     *,
@@ -81,11 +97,8 @@ def load_manifest(
     or from several rows that name the same path (one row per annotation).
     """
     manifest = manifest.resolve()
-    df = read_table(manifest)
-    if len(df) == 0:
-        raise InputError(f"{manifest}: the manifest has no rows; add one row per image")
-    pcol = pick_column(df, path_column, PATH_COLUMN_CANDIDATES, "path", manifest,
-                        "--path-column", True)
+    df, pcol, scol, base = opened(manifest, path_column=path_column, split_column=split_column,
+                                  image_root=image_root)
     prefix = DEFAULT_COUNT_PREFIX if count_prefix is None else count_prefix
     count_cols = [c for c in df.columns if prefix and str(c).startswith(prefix)
                   and str(c) != pcol] if prefix else []
@@ -94,9 +107,6 @@ def load_manifest(
                          f"columns are {', '.join(map(str, df.columns))}")
     lcol = pick_column(df, label_column, LABEL_COLUMN_CANDIDATES, "label", manifest,
                         "--label-column", required=not count_cols)
-    scol = pick_column(df, split_column, SPLIT_COLUMN_CANDIDATES, "split", manifest,
-                        "--split-column", False)
-    base = Path(image_root).expanduser().resolve() if image_root else manifest.parent
 
     df = df.copy()
     df["_path"] = df[pcol].astype(str).str.strip()
