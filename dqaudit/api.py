@@ -235,8 +235,6 @@ class Audit(Reviewing, DatalabViews):
             log(quiet, f"dqaudit: {out}: a command that changes the audit (a rescan or relabel "
                        "apply) was interrupted: its folder is back as it was before it; run it "
                        "again")
-        if "verified" in (summary.get("clr") or {}):  # audits written before 2026-12-07
-            summary["verified"] = summary["clr"].pop("verified")
         samples = st.samples
         data = LabeledImages.from_user_labels(
             st.label_counts if summary.get("multi_label") else

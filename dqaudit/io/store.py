@@ -121,6 +121,8 @@ def read(out: Path) -> Stored:
                            f"scan DATASET --out {out}` first")
     summary = outputs.read_summary(out)
     outputs.check_stamps(out, summary)
+    if "verified" in (summary.get("clr") or {}):  # audits written before 2026-12-07
+        summary["verified"] = summary["clr"].pop("verified")
     fitted_sets(summary)
     samples = outputs.read_samples(out)
     emb, probs, stats = (out / outputs.EMBEDDINGS_NPY, out / outputs.PROBS_NPY,
