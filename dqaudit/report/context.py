@@ -182,8 +182,10 @@ def build_context(summary: dict, samples: pd.DataFrame, *, title: str | None, to
     figs = {
         "class_distribution": figures.class_distribution(
             ds["classes"], [class_counts[c] for c in ds["classes"]], flagged_per_class),
-        "priority": figures.priority_histogram(samples["priority"].to_numpy(),
-                                               is_error.astype(bool)),
+        # a label set's noisiness and ambiguity are probabilities (scoring.multilabel)
+        "priority": figures.priority_histogram(
+            samples["priority"].to_numpy(), is_error.astype(bool),
+            unit="probabilities" if summary.get("multi_label") else "nats"),
         # label sets have no class-by-class transitions (summary["multi_label"] says why)
         "transition": figures.transition_heatmap(
             ds["classes"], summary["estimated_transition_matrix"]["matrix"])

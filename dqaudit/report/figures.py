@@ -57,7 +57,8 @@ def class_distribution(classes: list[str], counts: list[int], flagged: list[int]
     return svg_text(fig)
 
 
-def priority_histogram(priority: np.ndarray, flagged: np.ndarray) -> str:
+def priority_histogram(priority: np.ndarray, flagged: np.ndarray, *, unit: str) -> str:
+    """Histogram of relabel priority, flagged samples hatched; ``unit``: the scores' unit."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 2.4))
     bins = np.linspace(priority.min(), priority.max(), 41) if priority.size else 10
@@ -66,7 +67,7 @@ def priority_histogram(priority: np.ndarray, flagged: np.ndarray) -> str:
     ax.hist(priority[flagged], bins=bins, color=DARK, edgecolor=INK, linewidth=0.3,
             hatch="///", label="suspected label error")
     ax.set_yscale("log")
-    ax.set_xlabel("relabel priority = noisiness - ambiguity (nats)")
+    ax.set_xlabel(f"relabel priority = noisiness - ambiguity ({unit})")
     ax.set_ylabel("samples (log scale)")
     ax.legend(frameon=False, fontsize=8)
     return svg_text(fig)
