@@ -3,6 +3,7 @@ embedded beside the whole (``embed.REGIONS``), a class scored by the region that
 (``scoring.regions``), kept in the audit folder for every re-rank."""
 
 import json
+from dataclasses import asdict
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from dqaudit.api import Audit
 from dqaudit.cli import main
 from dqaudit.embed import REGIONS, embed_images, load_encoder
 from dqaudit.errors import InputError
-from dqaudit.scoring.regions import RegionProbe, region_posteriors, set_folds
+from dqaudit.scoring.multilabel import flagged_pairs
+from dqaudit.scoring.regions import SET_REGIONS, RegionProbe, region_posteriors, set_folds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,14 +52,17 @@ def diluted_scenes(n=400, c=4, d=16, parts=4, seed=0):
 def test_a_class_shown_in_one_region_is_found_better_than_by_the_whole_image():
     views, sets = diluted_scenes()
     config = RegionProbe(weight_decay=1.0, dim=16)
-    pooled = region_posteriors(views, sets, config=config, seed=0, device="cpu")
-    whole = region_posteriors(views[:, :1], sets, config=config, seed=0, device="cpu")
+    pooled = region_posteriors(views, sets, config=config, seed=0, device="cpu",
+                               suspects=flagged_pairs)
+    whole = region_posteriors(views[:, :1], sets, config=config, seed=0, device="cpu",
+                               suspects=flagged_pairs)
     assert pooled.shape == sets.shape and np.isfinite(pooled).all()
     pooled_auc = np.mean([auc(pooled[:, k], sets[:, k]) for k in range(sets.shape[1])])
     whole_auc = np.mean([auc(whole[:, k], sets[:, k]) for k in range(sets.shape[1])])
     assert pooled_auc > whole_auc + 0.02, (pooled_auc, whole_auc)
     # seeded: the same folds and fits give the same posteriors
-    again = region_posteriors(views, sets, config=config, seed=0, device="cpu")
+    again = region_posteriors(views, sets, config=config, seed=0, device="cpu",
+                               suspects=flagged_pairs)
     np.testing.assert_allclose(again, pooled, atol=1e-6)
 
 
@@ -66,14 +71,16 @@ def test_a_samples_own_set_never_reaches_the_model_that_scores_it(monkeypatch):
 
     views, sets = diluted_scenes(n=200)
     config = RegionProbe(weight_decay=1.0, dim=16)
-    base = region_posteriors(views, sets, config=config, seed=0, device="cpu")
+    base = region_posteriors(views, sets, config=config, seed=0, device="cpu",
+                               suspects=flagged_pairs)
     # the same fold splits for both runs (they are drawn from the sets)
     splits = {r: set_folds(sets, n_folds=5, seed=r) for r in range(3)}
     monkeypatch.setattr(regions_module, "set_folds",
                         lambda _sets, *, n_folds, seed: splits[seed])
     flipped = sets.copy()
     flipped[7] = ~flipped[7]
-    other = region_posteriors(views, flipped, config=config, seed=0, device="cpu")
+    other = region_posteriors(views, flipped, config=config, seed=0, device="cpu",
+                               suspects=flagged_pairs)
     np.testing.assert_allclose(other[7], base[7], atol=1e-5)
     assert not np.allclose(other, base, atol=1e-5)  # the flip moved the models trained on it
 
@@ -121,6 +128,8 @@ def test_scan_with_regions_keeps_them_for_every_rerank(small_sets, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["embed"]["regions"] is True
     assert summary["embedding"]["regions"] == len(REGIONS)
+    # the region model's settings are recorded with the run
+    assert summary["score_parameters"]["region_model"] == asdict(SET_REGIONS)
     regions = np.load(out / "regions.npy")
     assert regions.shape[:2] == (60, len(REGIONS)) and regions.dtype == np.float16
     # a region's embedding is that crop of the image, embedded as the whole images are
@@ -174,3 +183,30 @@ def test_sets_scanned_by_an_older_version_are_refitted_on_a_rerank(small_sets, t
     path.write_text(json.dumps(summary))
     audit = Audit.load(out)
     assert not audit.user_probs and audit.summary["posterior_method"] == "linear"
+
+
+def test_a_correction_round_softens_only_the_answers_the_audit_suspects():
+    import torch
+
+    from dqaudit.scoring.regions import _corrected
+
+    views, true = diluted_scenes(n=200, seed=1)
+    given = true.copy()
+    wrong = np.flatnonzero((~true).any(axis=1))[[3, 11, 40]]
+    for i in wrong:  # an extra class on three samples (the class no region shows)
+        given[i, np.flatnonzero(~true[i])[0]] = True
+    folds = set_folds(given, n_folds=4, seed=0)
+    config = RegionProbe(weight_decay=1.0, dim=16, correction_rounds=1)
+    v = torch.as_tensor(views)
+    targets = _corrected(v, given, folds, config=config, suspects=flagged_pairs).numpy()
+    changed = ~np.isclose(targets, given)
+    # what the audit's pair flag suspects on the inner posteriors is replaced by them, in (0, 1)
+    assert changed.any() and ((targets[changed] > 0) & (targets[changed] < 1)).all()
+    for i in wrong:
+        extra = given[i] & ~true[i]
+        assert changed[i][extra].all() and (targets[i][extra] < 0.5).all()
+    # most answers are kept as given
+    assert changed.mean() < 0.1
+    none = RegionProbe(weight_decay=1.0, dim=16, correction_rounds=0)
+    np.testing.assert_array_equal(
+        _corrected(v, given, folds, config=none, suspects=flagged_pairs).numpy(), given)

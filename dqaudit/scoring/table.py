@@ -7,7 +7,7 @@ own arrays (``Audit.from_arrays``): embeddings, out-of-sample ``pred_probs``, or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -218,7 +218,8 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                              else None,
                              "pca_dim": int(x.shape[1]) if x is not None else None,
                              "knn": graph.info if graph is not None else None,
-                             "posteriors": fitted or probs_source},
+                             "posteriors": fitted or probs_source,
+                             "region_model": asdict(SET_REGIONS) if views is not None else None},
     }
     return ScoredDataset(table=table, stats=stats, probs=probs, graph=graph)
 
