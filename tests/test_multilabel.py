@@ -116,6 +116,8 @@ def test_scores_name_the_missing_and_extra_classes_of_each_wrong_set():
     assert low <= 5 / 300 <= high + 0.01 and m["per_class"]["cat"]["flagged_extra"] >= 1
     head = audit.summary["headline"]
     assert head["source"] == "gold-free" and "label sets" in head["text"]
+    # one share of wrong sets wherever a script reads it (4.5 estimated here: not rounded)
+    assert audit.summary["confident_joint_rate"] == m["wrong_set_share"] == head["rate"]
     assert audit.summary["clr"] is None and audit.summary["estimated_transition_matrix"] is None
     with pytest.raises(DqauditError, match="multi-label audit states"):
         audit.estimate_clr()

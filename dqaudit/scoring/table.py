@@ -198,8 +198,9 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
         "flagged_count": int(flagged.sum()),
         "label_error_count": int(label_error.sum()),
         "estimated_label_errors": n_errors,
-        # the confident joint's count as a share: not the headline (summary["headline"])
-        "confident_joint_rate": round(n_errors / len(data), 4),
+        # the confident joint's count as a share (for sets the centre of the range the
+        # per-class counts allow, as the headline states it), unrounded count over n
+        "confident_joint_rate": round(lab["error_share"], 4),
         "issue_counts": {name: int(m.sum()) for name, m in masks.items()},
         "duplicate_groups": int(dup_group.max() + 1) if (dup_group >= 0).any() else 0,
         "exact_duplicate_groups": int(exact_group.max() + 1) if exact.any() else 0,
@@ -280,6 +281,7 @@ def _label_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, see
             "suggested": np.array(data.classes, dtype=object)[suggested],
             "confidence": confidence, "disagreement": disagreement,
             "label_error": found.flags, "n_errors": found.count,
+            "error_share": found.count / len(data),
             # calibrated to sum to the estimated number of wrong labels (calibration.py)
             "error_probability": calibration.power(disagreement, found.count),
             "ambiguous": scores.top_two_margin(probs) < AMBIGUITY_MARGIN,
@@ -310,6 +312,7 @@ def _set_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed:
 
     return {**s, "probs": probs, "post": post, "fitted": fitted,
             "n_errors": int(round(float(s["error_probability"].sum()))),
+            "error_share": sum(multilabel.wrong_set_range(s["pairs"]["counts"], n)) / 2,
             "review": scores.mean_rank(s["disagreement"]) / max(n - 1, 1),
             "noise_blocks": noise_blocks}
 
