@@ -79,6 +79,14 @@ def make_set(table, layout: str, n: int, seed: int) -> dict:
     parts = np.stack([rng.choice(len(table), size=k, replace=False) for _ in range(n)])
     folder = CACHE / f"{layout}-{seed}-{n}"
     folder.mkdir(parents=True, exist_ok=True)
+    # the folder's name is not its content: the parts it was composed of are kept beside the
+    # images, and a folder holding other parts (an experiment's) is refused, not read
+    key = folder / "parts.npy"
+    if key.exists() and not np.array_equal(np.load(key), parts):
+        raise SystemExit(f"{folder} holds composites of other parts; delete it (and "
+                         f"crops8-{folder.name}) and run again")
+    if not key.exists():
+        np.save(key, parts)
     root = common.SHARED / "cifar10n"
     paths = []
     place = np.random.default_rng([seed, LAYOUTS.index(layout), 1])  # scatter's places
