@@ -154,28 +154,18 @@ def write(out: Path, state: Stored, *, skipped: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_samples(out, state.samples)
     outputs.write_skipped(out, skipped)
-    emb = out / outputs.EMBEDDINGS_NPY
-    same_file = isinstance(state.embeddings, np.memmap) and Path(
-        state.embeddings.filename).resolve() == emb.resolve()
-    if state.embeddings is not None and not same_file:
-        outputs.write_array(out, outputs.EMBEDDINGS_NPY, state.embeddings.astype(np.float32))
-    elif state.embeddings is None and emb.exists():
-        emb.unlink()  # an earlier run's, not this audit's
     outputs.write_array(out, outputs.LABEL_COUNTS_NPY, state.label_counts)
-    regions = out / outputs.REGIONS_NPY
-    if isinstance(state.regions, np.memmap) and Path(
-            state.regions.filename).resolve() == regions.resolve():
-        pass  # the folder's own
-    elif state.regions is not None:
-        outputs.write_array(out, outputs.REGIONS_NPY, state.regions.astype(np.float16))
-    elif regions.exists():
-        regions.unlink()
-    for name, array, dtype in ((outputs.PROBS_NPY, state.probs, np.float32),
+    for name, array, dtype in ((outputs.EMBEDDINGS_NPY, state.embeddings, np.float32),
+                               (outputs.REGIONS_NPY, state.regions, np.float16),
+                               (outputs.PROBS_NPY, state.probs, np.float32),
                                (outputs.IMAGE_STATS_NPY, state.image_stats, np.float64)):
+        path = out / name
+        if isinstance(array, np.memmap) and Path(array.filename).resolve() == path.resolve():
+            continue  # the folder's own file, read memory-mapped: already there
         if array is not None:
             outputs.write_array(out, name, array.astype(dtype))
-        elif (out / name).exists():
-            (out / name).unlink()
+        elif path.exists():
+            path.unlink()  # an earlier run's, not this audit's
     for name, table in ((CORRECTIONS_CSV, state.ledger), (CHANGELOG_CSV, state.changelog)):
         _write_table(out / name, table)
     write_verification(out, frame=state.verify_frame, sample=state.verify_sample)
