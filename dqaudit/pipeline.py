@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dqaudit.config import AuditConfig
+from dqaudit.config import AuditConfig, EmbedConfig
 from dqaudit.dataset import LabeledImages, set_text
-from dqaudit.embed import (auto_image_size, default_num_workers, embed_images, embed_regions,
-                           load_encoder)
+from dqaudit.embed import (REGIONS, auto_image_size, default_num_workers, embed_images,
+                           embed_regions, load_encoder)
 from dqaudit.embed.backends import OPENVINO_BACKENDS, resolve_backend, with_backend
 from dqaudit.embed.cache import default_cache_dir
 from dqaudit.embed.gpu_decode import resolve_decoder
@@ -93,15 +93,8 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
                                   use_cache=e.use_cache, progress=not quiet,
                                   keys=data.digests)
     else:
-        encoder = load_encoder(e.model, image_size=size, flip_tta=e.flip_tta)
-        read = DicomRead.of(e)
-        encoder = replace(encoder, preprocessing=replace(
-            encoder.preprocessing, dicom_window=read.window, dicom_frame=read.frame))
-        encoder = with_backend(encoder,
-                               resolve_backend(e.backend, device, model=e.model),
-                               required=e.backend in OPENVINO_BACKENDS)
-        result = embed_images(data.paths, model=encoder, device=device,
-                              batch_size=e.batch_size, num_workers=e.num_workers,
+        result = embed_images(data.paths, model=local_encoder(e, size, device=device),
+                              device=device, batch_size=e.batch_size, num_workers=e.num_workers,
                               cache_dir=e.cache_dir, use_cache=e.use_cache,
                               progress=not quiet, keys=data.digests,
                               decoder=resolve_decoder(e.decode, device))
@@ -113,6 +106,18 @@ def embed_dataset(data: LabeledImages, config: AuditConfig, *, device: str, quie
         return data, result.embeddings, result.stats, info
     return (data.subset(result.ok, extra_skipped=result.failures),
             result.embeddings[result.ok], result.stats[result.ok], info)
+
+
+def local_encoder(e: EmbedConfig, image_size: int | None, *, device: str):
+    """The encoder the local engine embeds with: model ``e.model`` at
+    ``image_size``, reading DICOM files as ``e`` says, on the backend ``e.backend`` resolves
+    to on ``device``."""
+    encoder = load_encoder(e.model, image_size=image_size, flip_tta=e.flip_tta)
+    read = DicomRead.of(e)
+    encoder = replace(encoder, preprocessing=replace(
+        encoder.preprocessing, dicom_window=read.window, dicom_frame=read.frame))
+    return with_backend(encoder, resolve_backend(e.backend, device, model=e.model),
+                        required=e.backend in OPENVINO_BACKENDS)
 
 
 def check_regions(data: LabeledImages, config: AuditConfig, *, user_embeddings: bool) -> None:
@@ -137,15 +142,11 @@ def region_embeddings(data: LabeledImages, config: AuditConfig, info: dict, *, d
     e = config.embed
     if not e.regions:
         return None
-    encoder = load_encoder(e.model, image_size=info["image_size"], flip_tta=e.flip_tta)
-    read = DicomRead.of(e)
-    encoder = replace(encoder, preprocessing=replace(
-        encoder.preprocessing, dicom_window=read.window, dicom_frame=read.frame))
-    encoder = with_backend(encoder, resolve_backend(e.backend, device, model=e.model),
-                           required=e.backend in OPENVINO_BACKENDS)
-    log(quiet, f"dqaudit: embedding 8 regions of each of {len(data)} images (--regions)")
-    regions, more = embed_regions(data.paths, model=encoder, device=device,
-                                  batch_size=e.batch_size, num_workers=e.num_workers,
+    log(quiet, f"dqaudit: embedding {len(REGIONS)} regions of each of {len(data)} images "
+               "(--regions)")
+    regions, more = embed_regions(data.paths,
+                                  model=local_encoder(e, info["image_size"], device=device),
+                                  device=device, batch_size=e.batch_size, num_workers=e.num_workers,
                                   cache_dir=e.cache_dir, use_cache=e.use_cache,
                                   progress=not quiet, keys=data.digests)
     info.update(more)
