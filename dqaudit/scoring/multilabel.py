@@ -27,8 +27,7 @@ import numpy as np
 from dqaudit.dataset import set_text
 from dqaudit.errors import InputError
 from dqaudit.scoring import calibration, scores
-from dqaudit.scoring.posteriors import (LINEAR_REPEATS, REPEAT_MAX_SAMPLES, linear_posteriors,
-                                        stratified_folds)
+from dqaudit.scoring.posteriors import fold_splits, linear_posteriors, stratified_folds
 from dqaudit.scoring.probes import ProbeConfig
 from dqaudit.scoring.regions import SET_REGIONS, region_posteriors
 
@@ -46,10 +45,10 @@ def binary_posteriors(x: np.ndarray, sets: np.ndarray, *, seed: int, device: str
                       config: ProbeConfig) -> np.ndarray:
     """(N, C) out-of-fold P(class present): per class, the robust linear probe on the
     two-class problem (absent, present) of the projected embeddings ``x`` (N, D), K-fold
-    cross-fitted on ``LINEAR_REPEATS`` fold splits stratified by the class and averaged."""
+    cross-fitted on ``fold_splits`` fold splits stratified by the class and averaged."""
     sets = np.asarray(sets, dtype=bool)
     out = np.zeros(sets.shape, dtype=np.float64)
-    repeats = LINEAR_REPEATS if len(sets) <= REPEAT_MAX_SAMPLES else 1
+    repeats = fold_splits(len(sets))
     for c in range(sets.shape[1]):
         yes = sets[:, c]
         counts = np.stack([~yes, yes], axis=1).astype(np.float32)

@@ -34,6 +34,13 @@ from dqaudit.scoring.scores import find_label_errors
 DEFAULT_METHOD = "linear"
 LINEAR_REPEATS = 3
 REPEAT_MAX_SAMPLES = 50_000
+
+
+def fold_splits(n: int) -> int:
+    """How many differently seeded fold splits a cross-fitted linear model of ``n`` samples
+    averages over: ``LINEAR_REPEATS``, or one above ``REPEAT_MAX_SAMPLES`` (module docstring)."""
+    return LINEAR_REPEATS if n <= REPEAT_MAX_SAMPLES else 1
+
 # L-BFGS iterations of a correction round's probes after the first, which start from the last
 # round's weights: the same flags as 100 in less time (benchmarks/RESULTS.md, "correction
 # rounds in the flag's order")
@@ -258,8 +265,7 @@ def compute_posteriors(
     n_folds = max(2, min(n_folds, len(labels)))
     if repeats is None:
         # only the linear probe averages over splits; the graph uses one
-        repeats = (LINEAR_REPEATS if method != "graph" and len(labels) <= REPEAT_MAX_SAMPLES
-                   else 1)
+        repeats = fold_splits(len(labels)) if method != "graph" else 1
     if repeats < 1:
         raise DqauditError(f"repeats must be at least 1, not {repeats}")
     fold_sets = [stratified_folds(labels, n_folds=n_folds, seed=seed + r) for r in range(repeats)]

@@ -11,9 +11,9 @@ shows it (a multiple-instance model, max pooling):
 fitted as maximum-a-posteriori (the sum of the binary cross-entropies of the C answers plus
 ``weight_decay / 2 * ||W||^2``, a Gaussian prior of that precision on unit-variance features),
 K-fold cross-fitted so that no sample's set reaches the model that scores it, and averaged over
-``LINEAR_REPEATS`` fold splits as the one-vs-rest probes are. A small object fills one region
-and wins its softmax there while the whole-image view shares itself among what it shows; the
-classes compete inside a view, as one region's object is one class.
+the fold splits of ``posteriors.fold_splits`` as the one-vs-rest probes are. A small object
+fills one region and wins its softmax there while the whole-image view shares itself among
+what it shows; the classes compete inside a view, as one region's object is one class.
 
 With ``correction_rounds`` each fold's model is trained on targets in which the suspected wrong
 answers of its training part (found by an inner cross-validation inside that part, with the
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dqaudit.scoring.posteriors import LINEAR_REPEATS, REPEAT_MAX_SAMPLES, stratified_folds
+from dqaudit.scoring.posteriors import fold_splits, stratified_folds
 from dqaudit.scoring.probes import project
 
 
@@ -93,9 +93,9 @@ def region_posteriors(views: np.ndarray, sets: np.ndarray, *, config: RegionProb
     sets = np.asarray(sets, dtype=bool)
     n, c = sets.shape
     v = torch.as_tensor(np.ascontiguousarray(views), dtype=torch.float32, device=device)
-    repeats = LINEAR_REPEATS if n <= REPEAT_MAX_SAMPLES else 1
     rng = np.random.default_rng(seed)
     out = np.zeros((n, c))
+    repeats = fold_splits(n)
     for r in range(repeats):
         folds = set_folds(sets, n_folds=config.n_folds, seed=seed + r)
         for f in range(config.n_folds):

@@ -35,8 +35,8 @@ from dqaudit.scoring.neighbors import (
     outlier_flags,
     outlier_scores,
 )
-from dqaudit.scoring.posteriors import (DEFAULT_METHOD, LINEAR_REPEATS, REPEAT_MAX_SAMPLES,
-                                        compute_posteriors, review_posteriors)
+from dqaudit.scoring.posteriors import (DEFAULT_METHOD, compute_posteriors, fold_splits,
+                                        review_posteriors)
 from dqaudit.scoring.probes import project
 from dqaudit.scoring.regions import SET_REGIONS, project_views
 
@@ -215,7 +215,7 @@ def score_dataset(data: LabeledImages, embeddings: np.ndarray | None, *,
                              "n_folds": 5 if fitted or probs_source == "finetune"
                              else None,
                              "fold_splits": post.fold_splits if post is not None else
-                             (LINEAR_REPEATS if n <= REPEAT_MAX_SAMPLES else 1) if fitted
+                             fold_splits(n) if fitted
                              else None,
                              "pca_dim": int(x.shape[1]) if x is not None else None,
                              "knn": graph.info if graph is not None else None,
