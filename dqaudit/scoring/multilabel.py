@@ -125,7 +125,8 @@ def pair_errors(sets: np.ndarray, probs: np.ndarray) -> dict:
 
 def set_scores(sets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """Every per-sample score of a multi-label audit (columns named as the single-label
-    audit's where they mean the same), plus the pair-level arrays for the summary."""
+    audit's where they mean the same), plus the pair-level arrays and the range of the share of
+    wrong sets (``wrong_set_range``) for the summary."""
     sets = np.asarray(sets, dtype=bool)
     pairs = pair_errors(sets, probs)
     flags, q, dis = pairs["flags"], pairs["q"], pairs["disagreement"]
@@ -149,7 +150,7 @@ def set_scores(sets: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     return {
         "noisiness": noisiness, "ambiguity": ambiguity, "priority": noisiness - ambiguity,
         "error_probability": error_probability, "independent": independent,
-        "disagreement": noisiness,
+        "wrong_set_range": (low, high), "disagreement": noisiness,
         "label_error": flags.any(axis=1),
         "ambiguous": (margin < AMBIGUITY_MARGIN).any(axis=1),
         "suggested": [set_text(r, classes) for r in suggested],
@@ -179,7 +180,7 @@ def set_summary(sets: np.ndarray, scored: dict, classes: list[str]) -> dict:
         }
     co = (sets.T.astype(np.int64) @ sets.astype(np.int64))
     sizes = sets.sum(axis=1)
-    low, high = wrong_set_range(scored["pairs"]["counts"], n)
+    low, high = scored["wrong_set_range"]
     return {
         "estimated_wrong_sets": round((low + high) / 2 * n, 1),
         "wrong_set_share": round((low + high) / 2, 4),

@@ -312,7 +312,7 @@ def _set_scores(data: LabeledImages, x, graph, *, pred_probs, method: str, seed:
 
     return {**s, "probs": probs, "post": post, "fitted": fitted,
             "n_errors": int(round(float(s["error_probability"].sum()))),
-            "error_share": sum(multilabel.wrong_set_range(s["pairs"]["counts"], n)) / 2,
+            "error_share": sum(s["wrong_set_range"]) / 2,
             "review": scores.mean_rank(s["disagreement"]) / max(n - 1, 1),
             "noise_blocks": noise_blocks}
 
